@@ -1,0 +1,378 @@
+"""SQLAlchemy 2 typed ORM models: the whole persistent state of SpineReview.
+
+Conventions:
+* Every row a user writes records who (``*_by`` / ``reader_id``) and when (UTC timestamps).
+* Rows two people may edit at once carry a ``version`` column used by SQLAlchemy's optimistic
+  concurrency check (a stale write raises ``StaleDataError``, turned into ``ConflictError``).
+* Slice references are stored twice on purpose: ``slice_index`` (position in the series sorted by
+  position along the normal, the index our Volume uses) and ``instance_number`` (RSNA's
+  ``slice_number``, used in every export).
+* Box coordinates are image pixels of the axial slice: x = column, y = row, of the top-left corner
+  (RSNA's "point closest to (0, 0)"), width/height in pixels.
+* ``audit_log`` is append-only; migrations add triggers that refuse UPDATE and DELETE on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Role(str, enum.Enum):
+    annotator = "annotator"
+    adjudicator = "adjudicator"
+    admin = "admin"
+    viewer = "viewer"
+
+
+class StudyStatus(str, enum.Enum):
+    new = "new"
+    in_reading = "in_reading"
+    read = "read"
+    in_adjudication = "in_adjudication"
+    final = "final"
+
+
+class AssignmentStatus(str, enum.Enum):
+    assigned = "assigned"
+    in_progress = "in_progress"
+    submitted = "submitted"
+
+
+class LevelCall(str, enum.Enum):
+    """A reader's call on one vertebra level."""
+
+    fractured = "fractured"
+    not_fractured = "not_fractured"
+    unsure = "unsure"
+
+
+class DisputeKind(str, enum.Enum):
+    readers_disagree = "readers_disagree"
+    readers_vs_report = "readers_vs_report"
+    model_vs_final = "model_vs_final"
+
+
+class DisputeStatus(str, enum.Enum):
+    open = "open"
+    decided = "decided"
+
+
+class VoteChoice(str, enum.Enum):
+    fractured = "fractured"
+    not_fractured = "not_fractured"
+    cannot_tell = "cannot_tell"
+
+
+_ENUM_LEN = 32
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    password_hash: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[str] = mapped_column(String(_ENUM_LEN), default=Role.viewer.value)
+    is_chair: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(256), unique=True, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(128), unique=True)
+    dataset: Mapped[str] = mapped_column(String(32), index=True)  # rsna | verse | ctspine1k | dicom | nifti
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    patient_id: Mapped[str] = mapped_column(String(128), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=StudyStatus.new.value, index=True)
+    n_slices: Mapped[int] = mapped_column(Integer, default=0)
+    has_mask: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    imported_by: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    series: Mapped[list[Series]] = relationship(back_populates="study", cascade="all, delete-orphan")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Series(Base):
+    """One image volume of a study (a DICOM series or a NIfTI image)."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    series_uid: Mapped[str] = mapped_column(String(128), unique=True)
+    modality: Mapped[str] = mapped_column(String(16), default="CT")
+    source_format: Mapped[str] = mapped_column(String(16))  # dicom | nifti
+    source_dir: Mapped[str] = mapped_column(Text)
+    files: Mapped[list[Any]] = mapped_column(default=list)  # relative to source_dir, in sorted order
+    shape: Mapped[list[Any]] = mapped_column()  # (a0, a1, a2)
+    affine: Mapped[list[Any]] = mapped_column()  # 4x4, array index -> LPS mm
+    instance_numbers: Mapped[list[Any]] = mapped_column(default=list)  # per a0 index
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    masks: Mapped[list[Mask]] = relationship(back_populates="series", cascade="all, delete-orphan")
+
+
+class Mask(Base):
+    """A vertebra label map stored as a file, aligned to its series through the affines."""
+
+    __tablename__ = "masks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    vocabulary: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32), default="dataset")  # dataset | prediction
+    levels: Mapped[list[Any]] = mapped_column(default=list)  # canonical level names present
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="masks")
+
+
+class Centroid(Base):
+    """A vertebra centroid in LPS mm (VerSe `_ctd.json`, or a model's output)."""
+
+    __tablename__ = "centroids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(8))
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    z: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(32), default="dataset")
+
+    __table_args__ = (UniqueConstraint("study_id", "level", "source"),)
+
+
+class Report(Base):
+    """The radiology report of a study: text and per-level labels, with their source."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    patient_overall: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)  # level name -> bool
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Assignment(Base):
+    """A reader's reading of one study: assigned, in progress, submitted (reopenable)."""
+
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=AssignmentStatus.assigned.value)
+    assigned_by: Mapped[str] = mapped_column(String(64), default="")
+    assigned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (UniqueConstraint("study_id", "reader_id"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Box(Base):
+    """A reader's fracture box on one axial slice (soft-deleted so history stays)."""
+
+    __tablename__ = "boxes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    slice_index: Mapped[int] = mapped_column(Integer)
+    instance_number: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    width: Mapped[float] = mapped_column(Float)
+    height: Mapped[float] = mapped_column(Float)
+    level: Mapped[str | None] = mapped_column(String(8), default=None)
+    level_from_mask: Mapped[bool] = mapped_column(Boolean, default=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(32), default="drawn")  # drawn | imported | prediction
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (Index("ix_boxes_study_reader_slice", "study_id", "reader_id", "slice_index"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class LevelLabel(Base):
+    """A reader's call on one level of one study."""
+
+    __tablename__ = "level_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    level: Mapped[str] = mapped_column(String(8))
+    call: Mapped[str] = mapped_column(String(_ENUM_LEN))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (UniqueConstraint("study_id", "reader_id", "level"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+
+class Prediction(Base):
+    """One complete model run on one study (written in one transaction, never half)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    patient_probability: Mapped[float | None] = mapped_column(Float, default=None)
+    level_probabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)  # level -> p
+    boxes: Mapped[list[Any]] = mapped_column(default=list)  # [{slice_index, x, y, w, h, score, level}]
+    mask_path: Mapped[str] = mapped_column(Text, default="")
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    backend: Mapped[str] = mapped_column(String(256), default="local")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("study_id", "model_version_id"),)
+
+
+class Dispute(Base):
+    __tablename__ = "disputes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(_ENUM_LEN))
+    status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=DisputeStatus.open.value, index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what each side said
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (UniqueConstraint("study_id", "level", "kind"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Vote(Base):
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispute_id: Mapped[int] = mapped_column(ForeignKey("disputes.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    voter_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    choice: Mapped[str] = mapped_column(String(_ENUM_LEN))
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("dispute_id", "round", "voter_id"),)
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispute_id: Mapped[int] = mapped_column(ForeignKey("disputes.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    fractured: Mapped[bool | None] = mapped_column(Boolean)  # None: cannot tell
+    policy: Mapped[str] = mapped_column(String(_ENUM_LEN))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FinalLabel(Base):
+    """The label of a study level that feeds exports and metrics."""
+
+    __tablename__ = "final_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8))
+    fractured: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(32))  # report | readers | decision
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+
+    __table_args__ = (UniqueConstraint("study_id", "level"),)
+
+
+class AuditEntry(Base):
+    """Append-only record of every change (who, when, what, before, after)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(128), default="")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -1,0 +1,85 @@
+"""One settings object for the app, the CLI and the backend.
+
+Values come from defaults, then environment variables ``SPINE_*``, then explicit overrides (CLI
+flags). Nothing here names a path of one machine: everything lives under ``data_dir``, which
+defaults to ``./var`` beside the current working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Environment variable of each field: ``SPINE_<FIELD NAME UPPER>``."""
+
+    data_dir: Path = Path("var")
+    db_url: str = ""  # empty -> SQLite file under data_dir
+    cache_dir: Path | None = None  # None -> data_dir / "cache"
+    backend_url: str = ""  # empty -> models run in-process
+    backend_token: str = ""
+    backend_timeout_s: float = 120.0
+    models_dir: Path | None = None  # None -> the demo weights shipped in the package
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    union_min_iou: float = 0.0  # 0 -> any overlap merges boxes
+    adjudication_policy: str = "committee"  # committee | report
+    quorum: int = 2
+    demo_studies: int = 6
+    demo_seed: int = 2022
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'spine.db').resolve()}"
+
+    @property
+    def volume_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        """A copy with the given non-None values replaced (CLI flags)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **_coerce(clean))
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in types:
+            raise KeyError(f"unknown setting '{key}'")
+        kind = str(types[key])
+        if isinstance(value, str):
+            if "Path" in kind:
+                value = Path(value)
+            elif kind == "int":
+                value = int(value)
+            elif kind == "float":
+                value = float(value)
+        out[key] = value
+    return out
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``SPINE_*`` environment variables, then ``overrides``.
+
+    Raises:
+        ValueError: when a variable cannot be parsed, naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        var = f"SPINE_{f.name.upper()}"
+        if var in env and env[var] != "":
+            values[f.name] = env[var]
+    try:
+        settings = replace(Settings(), **_coerce(values))
+    except ValueError as exc:
+        raise ValueError(f"bad SPINE_* environment variable: {exc}") from None
+    return settings.with_overrides(**overrides)

@@ -1,0 +1,62 @@
+"""Precise exceptions raised by the core; pages and the CLI turn them into clear messages.
+
+Every exception carries a message that says what is wrong and, where possible, what to do.
+"""
+
+from __future__ import annotations
+
+
+class SpineError(Exception):
+    """Base class of every error the core raises on purpose (never a bug)."""
+
+
+class InputError(SpineError):
+    """Input given by a user (a path, a CSV row, an argument) is not usable."""
+
+
+class UnsafePathError(InputError):
+    """A path escapes its root (e.g. contains `..`) or names something outside the dataset."""
+
+
+class DicomError(SpineError):
+    """A DICOM file or series cannot be read as an image series."""
+
+
+class NotDicomError(DicomError):
+    """A file is not DICOM (no preamble/meta, or unparsable)."""
+
+
+class UnsupportedTransferSyntax(DicomError):
+    """Pixel data is encoded in a transfer syntax no installed decoder handles."""
+
+
+class SeriesGeometryError(DicomError):
+    """Slices of a series do not form a valid volume (too few slices, duplicates, mixed grids...)."""
+
+
+class MaskError(SpineError):
+    """A segmentation mask does not fit its image (shape, affine, labels, overlap)."""
+
+
+class LabelVocabularyError(MaskError):
+    """A label value lies outside the vocabulary of the dataset it claims to follow."""
+
+
+class DatasetLayoutError(InputError):
+    """A folder does not match any dataset layout we know."""
+
+
+class CacheError(SpineError):
+    """A cached volume is missing, corrupt or stale."""
+
+
+class PermissionDenied(SpineError):
+    """The signed-in user's role does not allow this action."""
+
+
+class ConflictError(SpineError):
+    """Someone else changed the same record meanwhile (optimistic concurrency check failed)."""
+
+
+class NotFound(SpineError):
+    """A study, series, user or record that was named does not exist."""
