@@ -1,0 +1,250 @@
+"""The `spine` command: batch work on datasets, the database and the models.
+
+Every subcommand has ``--help``. Errors are printed as one clear line on stderr with a non-zero
+exit status (2 for bad input, 1 for an unexpected failure); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from spine_core.config import Settings, load_settings
+from spine_core.errors import SpineError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        db_url=getattr(args, "db", None),
+        data_dir=getattr(args, "data_dir", None),
+        workers=getattr(args, "workers", None),
+    )
+
+
+def _cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.app_services import database_summary
+
+    for key, value in database_summary(settings).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from db.migrate import current_revision, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    print(f"database at revision {current_revision(settings.database_url)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.phantom import write_rsna_dataset
+
+    out = Path(args.out)
+    shape = tuple(int(v) for v in args.shape.split("x"))
+    if len(shape) != 3:
+        raise SpineError(f"--shape must be SLICESxROWSxCOLS, got '{args.shape}'")
+    manifest = write_rsna_dataset(
+        out, n_studies=args.studies, seed=args.seed, shape=shape, workers=settings.workers
+    )
+    print(f"wrote {args.studies} synthetic studies in the RSNA layout to {out}")
+    if args.do_import:
+        return _run_import(out, settings, args)
+    del manifest
+    return 0
+
+
+def _run_import(path: Path, settings: Settings, args: argparse.Namespace) -> int:
+    from spine_core.importer import import_path
+
+    report = import_path(
+        path,
+        settings,
+        actor=getattr(args, "actor", "cli"),
+        progress=not getattr(args, "no_progress", False),
+    )
+    print(report.summary())
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return 0 if report.ok else 3
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    return _run_import(Path(args.path), settings, args)
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core import exporter
+
+    out = Path(args.out)
+    if args.kind == "rsna":
+        paths = exporter.export_rsna(settings, out)
+    elif args.kind == "nifti":
+        paths = exporter.export_nifti(settings, args.study, out)
+    elif args.kind == "readers":
+        paths = exporter.export_readers(settings, out)
+    elif args.kind == "coco":
+        paths = exporter.export_coco(settings, out)
+    elif args.kind == "decisions":
+        paths = exporter.export_decisions(settings, out)
+    else:  # pragma: no cover - argparse restricts the choices
+        raise SpineError(f"unknown export kind {args.kind}")
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from db.session import open_database
+    from db.users import create_user, list_users, set_role
+
+    sessions = open_database(settings.database_url)
+    with sessions.begin() as session:
+        if args.users_cmd == "add":
+            password = args.password or _read_password()
+            create_user(session, args.username, password, args.role, actor="cli",
+                        display_name=args.name or args.username)
+            print(f"added {args.username} ({args.role})")
+        elif args.users_cmd == "set-role":
+            set_role(session, args.username, args.role, actor="cli")
+            print(f"{args.username} is now {args.role}")
+        else:
+            for user in list_users(session):
+                state = "" if user.active else " (inactive)"
+                print(f"{user.username}\t{user.role}{state}")
+    return 0
+
+
+def _read_password() -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if line:
+            return line
+        raise SpineError("no password given: pass --password or type it on standard input")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SpineError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default: SPINE_DB_URL or SQLite under --data-dir)")
+    p.add_argument("--data-dir", help="folder for the database, caches and predictions (default ./var)")
+    p.add_argument("--workers", type=int, help="parallel workers (default: CPU count, at most 4)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `spine` command (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="spine", description="SpineReview: spine CT datasets, annotations and models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p)
+        p.set_defaults(handler=handler)
+        handlers[name] = handler
+        return p
+
+    add("info", _cmd_info, "Show the settings in force and what the database holds.")
+
+    p = add("db", _cmd_db_upgrade, "Database maintenance.")
+    p.add_argument("action", choices=["upgrade"], help="upgrade: apply all migrations")
+
+    p = add("demo", _cmd_demo, "Write synthetic spine CT studies in the RSNA layout.")
+    p.add_argument("--out", default="var/demo", help="output folder (default var/demo)")
+    p.add_argument("--studies", type=int, default=10, help="number of studies (default 10)")
+    p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
+    p.add_argument("--shape", default="200x256x256", help="SLICESxROWSxCOLS (default 200x256x256)")
+    p.add_argument("--import", dest="do_import", action="store_true",
+                   help="import the written studies into the database")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("import", _cmd_import,
+            "Import a dataset folder (RSNA, VerSe, CTSpine1K, TotalSegmentator output or plain "
+            "DICOM), or a readers' boxes / labels CSV.")
+    p.add_argument("path", help="dataset folder or CSV file")
+    p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("export", _cmd_export, "Export labels, boxes and volumes.")
+    p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions"],
+                   help="rsna: train.csv + train_bounding_boxes.csv of the final labels and union "
+                        "boxes; nifti: image and mask of one study; readers: every reader's boxes "
+                        "and labels; coco: axial slices with boxes; decisions: adjudication record")
+    p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti only)")
+    p.add_argument("out", nargs="?", default="export", help="output folder (default ./export)")
+
+    p = add("users", _cmd_users, "Manage user accounts.")
+    users_sub = p.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
+    ua = users_sub.add_parser("add", help="add a user (password from --password or stdin)")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=["annotator", "adjudicator", "admin", "viewer"])
+    ua.add_argument("--name", help="display name")
+    ua.add_argument("--password", help="password (prefer standard input)")
+    users_sub.add_parser("list", help="list users and roles")
+    us = users_sub.add_parser("set-role", help="change a user's role")
+    us.add_argument("username")
+    us.add_argument("role", choices=["annotator", "adjudicator", "admin", "viewer"])
+
+    return parser
+
+
+def _fix_export_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.command != "export":
+        return
+    if args.kind == "nifti":
+        if not args.study:
+            parser.error("export nifti needs a StudyInstanceUID: spine export nifti STUDY OUT")
+    elif args.study and args.out == "export":
+        # `spine export rsna OUT`: the single positional is the output folder.
+        args.out, args.study = args.study, None
+    elif args.study:
+        parser.error(f"export {args.kind} takes only OUT, not a study")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _fix_export_args(args, parser)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        settings = _settings(args)
+        handler: Any = args.handler
+        return int(handler(args, settings))
+    except SpineError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; work committed so far is kept, run the command again to resume",
+              file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI must never show a traceback unasked
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
