@@ -27,7 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    from spine_core.app_services import database_summary
+    from spine_core.workspace import database_summary
 
     for key, value in database_summary(settings).items():
         print(f"{key}: {value}")
@@ -101,11 +101,11 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
-    from db.session import open_database
     from db.users import create_user, list_users, set_role
+    from spine_core.workspace import open_workspace
 
-    sessions = open_database(settings.database_url)
-    with sessions.begin() as session:
+    ws = open_workspace(settings)
+    with ws.sessions.begin() as session:
         if args.users_cmd == "add":
             password = args.password or _read_password()
             create_user(session, args.username, password, args.role, actor="cli",
