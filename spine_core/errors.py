@@ -60,3 +60,11 @@ class ConflictError(SpineError):
 
 class NotFound(SpineError):
     """A study, series, user or record that was named does not exist."""
+
+
+class BackendError(SpineError):
+    """The inference backend is slow, failing or unreachable (the message says which and what to do)."""
+
+
+class ModelLoadError(SpineError):
+    """Model weights or their configuration cannot be loaded (missing file, wrong format, mismatch)."""
