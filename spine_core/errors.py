@@ -34,6 +34,10 @@ class SeriesGeometryError(DicomError):
     """Slices of a series do not form a valid volume (too few slices, duplicates, mixed grids...)."""
 
 
+class NiftiError(InputError):
+    """A file is not a readable 3-D NIfTI image (not NIfTI, corrupt, truncated, 4-D...)."""
+
+
 class MaskError(SpineError):
     """A segmentation mask does not fit its image (shape, affine, labels, overlap)."""
 
