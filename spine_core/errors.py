@@ -72,3 +72,9 @@ class BackendError(SpineError):
 
 class ModelLoadError(SpineError):
     """Model weights or their configuration cannot be loaded (missing file, wrong format, mismatch)."""
+
+
+class VoteRejected(InputError):
+    """An adjudication action breaks a rule: a vote without rationale, a reader voting on a study
+    they read, a second vote in one round, a decision on a closed dispute, an override or a
+    reopening without a reason. The message says which rule and what to do."""
