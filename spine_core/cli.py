@@ -34,6 +34,15 @@ def _cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.workspace import bootstrap
+
+    for line in bootstrap(settings, progress=not args.no_progress):
+        print(line)
+    print("ready")
+    return 0
+
+
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import current_revision, upgrade
 
@@ -158,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("info", _cmd_info, "Show the settings in force and what the database holds.")
+
+    p = add("bootstrap", _cmd_bootstrap,
+            "Prepare the embedded default: migrations, demo users, demo studies on first start.")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("db", _cmd_db_upgrade, "Database maintenance.")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply all migrations")

@@ -82,3 +82,33 @@ def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def bootstrap(settings: Settings, *, progress: bool = True) -> list[str]:
+    """Prepare the embedded default: migrations, demo users, demo studies on first start.
+
+    Idempotent: demo users and demo data are only created when missing (an empty study table).
+    Returns what was done, one line per step.
+    """
+    from sqlalchemy import func, select
+
+    from db import models as m
+    from db.users import ensure_demo_users
+
+    done: list[str] = []
+    ws = open_workspace(settings)
+    with ws.sessions.begin() as session:
+        created = ensure_demo_users(session)
+        if created:
+            done.append(f"created demo users: {', '.join(created)}")
+        n_studies = session.scalar(select(func.count()).select_from(m.Study)) or 0
+    if n_studies == 0 and settings.demo_studies > 0:
+        from spine_core.importer import import_path
+        from spine_core.phantom import write_rsna_dataset
+
+        demo_dir = settings.data_dir / "demo"
+        write_rsna_dataset(demo_dir, n_studies=settings.demo_studies, seed=settings.demo_seed,
+                           workers=settings.workers)
+        report = import_path(demo_dir, settings, actor="bootstrap", progress=progress)
+        done.append(f"generated and imported demo data: {report.summary()}")
+    return done
