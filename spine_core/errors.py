@@ -78,3 +78,7 @@ class VoteRejected(InputError):
     """An adjudication action breaks a rule: a vote without rationale, a reader voting on a study
     they read, a second vote in one round, a decision on a closed dispute, an override or a
     reopening without a reason. The message says which rule and what to do."""
+
+
+class SourceChangedError(SpineError):
+    """A study's files were deleted or changed since import (re-import it)."""
