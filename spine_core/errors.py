@@ -82,3 +82,15 @@ class VoteRejected(InputError):
 
 class SourceChangedError(SpineError):
     """A study's files were deleted or changed since import (re-import it)."""
+
+
+class BackendUnreachable(BackendError):
+    """The inference backend cannot be reached (refused, DNS, TLS); retrying may help."""
+
+
+class BackendBusy(BackendError):
+    """The inference backend is at its job limit or still loading its models (HTTP 503); retry later."""
+
+
+class BackendTimeout(BackendError):
+    """The inference backend did not answer in time (client read timeout or server job timeout)."""
