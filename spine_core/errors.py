@@ -91,6 +91,9 @@ class BackendUnreachable(BackendError):
 class BackendBusy(BackendError):
     """The inference backend is at its job limit or still loading its models (HTTP 503); retry later."""
 
+    #: Seconds the server asked us to wait (its ``Retry-After``), if it said.
+    retry_after_s: float | None = None
+
 
 class BackendTimeout(BackendError):
     """The inference backend did not answer in time (client read timeout or server job timeout)."""
