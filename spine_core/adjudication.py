@@ -1,0 +1,659 @@
+"""Adjudication rules: which levels are disputed, how votes decide, what the final label is.
+
+Pure functions over small frozen dataclasses; the database stores the string values of the enums
+defined here (``db.models`` mirrors them) and pages call these functions with what they loaded.
+
+Vocabulary
+----------
+* A **reader** reads a study and makes one *call* per vertebra level: fractured, not fractured or
+  unsure (:class:`LevelCall`).
+* An **adjudicator** votes on a *dispute*: fractured, not fractured or cannot tell
+  (:class:`VoteChoice`), with a written rationale. A reader of the study never votes on it.
+* The **policy** says who has the last word (:class:`Policy`):
+
+  - ``REPORT_DECIDES``: the radiology report's label is final unless an adjudicator overrides it
+    with a written reason (:class:`Override`). A level the report does not label falls back to
+    the committee rules below.
+  - ``COMMITTEE_DECIDES``: the adjudicators vote. Nothing is decided before ``quorum`` votes are
+    in; then the choice with the most votes wins (relative majority). A tie at the top goes to
+    the committee chair's vote when the chair voted for one of the tied choices; otherwise the
+    dispute stays undecided (more votes or the chair's vote are needed).
+
+* A decided dispute can be **reopened** with a reason: its decision is superseded and a new voting
+  round starts (everyone may vote again; earlier rounds stay in the history).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Collection, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from spine_core.errors import InputError, LabelVocabularyError, VoteRejected
+from spine_core.labels import CRANIOCAUDAL_ORDER, level_id
+
+Reader = str | int
+Level = str
+
+
+class LevelCall(str, Enum):
+    """A reader's call on one vertebra level (same values as ``db.models.LevelCall``)."""
+
+    fractured = "fractured"
+    not_fractured = "not_fractured"
+    unsure = "unsure"
+
+
+class VoteChoice(str, Enum):
+    """An adjudicator's vote on a dispute (same values as ``db.models.VoteChoice``)."""
+
+    fractured = "fractured"
+    not_fractured = "not_fractured"
+    cannot_tell = "cannot_tell"
+
+
+class DisputeKind(str, Enum):
+    readers_disagree = "readers_disagree"
+    readers_vs_report = "readers_vs_report"
+    model_vs_final = "model_vs_final"
+
+
+class DisputeStatus(str, Enum):
+    open = "open"
+    decided = "decided"
+
+
+class Policy(str, Enum):
+    """Who has the last word; the values are those of ``Settings.adjudication_policy``."""
+
+    REPORT_DECIDES = "report"
+    COMMITTEE_DECIDES = "committee"
+
+    @classmethod
+    def parse(cls, value: Policy | str) -> Policy:
+        """The policy named by ``value`` ('report', 'committee' or a member)."""
+        if isinstance(value, Policy):
+            return value
+        text = str(value).strip().lower()
+        for member in cls:
+            if text in (member.value, member.name.lower()):
+                return member
+        raise InputError(
+            f"unknown adjudication policy '{value}': use 'report' (the report decides unless "
+            "overridden) or 'committee' (adjudicators vote)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and ordering helpers
+# --------------------------------------------------------------------------------------------
+
+
+def parse_call(value: LevelCall | str) -> LevelCall:
+    """A :class:`LevelCall` from its value ('fractured', 'not_fractured', 'unsure')."""
+    try:
+        return LevelCall(value)
+    except ValueError:
+        raise InputError(
+            f"'{value}' is not a level call: use one of "
+            + ", ".join(c.value for c in LevelCall)
+        ) from None
+
+
+def parse_choice(value: VoteChoice | str) -> VoteChoice:
+    """A :class:`VoteChoice` from its value ('fractured', 'not_fractured', 'cannot_tell')."""
+    try:
+        return VoteChoice(value)
+    except ValueError:
+        raise InputError(
+            f"'{value}' is not a vote: use one of " + ", ".join(c.value for c in VoteChoice)
+        ) from None
+
+
+def craniocaudal_key(level: Hashable) -> tuple[int, str]:
+    """Sort key putting levels in head-to-feet order (C1 first); unknown names sort last."""
+    try:
+        lid = int(level) if isinstance(level, int) else level_id(str(level))
+        return (CRANIOCAUDAL_ORDER.index(lid), str(level))
+    except (LabelVocabularyError, ValueError):
+        return (len(CRANIOCAUDAL_ORDER), str(level))
+
+
+def _call_label(call: LevelCall) -> bool | None:
+    return {LevelCall.fractured: True, LevelCall.not_fractured: False}.get(call)
+
+
+def majority_call(calls: Iterable[LevelCall | str]) -> LevelCall | None:
+    """The definite call made by more than half of the readers, or None.
+
+    An unsure call counts as a reader who did not side with either label, so 1 fractured + 1 unsure
+    has no majority while 2 fractured + 1 unsure does.
+    """
+    parsed = [parse_call(c) for c in calls]
+    if not parsed:
+        return None
+    call, count = Counter(parsed).most_common(1)[0]
+    if call is LevelCall.unsure or 2 * count <= len(parsed):
+        return None
+    return call
+
+
+# --------------------------------------------------------------------------------------------
+# Dispute detection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DisputeRules:
+    """Which disputes :func:`find_disputes` looks for beyond the reader/report ones.
+
+    ``model_vs_final``: also flag levels where the model's probability is far from the final label:
+    ``|p - final| >= model_threshold`` (0.9: p >= 0.9 with a negative final label, or p <= 0.1
+    with a positive one).
+    """
+
+    model_vs_final: bool = False
+    model_threshold: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.model_threshold <= 1.0):
+            raise InputError(
+                f"model_threshold {self.model_threshold} must lie in (0, 1]: it is the distance "
+                "|p - final label| that counts as the model contradicting the final label"
+            )
+
+
+#: Order in which dispute kinds are worked on (smaller first).
+KIND_RANK: dict[DisputeKind, int] = {
+    DisputeKind.readers_vs_report: 0,
+    DisputeKind.readers_disagree: 1,
+    DisputeKind.model_vs_final: 2,
+}
+
+
+@dataclass(frozen=True)
+class DisputeFinding:
+    """One disputed level: what kind of dispute, what each side said, and its priority.
+
+    ``priority``: smaller is handled first: readers-vs-report before readers-disagree before
+    model-vs-final, then head to feet (``100 * kind rank + craniocaudal position``).
+    ``details`` is JSON-ready (reader ids as strings).
+    """
+
+    level: Level
+    kind: DisputeKind
+    details: dict[str, Any] = field(compare=False)
+    priority: int
+
+
+def _priority(kind: DisputeKind, level: Level) -> int:
+    return 100 * KIND_RANK[kind] + min(craniocaudal_key(level)[0], 99)
+
+
+def _reader_details(calls: Mapping[Reader, LevelCall]) -> dict[str, Any]:
+    ordered = sorted(calls.items(), key=lambda item: str(item[0]))
+    return {
+        "calls": {str(r): c.value for r, c in ordered},
+        **{call.value: [str(r) for r, c in ordered if c is call] for call in LevelCall},
+    }
+
+
+def _check_probability(level: Level, p: float) -> float:
+    value = float(p)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InputError(f"model probability {p!r} for {level} is not a probability in [0, 1]")
+    return value
+
+
+def _calls_by_level(
+    reader_calls: Mapping[Reader, Mapping[Level, LevelCall | str]],
+) -> dict[Level, dict[Reader, LevelCall]]:
+    by_level: dict[Level, dict[Reader, LevelCall]] = {}
+    for reader, calls in reader_calls.items():
+        for level, call in calls.items():
+            by_level.setdefault(level, {})[reader] = parse_call(call)
+    return by_level
+
+
+def find_disputes(
+    reader_calls: Mapping[Reader, Mapping[Level, LevelCall | str]],
+    report: Mapping[Level, bool | None] | None = None,
+    model_probs: Mapping[Level, float] | None = None,
+    final: Mapping[Level, bool] | None = None,
+    settings: DisputeRules | None = None,
+) -> list[DisputeFinding]:
+    """Every disputed level of one study, most urgent first.
+
+    Kinds, per level:
+
+    * ``readers_disagree``: the readers' definite calls differ, or any reader is unsure.
+    * ``readers_vs_report``: the readers' majority (:func:`majority_call`) differs from the
+      report's label. A split without majority is only a readers_disagree dispute.
+    * ``model_vs_final`` (only when ``settings.model_vs_final``): ``|p - final| >= threshold``.
+
+    A level missing from a reader's mapping means that reader made no call on it (callers give
+    explicit ``not_fractured`` calls for levels the reader looked at and found intact).
+    """
+    rules = settings or DisputeRules()
+    report = report or {}
+    by_level = _calls_by_level(reader_calls)
+    findings: list[DisputeFinding] = []
+
+    for level, calls in by_level.items():
+        definite = {c for c in calls.values() if c is not LevelCall.unsure}
+        details = _reader_details(calls)
+        if len(definite) > 1 or LevelCall.unsure in calls.values():
+            kind = DisputeKind.readers_disagree
+            findings.append(DisputeFinding(level, kind, details, _priority(kind, level)))
+        majority = majority_call(calls.values())
+        reported = report.get(level)
+        if majority is not None and reported is not None and _call_label(majority) != bool(reported):
+            kind = DisputeKind.readers_vs_report
+            findings.append(
+                DisputeFinding(
+                    level,
+                    kind,
+                    {**details, "majority": majority.value, "report": bool(reported)},
+                    _priority(kind, level),
+                )
+            )
+
+    if rules.model_vs_final and model_probs and final:
+        for level, p in model_probs.items():
+            if level not in final or final[level] is None:
+                continue
+            prob = _check_probability(level, p)
+            label = bool(final[level])
+            if abs(prob - float(label)) >= rules.model_threshold:
+                kind = DisputeKind.model_vs_final
+                details = {
+                    "model_probability": prob,
+                    "final": label,
+                    "threshold": rules.model_threshold,
+                }
+                findings.append(DisputeFinding(level, kind, details, _priority(kind, level)))
+
+    return sorted(findings, key=lambda f: (f.priority, craniocaudal_key(f.level), f.kind.value))
+
+
+# --------------------------------------------------------------------------------------------
+# Votes, tally, decisions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One adjudicator's vote in one round of a dispute."""
+
+    voter: Reader
+    choice: VoteChoice
+    rationale: str = ""
+    round: int = 1
+
+
+@dataclass(frozen=True)
+class Override:
+    """An adjudicator replacing the report's label (report-decides policy); the reason is required."""
+
+    by: Reader
+    fractured: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of a tally: whether it is decided, the label, why, and under which policy.
+
+    ``fractured`` is None when undecided, or when the committee decided it *cannot tell*
+    (``decided`` tells the two apart). ``source``: 'majority', 'chair', 'report', 'override' or
+    'pending'. ``counts``: votes per choice.
+    """
+
+    decided: bool
+    fractured: bool | None
+    reason: str
+    policy: Policy
+    source: str
+    counts: dict[str, int] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A recorded decision of one round (superseded when the dispute is reopened)."""
+
+    round: int
+    fractured: bool | None
+    policy: Policy
+    reason: str
+    decided_by: Reader
+    source: str
+    superseded: bool = False
+
+
+@dataclass(frozen=True)
+class DisputeState:
+    """The adjudication history of one dispute: rounds, votes, decisions."""
+
+    level: Level
+    kind: DisputeKind
+    status: DisputeStatus = DisputeStatus.open
+    round: int = 1
+    votes: tuple[Vote, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    reopen_reasons: tuple[str, ...] = ()
+
+    @property
+    def current_votes(self) -> tuple[Vote, ...]:
+        """Votes of the current round."""
+        return tuple(v for v in self.votes if v.round == self.round)
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision in force (the latest one not superseded), if any."""
+        live = [d for d in self.decisions if not d.superseded]
+        return live[-1] if live else None
+
+    def describe(self) -> str:
+        return f"{self.kind.value} dispute on {self.level} (round {self.round})"
+
+
+def _blank(text: str | None) -> bool:
+    return text is None or not str(text).strip()
+
+
+def validate_override(override: Override) -> Override:
+    """Check that an override carries a label and a written reason.
+
+    Raises:
+        VoteRejected: no reason, or a label that is not True/False.
+    """
+    if not isinstance(override.fractured, bool):
+        raise VoteRejected(
+            f"override by {override.by}: the label must be fractured (True) or not fractured "
+            f"(False), got {override.fractured!r}"
+        )
+    if _blank(override.reason):
+        raise VoteRejected(
+            f"override by {override.by} has no reason: overriding the report needs a written "
+            "reason (what in the images contradicts the report)"
+        )
+    return override
+
+
+def validate_vote(
+    state: DisputeState,
+    vote: Vote,
+    *,
+    study_readers: Collection[Reader],
+    require_rationale: bool = True,
+) -> Vote:
+    """The vote as it will be recorded (choice parsed, round set to the current one).
+
+    Raises:
+        VoteRejected: the dispute is decided, the rationale is missing, the voter read the study,
+            or the voter already voted in this round.
+    """
+    choice = parse_choice(vote.choice)
+    where = state.describe()
+    if state.status is not DisputeStatus.open:
+        raise VoteRejected(
+            f"{where} is already decided: votes are closed; reopen it with a reason to vote again"
+        )
+    if require_rationale and _blank(vote.rationale):
+        raise VoteRejected(
+            f"vote by {vote.voter} on {where} has no rationale: write what you saw that supports "
+            f"'{choice.value}'"
+        )
+    if str(vote.voter) in {str(r) for r in study_readers}:
+        raise VoteRejected(
+            f"{vote.voter} read this study and cannot vote on its {where}: adjudicators must be "
+            "independent of the readers"
+        )
+    if any(str(v.voter) == str(vote.voter) for v in state.current_votes):
+        raise VoteRejected(
+            f"{vote.voter} already voted in round {state.round} of this {where}: one vote per "
+            "person per round (a reopened dispute starts a new round)"
+        )
+    return replace(vote, choice=choice, round=state.round, rationale=str(vote.rationale).strip())
+
+
+def cast_vote(
+    state: DisputeState,
+    vote: Vote,
+    *,
+    study_readers: Collection[Reader],
+    require_rationale: bool = True,
+) -> DisputeState:
+    """The state with ``vote`` added to the current round (validated by :func:`validate_vote`)."""
+    checked = validate_vote(
+        state, vote, study_readers=study_readers, require_rationale=require_rationale
+    )
+    return replace(state, votes=(*state.votes, checked))
+
+
+def _label_of(choice: VoteChoice) -> bool | None:
+    return {VoteChoice.fractured: True, VoteChoice.not_fractured: False}.get(choice)
+
+
+def _committee_tally(
+    votes: list[Vote], policy: Policy, quorum: int, chair: Reader | None, prefix: str = ""
+) -> Outcome:
+    counts = Counter(v.choice for v in votes)
+    shown = {c.value: counts.get(c, 0) for c in VoteChoice}
+    summary = ", ".join(f"{n} {c.value.replace('_', ' ')}" for c, n in counts.most_common())
+    if len(votes) < quorum:
+        return Outcome(
+            False, None, f"{prefix}{len(votes)} of {quorum} votes needed for quorum", policy,
+            "pending", shown,
+        )
+    top = max(counts.values())
+    leaders = sorted((c for c, n in counts.items() if n == top), key=lambda c: c.value)
+    if len(leaders) == 1:
+        winner = leaders[0]
+        return Outcome(
+            True, _label_of(winner), f"{prefix}majority {winner.value} ({summary})", policy,
+            "majority", shown,
+        )
+    tied = " and ".join(c.value for c in leaders)
+    chair_vote = next((v for v in votes if chair is not None and str(v.voter) == str(chair)), None)
+    if chair_vote is not None and chair_vote.choice in leaders:
+        return Outcome(
+            True, _label_of(chair_vote.choice),
+            f"{prefix}tie between {tied} ({summary}); the chair {chair} voted "
+            f"{chair_vote.choice.value}", policy, "chair", shown,
+        )
+    if chair_vote is not None:
+        why = (
+            f"the chair {chair} voted {chair_vote.choice.value}, which is not one of the tied "
+            "choices: more votes are needed"
+        )
+    elif chair is None:
+        why = "no committee chair is set: name a chair or add votes"
+    else:
+        why = f"waiting for the chair's ({chair}) vote"
+    return Outcome(False, None, f"{prefix}tie between {tied} ({summary}); {why}", policy, "pending", shown)
+
+
+def tally(
+    votes: Iterable[Vote],
+    policy: Policy | str,
+    quorum: int,
+    chair: Reader | None,
+    *,
+    report: bool | None = None,
+    override: Override | None = None,
+) -> Outcome:
+    """Decide a dispute from the votes of its current round under ``policy``.
+
+    Committee rules: fewer than ``quorum`` votes → undecided; the choice with the most votes wins;
+    a tie goes to the chair's vote when the chair voted for one of the tied choices, else
+    undecided. A 'cannot tell' win is a decision with ``fractured=None``.
+
+    Report-decides: an override (validated: a reason is required) decides; otherwise the report's
+    label ``report`` decides; a level without report label falls back to the committee rules.
+
+    Raises:
+        InputError: quorum below 1, an unknown policy or vote choice.
+        VoteRejected: two votes by one person, an override without reason, or an override under
+            the committee policy (there the committee votes).
+    """
+    rule = Policy.parse(policy)
+    if int(quorum) < 1:
+        raise InputError(f"quorum {quorum} must be at least 1 vote")
+    checked = [replace(v, choice=parse_choice(v.choice)) for v in votes]
+    voters = Counter(str(v.voter) for v in checked)
+    repeated = sorted(name for name, n in voters.items() if n > 1)
+    if repeated:
+        raise VoteRejected(
+            f"{', '.join(repeated)} voted more than once in this round: keep one vote per person"
+        )
+
+    if rule is Policy.COMMITTEE_DECIDES:
+        if override is not None:
+            raise VoteRejected(
+                f"override by {override.by} refused: under the committee policy the label is "
+                "decided by the adjudicators' votes, not by overriding the report"
+            )
+        return _committee_tally(checked, rule, int(quorum), chair)
+
+    if override is not None:
+        validate_override(override)
+        return Outcome(
+            True, override.fractured,
+            f"report overridden by {override.by}: {override.reason.strip()}", rule, "override",
+        )
+    if report is not None:
+        word = "fractured" if report else "not fractured"
+        return Outcome(True, bool(report), f"the report decides: {word}", rule, "report")
+    return _committee_tally(
+        checked, rule, int(quorum), chair, prefix="no report label for this level, committee rules: "
+    )
+
+
+def record_decision(state: DisputeState, outcome: Outcome, *, decided_by: Reader) -> DisputeState:
+    """The state closed by ``outcome``.
+
+    Raises:
+        VoteRejected: the dispute is already decided, or the outcome is undecided.
+    """
+    if state.status is not DisputeStatus.open:
+        raise VoteRejected(
+            f"{state.describe()} is already decided: reopen it with a reason before deciding again"
+        )
+    if not outcome.decided:
+        raise VoteRejected(f"{state.describe()} cannot be closed yet: {outcome.reason}")
+    decision = Decision(
+        state.round, outcome.fractured, outcome.policy, outcome.reason, decided_by, outcome.source
+    )
+    return replace(state, status=DisputeStatus.decided, decisions=(*state.decisions, decision))
+
+
+def settle(
+    state: DisputeState,
+    policy: Policy | str,
+    quorum: int,
+    chair: Reader | None,
+    *,
+    decided_by: Reader,
+    report: bool | None = None,
+    override: Override | None = None,
+) -> tuple[DisputeState, Outcome]:
+    """Tally the current round and close the dispute when the tally decides.
+
+    Returns the (possibly unchanged) state and the outcome, so the page can show why it is still
+    open. Raises VoteRejected when the dispute is already decided.
+    """
+    if state.status is not DisputeStatus.open:
+        raise VoteRejected(
+            f"{state.describe()} is already decided: reopen it with a reason before deciding again"
+        )
+    outcome = tally(state.current_votes, policy, quorum, chair, report=report, override=override)
+    if outcome.decided:
+        state = record_decision(state, outcome, decided_by=decided_by)
+    return state, outcome
+
+
+def reopen(state: DisputeState, *, reason: str, by: Reader) -> DisputeState:
+    """Reopen a decided dispute: its decision is superseded and voting round ``round + 1`` starts.
+
+    Raises:
+        VoteRejected: the dispute is not decided, or no reason is given.
+    """
+    if state.status is not DisputeStatus.decided:
+        raise VoteRejected(f"{state.describe()} is still open: only a decided dispute can be reopened")
+    if _blank(reason):
+        raise VoteRejected(
+            f"reopening the {state.describe()} needs a reason (e.g. new images, a missed finding)"
+        )
+    superseded = tuple(replace(d, superseded=True) for d in state.decisions)
+    return replace(
+        state,
+        status=DisputeStatus.open,
+        round=state.round + 1,
+        decisions=superseded,
+        reopen_reasons=(*state.reopen_reasons, f"{by}: {reason.strip()}"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Final labels
+# --------------------------------------------------------------------------------------------
+
+
+def final_labels(
+    report: Mapping[Level, bool | None] | None,
+    reader_calls: Mapping[Reader, Mapping[Level, LevelCall | str]],
+    decisions: Mapping[Level, Decision | Outcome] | None,
+    policy: Policy | str,
+) -> dict[Level, tuple[bool, str]]:
+    """The final label of each level that has one: ``level -> (fractured, source)``.
+
+    Rules, in order, per level:
+
+    1. A decision in force with a label → that label (source 'decision'; 'report' when the
+       decision was the report deciding). ``decisions`` holds the current decision per level
+       (superseded decisions and undecided outcomes are ignored).
+    2. Every reader made the same definite call and the report (if any) agrees → that label
+       (source 'readers').
+    3. Report-decides policy: the report's label (source 'report').
+    4. Committee policy: the report's label when no reader called the level, or when the
+       committee decided it *cannot tell* (source 'report'); otherwise the level is still pending.
+
+    Levels left out are pending (undecided disputes, or nothing labels them).
+    """
+    rule = Policy.parse(policy)
+    report = report or {}
+    decisions = decisions or {}
+    by_level = _calls_by_level(reader_calls)
+    levels = set(report) | set(by_level) | set(decisions)
+    out: dict[Level, tuple[bool, str]] = {}
+
+    for level in sorted(levels, key=craniocaudal_key):
+        reported = report.get(level)
+        reported = None if reported is None else bool(reported)
+        calls = by_level.get(level, {})
+        decision = decisions.get(level)
+        if isinstance(decision, Decision) and decision.superseded:
+            decision = None
+        if isinstance(decision, Outcome) and not decision.decided:
+            decision = None
+
+        if decision is not None and decision.fractured is not None:
+            source = "report" if decision.source == "report" else "decision"
+            out[level] = (bool(decision.fractured), source)
+            continue
+        distinct = set(calls.values())
+        if len(distinct) == 1 and LevelCall.unsure not in distinct:
+            label = _call_label(next(iter(distinct)))
+            assert label is not None
+            if reported is None or reported == label:
+                out[level] = (label, "readers")
+                continue
+        if reported is None:
+            continue
+        if rule is Policy.REPORT_DECIDES or not calls or decision is not None:
+            out[level] = (reported, "report")
+    return out
