@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -95,13 +96,24 @@ class LabelVocabulary:
     name: str
     to_canonical: Mapping[int, int]
 
-    def canonical(self, mask: npt.NDArray[np.integer], *, source: str = "mask") -> npt.NDArray[np.uint8]:
-        """Map a mask of dataset values to canonical ids (uint8).
+    def canonical(self, mask: npt.NDArray[Any], *, source: str = "mask") -> npt.NDArray[np.uint8]:
+        """Map a mask of dataset values to canonical ids (uint8), same shape.
+
+        Integer masks are looked up directly (no int64 copy of the volume); float masks are
+        accepted when every value is a whole number (some tools store labels as float).
 
         Raises:
-            LabelVocabularyError: naming the values that are not in the vocabulary.
+            LabelVocabularyError: naming the values that are not in the vocabulary, or the
+                non-integer values of a float mask.
         """
-        values = np.unique(mask)
+        arr = np.asarray(mask)
+        if arr.dtype.kind == "b":
+            arr = arr.view(np.uint8)
+        elif arr.dtype.kind == "f":
+            arr = _whole_numbers(arr, source)
+        elif arr.dtype.kind not in "iu":
+            raise LabelVocabularyError(f"{source}: label values of type {arr.dtype} are not integers")
+        values = present_values(arr)
         unknown = [int(v) for v in values if int(v) != 0 and int(v) not in self.to_canonical]
         if unknown:
             allowed = sorted(self.to_canonical)
@@ -113,7 +125,41 @@ class LabelVocabulary:
         for value, canonical in self.to_canonical.items():
             if value < lut.size:
                 lut[value] = canonical
-        return lut[np.asarray(mask, dtype=np.int64)]
+        return lut[arr]
+
+
+def present_values(mask: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Sorted distinct values of an integer array, counted slab by slab when their range is small."""
+    arr = np.asarray(mask)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(arr.min()), int(arr.max())
+    if arr.dtype.kind not in "iu" or hi - lo > 1 << 16 or arr.ndim == 0:
+        return np.unique(arr).astype(np.int64)
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    for slab in arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else (arr,):
+        counts += np.bincount(slab.astype(np.int64) - lo, minlength=counts.size)
+    return np.flatnonzero(counts).astype(np.int64) + lo
+
+
+def _whole_numbers(arr: npt.NDArray[np.floating], source: str) -> npt.NDArray[np.integer]:
+    """A float label array as the smallest integer type that holds it, if all values are whole."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise LabelVocabularyError(f"{source}: the mask contains NaN or infinite values")
+    values = np.unique(arr)
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise LabelVocabularyError(
+            f"{source}: label values {fractional[:10].tolist()} are not whole numbers; the mask "
+            "was resampled with interpolation or is not a label map"
+        )
+    lo, hi = int(values.min(initial=0)), int(values.max(initial=0))
+    for target in (np.uint8, np.int16, np.int32, np.int64):
+        info = np.iinfo(target)
+        if info.min <= lo and hi <= info.max:
+            return arr.astype(target)
+    raise LabelVocabularyError(f"{source}: label values up to {hi} are too large")
 
 
 RSNA = LabelVocabulary("RSNA", {i: i for i in range(1, 20)})
