@@ -474,7 +474,8 @@ def _committee_tally(
         why = "no committee chair is set: name a chair or add votes"
     else:
         why = f"waiting for the chair's ({chair}) vote"
-    return Outcome(False, None, f"{prefix}tie between {tied} ({summary}); {why}", policy, "pending", shown)
+    reason = f"{prefix}tie between {tied} ({summary}); {why}"
+    return Outcome(False, None, reason, policy, "pending", shown)
 
 
 def tally(
@@ -583,7 +584,9 @@ def reopen(state: DisputeState, *, reason: str, by: Reader) -> DisputeState:
         VoteRejected: the dispute is not decided, or no reason is given.
     """
     if state.status is not DisputeStatus.decided:
-        raise VoteRejected(f"{state.describe()} is still open: only a decided dispute can be reopened")
+        raise VoteRejected(
+            f"{state.describe()} is still open: only a decided dispute can be reopened"
+        )
     if _blank(reason):
         raise VoteRejected(
             f"reopening the {state.describe()} needs a reason (e.g. new images, a missed finding)"

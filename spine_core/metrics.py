@@ -304,13 +304,17 @@ def _level_number(level: Hashable) -> int:
         raise InputError(f"centroid key {level!r}: {exc}") from None
 
 
-def _points(centroids: Mapping[Hashable, Sequence[float]], name: str) -> dict[int, tuple[Hashable, np.ndarray]]:
+def _points(
+    centroids: Mapping[Hashable, Sequence[float]], name: str
+) -> dict[int, tuple[Hashable, np.ndarray]]:
     out: dict[int, tuple[Hashable, np.ndarray]] = {}
     for key, xyz in centroids.items():
         number = _level_number(key)
         point = np.asarray(xyz, dtype=float)
         if point.shape != (3,) or not np.all(np.isfinite(point)):
-            raise InputError(f"{name} centroid of {key!r} must be 3 finite coordinates in mm, got {xyz!r}")
+            raise InputError(
+                f"{name} centroid of {key!r} must be 3 finite coordinates in mm, got {xyz!r}"
+            )
         if number in out:
             raise InputError(f"{name} centroids name level {key!r} twice")
         out[number] = (key, point)
