@@ -22,23 +22,69 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always an aware UTC ``datetime`` in Python, on every backend.
+
+    SQLite has no time zones: values are stored as naive UTC text and given ``tzinfo=UTC`` back on
+    load; PostgreSQL stores ``timestamptz`` and values are converted to UTC on load. A naive
+    ``datetime`` is refused rather than guessed (it could be local time).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError(
+                f"timestamp {value!r} has no time zone; pass an aware UTC datetime, "
+                "e.g. datetime.now(timezone.utc)"
+            )
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+#: Constraint names are deterministic so later migrations (and SQLite batch mode) can name them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, dt.datetime: UtcDateTime}
 
 
 class Role(str, enum.Enum):
@@ -101,7 +147,7 @@ class User(Base):
     is_chair: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     oidc_subject: Mapped[str | None] = mapped_column(String(256), unique=True, default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}
@@ -120,12 +166,14 @@ class Study(Base):
     n_slices: Mapped[int] = mapped_column(Integer, default=0)
     has_mask: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     warnings: Mapped[list[Any]] = mapped_column(default=list)
-    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    imported_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     imported_by: Mapped[str] = mapped_column(String(64), default="")
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     series: Mapped[list[Series]] = relationship(back_populates="study", cascade="all, delete-orphan")
 
+    # The case browser sorts by import time by default (newest first), id breaks ties.
+    __table_args__ = (Index("ix_studies_imported_at_id", "imported_at", "id"),)
     __mapper_args__ = {"version_id_col": version}
 
 
@@ -146,7 +194,7 @@ class Series(Base):
     instance_numbers: Mapped[list[Any]] = mapped_column(default=list)  # per a0 index
     fingerprint: Mapped[str] = mapped_column(String(64))
     warnings: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="series")
     masks: Mapped[list[Mask]] = relationship(back_populates="series", cascade="all, delete-orphan")
@@ -165,7 +213,7 @@ class Mask(Base):
     levels: Mapped[list[Any]] = mapped_column(default=list)  # canonical level names present
     fingerprint: Mapped[str] = mapped_column(String(64), default="")
     warnings: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     series: Mapped[Series] = relationship(back_populates="masks")
 
@@ -198,7 +246,7 @@ class Report(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)  # level name -> bool
     source: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}
@@ -211,14 +259,18 @@ class Assignment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=AssignmentStatus.assigned.value)
     assigned_by: Mapped[str] = mapped_column(String(64), default="")
-    assigned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    assigned_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (UniqueConstraint("study_id", "reader_id"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "reader_id"),
+        # A reader's work list ("my next case") filters by reader and status.
+        Index("ix_assignments_reader_status", "reader_id", "status"),
+    )
     __mapper_args__ = {"version_id_col": version}
 
 
@@ -241,9 +293,9 @@ class Box(Base):
     level_from_mask: Mapped[bool] = mapped_column(Boolean, default=True)
     note: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(32), default="drawn")  # drawn | imported | prediction
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __table_args__ = (Index("ix_boxes_study_reader_slice", "study_id", "reader_id", "slice_index"),)
@@ -260,7 +312,7 @@ class LevelLabel(Base):
     reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     level: Mapped[str] = mapped_column(String(8))
     call: Mapped[str] = mapped_column(String(_ENUM_LEN))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __table_args__ = (UniqueConstraint("study_id", "reader_id", "level"),)
@@ -274,7 +326,7 @@ class ModelVersion(Base):
     name: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     card: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("name", "version"),)
 
@@ -294,7 +346,7 @@ class Prediction(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     backend: Mapped[str] = mapped_column(String(256), default="local")
     created_by: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("study_id", "model_version_id"),)
 
@@ -303,18 +355,22 @@ class Dispute(Base):
     __tablename__ = "disputes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     level: Mapped[str] = mapped_column(String(8))
     kind: Mapped[str] = mapped_column(String(_ENUM_LEN))
     status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=DisputeStatus.open.value, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what each side said
     priority: Mapped[int] = mapped_column(Integer, default=0)
     round: Mapped[int] = mapped_column(Integer, default=1)
-    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    opened_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (UniqueConstraint("study_id", "level", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "level", "kind"),
+        # The case browser counts each study's open disputes.
+        Index("ix_disputes_study_status", "study_id", "status"),
+    )
     __mapper_args__ = {"version_id_col": version}
 
 
@@ -327,7 +383,7 @@ class Vote(Base):
     voter_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     choice: Mapped[str] = mapped_column(String(_ENUM_LEN))
     rationale: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("dispute_id", "round", "voter_id"),)
 
@@ -342,7 +398,7 @@ class Decision(Base):
     policy: Mapped[str] = mapped_column(String(_ENUM_LEN))
     reason: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[str] = mapped_column(String(64))
-    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -357,7 +413,7 @@ class FinalLabel(Base):
     fractured: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(32))  # report | readers | decision
     decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), default=None)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(64), default="")
 
     __table_args__ = (UniqueConstraint("study_id", "level"),)
@@ -369,7 +425,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(64), index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
     entity: Mapped[str] = mapped_column(String(32))
