@@ -78,7 +78,7 @@ def test_mask_in_every_orientation_aligns_exactly(tmp_path: Path, superior_first
         path = _save_with_nibabel(arr, aff, tmp_path / f"m{n}.nii.gz")
         aligned = load_aligned_mask(path, image, vocabulary=RSNA)
         assert np.array_equal(aligned.array, labels), (perm, flips)
-        assert not aligned.resampled and aligned.warnings == ()
+        assert not aligned.resampled and aligned.warnings == []
 
 
 def test_image_and_mask_both_reoriented_from_nifti(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ unknown value is reported whether or not it lies inside the image.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class AlignedMask:
     """
 
     array: npt.NDArray[np.uint8]
-    warnings: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
     resampled: bool = False
 
     @property
@@ -84,7 +84,7 @@ def align_mask_to_image(
 
     oriented, oriented_affine = _reorient_like(canonical, mask.affine, image.affine)
     if oriented.shape == image.shape and _corner_distance(oriented_affine, image.affine, image.shape) <= tol:
-        return AlignedMask(np.ascontiguousarray(oriented), tuple(warnings), resampled=False)
+        return AlignedMask(np.ascontiguousarray(oriented), warnings, resampled=False)
 
     out = _resample_nearest(oriented, oriented_affine, image)
     if out is None:
@@ -100,7 +100,7 @@ def align_mask_to_image(
     if lost:
         names = ", ".join(LEVEL_NAMES.get(v, str(v)) for v in lost)
         warnings.append(f"{name}: levels {names} lie outside the image and were dropped")
-    return AlignedMask(out, tuple(warnings), resampled=True)
+    return AlignedMask(out, warnings, resampled=True)
 
 
 def load_aligned_mask(
@@ -166,7 +166,7 @@ def combine_class_masks(
         out[hit] = level
         warnings.extend(aligned.warnings)
         resampled |= aligned.resampled
-    return AlignedMask(out, tuple(warnings), resampled)
+    return AlignedMask(out, warnings, resampled)
 
 
 def load_totalseg_folder(folder: Path, image: Volume, *, atol_mm: float | None = None) -> AlignedMask:
