@@ -1,0 +1,369 @@
+"""The inference backend (``spine serve``): a small FastAPI app around any Predictor.
+
+Endpoints (see ``docs/backend.md``):
+
+* ``GET /health`` — no token: status (``loading``/``ready``/``failed``), device, whether the models
+  are loaded, running jobs and the server's limits.
+* ``GET /models`` — bearer token: name, version and card of the model(s).
+* ``POST /predict`` — bearer token: body is a volume payload (:mod:`spine_core.inference.wire`),
+  answer a prediction payload on the same grid.
+
+Behaviour:
+
+* The models are loaded once, at start-up, in a worker thread (``predictor_factory(device)``);
+  ``/health`` answers meanwhile and ``/predict`` answers 503 with ``Retry-After`` until they are
+  ready, or 500 with the loading error if loading failed.
+* At most ``max_concurrent_jobs`` jobs run at once. A request beyond the limit waits up to
+  ``queue_wait_s`` for a free slot (0 = no waiting), then gets 503 with ``Retry-After``. The slot is
+  taken before the body is read, so a busy server does not swallow large uploads it cannot serve.
+* Requests larger than ``max_request_mb`` get 413: at once when ``Content-Length`` says so, else as
+  soon as the streamed body passes the limit.
+* Inference runs in a thread pool, so the event loop keeps answering ``/health``. A job that runs
+  longer than ``job_timeout_s`` is answered 504; its slot stays taken until the model actually
+  returns (a Python thread cannot be killed), so the GPU is never over-committed.
+* Errors are JSON ``{"error": code, "message": text}``: 401 (token), 413 (size), 422 (unusable
+  volume: bad payload or the predictor's :class:`~spine_core.errors.InputError`), 500 (predictor
+  failure, with its message), 503 (busy/loading), 504 (job timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from spine_core.config import Settings
+from spine_core.errors import DicomError, InputError, MaskError, SpineError
+from spine_core.inference import wire
+from spine_core.inference.protocol import ModelInfo, Predictor
+from spine_core.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: Builds the predictor once at start-up; receives the requested device ("auto", "cpu", "cuda"...).
+PredictorFactory = Callable[[str], Predictor]
+
+#: Seconds a busy or loading server asks clients to wait before retrying.
+RETRY_AFTER_BUSY_S = 2
+RETRY_AFTER_LOADING_S = 5
+
+#: A decoded volume may be this many times larger than the compressed request limit.
+MAX_INFLATION = 20
+
+
+@dataclass
+class _State:
+    """What the running app knows; touched only from the event loop (and the loader's result)."""
+
+    status: str = "loading"  # loading | ready | failed
+    predictor: Predictor | None = None
+    info: ModelInfo | None = None
+    device: str = "cpu"
+    error: str | None = None
+    running: int = 0
+    waiting: int = 0
+    slots: asyncio.Semaphore | None = None
+    executor: ThreadPoolExecutor | None = None
+    load_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def create_app(
+    predictor_factory: PredictorFactory,
+    *,
+    token: str,
+    max_concurrent_jobs: int = 1,
+    max_request_mb: float = 1024.0,
+    job_timeout_s: float = 600.0,
+    queue_wait_s: float = 0.0,
+    device: str = "auto",
+) -> FastAPI:
+    """The backend app (serve it with uvicorn; :func:`serve` does).
+
+    Args:
+        predictor_factory: called once at start-up in a worker thread with ``device``; must return
+            an object satisfying :class:`~spine_core.inference.protocol.Predictor`. The predictor
+            decides which device it uses (e.g. CUDA when present for ``"auto"``).
+        token: bearer token every request except ``/health`` must carry (compared in constant time).
+        max_concurrent_jobs: inference jobs that may run at once (usually 1 per GPU).
+        max_request_mb: largest request body in MiB (the compressed volume).
+        job_timeout_s: longest a job may run before the request is answered 504.
+        queue_wait_s: how long a request may wait for a free job slot before 503 (0 = none).
+        device: passed to ``predictor_factory``.
+
+    Raises:
+        InputError: an empty token or a limit out of range (the message says which).
+    """
+    if not token:
+        raise InputError(
+            "the backend needs a token: set SPINE_BACKEND_TOKEN (e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`) on the server and the app"
+        )
+    if max_concurrent_jobs < 1:
+        raise InputError(f"max_concurrent_jobs must be at least 1, got {max_concurrent_jobs}")
+    if max_request_mb <= 0 or job_timeout_s <= 0 or queue_wait_s < 0:
+        raise InputError("max_request_mb and job_timeout_s must be positive and queue_wait_s not negative")
+
+    max_bytes = int(max_request_mb * 2**20)
+    token_bytes = token.encode("utf-8")
+    state = _State(device=device)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.slots = asyncio.Semaphore(max_concurrent_jobs)
+        state.executor = ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix="spine-infer")
+        state.load_task = asyncio.create_task(_load(predictor_factory, device, state))
+        try:
+            yield
+        finally:
+            state.load_task.cancel()
+            state.executor.shutdown(wait=False, cancel_futures=True)
+            close = getattr(state.predictor, "close", None)
+            if callable(close):
+                close()
+
+    app = FastAPI(title="SpineReview inference backend", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.spine = state
+
+    def authorised(request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), token_bytes)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": state.status,
+            "models_loaded": state.status == "ready",
+            "device": state.device,
+            "cuda_available": _cuda_available(),
+            "error": state.error,
+            "jobs_running": state.running,
+            "jobs_waiting": state.waiting,
+            "max_concurrent_jobs": max_concurrent_jobs,
+            "max_request_mb": max_request_mb,
+            "job_timeout_s": job_timeout_s,
+            "queue_wait_s": queue_wait_s,
+            "wire_version": wire.WIRE_VERSION,
+        }
+
+    @app.get("/models")
+    async def models(request: Request) -> Response:
+        if not authorised(request):
+            return _unauthorised()
+        not_ready = _not_ready(state)
+        if not_ready is not None:
+            return not_ready
+        assert state.info is not None
+        return JSONResponse({"model": wire.model_info_to_json(state.info), "device": state.device})
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        if not authorised(request):
+            return _unauthorised()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            return _too_large(int(declared), max_request_mb)
+        not_ready = _not_ready(state)
+        if not_ready is not None:
+            return not_ready
+        assert state.slots is not None
+        state.waiting += 1
+        try:
+            got_slot = await _take_slot(state.slots, queue_wait_s)
+        finally:
+            state.waiting -= 1
+        if not got_slot:
+            return _error(
+                503,
+                "busy",
+                f"all {max_concurrent_jobs} job slot(s) are taken; try again in a moment",
+                headers={"Retry-After": str(RETRY_AFTER_BUSY_S)},
+            )
+        state.running += 1
+        release_now = True
+        try:
+            body = await _read_limited(request, max_bytes)
+            if body is None:
+                return _too_large(None, max_request_mb)
+            try:
+                volume = await asyncio.to_thread(
+                    wire.decode_volume, body, max_decoded_bytes=max_bytes * MAX_INFLATION
+                )
+            except InputError as exc:
+                return _error(422, "bad_volume", str(exc))
+            del body
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            job = loop.run_in_executor(state.executor, _run_job, state.predictor, volume)
+            try:
+                payload = await asyncio.wait_for(asyncio.shield(job), timeout=job_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("job on %s timed out after %.0f s", volume.shape, job_timeout_s)
+                return _error(
+                    504,
+                    "job_timeout",
+                    f"inference took longer than the server's job timeout of {job_timeout_s:g} s; "
+                    "the server may be overloaded, or start it with a longer --job-timeout-s",
+                )
+            finally:
+                if not job.done():
+                    release_now = False
+                    job.add_done_callback(lambda _: _release(state))
+            log.info("job on %s done in %.2f s", volume.shape, time.perf_counter() - started)
+            return payload
+        finally:
+            if release_now:
+                _release(state)
+
+    return app
+
+
+async def _load(factory: PredictorFactory, device: str, state: _State) -> None:
+    """Build the predictor in a thread; record success or the error for /health."""
+    started = time.perf_counter()
+    try:
+        predictor = await asyncio.to_thread(factory, device)
+        if not isinstance(predictor, Predictor):
+            raise TypeError(f"{type(predictor).__name__} has no info()/predict(); it is not a Predictor")
+        info = await asyncio.to_thread(predictor.info)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must reach /health, not kill the server
+        state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("loading the models failed: %s", state.error, exc_info=not isinstance(exc, SpineError))
+        return
+    state.predictor, state.info = predictor, info
+    state.device = str(getattr(predictor, "device", device))
+    state.status = "ready"
+    log.info("models %s %s loaded on %s in %.1f s", info.name, info.version, state.device,
+             time.perf_counter() - started)
+
+
+def _run_job(predictor: Predictor, volume: Volume) -> Response:
+    """Run one prediction (worker thread) and encode the answer; errors become JSON responses."""
+    try:
+        prediction = predictor.predict(volume)
+        body = wire.encode_prediction(prediction, volume.affine, volume.shape)
+    except (InputError, DicomError) as exc:
+        return _error(422, "bad_volume", str(exc))
+    except MaskError as exc:
+        return _error(500, "bad_prediction", str(exc))
+    except SpineError as exc:
+        return _error(500, "predictor_failed", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a model bug must answer a message, not drop the socket
+        log.exception("the predictor crashed on a volume of shape %s", volume.shape)
+        return _error(500, "predictor_crashed", f"the predictor crashed: {type(exc).__name__}: {exc}")
+    return Response(body, media_type=wire.PREDICTION_MEDIA_TYPE)
+
+
+async def _take_slot(slots: asyncio.Semaphore, wait_s: float) -> bool:
+    if wait_s <= 0:
+        if slots.locked():
+            return False
+        await slots.acquire()
+        return True
+    try:
+        await asyncio.wait_for(slots.acquire(), timeout=wait_s)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+def _release(state: _State) -> None:
+    state.running -= 1
+    assert state.slots is not None
+    state.slots.release()
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it passes ``max_bytes`` (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _not_ready(state: _State) -> Response | None:
+    if state.status == "loading":
+        return _error(503, "loading", "the models are still loading; try again shortly",
+                      headers={"Retry-After": str(RETRY_AFTER_LOADING_S)})
+    if state.status == "failed":
+        return _error(500, "models_not_loaded",
+                      f"the models failed to load ({state.error}); fix the server and restart it")
+    return None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _unauthorised() -> JSONResponse:
+    return _error(401, "unauthorised", "missing or wrong bearer token",
+                  headers={"WWW-Authenticate": "Bearer"})
+
+
+def _too_large(size: int | None, limit_mb: float) -> JSONResponse:
+    got = "the body" if size is None else f"{size / 2**20:.1f} MiB"
+    return _error(413, "too_large", f"{got} exceeds the server's limit of {limit_mb:g} MiB per request")
+
+
+def _cuda_available() -> bool | None:
+    """Whether torch sees a GPU; None when torch was not loaded by the predictor."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken driver must not break /health
+        return False
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_concurrent_jobs: int = 1,
+    max_request_mb: float = 1024.0,
+    job_timeout_s: float | None = None,
+    queue_wait_s: float = 0.0,
+    log_level: str = "info",
+) -> None:
+    """Run the backend with uvicorn until interrupted (the ``spine serve`` command).
+
+    The models are the local ones (:func:`spine_core.inference.select.load_local_predictor`) on
+    ``settings.device``; ``settings.backend_token`` is the token; ``job_timeout_s`` defaults to
+    ``settings.backend_timeout_s`` so server and clients agree when they share settings.
+    """
+    import uvicorn
+
+    from spine_core.inference.select import load_local_predictor
+
+    local = replace(settings, backend_url="")
+
+    def factory(device: str) -> Predictor:
+        return load_local_predictor(replace(local, device=device))
+
+    app = create_app(
+        factory,
+        token=settings.backend_token,
+        max_concurrent_jobs=max_concurrent_jobs,
+        max_request_mb=max_request_mb,
+        job_timeout_s=job_timeout_s if job_timeout_s is not None else settings.backend_timeout_s,
+        queue_wait_s=queue_wait_s,
+        device=settings.device,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
