@@ -1,0 +1,781 @@
+"""Training of both stages on studies generated on the fly (``spine train``).
+
+The demo weights are trained on synthetic phantom studies (:mod:`spine_core.phantom`) only: the
+resulting models are for demonstrations and tests, never for patients. The same code trains on
+any :class:`LabelledStudy` source (e.g. tiny blob studies in the tests).
+
+Pipeline: each training study is converted once, exactly as inference converts it, to
+(a) the model-grid image and label map for the segmentation network and (b) jittered per-vertebra
+crops (ground-truth mask channel) for the fracture classifier; both networks then train from that
+in-memory cache. Held-out studies are run through the full two-stage pipeline and scored with
+:mod:`spine_core.metrics`; the weights, their configs and a model card are written to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from spine_core.errors import InputError
+from spine_core.inference.fracture import (
+    FractureConfig,
+    FractureModel,
+    level_crops,
+    patient_probability,
+)
+from spine_core.inference.loading import save_state_dict
+from spine_core.inference.networks import (
+    build_network,
+    count_parameters,
+    default_fracture_spec,
+    default_segmentation_spec,
+)
+from spine_core.inference.preprocess import (
+    Grid,
+    grid_of,
+    labels_onto,
+    model_grid,
+    sample_onto,
+    volume_tensor,
+)
+from spine_core.inference.segmentation import (
+    SegmentationConfig,
+    SegmentationModel,
+    centroids_of,
+)
+from spine_core.labels import CERVICAL, level_name
+from spine_core.volume import Volume
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LabelledStudy:
+    """One training/evaluation study: CT, canonical-id mask on the same grid, fractured levels."""
+
+    image: Volume
+    mask: Volume
+    fractured: frozenset[int]
+    seed: int = 0
+
+
+StudySource = Callable[[int], LabelledStudy]
+
+
+def phantom_source(shape: tuple[int, int, int]) -> StudySource:
+    """Studies of :func:`spine_core.phantom.generate_study` at ``shape`` (seed -> study)."""
+
+    def make(seed: int) -> LabelledStudy:
+        from spine_core.labels import level_id
+        from spine_core.phantom import generate_study
+
+        study = generate_study(seed, shape=shape)
+        fractured = frozenset(
+            level_id(n) if isinstance(n, str) else int(n) for n in study.fractured_levels
+        )
+        return LabelledStudy(study.image, study.mask, fractured, seed)
+
+    return make
+
+
+# ----------------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class SegSample:
+    """A study on the model grid: windowed image (float16) and canonical label map (uint8)."""
+
+    image: npt.NDArray[np.float16]
+    labels: npt.NDArray[np.uint8]
+
+
+@dataclass
+class CropSet:
+    """Per-vertebra crops with their targets."""
+
+    crops: torch.Tensor  # (N, 2, *crop) float16
+    targets: torch.Tensor  # (N,) float32 0/1
+    levels: torch.Tensor  # (N,) int64 level ids
+
+    @staticmethod
+    def concat(sets: Sequence["CropSet"], crop_shape: Sequence[int]) -> "CropSet":
+        if not sets:
+            return CropSet(torch.zeros((0, 2, *crop_shape), dtype=torch.float16),
+                           torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+        return CropSet(
+            torch.cat([s.crops for s in sets]),
+            torch.cat([s.targets for s in sets]),
+            torch.cat([s.levels for s in sets]),
+        )
+
+
+def prepare_segmentation(study: LabelledStudy, config: SegmentationConfig) -> SegSample:
+    """Bring a study onto the model grid exactly as inference does (labels: nearest)."""
+    grid = model_grid(grid_of(study.image), config.spacing_mm)
+    image = sample_onto(volume_tensor(study.image, config.window), study.image.affine, grid)
+    labels = labels_onto(np.asarray(study.mask.array), study.mask.affine, grid)
+    return SegSample(image[0, 0].numpy().astype(np.float16), labels)
+
+
+def prepare_fracture(
+    study: LabelledStudy,
+    seg_config: SegmentationConfig,
+    config: FractureConfig,
+    rng: np.random.Generator,
+    n_jitter: int = 3,
+    jitter_mm: float = 3.0,
+) -> CropSet:
+    """``n_jitter`` crops per scored level, centres jittered by up to ``jitter_mm`` per axis.
+
+    The mask channel comes from the ground truth brought onto the model grid, as the predicted
+    mask is at inference.
+    """
+    grid = model_grid(grid_of(study.image), seg_config.spacing_mm)
+    labels = labels_onto(np.asarray(study.mask.array), study.mask.affine, grid)
+    centres = centroids_of(labels, grid)
+    image = volume_tensor(study.image, config.window)
+    sets = []
+    for _ in range(n_jitter):
+        jittered = {
+            lid: np.asarray(c) + rng.uniform(-jitter_mm, jitter_mm, size=3) for lid, c in centres.items()
+        }
+        ids, crops = level_crops(image, study.image.affine, labels, grid, jittered, config)
+        targets = torch.tensor([1.0 if lid in study.fractured else 0.0 for lid in ids])
+        sets.append(CropSet(crops.to(torch.float16), targets, torch.tensor(ids, dtype=torch.int64)))
+    return CropSet.concat(sets, config.crop_shape)
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+def _random_crop(
+    sample: SegSample, roi: Sequence[int], rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """A ``roi`` patch (zero-padded where the study is smaller, i.e. air / background)."""
+    img = np.zeros(tuple(roi), dtype=np.float32)
+    lab = np.zeros(tuple(roi), dtype=np.int64)
+    src_sl, dst_sl = [], []
+    for n, r in zip(sample.image.shape, roi):
+        if n >= r:
+            start = int(rng.integers(0, n - r + 1))
+            src_sl.append(slice(start, start + r))
+            dst_sl.append(slice(0, r))
+        else:
+            start = int(rng.integers(0, r - n + 1))
+            src_sl.append(slice(0, n))
+            dst_sl.append(slice(start, start + n))
+    img[tuple(dst_sl)] = sample.image[tuple(src_sl)]
+    lab[tuple(dst_sl)] = sample.labels[tuple(src_sl)]
+    return img, lab
+
+
+def _augment_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Per-sample contrast/brightness jitter and Gaussian noise (on [0, 1] windowed CT)."""
+    b = x.shape[0]
+    scale = torch.tensor(rng.uniform(0.9, 1.1, b), dtype=x.dtype).view(b, *([1] * (x.dim() - 1)))
+    shift = torch.tensor(rng.uniform(-0.02, 0.02, b), dtype=x.dtype).view(b, *([1] * (x.dim() - 1)))
+    noise = torch.randn_like(x) * float(rng.uniform(0.0, 0.015))
+    return x * scale + shift + noise
+
+
+@dataclass
+class PhaseLog:
+    """What one training phase did."""
+
+    iterations: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    stopped_by_budget: bool = False
+
+    def mean_loss(self, first: bool) -> float:
+        """Mean loss of the first or last tenth of the run."""
+        k = max(1, len(self.losses) // 10)
+        part = self.losses[:k] if first else self.losses[-k:]
+        return float(np.mean(part)) if part else math.nan
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 20) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def train_segmentation(
+    net: nn.Module,
+    samples: Sequence[SegSample],
+    roi: Sequence[int],
+    iterations: int,
+    *,
+    batch_size: int = 2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: torch.device = torch.device("cpu"),
+    budget_s: float | None = None,
+    log: Log | None = None,
+) -> PhaseLog:
+    """Train the segmentation network on random ``roi`` patches with Dice + cross-entropy."""
+    from monai.losses import DiceCELoss
+
+    if not samples:
+        raise InputError("no training studies for the segmentation network")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net.to(device).train()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    out = PhaseLog()
+    t0 = time.perf_counter()
+    for step in range(iterations):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, iterations, lr)
+        batch = [_random_crop(samples[int(rng.integers(len(samples)))], roi, rng) for _ in range(batch_size)]
+        x = torch.from_numpy(np.stack([b[0] for b in batch]))[:, None]
+        y = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
+        flip = rng.random(batch_size) < 0.5  # left-right mirror keeps level ids valid
+        for i in np.nonzero(flip)[0]:
+            x[i] = torch.flip(x[i], dims=(-1,))
+            y[i] = torch.flip(y[i], dims=(-1,))
+        x = _augment_intensity(x, rng).to(device)
+        y = y.to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        out.losses.append(float(loss.detach()))
+        out.iterations = step + 1
+        elapsed = time.perf_counter() - t0
+        if log and (step % 25 == 0 or step == iterations - 1):
+            log(f"seg it {step + 1}/{iterations} loss {out.losses[-1]:.4f} ({elapsed:.0f} s)")
+        if budget_s is not None and elapsed > budget_s and step + 1 < iterations:
+            out.stopped_by_budget = True
+            if log:
+                log(f"seg: time budget of {budget_s:.0f} s reached after {step + 1} iterations")
+            break
+    out.seconds = time.perf_counter() - t0
+    net.eval()
+    return out
+
+
+def train_fracture(
+    net: nn.Module,
+    data: CropSet,
+    iterations: int,
+    *,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: torch.device = torch.device("cpu"),
+    budget_s: float | None = None,
+    log: Log | None = None,
+) -> PhaseLog:
+    """Train the classifier with class-balanced batches (half fractured when there are any)."""
+    if data.targets.numel() == 0:
+        raise InputError("no vertebra crops to train the fracture classifier on")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net.to(device).train()
+    pos = np.nonzero(data.targets.numpy() > 0.5)[0]
+    neg = np.nonzero(data.targets.numpy() <= 0.5)[0]
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    loss_fn = nn.BCEWithLogitsLoss()
+    out = PhaseLog()
+    t0 = time.perf_counter()
+    for step in range(iterations):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, iterations, lr)
+        if len(pos) and len(neg):
+            n_pos = batch_size // 2
+            idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch_size - n_pos)])
+        else:
+            idx = rng.integers(0, data.targets.numel(), batch_size)
+        x = data.crops[torch.from_numpy(idx)].to(torch.float32)
+        flip = torch.from_numpy(rng.random(batch_size) < 0.5)
+        x[flip] = torch.flip(x[flip], dims=(-1,))
+        img = _augment_intensity(x[:, :1], rng)
+        x = torch.cat([img, x[:, 1:]], dim=1).to(device)
+        y = data.targets[torch.from_numpy(idx)].to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x).reshape(-1), y)
+        loss.backward()
+        opt.step()
+        out.losses.append(float(loss.detach()))
+        out.iterations = step + 1
+        elapsed = time.perf_counter() - t0
+        if log and (step % 50 == 0 or step == iterations - 1):
+            log(f"fracture it {step + 1}/{iterations} loss {out.losses[-1]:.4f} ({elapsed:.0f} s)")
+        if budget_s is not None and elapsed > budget_s and step + 1 < iterations:
+            out.stopped_by_budget = True
+            if log:
+                log(f"fracture: time budget of {budget_s:.0f} s reached after {step + 1} iterations")
+            break
+    out.seconds = time.perf_counter() - t0
+    net.eval()
+    return out
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate(
+    segmentation: SegmentationModel,
+    fracture: FractureModel | None,
+    studies: Iterable[LabelledStudy],
+    *,
+    prior: float = 0.1,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Score the full two-stage pipeline on held-out studies.
+
+    Dice per level on the input grid; VerSe identification (centroid within 20 mm and nearest);
+    fracture ROC AUC over cervical levels pooled and per patient; RSNA weighted log loss, where a
+    cervical level the segmentation missed gets probability ``prior``.
+    """
+    from spine_core import metrics
+
+    level_ids = segmentation.level_ids
+    dice_rows: list[dict[int, float]] = []
+    ident = []
+    level_truth: list[float] = []
+    level_score: list[float] = []
+    rsna_true: list[list[float]] = []
+    rsna_pred: list[list[float]] = []
+    seconds: list[float] = []
+    for study in studies:
+        t0 = time.perf_counter()
+        seg = segmentation.segment(study.image)
+        seconds.append(time.perf_counter() - t0)
+        truth_mask = np.asarray(study.mask.array)
+        dice_rows.append(metrics.dice_per_label(seg.mask, truth_mask, level_ids))
+        true_c = centroids_of(truth_mask, grid_of(study.mask))
+        ident.append(metrics.identification_rate(seg.centroids, true_c))
+        if fracture is None:
+            continue
+        probs = fracture.predict_levels(
+            seg.image, study.image.affine, seg.model_labels, seg.model_grid, seg.centroids
+        )
+        present = {level_name(lid) for lid in true_c}
+        row_true, row_pred = [], []
+        for name in CERVICAL:
+            y = 1.0 if name in {level_name(f) for f in study.fractured} else 0.0
+            p = probs.get(name, prior)
+            row_true.append(y)
+            row_pred.append(p)
+            if name in present:
+                level_truth.append(y)
+                level_score.append(p)
+        filled = {n: row_pred[i] for i, n in enumerate(CERVICAL)}
+        row_true.append(max(row_true))
+        row_pred.append(patient_probability(filled))
+        rsna_true.append(row_true)
+        rsna_pred.append(row_pred)
+        if log:
+            log(f"evaluated study seed {study.seed}")
+    dice_by_level = {
+        level_name(lid): float(np.nanmean([r[lid] for r in dice_rows]))
+        for lid in level_ids
+        if any(not math.isnan(r[lid]) for r in dice_rows)
+    }
+    result: dict[str, Any] = {
+        "n_studies": len(dice_rows),
+        "dice_per_level": {k: round(v, 4) for k, v in dice_by_level.items()},
+        "dice_mean": round(float(np.mean(list(dice_by_level.values()))), 4) if dice_by_level else None,
+        "identification_rate": round(float(metrics.pooled_identification_rate(ident)), 4),
+        "segmentation_seconds_mean": round(float(np.mean(seconds)), 3) if seconds else None,
+    }
+    if fracture is not None and rsna_true:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
+            auc_level = metrics.roc_auc(level_truth, level_score)
+            auc_patient = metrics.roc_auc([r[-1] for r in rsna_true], [r[-1] for r in rsna_pred])
+        result.update(
+            {
+                "fracture_auc_level": None if math.isnan(auc_level) else round(auc_level, 4),
+                "fracture_auc_patient": None if math.isnan(auc_patient) else round(auc_patient, 4),
+                "rsna_weighted_log_loss": round(
+                    metrics.rsna_weighted_log_loss(np.array(rsna_true), np.array(rsna_pred)), 4
+                ),
+                "n_levels_scored": len(level_truth),
+                "n_fractured_levels": int(sum(level_truth)),
+                "n_fractured_patients": int(sum(r[-1] for r in rsna_true)),
+            }
+        )
+    return result
+
+
+# ----------------------------------------------------------------------------------- orchestration
+
+
+@dataclass
+class TrainSettings:
+    """Everything that shapes one training run (recorded in the model card)."""
+
+    n_train: int = 40
+    n_val: int = 10
+    seed: int = 2022
+    shape: tuple[int, int, int] = (200, 256, 256)
+    seg_iterations: int = 600
+    frac_iterations: int = 800
+    seg_batch_size: int = 2
+    frac_batch_size: int = 16
+    seg_lr: float = 3e-3
+    frac_lr: float = 2e-3
+    train_roi: tuple[int, int, int] = (80, 80, 80)
+    crops_per_level: int = 3
+    device: str = "cpu"
+    threads: int = 2
+    budget_minutes: float = 20.0
+    name: str = "spinereview-demo"
+    version: str = "0.1.0"
+    seg_config: SegmentationConfig = field(default_factory=SegmentationConfig)
+    frac_config: FractureConfig = field(default_factory=FractureConfig)
+    seg_spec: dict[str, Any] = field(default_factory=default_segmentation_spec)
+    frac_spec: dict[str, Any] = field(default_factory=default_fracture_spec)
+
+    def train_seeds(self) -> list[int]:
+        return [self.seed * 1000 + i for i in range(self.n_train)]
+
+    def val_seeds(self) -> list[int]:
+        return [self.seed * 1000 + 500 + i for i in range(self.n_val)]
+
+
+@dataclass
+class TrainReport:
+    out_dir: Path
+    files: list[Path]
+    metrics: dict[str, Any]
+    card: dict[str, Any]
+
+
+def train(
+    out_dir: str | Path,
+    settings: TrainSettings | None = None,
+    source: StudySource | None = None,
+    log: Log | None = print,
+) -> TrainReport:
+    """Train both stages and write weights, configs and the model card to ``out_dir``.
+
+    ``source`` makes a study from a seed (default: the phantom at ``settings.shape``). Training
+    stops a phase early if it would overrun its share of ``settings.budget_minutes`` (recorded).
+    """
+    s = settings or TrainSettings()
+    if s.n_train < 1 or s.n_val < 1:
+        raise InputError(f"need at least one training and one validation study (got {s.n_train}, {s.n_val})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    make = source or phantom_source(s.shape)
+    from spine_core.inference.local import resolve_device
+
+    device = resolve_device(s.device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, s.threads))
+    start = time.perf_counter()
+    budget = s.budget_minutes * 60.0
+    say = log or (lambda _m: None)
+    try:
+        rng = np.random.default_rng(s.seed)
+        seg_samples: list[SegSample] = []
+        crop_sets: list[CropSet] = []
+        n_fractured_train = 0
+        for i, seed in enumerate(s.train_seeds()):
+            study = make(seed)
+            seg_samples.append(prepare_segmentation(study, s.seg_config))
+            crop_sets.append(prepare_fracture(study, s.seg_config, s.frac_config, rng, s.crops_per_level))
+            n_fractured_train += len(study.fractured)
+            say(f"prepared training study {i + 1}/{s.n_train} (seed {seed})")
+        data_seconds = time.perf_counter() - start
+        crops = CropSet.concat(crop_sets, s.frac_config.crop_shape)
+        del crop_sets
+
+        remaining = budget - data_seconds
+        eval_reserve = 0.15 * budget
+        train_budget = max(30.0, remaining - eval_reserve)
+        seg_net = build_network(s.seg_spec)
+        seg_log = train_segmentation(
+            seg_net, seg_samples, s.train_roi, s.seg_iterations, batch_size=s.seg_batch_size,
+            lr=s.seg_lr, seed=s.seed, device=device, budget_s=0.6 * train_budget, log=say,
+        )
+        del seg_samples
+        frac_net = build_network(s.frac_spec)
+        frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
+        frac_log = train_fracture(
+            frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
+            seed=s.seed + 1, device=device, budget_s=frac_budget, log=say,
+        )
+        seg_model = SegmentationModel(seg_net, s.seg_config, device, amp=True)
+        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
+        train_prevalence = float(crops.targets.mean()) if crops.targets.numel() else 0.1
+        val_metrics = evaluate(
+            seg_model, frac_model, (make(seed) for seed in s.val_seeds()),
+            prior=train_prevalence, log=say,
+        )
+        total = time.perf_counter() - start
+        files = _write_outputs(out, s, seg_net, frac_net, seg_log, frac_log, val_metrics,
+                               data_seconds, total, n_fractured_train, crops)
+        card = json.loads((out / "model_card.json").read_text())
+        say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
+        return TrainReport(out, files, val_metrics, card)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def stage_configs(s: TrainSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON configs of both stages (without weights / checksums)."""
+    seg = {
+        "task": "segmentation",
+        "name": f"{s.name}-segmentation",
+        "version": s.version,
+        "network": s.seg_spec,
+        **s.seg_config.to_dict(),
+    }
+    frac = {
+        "task": "fracture",
+        "name": f"{s.name}-fracture",
+        "version": s.version,
+        "network": s.frac_spec,
+        **s.frac_config.to_dict(),
+    }
+    return seg, frac
+
+
+def _write_outputs(
+    out: Path,
+    s: TrainSettings,
+    seg_net: nn.Module,
+    frac_net: nn.Module,
+    seg_log: PhaseLog,
+    frac_log: PhaseLog,
+    val_metrics: Mapping[str, Any],
+    data_seconds: float,
+    total_seconds: float,
+    n_fractured_train: int,
+    crops: CropSet,
+) -> list[Path]:
+    seg_cfg, frac_cfg = stage_configs(s)
+    seg_json = save_state_dict(seg_net, seg_cfg, out / "segmentation.json")
+    frac_json = save_state_dict(frac_net, frac_cfg, out / "fracture.json")
+    card = build_card(s, seg_net, frac_net, seg_log, frac_log, val_metrics, data_seconds,
+                      total_seconds, n_fractured_train, crops)
+    card_json = out / "model_card.json"
+    card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_md = out / "MODEL_CARD.md"
+    card_md.write_text(card_markdown(card), encoding="utf-8")
+    return [seg_json, seg_json.with_suffix(".pt"), frac_json, frac_json.with_suffix(".pt"), card_json, card_md]
+
+
+DISCLAIMER = (
+    "Trained on SYNTHETIC phantom CT only (no patient data). For demonstrations and software tests "
+    "only: not validated on real scans, not a medical device, never use it for diagnosis."
+)
+
+BOX_NOTE = (
+    "Boxes are not a fracture localisation: for each level whose probability reaches the "
+    "threshold, one box per axial slice is the extent of that level's predicted mask on the slice, "
+    "scored with the level probability."
+)
+
+
+def build_card(
+    s: TrainSettings,
+    seg_net: nn.Module,
+    frac_net: nn.Module,
+    seg_log: PhaseLog,
+    frac_log: PhaseLog,
+    val_metrics: Mapping[str, Any],
+    data_seconds: float,
+    total_seconds: float,
+    n_fractured_train: int,
+    crops: CropSet,
+) -> dict[str, Any]:
+    """The model card as a JSON-serialisable dict."""
+    settings = asdict(s)
+    settings.pop("seg_spec")
+    settings.pop("frac_spec")
+    settings["seg_config"] = s.seg_config.to_dict()
+    settings["frac_config"] = s.frac_config.to_dict()
+    return {
+        "name": s.name,
+        "version": s.version,
+        "intended_use": DISCLAIMER,
+        "data": {
+            "kind": "synthetic phantom (spine_core.phantom.generate_study)",
+            "shape": list(s.shape),
+            "train_seeds": [s.train_seeds()[0], s.train_seeds()[-1]],
+            "val_seeds": [s.val_seeds()[0], s.val_seeds()[-1]],
+            "n_train": s.n_train,
+            "n_val": s.n_val,
+            "n_fractured_levels_train": n_fractured_train,
+            "n_crops_train": int(crops.targets.numel()),
+            "crop_positive_fraction": round(float(crops.targets.mean()), 4) if crops.targets.numel() else None,
+        },
+        "stages": {
+            "segmentation": {
+                "network": s.seg_spec,
+                "parameters": count_parameters(seg_net),
+                "input": f"closest canonical orientation (S,P,L), {s.seg_config.spacing_mm} mm isotropic, "
+                f"HU window {list(s.seg_config.window)} -> [0, 1]",
+                "output": "background + canonical levels " + ", ".join(level_name(v) for v in s.seg_config.labels if v),
+                "inference": "MONAI sliding_window_inference, argmax, largest component per level, "
+                "nearest-neighbour back to the input grid",
+                "training": {
+                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)",
+                    "iterations": seg_log.iterations,
+                    "stopped_by_time_budget": seg_log.stopped_by_budget,
+                    "seconds": round(seg_log.seconds, 1),
+                    "loss_first_tenth": round(seg_log.mean_loss(True), 4),
+                    "loss_last_tenth": round(seg_log.mean_loss(False), 4),
+                },
+            },
+            "fracture": {
+                "network": s.frac_spec,
+                "parameters": count_parameters(frac_net),
+                "input": f"per-vertebra crop {list(s.frac_config.crop_shape)} at {s.frac_config.crop_spacing_mm} mm "
+                "around the level centroid: channel 0 windowed CT, channel 1 the level's mask",
+                "output": "P(fracture) per level (sigmoid of one logit)",
+                "patient_probability": "noisy-OR over cervical levels: 1 - prod(1 - p_level) for C1-C7",
+                "boxes": BOX_NOTE,
+                "training": {
+                    "loss": "binary cross-entropy, class-balanced batches",
+                    "iterations": frac_log.iterations,
+                    "stopped_by_time_budget": frac_log.stopped_by_budget,
+                    "seconds": round(frac_log.seconds, 1),
+                    "loss_first_tenth": round(frac_log.mean_loss(True), 4),
+                    "loss_last_tenth": round(frac_log.mean_loss(False), 4),
+                },
+            },
+        },
+        "metrics_validation": dict(val_metrics),
+        "metrics_notes": (
+            "Measured on held-out synthetic studies through the full two-stage pipeline. Dice per "
+            "level on the input grid; identification: VerSe rule (predicted centroid within 20 mm "
+            "and nearest); AUC over cervical levels pooled and per patient; RSNA weighted log loss "
+            "(per-study normalised), a missed level scored with the training prevalence."
+        ),
+        "settings": settings,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": s.threads,
+            "device": s.device,
+            "data_preparation_seconds": round(data_seconds, 1),
+            "total_seconds": round(total_seconds, 1),
+        },
+    }
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The model card as Markdown."""
+    m = card.get("metrics_validation", {})
+    seg = card["stages"]["segmentation"]
+    frac = card["stages"]["fracture"]
+    data = card["data"]
+    lines = [
+        f"# Model card: {card['name']} {card['version']}",
+        "",
+        f"**{card['intended_use']}**",
+        "",
+        "## Data",
+        f"- {data['kind']}, volumes of shape {data['shape']} (slices x rows x columns).",
+        f"- Training: {data['n_train']} studies (seeds {data['train_seeds'][0]}–{data['train_seeds'][1]}), "
+        f"{data['n_fractured_levels_train']} fractured levels, {data['n_crops_train']} vertebra crops.",
+        f"- Validation: {data['n_val']} held-out studies (seeds {data['val_seeds'][0]}–{data['val_seeds'][1]}).",
+        "",
+        "## Stage 1: segmentation",
+        f"- Network: `{seg['network']['arch']}` {seg['network']['params']}, {seg['parameters']:,} parameters.",
+        f"- Input: {seg['input']}.",
+        f"- Output: {seg['output']}.",
+        f"- Inference: {seg['inference']}.",
+        f"- Training: {seg['training']['loss']}, {seg['training']['iterations']} iterations "
+        f"({seg['training']['seconds']} s), loss {seg['training']['loss_first_tenth']} -> "
+        f"{seg['training']['loss_last_tenth']}.",
+        "",
+        "## Stage 2: fracture classification",
+        f"- Network: `{frac['network']['arch']}` {frac['network']['params']}, {frac['parameters']:,} parameters.",
+        f"- Input: {frac['input']}.",
+        f"- Output: {frac['output']}; patient probability: {frac['patient_probability']}.",
+        f"- Boxes: {frac['boxes']}",
+        f"- Training: {frac['training']['loss']}, {frac['training']['iterations']} iterations "
+        f"({frac['training']['seconds']} s), loss {frac['training']['loss_first_tenth']} -> "
+        f"{frac['training']['loss_last_tenth']}.",
+        "",
+        "## Validation metrics (held-out synthetic studies)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in ("n_studies", "dice_mean", "identification_rate", "fracture_auc_level",
+                "fracture_auc_patient", "rsna_weighted_log_loss", "n_levels_scored",
+                "n_fractured_levels", "n_fractured_patients", "segmentation_seconds_mean"):
+        if key in m:
+            lines.append(f"| {key} | {m[key]} |")
+    if m.get("dice_per_level"):
+        lines += ["", "Dice per level: " + ", ".join(f"{k} {v}" for k, v in m["dice_per_level"].items()) + "."]
+    lines += ["", card.get("metrics_notes", ""), "",
+              f"Trained in {card['environment']['total_seconds']} s with {card['environment']['threads']} "
+              f"CPU threads, torch {card['environment']['torch']}.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``spine train`` (the CLI module wires the subcommand)."""
+    d = TrainSettings()
+    parser.add_argument("--out", default="var/models", help="output folder for weights and model card")
+    parser.add_argument("--train-studies", type=int, default=d.n_train, help=f"training studies (default {d.n_train})")
+    parser.add_argument("--val-studies", type=int, default=d.n_val, help=f"held-out studies (default {d.n_val})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"base seed (default {d.seed})")
+    parser.add_argument("--shape", default="x".join(map(str, d.shape)), help="phantom SLICESxROWSxCOLS")
+    parser.add_argument("--seg-iterations", type=int, default=d.seg_iterations)
+    parser.add_argument("--frac-iterations", type=int, default=d.frac_iterations)
+    parser.add_argument("--device", default=d.device, help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    parser.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
+                        help="wall-clock budget; phases stop early (and say so) to keep it")
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    try:
+        shape = tuple(int(v) for v in str(args.shape).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 16:
+        raise InputError(f"--shape must be SLICESxROWSxCOLS with each at least 16, got '{args.shape}'")
+    return TrainSettings(
+        n_train=args.train_studies, n_val=args.val_studies, seed=args.seed,
+        shape=shape,  # type: ignore[arg-type]
+        seg_iterations=args.seg_iterations, frac_iterations=args.frac_iterations,
+        device=args.device, threads=args.threads, budget_minutes=args.budget_minutes,
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Handler body of ``spine train``."""
+    report = train(args.out, settings_from_args(args))
+    print(json.dumps(report.metrics, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spine_core.inference.train", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
