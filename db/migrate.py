@@ -7,6 +7,7 @@ so migrations run with the same SQLite settings as the app.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from sqlalchemy.engine import URL
 from db.session import READONLY_OPTION, make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Alembic's `context`/`op` proxies are process-wide: one migration run at a time per process.
+# Runs in different processes are serialized by the database (see migrations/env.py).
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def alembic_config() -> Config:
@@ -66,7 +71,7 @@ def current_revision(url: str | URL) -> str | None:
 def _run(url: str | URL, action: Callable[[Config], object]) -> None:
     engine = make_engine(url)
     try:
-        with engine.connect() as connection:
+        with _ALEMBIC_LOCK, engine.connect() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
             action(config)

@@ -128,7 +128,7 @@ def unit_of_work(sessions: sessionmaker[Session], *, readonly: bool = False) -> 
     """One transaction: commit when the block ends normally, roll back when it raises.
 
     ``readonly=True`` opens a read-only transaction (deferred BEGIN on SQLite, ``READ ONLY`` on
-    PostgreSQL) that never waits for writers and is always rolled back; flushing a change in it
+    PostgreSQL) that never waits for writers and is never committed; flushing a change in it
     raises ``RuntimeError`` (a bug in the caller, who should have asked for a writing unit).
 
     Raises:
@@ -143,10 +143,10 @@ def unit_of_work(sessions: sessionmaker[Session], *, readonly: bool = False) -> 
         )
     try:
         yield session
-        if readonly:
-            session.rollback()
-        else:
+        if not readonly:
             session.commit()
+        # A read-only unit simply ends: close() below releases the transaction without expiring
+        # what was loaded, so the caller can still use those objects.
     except StaleDataError as exc:
         session.rollback()
         raise ConflictError(
