@@ -227,3 +227,26 @@ def test_http_predictor_from_settings_uses_token_and_timeouts(backend: str) -> N
         assert predictor.health()["status"] == "ready"
         assert predictor.info().name == "bone-threshold"  # the token from settings is accepted
         assert predictor._client.timeout.read == 30 and predictor._client.timeout.connect == 10
+
+
+def test_round_trip_with_the_shipped_local_models() -> None:
+    """The real LocalPredictor behind the real server gives what it gives in-process."""
+    from spine_core.inference.loading import default_weights_dir
+    from spine_core.inference.select import load_local_predictor
+
+    if not default_weights_dir().is_dir():
+        pytest.skip(f"no shipped weights at {default_weights_dir()} yet")
+    settings = Settings(device="cpu")
+    local = load_local_predictor(settings)
+    volume = spine_phantom(shape=(48, 48, 48))
+    expected = local.predict(volume)
+    app = create_app(lambda device: load_local_predictor(Settings(device=device)), token=TOKEN, device="cpu")
+    with running_server(app) as url, HttpPredictor(url, TOKEN) as remote:
+        assert remote.info() == local.info()
+        got = remote.predict(volume)
+    assert got.device == "cpu"
+    assert got.mask is not None and expected.mask is not None
+    assert np.array_equal(got.mask, expected.mask)
+    assert got.level_probabilities == expected.level_probabilities
+    assert got.patient_probability == expected.patient_probability
+    assert got.boxes == expected.boxes
