@@ -1,7 +1,9 @@
 """SQLAlchemy 2 typed ORM models: the whole persistent state of SpineReview.
 
 Conventions:
-* Every row a user writes records who (``*_by`` / ``reader_id``) and when (UTC timestamps).
+* Every row a user writes records who (``*_by`` / ``reader_id``) and when. Timestamps are
+  :class:`UtcDateTime`: aware UTC ``datetime`` objects on every backend (naive ones are refused).
+* Constraint and index names follow :data:`NAMING_CONVENTION` (migrations can refer to them).
 * Rows two people may edit at once carry a ``version`` column used by SQLAlchemy's optimistic
   concurrency check (a stale write raises ``StaleDataError``, turned into ``ConflictError``).
 * Slice references are stored twice on purpose: ``slice_index`` (position in the series sorted by
