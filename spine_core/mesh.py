@@ -56,24 +56,29 @@ class BoxMesh:
 
 def _level_ids(levels: Iterable[int | str] | None, present: Sequence[int]) -> list[int]:
     if levels is None:
-        wanted = [lid for lid in present if lid in LEVEL_NAMES]
+        wanted = list(present)
     else:
         wanted = [level_id(lv) if isinstance(lv, str) else int(lv) for lv in levels]
         missing = [LEVEL_NAMES.get(lid, str(lid)) for lid in wanted if lid not in present]
         if missing:
-            raise MaskError(f"levels {missing} are not in the mask; choose among the labelled levels")
+            raise MaskError(
+                f"levels {missing} are not in the mask; choose among the labelled levels"
+            )
     order = {lid: i for i, lid in enumerate(CRANIOCAUDAL_ORDER)}
     return sorted(set(wanted), key=lambda lid: order.get(lid, 100 + lid))
 
 
-def _block_mean(occ: npt.NDArray[np.float32], factors: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+def _block_mean(
+    occ: npt.NDArray[np.float32], factors: tuple[int, int, int]
+) -> npt.NDArray[np.float32]:
     """Mean over non-overlapping blocks (the array is zero-padded up to whole blocks)."""
     if factors == (1, 1, 1):
         return occ
     pad = [(0, (-n) % f) for n, f in zip(occ.shape, factors)]
     occ = np.pad(occ, pad)
     s = occ.shape
-    blocks = occ.reshape(s[0] // factors[0], factors[0], s[1] // factors[1], factors[1], s[2] // factors[2], factors[2])
+    f0, f1, f2 = factors
+    blocks = occ.reshape(s[0] // f0, f0, s[1] // f1, f1, s[2] // f2, f2)
     return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
 
 
@@ -104,7 +109,8 @@ def _cluster_decimate(
         if len(faces) <= target_faces:
             break
         tri = verts[faces]
-        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        area = 0.5 * np.linalg.norm(normals, axis=1).sum()
         cell = float(np.sqrt(2.0 * area / target_faces))
         keys = np.floor((verts - verts.min(axis=0)) / cell).astype(np.int64)
         _, cluster, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
@@ -137,8 +143,9 @@ def _taubin(
     from scipy import sparse
 
     n = len(verts)
-    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
-    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]])
+    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
+    i = np.concatenate([a, b, c, b, c, a])
+    j = np.concatenate([b, c, a, a, b, c])
     adj = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     deg = np.asarray(adj.sum(axis=1)).ravel()
     deg[deg == 0] = 1
@@ -182,6 +189,12 @@ def vertebra_meshes(
     labels = arr if arr.dtype == np.uint8 else arr.astype(np.uint8)
     objects = ndimage.find_objects(labels)
     present = [i + 1 for i, sl in enumerate(objects) if sl is not None]
+    unknown = [lid for lid in present if lid not in LEVEL_NAMES]
+    if unknown:
+        raise MaskError(
+            f"mask values {unknown} are not canonical level ids (1–28); map the dataset's labels "
+            "through its LabelVocabulary first"
+        )
     spacing = mask.spacing
     factors = tuple(max(1, int(round(step_mm / s))) for s in spacing)
     sigma_vox = smooth_sigma_mm / (spacing * np.asarray(factors))
@@ -219,7 +232,7 @@ def vertebra_meshes(
 # --------------------------------------------------------------------------------------------
 
 #: Unit cube corners (bit 0 -> a0, bit 1 -> a1, bit 2 -> a2) and its outward triangles.
-_CUBE_CORNERS = np.array([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=float)
+_CUBE_CORNERS = np.array([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=float)
 _CUBE_FACES = np.array(
     [
         [0, 4, 6], [0, 6, 2],  # a0 = 0
@@ -312,7 +325,9 @@ def plotly_figure(
         )
     for b in boxes:
         fig.add_trace(
-            _mesh3d(b.vertices, b.faces, b.name, "#{:02x}{:02x}{:02x}".format(*b.colour), opacity=b.opacity)
+            _mesh3d(
+                b.vertices, b.faces, b.name, "#{:02x}{:02x}{:02x}".format(*b.colour), opacity=b.opacity
+            )
         )
     fig.update_layout(
         height=height,

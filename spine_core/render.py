@@ -136,12 +136,14 @@ def apply_window(values: npt.NDArray[Any], width: float, level: float) -> npt.ND
     :func:`window_formula`); other dtypes (float32 volumes...) are computed in float32, which can
     differ from the float64 formula by one grey level at rounding ties.
     """
+    Window(width, level)  # validates
     arr = np.asarray(values)
-    kind = _LUT_KINDS.get(arr.dtype.newbyteorder("=") if arr.dtype.byteorder == ">" else arr.dtype)
-    if kind is not None and arr.dtype.isnative:
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    kind = _LUT_KINDS.get(arr.dtype)
+    if kind is not None:
         lut = _window_lut(float(width), float(level), kind[0])
         return np.take(lut, arr.view(kind[1]))  # np.take: ~2.5x faster than lut[...]
-    Window(width, level)  # validates
     x = arr.astype(np.float32)
     if width <= 1:
         return np.where(x > level - 0.5, 255, 0).astype(np.uint8)
@@ -184,7 +186,8 @@ def _plane(plane: Plane | str) -> Plane:
     try:
         return Plane(plane)
     except ValueError:
-        raise InputError(f"unknown plane '{plane}'; use one of {[p.value for p in Plane]}") from None
+        names = [p.value for p in Plane]
+        raise InputError(f"unknown plane '{plane}'; use one of {names}") from None
 
 
 @dataclass(frozen=True)
@@ -441,7 +444,8 @@ class DisplayGeometry:
             nr, _ = self.voxel_shape(p)
             vr = nr - 1 - dv[lay.row_axis] if lay.row_reversed else dv[lay.row_axis]
             slices[p] = dv[lay.normal]
-            pixels[p] = (int(np.floor((vr + 0.5) * sr)), int(np.floor((dv[lay.col_axis] + 0.5) * sc)))
+            vc = dv[lay.col_axis]
+            pixels[p] = (int(np.floor((vr + 0.5) * sr)), int(np.floor((vc + 0.5) * sc)))
         return slices, pixels
 
     def voxel_to_lps(self, voxel: Sequence[float]) -> tuple[float, float, float]:
@@ -450,7 +454,8 @@ class DisplayGeometry:
 
     def lps_to_voxel(self, lps: Sequence[float]) -> tuple[int, int, int]:
         """Nearest stored voxel of an LPS point (raises if the point is outside the volume)."""
-        idx = np.linalg.solve(self.affine[:3, :3], np.asarray(lps, dtype=np.float64) - self.affine[:3, 3])
+        offset = np.asarray(lps, dtype=np.float64) - self.affine[:3, 3]
+        idx = np.linalg.solve(self.affine[:3, :3], offset)
         vox = tuple(int(v) for v in np.rint(idx))
         if any(not 0 <= v < n for v, n in zip(vox, self.shape)):
             raise InputError(f"LPS point {tuple(lps)} mm lies outside the volume")
@@ -523,7 +528,8 @@ class DisplayGeometry:
         dv[lay.normal] = int(box.index)
         slice_index = self.display_to_source(dv)[0]
         spans: dict[int, tuple[float, float]] = {}
-        for d, (c0, c1) in ((lay.row_axis, (box.row0, box.row1)), (lay.col_axis, (box.col0, box.col1))):
+        sides = ((lay.row_axis, (box.row0, box.row1)), (lay.col_axis, (box.col0, box.col1)))
+        for d, (c0, c1) in sides:
             a = self.perm[d]
             n = self.shape[a]
             e0, e1 = self._plane_to_edge(plane, d, c0), self._plane_to_edge(plane, d, c1)
@@ -697,7 +703,9 @@ def _spine_foreground(
     return bone & keep[None, :, None]
 
 
-def _mask_bounds(geometry: DisplayGeometry, arr: npt.NDArray[Any]) -> list[tuple[float, float]] | None:
+def _mask_bounds(
+    geometry: DisplayGeometry, arr: npt.NDArray[Any]
+) -> list[tuple[float, float]] | None:
     """Exact edge bounds of the nonzero voxels along each display axis (two passes, no copy)."""
     plane_any = arr.any(axis=0)
     if not plane_any.any():
@@ -758,7 +766,10 @@ def spine_bbox(
         raise InputError("spine_bbox needs a mask or an image")
     arr = source.array if isinstance(source, Volume) else np.asarray(source)
     geometry.view(arr)  # checks the grid
-    bounds = _mask_bounds(geometry, arr) if mask is not None else _image_bounds(geometry, arr, threshold_hu)
+    if mask is not None:
+        bounds = _mask_bounds(geometry, arr)
+    else:
+        bounds = _image_bounds(geometry, arr, threshold_hu)
     if bounds is None:
         return None
     r = sorted(geometry._edge_to_plane(p, lay.row_axis, e) for e in bounds[lay.row_axis])
@@ -771,12 +782,16 @@ def spine_bbox(
         rc, cc = (r0 + r1) / 2, (c0 + c1) / 2
         r0, r1, c0, c1 = rc - side / 2, rc + side / 2, cc - side / 2, cc + side / 2
     h, w = geometry.plane_shape(p)
-    return ZoomBox(int(np.floor(r0)), int(np.floor(c0)), int(np.ceil(r1)), int(np.ceil(c1))).clipped((h, w))
+    box = ZoomBox(int(np.floor(r0)), int(np.floor(c0)), int(np.ceil(r1)), int(np.ceil(c1)))
+    return box.clipped((h, w))
 
 
 # --------------------------------------------------------------------------------------------
 # Overlays
 # --------------------------------------------------------------------------------------------
+
+
+_MAX_LEVEL_ID = max(LEVEL_NAMES)
 
 
 @dataclass(frozen=True)
@@ -845,10 +860,12 @@ def colour_overlay(
     lab = np.asarray(labels)
     if lab.shape != grey.shape:
         raise MaskError(f"mask slice {lab.shape} does not match the image slice {grey.shape}")
-    if lab.dtype != np.uint8:
-        if lab.size and (lab.min() < 0 or lab.max() > 255):
-            raise MaskError("mask values must be canonical level ids 0–28; map the vocabulary first")
-        lab = lab.astype(np.uint8)
+    if lab.size and (lab.min() < 0 or lab.max() > _MAX_LEVEL_ID):
+        raise MaskError(
+            f"mask values must be canonical level ids 0–{_MAX_LEVEL_ID}, found {int(lab.max())}; "
+            "map the dataset's labels through its LabelVocabulary first"
+        )
+    lab = lab.astype(np.uint8, copy=False)
     if style.outline:
         lab = outline_labels(lab)
     if not lab.any():
@@ -974,7 +991,7 @@ def draw_texts(
     size: int = 12,
 ) -> npt.NDArray[np.uint8]:
     """Write ``(row, col, text, colour, anchor)`` items with Pillow's default font; returns RGB."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     items = list(texts)
     if not items:
@@ -1044,16 +1061,18 @@ def render_slice(
     dr, dc = (zoom.row0, zoom.col0) if zoom is not None else (0, 0)
     texts: list[tuple[float, float, str, RGB, str]] = []
     for box in boxes:
-        draw_rect(rgb, box.row0 - dr, box.col0 - dc, box.row1 - dr, box.col1 - dc, box.colour, box.thickness)
+        r0, c0, r1, c1 = box.row0 - dr, box.col0 - dc, box.row1 - dr, box.col1 - dc
+        draw_rect(rgb, r0, c0, r1, c1, box.colour, box.thickness)
         if box.label:
-            texts.append((box.row0 - dr - 2, box.col0 - dc, box.label, box.colour, "ld"))
+            texts.append((r0 - 2, c0, box.label, box.colour, "ld"))
     if cursor is not None:
         draw_crosshair(rgb, int(cursor[0]) - dr, int(cursor[1]) - dc)
     if level_labels and labels is not None:
         visible = overlay.visible if overlay is not None else None
         for a in level_anchors(labels):
             if visible is None or a.level_id in visible:
-                texts.append((a.text_row, a.text_col, a.name, LEVEL_COLOURS[a.level_id], a.text_anchor))
+                colour = LEVEL_COLOURS[a.level_id]
+                texts.append((a.text_row, a.text_col, a.name, colour, a.text_anchor))
     return draw_texts(rgb, texts)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import nibabel as nib
@@ -51,7 +52,7 @@ def lps_bounds(mask: Volume, lid: int) -> tuple[np.ndarray, np.ndarray]:
     """LPS bounding box of a level's voxels, voxel extents (±0.5) included."""
     idx = np.argwhere(mask.array == lid)
     lo, hi = idx.min(axis=0) - 0.5, idx.max(axis=0) + 0.5
-    corners = np.array([[c0, c1, c2] for c0 in (lo[0], hi[0]) for c1 in (lo[1], hi[1]) for c2 in (lo[2], hi[2])])
+    corners = np.array(list(itertools.product(*zip(lo, hi))))
     lps = mask.index_to_lps(corners)
     return lps.min(axis=0), lps.max(axis=0)
 
@@ -92,6 +93,10 @@ def test_levels_by_name_or_id_and_missing_levels() -> None:
     with pytest.raises(InputError, match="step_mm"):
         vertebra_meshes(mask, step_mm=0)
     assert vertebra_meshes(Volume(np.zeros(SHAPE, np.uint8), AXIAL)) == []
+    odd = mask.array.copy()
+    odd[0, 0, 0] = 60
+    with pytest.raises(MaskError, match=r"\[60\]"):
+        vertebra_meshes(Volume(odd, AXIAL))
 
 
 def test_decimation_caps_the_face_count_and_tiny_levels_still_get_a_mesh() -> None:
@@ -115,7 +120,8 @@ def test_box_mesh_corners_and_volume() -> None:
     expected = Volume(np.zeros(SHAPE, np.uint8), MIRRORED).index_to_lps(index)
     assert sorted(map(tuple, np.round(box.vertices, 6))) == sorted(map(tuple, np.round(expected, 6)))
     assert signed_volume(box.vertices, box.faces) == pytest.approx(3 * 2.0 * 5 * 0.8 * 8 * 0.8)
-    assert signed_volume(*(lambda b: (b.vertices, b.faces))(box_mesh(AXIAL, (6, 4), 0, 0, 1, 1))) > 0
+    reversed_slices = box_mesh(AXIAL, (6, 4), 0, 0, 1, 1)
+    assert signed_volume(reversed_slices.vertices, reversed_slices.faces) == pytest.approx(3 * 2.0 * 0.64)
     with pytest.raises(InputError, match="no area"):
         box_mesh(AXIAL, (1, 1), 0, 0, 0, 3)
 
