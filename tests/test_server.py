@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,6 +22,7 @@ from tests.backend_helpers import (
     BoneThresholdPredictor,
     CrashingPredictor,
     GatedPredictor,
+    free_port,
     health,
     running_server,
     spine_phantom,
@@ -232,3 +237,41 @@ def test_failed_model_load_is_reported_by_health_and_predict(volume_body: bytes)
 def test_create_app_refuses_unsafe_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(InputError):
         create_app(lambda device: BoneThresholdPredictor(device), **kwargs)  # type: ignore[arg-type]
+
+
+def test_serve_refuses_to_start_without_a_token() -> None:
+    from spine_core.config import Settings
+    from spine_core.inference.server import serve
+
+    with pytest.raises(InputError, match="SPINE_BACKEND_TOKEN"):
+        serve(Settings(backend_token=""), "127.0.0.1", free_port())
+
+
+def test_serve_runs_uvicorn_and_reports_missing_weights_on_health(tmp_path: Path) -> None:
+    """`serve()` in its own process: the server comes up and /health says why the models failed."""
+    port = free_port()
+    env = {**os.environ, "SPINE_BACKEND_TOKEN": TOKEN, "SPINE_MODELS_DIR": str(tmp_path), "SPINE_DEVICE": "cpu",
+           "SPINE_DATA_DIR": str(tmp_path)}
+    code = ("import sys; from spine_core.config import load_settings; from spine_core.inference.server import serve; "
+            f"serve(load_settings(), '127.0.0.1', {port}, log_level='warning')")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[1])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def answered() -> bool:
+            try:
+                return health(url)["status"] != "loading"
+            except httpx.TransportError:
+                assert proc.poll() is None, "the server process exited"
+                return False
+
+        wait_for(answered, "the server process to answer /health", timeout_s=60)
+        data = health(url)
+        refused = httpx.get(f"{url}/models")
+        models = httpx.get(f"{url}/models", headers=AUTH)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert data["status"] == "failed" and data["models_loaded"] is False
+    assert "no segmentation model in" in data["error"] and str(tmp_path) in data["error"]
+    assert refused.status_code == 401
+    assert models.status_code == 500 and "fix the server and restart it" in models.json()["message"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 
 from spine_core.config import Settings
 from spine_core.errors import (
@@ -34,6 +35,9 @@ from spine_core.volume import Volume
 
 #: Longest wait for a TCP/TLS connection, whatever the read timeout is.
 MAX_CONNECT_TIMEOUT_S = 10.0
+
+#: A prediction may decode to the uint8 mask plus this much (affine, JSON of boxes and card).
+MAX_ANSWER_EXTRA_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,10 @@ class HttpPredictor:
         report(0.9, "checking the answer")
         try:
             prediction = wire.decode_prediction(
-                response.content, expect_shape=volume.shape, expect_affine=volume.affine
+                response.content,
+                expect_shape=volume.shape,
+                expect_affine=volume.affine,
+                max_decoded_bytes=int(np.prod(volume.shape)) + MAX_ANSWER_EXTRA_BYTES,
             )
         except (InputError, MaskError) as exc:
             raise BackendError(

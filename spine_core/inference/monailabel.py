@@ -188,7 +188,12 @@ class MonaiLabelPredictor:
                 f"{json.dumps(result)[:200]}); is it a segmentation model?"
             )
         names = result.get("label_names") if isinstance(result.get("label_names"), dict) else declared
-        vocabulary = LabelVocabulary(f"MONAI Label model '{name}'", canonical_label_map(names))
+        try:
+            vocabulary = LabelVocabulary(f"MONAI Label model '{name}'", canonical_label_map(names))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise BackendError(
+                f"{self._service}: model '{name}' declares labels that are not name -> value ({names!r:.200})"
+            ) from exc
         label = nifti_bytes_to_volume(label_bytes, source=f"{self._service} label")
         try:
             canonical = vocabulary.canonical(_integer_labels(label.array), source=f"the label of model '{name}'")
