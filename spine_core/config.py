@@ -29,8 +29,17 @@ class Settings:
     union_min_iou: float = 0.0  # 0 -> any overlap merges boxes
     adjudication_policy: str = "committee"  # committee | report
     quorum: int = 2
+    model_dispute_threshold: float = 0.0  # >0: dispute |p - final label| >= this (e.g. 0.9)
     demo_studies: int = 6
+    demo_shape: str = "200x256x256"  # SLICESxROWSxCOLS of generated demo studies
     demo_seed: int = 2022
+
+    @property
+    def demo_shape_tuple(self) -> tuple[int, int, int]:
+        parts = tuple(int(v) for v in self.demo_shape.lower().split("x"))
+        if len(parts) != 3 or min(parts) < 16:
+            raise ValueError(f"SPINE_DEMO_SHAPE must look like 200x256x256, got '{self.demo_shape}'")
+        return parts  # type: ignore[return-value]
 
     @property
     def database_url(self) -> str:

@@ -219,6 +219,7 @@ def totalseg_multilabel_vocabulary() -> LabelVocabulary:
 
 
 VOCABULARIES: dict[str, LabelVocabulary] = {
+    "canonical": CANONICAL,
     "rsna": RSNA,
     "verse": VERSE,
     "ctspine1k": CTSPINE1K,

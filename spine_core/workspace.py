@@ -108,7 +108,7 @@ def bootstrap(settings: Settings, *, progress: bool = True) -> list[str]:
 
         demo_dir = settings.data_dir / "demo"
         write_rsna_dataset(demo_dir, n_studies=settings.demo_studies, seed=settings.demo_seed,
-                           workers=settings.workers)
+                           shape=settings.demo_shape_tuple, workers=settings.workers)
         report = import_path(demo_dir, settings, actor="bootstrap", progress=progress)
         done.append(f"generated and imported demo data: {report.summary()}")
     return done

@@ -1,0 +1,306 @@
+"""Label and box CSVs: RSNA's train.csv / train_bounding_boxes.csv, report texts, readers' work.
+
+Each file is read row by row; a bad row is refused with a message naming the file, the line and
+what is wrong, and the other rows are imported. Re-importing a file adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import models as m
+from db.audit import record
+from spine_core.consensus import Box as CoreBox
+from spine_core.consensus import validate_box
+from spine_core.errors import InputError, SpineError
+from spine_core.labels import CERVICAL, level_id, level_name
+
+#: Column sets that identify each kind of CSV (a file may have extra columns).
+CSV_KINDS: dict[str, frozenset[str]] = {
+    "rsna_labels": frozenset({"StudyInstanceUID", "patient_overall", *CERVICAL}),
+    "rsna_boxes": frozenset({"StudyInstanceUID", "x", "y", "width", "height", "slice_number"}),
+    "reader_boxes": frozenset({"StudyInstanceUID", "slice_number", "x", "y", "width", "height", "reader"}),
+    "reader_levels": frozenset({"StudyInstanceUID", "reader", "level", "call"}),
+    "reports": frozenset({"StudyInstanceUID", "text"}),
+}
+
+#: Order in which a dataset's CSVs are imported (labels before boxes: boxes mark levels).
+CSV_ORDER: tuple[str, ...] = ("rsna_labels", "reports", "rsna_boxes", "reader_levels", "reader_boxes")
+
+#: The system account that owns a dataset's own reference boxes (e.g. RSNA's union boxes).
+DATASET_USER = "dataset"
+
+
+@dataclass
+class CsvOutcome:
+    """What one CSV import did."""
+
+    path: Path
+    kind: str
+    imported: int = 0
+    unchanged: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def detect_csv_kind(path: Path) -> str:
+    """Which kind of CSV a file is, from its header (reader boxes before RSNA boxes: superset)."""
+    header = set(_header(path))
+    for kind in ("reader_boxes", "reader_levels", "rsna_labels", "rsna_boxes", "reports"):
+        if CSV_KINDS[kind] <= header:
+            return kind
+    raise InputError(
+        f"{path.name}: unknown CSV columns {sorted(header)}; expected one of: "
+        + "; ".join(f"{k} ({', '.join(sorted(v))})" for k, v in CSV_KINDS.items())
+    )
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh), [])
+    except UnicodeDecodeError:
+        raise InputError(f"{path.name} is not a UTF-8 text CSV file") from None
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+
+
+class _Studies:
+    """Cache of study id, series shape and instance numbers by StudyInstanceUID."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._cache: dict[str, tuple[m.Study, m.Series | None] | None] = {}
+
+    def get(self, uid: str) -> tuple[m.Study, m.Series | None] | None:
+        if uid not in self._cache:
+            study = self.session.scalars(select(m.Study).where(m.Study.study_uid == uid)).first()
+            if study is None:
+                self._cache[uid] = None
+            else:
+                series = self.session.scalars(
+                    select(m.Series).where(m.Series.study_id == study.id).order_by(m.Series.id)
+                ).first()
+                self._cache[uid] = (study, series)
+        return self._cache[uid]
+
+
+def _flag(value: str, column: str) -> bool:
+    if value in ("0", "1"):
+        return value == "1"
+    raise InputError(f"column {column} must be 0 or 1, got '{value}'")
+
+
+def _number(value: str, column: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"column {column} must be a number, got '{value}'") from None
+
+
+def _slice_index(series: m.Series, slice_number: str) -> int:
+    try:
+        number = int(float(slice_number))
+    except ValueError:
+        raise InputError(f"slice_number must be an integer, got '{slice_number}'") from None
+    numbers = [int(n) for n in series.instance_numbers]
+    if number not in numbers:
+        raise InputError(
+            f"slice_number {number} does not exist in this study "
+            f"(instance numbers {min(numbers)}–{max(numbers)})" if numbers else
+            f"slice_number {number}: the series has no instance numbers"
+        )
+    return numbers.index(number)
+
+
+def dataset_user(session: Session) -> m.User:
+    """The inactive system account owning dataset reference boxes (created on first use)."""
+    user = session.scalars(select(m.User).where(m.User.username == DATASET_USER)).first()
+    if user is None:
+        user = m.User(username=DATASET_USER, display_name="Dataset reference", role=m.Role.viewer.value,
+                      active=False, password_hash="!")
+        session.add(user)
+        session.flush()
+    return user
+
+
+def import_csv(session: Session, path: Path, actor: str, kind: str | None = None) -> CsvOutcome:
+    """Import one CSV in the caller's transaction (a savepoint per row keeps good rows)."""
+    kind = kind or detect_csv_kind(path)
+    outcome = CsvOutcome(path, kind)
+    studies = _Studies(session)
+    handler = _HANDLERS[kind]
+    for line, row in _rows(path):
+        uid = row.get("StudyInstanceUID", "")
+        where = f"{path.name} line {line}"
+        found = studies.get(uid)
+        if found is None:
+            outcome.problems.append(f"{where}: study '{uid}' is not imported; import its images first")
+            continue
+        try:
+            with session.begin_nested():
+                changed = handler(session, found, row, actor)
+        except SpineError as exc:
+            outcome.problems.append(f"{where}: {exc}")
+            continue
+        if changed:
+            outcome.imported += 1
+        else:
+            outcome.unchanged += 1
+    return outcome
+
+
+def _rsna_labels(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
+    study, _ = found
+    labels = {level: _flag(row[level], level) for level in CERVICAL}
+    overall = _flag(row["patient_overall"], "patient_overall")
+    if overall != any(labels.values()):
+        raise InputError(
+            f"patient_overall={int(overall)} contradicts C1–C7 ({''.join(str(int(v)) for v in labels.values())})"
+        )
+    report = session.scalars(select(m.Report).where(m.Report.study_id == study.id)).first()
+    if report is None:
+        report = m.Report(study_id=study.id, created_by=actor, source="train.csv")
+        session.add(report)
+    elif report.labels == labels and report.patient_overall == overall:
+        return False
+    before = {"labels": dict(report.labels or {}), "patient_overall": report.patient_overall}
+    report.labels = labels
+    report.patient_overall = overall
+    session.flush()
+    record(session, actor, "report.labels", "study", study.study_uid, before,
+           {"labels": labels, "patient_overall": overall})
+    return True
+
+
+def _report_text(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
+    study, _ = found
+    report = session.scalars(select(m.Report).where(m.Report.study_id == study.id)).first()
+    if report is None:
+        report = m.Report(study_id=study.id, created_by=actor, source="reports.csv", labels={})
+        session.add(report)
+    elif report.text == row["text"]:
+        return False
+    before = {"text": report.text}
+    report.text = row["text"]
+    session.flush()
+    record(session, actor, "report.text", "study", study.study_uid, before, {"text": row["text"]})
+    return True
+
+
+def _box_from_row(series: m.Series, row: dict[str, str]) -> tuple[CoreBox, int]:
+    slice_index = _slice_index(series, row["slice_number"])
+    box = CoreBox(x=_number(row["x"], "x"), y=_number(row["y"], "y"),
+                  width=_number(row["width"], "width"), height=_number(row["height"], "height"),
+                  slice_index=slice_index)
+    n, rows, cols = (int(v) for v in series.shape)
+    validate_box(box, rows=rows, cols=cols, n_slices=n)
+    return box, int(series.instance_numbers[slice_index])
+
+
+def _add_box(session: Session, study: m.Study, series: m.Series, reader: m.User, box: CoreBox,
+             instance: int, level: str | None, note: str, source: str, actor: str) -> bool:
+    exists = session.scalars(
+        select(m.Box.id).where(
+            m.Box.study_id == study.id, m.Box.reader_id == reader.id,
+            m.Box.slice_index == box.slice_index, m.Box.x == box.x, m.Box.y == box.y,
+            m.Box.width == box.width, m.Box.height == box.height, m.Box.deleted_at.is_(None),
+        )
+    ).first()
+    if exists is not None:
+        return False
+    row = m.Box(study_id=study.id, series_id=series.id, reader_id=reader.id,
+                slice_index=box.slice_index, instance_number=instance, x=box.x, y=box.y,
+                width=box.width, height=box.height, level=level, level_from_mask=level is None,
+                note=note, source=source)
+    session.add(row)
+    session.flush()
+    record(session, actor, "box.import", "box", str(row.id), None,
+           {"study": study.study_uid, "reader": reader.username, "slice_number": instance,
+            "x": box.x, "y": box.y, "width": box.width, "height": box.height, "level": level})
+    return True
+
+
+def _rsna_box(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
+    study, series = found
+    if series is None:
+        raise InputError("the study has no image series")
+    box, instance = _box_from_row(series, row)
+    return _add_box(session, study, series, dataset_user(session), box, instance, None, "",
+                    "dataset", actor)
+
+
+def _reader(session: Session, username: str) -> m.User:
+    user = session.scalars(select(m.User).where(m.User.username == username)).first()
+    if user is None:
+        raise InputError(f"reader '{username}' is not a user; add them with `spine users add`")
+    if user.role != m.Role.annotator.value:
+        raise InputError(f"user '{username}' is {user.role}, not an annotator")
+    return user
+
+
+def _ensure_assigned(session: Session, study: m.Study, reader: m.User, actor: str) -> None:
+    exists = session.scalars(
+        select(m.Assignment).where(m.Assignment.study_id == study.id, m.Assignment.reader_id == reader.id)
+    ).first()
+    if exists is None:
+        session.add(m.Assignment(study_id=study.id, reader_id=reader.id, assigned_by=actor,
+                                 status=m.AssignmentStatus.submitted.value))
+        session.flush()
+        record(session, actor, "assign", "study", study.study_uid, None,
+               {"reader": reader.username, "via": "import"})
+
+
+def _reader_box(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
+    study, series = found
+    if series is None:
+        raise InputError("the study has no image series")
+    reader = _reader(session, row["reader"])
+    box, instance = _box_from_row(series, row)
+    level = level_name(level_id(row["level"])) if row.get("level") else None
+    _ensure_assigned(session, study, reader, actor)
+    return _add_box(session, study, series, reader, box, instance, level, row.get("note", ""),
+                    "imported", actor)
+
+
+def _reader_level(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
+    study, _ = found
+    reader = _reader(session, row["reader"])
+    level = level_name(level_id(row["level"]))
+    call = row["call"]
+    if call not in {c.value for c in m.LevelCall}:
+        raise InputError(f"call '{call}' must be one of fractured, not_fractured, unsure")
+    _ensure_assigned(session, study, reader, actor)
+    existing = session.scalars(
+        select(m.LevelLabel).where(m.LevelLabel.study_id == study.id,
+                                   m.LevelLabel.reader_id == reader.id, m.LevelLabel.level == level)
+    ).first()
+    if existing is not None and existing.call == call:
+        return False
+    before = None if existing is None else {"call": existing.call}
+    if existing is None:
+        session.add(m.LevelLabel(study_id=study.id, reader_id=reader.id, level=level, call=call))
+    else:
+        existing.call = call
+    session.flush()
+    record(session, actor, "level.import", "level_label", f"{study.study_uid}:{level}", before,
+           {"call": call, "reader": reader.username})
+    return True
+
+
+_HANDLERS = {
+    "rsna_labels": _rsna_labels,
+    "rsna_boxes": _rsna_box,
+    "reader_boxes": _reader_box,
+    "reader_levels": _reader_level,
+    "reports": _report_text,
+}
