@@ -23,7 +23,6 @@ from tests.dicom_fixtures import (
     JPEG_LOSSLESS_SV1,
     assert_matches_sources,
     bundled,
-    edit,
     hu_array,
     stack_affine,
     transcode,
