@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
 
-pytest_plugins: list[str] = []
-for _module in ("tests.db_fixtures", "tests.dicom_fixtures"):
-    try:
-        __import__(_module)
-    except ModuleNotFoundError:
-        continue
-    pytest_plugins.append(_module)
+pytest_plugins: list[str] = [
+    module
+    for module in ("tests.db_fixtures", "tests.dicom_fixtures")
+    if importlib.util.find_spec(module) is not None
+]
 
 
 @pytest.fixture(autouse=True)
