@@ -43,6 +43,15 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.inference.server import serve
+
+    serve(settings, host=args.host, port=args.port, max_concurrent_jobs=args.max_concurrent_jobs,
+          max_request_mb=args.max_request_mb, job_timeout_s=args.job_timeout_s,
+          queue_wait_s=args.queue_wait_s)
+    return 0
+
+
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import current_revision, upgrade
 
@@ -210,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     us = users_sub.add_parser("set-role", help="change a user's role")
     us.add_argument("username")
     us.add_argument("role", choices=["annotator", "adjudicator", "admin", "viewer"])
+
+    p = add("serve", _cmd_serve,
+            "Run the HTTP inference backend (loads the models once; GPU when present). "
+            "Clients need SPINE_BACKEND_TOKEN.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs run at once (default 1)")
+    p.add_argument("--max-request-mb", type=float, default=1024.0, help="largest request body in MB")
+    p.add_argument("--job-timeout-s", type=float, default=None, help="seconds before a job answers 504")
+    p.add_argument("--queue-wait-s", type=float, default=0.0,
+                   help="seconds a request waits for a free slot before 503 (default 0)")
 
     return parser
 
