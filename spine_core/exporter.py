@@ -64,14 +64,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def final_labels(session: Session, study_id: int) -> dict[str, bool]:
-    """Level -> fractured, from decisions/final labels where present, else the report."""
-    labels: dict[str, bool] = {}
-    report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
-    if report is not None:
-        labels.update({k: bool(v) for k, v in report.labels.items()})
-    for row in session.scalars(select(m.FinalLabel).where(m.FinalLabel.study_id == study_id)):
-        labels[row.level] = bool(row.fractured)
-    return labels
+    """Level -> fractured: the adjudication store's final labels (``db.disputes.final_labels_of``:
+    decisions and agreed labels, else the report except on levels still under dispute)."""
+    from db.disputes import final_labels_of
+
+    return final_labels_of(session, study_id)
 
 
 def reader_core_boxes(session: Session, study_id: int) -> list[CoreBox]:
