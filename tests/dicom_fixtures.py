@@ -83,10 +83,18 @@ def series_info(name: str, **extra: Any) -> SeriesInfo:
 
 def write_ct(
     folder: Path, volume: Volume, name: str = "ct", *, extra: dict[str, Any] | None = None,
-    **kwargs: Any,
+    part: str = "", **kwargs: Any,
 ) -> list[Path]:
-    """``write_series`` with deterministic UIDs named after ``name``; returns paths in a0 order."""
-    return write_series(volume, folder, series_info(name, **(extra or {})), **kwargs)
+    """``write_series`` with deterministic UIDs named after ``name``; returns paths in a0 order.
+
+    ``part`` gives the files their own SOPInstanceUIDs, for a second batch written into the same
+    series (write_series derives them from the series UID and the slice index).
+    """
+    paths = write_series(volume, folder, series_info(name, **(extra or {})), **kwargs)
+    if part:
+        for i, p in enumerate(paths):
+            edit(p, SOPInstanceUID=uid_from_seed(name, part, i))
+    return paths
 
 
 def transcode(src: Path, dst: Path, transfer_syntax: str) -> Path:
@@ -156,7 +164,7 @@ def write_localizer(folder: Path, name: str, size: tuple[int, int] = (24, 20)) -
     aff = stack_affine((1.0, 1.0, 1.0), rot=rotation(0, 90, 0))
     paths = write_ct(folder, Volume(arr, aff), name,
                      extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]},
-                     file_name=lambda i, n: "scout")
+                     file_name=lambda i, n: "scout", part="localizer")
     return paths[0]
 
 

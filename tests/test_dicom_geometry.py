@@ -154,10 +154,24 @@ def test_duplicate_position_error_names_the_files(tmp_path: Path, small_ct: Volu
         load_series(tmp_path)
 
 
+def test_a_second_copy_of_the_same_image_is_skipped_not_a_duplicate(
+    tmp_path: Path, small_ct: Volume
+) -> None:
+    paths = write_ct(tmp_path / "a", small_ct, "copied", file_name=lambda i, n: f"im{i}")
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "im2").write_bytes(paths[2].read_bytes())
+    scan = scan_dicom_tree(tmp_path)
+    (skip,) = scan.skipped
+    assert skip.path == tmp_path / "backup" / "im2"
+    assert skip.reason.startswith(f"copy of {paths[2]} (same SOPInstanceUID")
+    vol = load_series(scan.series[0])
+    np.testing.assert_array_equal(vol.array, small_ct.array)
+
+
 def test_mixed_sizes_are_an_error(tmp_path: Path, small_ct: Volume) -> None:
     write_ct(tmp_path, small_ct, "mixed")
     other = Volume(hu_array((7, 40, 40), seed=5), small_ct.affine)
-    odd = write_ct(tmp_path / "odd", other, "mixed", file_name=lambda i, n: f"odd{i}")
+    odd = write_ct(tmp_path / "odd", other, "mixed", file_name=lambda i, n: f"odd{i}", part="odd")
     for p in odd[:-1]:
         p.unlink()
     with pytest.raises(SeriesGeometryError, match=r"mixes image sizes: 40×36 in 6 slice\(s\).*"
@@ -196,7 +210,7 @@ def test_mixed_orientations_without_a_clear_majority(tmp_path: Path, small_ct: V
     sagittal = Volume(small_ct.array[3:], stack_affine(rot=rotation(0, 90, 0)))
     write_ct(tmp_path / "ax", axial, "mixed-ori", file_name=lambda i, n: f"ax{i}")
     write_ct(tmp_path / "sag", sagittal, "mixed-ori", file_name=lambda i, n: f"sag{i}",
-             instance_numbers=[4, 5, 6])
+             instance_numbers=[4, 5, 6], part="sagittal")
     scan = scan_dicom_tree(tmp_path)
     assert scan.skipped == [] and len(scan.series[0].files) == 6
     with pytest.raises(SeriesGeometryError, match=r"mixes slice orientations: \[1, 0, 0, 0, 1, 0\] "
@@ -211,7 +225,7 @@ def test_scout_with_other_orientation_is_dropped_when_the_majority_is_clear(
     # same series, sagittal, ImageType says nothing: an unlabelled scout
     scout = Volume(hu_array((1, 40, 36), seed=8), stack_affine(rot=rotation(0, 90, 0)))
     write_ct(tmp_path / "x", scout, "scouted", file_name=lambda i, n: "unlabelled",
-             instance_numbers=[99])
+             instance_numbers=[99], part="scout")
     # plus a labelled localizer, even in the majority orientation
     write_localizer(tmp_path / "y", "scouted", size=(40, 36))
 

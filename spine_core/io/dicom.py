@@ -81,7 +81,7 @@ def _resolve_series(
     warnings = []
     for s in scan.skipped:
         localizer_or_other = s.reason.startswith(("localizer", "not an image", "DICOMDIR",
-                                                  "no pixel data"))
+                                                  "no pixel data", "copy of"))
         if not from_folder and not localizer_or_other:
             raise DicomError(f"{s.path}: {s.reason}")
         warnings.append(f"skipped file: {s.path.name}: {s.reason}")

@@ -5,7 +5,7 @@
 specific_tags=HEADER_TAGS)``), and groups images by StudyInstanceUID / SeriesInstanceUID.
 Every file it leaves out is reported with a reason, never raised: not DICOM, truncated,
 unreadable, no pixel data (SR, presentation states, KO...), not an image (SEG, RT Dose...),
-DICOMDIR, localizer/scout. Truncation is detected from the pixel data element itself (declared
+DICOMDIR, localizer/scout, a second copy of an image already found (same SOPInstanceUID). Truncation is detected from the pixel data element itself (declared
 length vs file size; walking the fragments of encapsulated data), without reading pixel values.
 
 The header records keep what the pixel pass needs, including the byte offset of native
@@ -541,14 +541,20 @@ def scan_files(
     results = parallel_map(_header_or_reason, [Path(p) for p in paths], workers, executor)
     skipped = [r for r in results if isinstance(r, SkippedFile)]
     groups: dict[tuple[str, str], list[FileHeader]] = {}
+    seen: dict[str, Path] = {}
     for r in results:
         if isinstance(r, SkippedFile):
             continue
         reason = _non_image_reason(r)
+        if not reason and r.sop_uid in seen:
+            reason = (f"copy of {seen[r.sop_uid]} (same SOPInstanceUID {r.sop_uid}); "
+                      "the first copy is used")
         if reason:
             skipped.append(SkippedFile(r.path, reason))
-        else:
-            groups.setdefault((r.study_uid, r.series_uid), []).append(r)
+            continue
+        if r.sop_uid:
+            seen[r.sop_uid] = r.path
+        groups.setdefault((r.study_uid, r.series_uid), []).append(r)
     series = []
     for (study, uid), headers in groups.items():
         kept, dropped = split_localizers(headers)
