@@ -164,6 +164,7 @@ def test_a_second_copy_of_the_same_image_is_skipped_not_a_duplicate(
     (skip,) = scan.skipped
     assert skip.path == tmp_path / "backup" / "im2"
     assert skip.reason.startswith(f"copy of {paths[2]} (same SOPInstanceUID")
+    assert skip.kind == "duplicate" and not skip.is_error
     vol = load_series(scan.series[0])
     np.testing.assert_array_equal(vol.array, small_ct.array)
 

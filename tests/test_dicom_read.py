@@ -83,6 +83,9 @@ def test_scan_groups_series_and_reports_every_skipped_file(tmp_path: Path, small
     assert "truncated" in reasons["broken/cut_rle"]
     assert "structured report" in reasons["reports/sr"]
     assert reasons["p1/s1/scout"].startswith("localizer")
+    kinds = {p.path.name: p.kind for p in scan.skipped}
+    assert kinds == {"README.txt": "not_dicom", "empty": "not_dicom", "cut_native": "unreadable",
+                     "cut_rle": "unreadable", "sr": "not_image", "scout": "localizer"}
     # the same answer with one reader, and with a process pool
     one = scan_dicom_tree(root, workers=1)
     assert [s.files for s in one.series] == [s.files for s in scan.series]
@@ -219,6 +222,20 @@ def test_unsupported_transfer_syntax_names_it(tmp_path: Path, small_ct: Volume) 
     # the check happens from headers alone, before any pixel is decoded
     with pytest.raises(UnsupportedTransferSyntax):
         plan_series(tmp_path / "mpeg")
+
+
+def test_missing_decoder_package_is_named(
+    tmp_path: Path, small_ct: Volume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_ct(tmp_path, small_ct, "jls", transfer_syntax=JPEGLSLossless)
+    # pretend neither CharLS binding is installed (the packages cannot be removed from a test)
+    decoder = pydicom.pixels.get_decoder(JPEGLSLossless)
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"pyjpegls": ("pyjpegls",)})
+    with pytest.raises(UnsupportedTransferSyntax,
+                       match=r"'JPEG-LS Lossless Image Compression'.*needs a decoder that is not "
+                             r"installed: install pyjpegls or python-gdcm"):
+        load_series(tmp_path)
 
 
 def test_load_series_accepts_scan_plan_files_and_folder(tmp_path: Path, small_ct: Volume) -> None:

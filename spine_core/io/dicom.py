@@ -80,9 +80,7 @@ def _resolve_series(
         from_folder = False
     warnings = []
     for s in scan.skipped:
-        localizer_or_other = s.reason.startswith(("localizer", "not an image", "DICOMDIR",
-                                                  "no pixel data", "copy of"))
-        if not from_folder and not localizer_or_other:
+        if s.is_error and not from_folder:
             raise DicomError(f"{s.path}: {s.reason}")
         warnings.append(f"skipped file: {s.path.name}: {s.reason}")
     if not scan.series:

@@ -162,12 +162,24 @@ class SeriesHeaders:
         return sum(h.n_frames for h in self.headers)
 
 
+#: Why a file was left out, for code: the file cannot be used at all ("not_dicom", "unreadable":
+#: truncated, damaged), or it is fine but not part of an image volume ("not_image", "localizer",
+#: "duplicate": a second copy of an image already found).
+SkipKind = Literal["not_dicom", "unreadable", "not_image", "localizer", "duplicate"]
+
+
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file the scan left out, and why (a sentence meant for people)."""
+    """A file the scan left out, and why (``reason`` is a sentence meant for people)."""
 
     path: Path
     reason: str
+    kind: SkipKind = "unreadable"
+
+    @property
+    def is_error(self) -> bool:
+        """True when the file itself is broken or not DICOM (rather than merely not an image)."""
+        return self.kind in ("not_dicom", "unreadable")
 
 
 @dataclass
@@ -515,7 +527,9 @@ def _header_or_reason(path: Path) -> FileHeader | SkippedFile:
     except DicomError as exc:
         reason = str(exc)
         prefix = f"{path}: "
-        return SkippedFile(path, reason[len(prefix):] if reason.startswith(prefix) else reason)
+        kind: SkipKind = "not_dicom" if isinstance(exc, NotDicomError) else "unreadable"
+        return SkippedFile(path, reason[len(prefix):] if reason.startswith(prefix) else reason,
+                           kind)
 
 
 def iter_files(root: Path) -> list[Path]:
@@ -546,11 +560,13 @@ def scan_files(
         if isinstance(r, SkippedFile):
             continue
         reason = _non_image_reason(r)
-        if not reason and r.sop_uid in seen:
-            reason = (f"copy of {seen[r.sop_uid]} (same SOPInstanceUID {r.sop_uid}); "
-                      "the first copy is used")
         if reason:
-            skipped.append(SkippedFile(r.path, reason))
+            skipped.append(SkippedFile(r.path, reason, "not_image"))
+            continue
+        if r.sop_uid in seen:
+            skipped.append(SkippedFile(
+                r.path, f"copy of {seen[r.sop_uid]} (same SOPInstanceUID {r.sop_uid}); the "
+                "first copy is used", "duplicate"))
             continue
         if r.sop_uid:
             seen[r.sop_uid] = r.path
@@ -608,7 +624,8 @@ def split_localizers(headers: Sequence[FileHeader]) -> tuple[list[FileHeader], l
     dropped: list[SkippedFile] = []
     for h in headers:
         if "LOCALIZER" in h.image_type:
-            dropped.append(SkippedFile(h.path, "localizer (ImageType contains LOCALIZER)"))
+            dropped.append(SkippedFile(h.path, "localizer (ImageType contains LOCALIZER)",
+                                       "localizer"))
         else:
             kept.append(h)
     groups = orientation_groups([h.frames[0].orientation if h.frames else None for h in kept])
@@ -626,5 +643,6 @@ def split_localizers(headers: Sequence[FileHeader]) -> tuple[list[FileHeader], l
                 f"localizer: slice orientation {format_orientation(ori)} differs from the "
                 f"series's main orientation {format_orientation(main_rep)} "
                 f"({len(main)} of {len(kept)} files)",
+                "localizer",
             ))
     return [h for i, h in enumerate(kept) if i in main_set], dropped
