@@ -157,20 +157,28 @@ class SeriesPlan:
         return [self.series.headers[f.file].instance_number for f in self.frames]
 
 
-def _workers(workers: int | None) -> int:
-    return workers if workers is not None else max(1, min(8, os.cpu_count() or 1))
+def _decode_workers(headers: Sequence[FileHeader]) -> int:
+    """Threads worth using for decoding: several only when some files need a codec.
+
+    Native pixel data is a plain copy from the page cache, fastest in one thread; codecs
+    (OpenJPEG, CharLS, GDCM) release the GIL for part of their work, so threads help there.
+    """
+    if all(h.pixel_offset is not None for h in headers):
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def plan_series(
     source: SeriesHeaders | Sequence[Path | str] | Path | str,
     *,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> SeriesPlan:
     """Check and sort a series from its headers: slice order, affine, warnings; no pixels read.
 
     Args:
         source: as for :func:`load_series`.
-        workers: threads for the header pass when ``source`` is files or a folder.
+        workers: threads for the header pass when ``source`` is files or a folder (pydicom's
+            parsing holds the GIL, so more than one pays off only on slow or network storage).
 
     Raises:
         SeriesGeometryError: fewer than 2 slices, missing ImagePositionPatient/Orientation,
@@ -178,7 +186,7 @@ def plan_series(
         UnsupportedTransferSyntax: no installed decoder for the files' transfer syntax.
         DicomError: unreadable or non-image files among explicitly given ones; several series.
     """
-    series, warnings = _resolve_series(source, _workers(workers))
+    series, warnings = _resolve_series(source, max(1, workers))
     headers = series.headers
     label = f"series {series.series_uid}"
     if series.description:
@@ -238,7 +246,9 @@ def load_series(
             the files of one series, or a folder/file holding exactly one series. Files given
             explicitly must all be readable; non-DICOM files in a given folder are skipped with
             a warning.
-        workers: threads reading headers and decoding slices (default: CPU count, at most 8).
+        workers: threads reading headers and decoding slices. Default: headers in one thread,
+            decoding in up to 8 threads when some files are compressed, else one (measured
+            fastest; see benchmarks/bench_dicom_read.py).
 
     Returns:
         int16 HU when every slice's RescaleSlope/Intercept give exact integers within int16,
@@ -250,9 +260,10 @@ def load_series(
         SeriesGeometryError, UnsupportedTransferSyntax, DicomError: see :func:`plan_series`;
         DicomError also for pixel data that cannot be decoded.
     """
-    n_workers = _workers(workers)
-    plan = source if isinstance(source, SeriesPlan) else plan_series(source, workers=n_workers)
+    plan = (source if isinstance(source, SeriesPlan)
+            else plan_series(source, workers=workers if workers is not None else 1))
     headers = plan.series.headers
+    n_workers = workers if workers is not None else _decode_workers(headers)
     array, rescale_note = decode_stack(headers, plan.frames, n_workers)
     warnings = list(plan.warnings) + ([rescale_note] if rescale_note else [])
     meta = _meta(plan.series, headers, plan.frames, plan.geometry, warnings, array.dtype)
