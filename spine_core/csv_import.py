@@ -276,9 +276,11 @@ def _reader_level(session: Session, found: tuple[m.Study, m.Series | None], row:
     study, _ = found
     reader = _reader(session, row["reader"])
     level = level_name(level_id(row["level"]))
-    call = row["call"]
+    call = _CALL_ALIASES.get(row["call"].strip().lower(), row["call"])
     if call not in {c.value for c in m.LevelCall}:
-        raise InputError(f"call '{call}' must be one of fractured, not_fractured, unsure")
+        raise InputError(
+            f"call '{row['call']}' must be one of fractured, not_fractured, unsure (or 1 / 0)"
+        )
     _ensure_assigned(session, study, reader, actor)
     existing = session.scalars(
         select(m.LevelLabel).where(m.LevelLabel.study_id == study.id,
@@ -296,6 +298,11 @@ def _reader_level(session: Session, found: tuple[m.Study, m.Series | None], row:
            {"call": call, "reader": reader.username})
     return True
 
+
+#: Spellings accepted for a level call (RSNA-style 0/1 included).
+_CALL_ALIASES = {"1": "fractured", "0": "not_fractured", "?": "unsure", "fractured": "fractured",
+                 "not_fractured": "not_fractured", "not fractured": "not_fractured",
+                 "unsure": "unsure"}
 
 _HANDLERS = {
     "rsna_labels": _rsna_labels,

@@ -39,8 +39,11 @@ READER_LEVEL_COLUMNS = ("StudyInstanceUID", "reader", "level", "call")
 
 
 def format_number(value: float) -> str:
-    """Numbers as RSNA writes them: floats with their shortest exact representation ('133.0')."""
-    return repr(float(value))
+    """Numbers as RSNA writes them ('133.0', '124.81'): shortest repr after rounding to 1e-4 px.
+
+    The rounding removes float noise of union extents (x1 - x0) far below a pixel.
+    """
+    return repr(round(float(value), 4) + 0.0)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
