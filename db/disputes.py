@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -107,7 +107,8 @@ def load_actor(session: Session, actor: ActorLike) -> m.User:
     return user
 
 
-def _require_role(user: m.User, roles: frozenset[str], what: str) -> None:
+def check_role(user: m.User, roles: frozenset[str], what: str) -> None:
+    """Raise PermissionDenied (saying who may ``what``) unless ``user`` has one of ``roles``."""
     if user.role not in roles:
         allowed = " or ".join(sorted(roles))
         raise PermissionDenied(f"only {allowed} users may {what}; you are signed in as {user.role}")
@@ -169,7 +170,7 @@ def set_report(
         InputError: an unknown level, a value that is not yes/no, or a contradiction.
     """
     user = load_actor(session, actor)
-    _require_role(user, REPORT_EDITOR_ROLES, "enter or edit reports")
+    check_role(user, REPORT_EDITOR_ROLES, "enter or edit reports")
     study = _study(session, study_id)
     given = dict(labels)
     overall_value = given.pop("patient_overall", patient_overall)
@@ -266,21 +267,43 @@ def submitted_readers(session: Session, study_id: int) -> list[str]:
     ))
 
 
-def study_scope(session: Session, study: m.Study, report: Mapping[str, bool],
-                explicit: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
+def scope_levels(dataset: str, report: Collection[str], explicit: Mapping[str, Mapping[str, str]],
+                 mask_levels: Iterable[str] = ()) -> tuple[str, ...]:
     """Levels of a study every submitted reader is taken to have looked at (module docstring)."""
     levels: set[str] = set(report)
     for calls in explicit.values():
         levels.update(calls)
-    mask_levels = session.scalars(
-        select(m.Mask.levels).join(m.Series, m.Series.id == m.Mask.series_id)
-        .where(m.Series.study_id == study.id, m.Mask.source == "dataset")
-    ).all()
-    for names in mask_levels:
-        levels.update(n for n in (_safe_level(x) for x in names or []) if n)
-    if study.dataset == "rsna":
+    levels.update(n for n in (_safe_level(x) for x in mask_levels) if n)
+    if dataset == "rsna":
         levels.update(CERVICAL)
     return tuple(sorted(levels, key=adj.craniocaudal_key))
+
+
+def fill_implicit(readers: Iterable[str], explicit: Mapping[str, Mapping[str, str]],
+                  scope: Iterable[str]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Each submitted reader's call on every scope level (unmarked -> not fractured), and the
+    levels that were unmarked per reader."""
+    levels = list(scope)
+    calls: dict[str, dict[str, str]] = {}
+    implicit: dict[str, list[str]] = {}
+    for reader in readers:
+        own = explicit.get(reader, {})
+        calls[reader] = {lvl: own.get(lvl, m.LevelCall.not_fractured.value) for lvl in levels}
+        missing = [lvl for lvl in levels if lvl not in own]
+        if missing:
+            implicit[reader] = missing
+    return calls, implicit
+
+
+def mask_levels(session: Session, study_id: int) -> list[str]:
+    """Level names of the study's dataset masks."""
+    out: list[str] = []
+    for names in session.scalars(
+        select(m.Mask.levels).join(m.Series, m.Series.id == m.Mask.series_id)
+        .where(m.Series.study_id == study_id, m.Mask.source == "dataset")
+    ):
+        out.extend(str(n) for n in names or [])
+    return out
 
 
 def latest_prediction(session: Session, study_id: int) -> m.Prediction | None:
@@ -309,15 +332,8 @@ def study_inputs(session: Session, study_id: int) -> StudyInputs:
     explicit = submitted_calls(session, study.id)
     readers = submitted_readers(session, study.id)
     report = report_labels(session, study.id)
-    scope = study_scope(session, study, report, explicit)
-    calls: dict[str, dict[str, str]] = {}
-    implicit: dict[str, list[str]] = {}
-    for reader in readers:
-        own = explicit.get(reader, {})
-        calls[reader] = {lvl: own.get(lvl, m.LevelCall.not_fractured.value) for lvl in scope}
-        missing = [lvl for lvl in scope if lvl not in own]
-        if missing:
-            implicit[reader] = missing
+    scope = scope_levels(study.dataset, report, explicit, mask_levels(session, study.id))
+    calls, implicit = fill_implicit(readers, explicit, scope)
     probs: dict[str, float] = {}
     model_name = ""
     prediction = latest_prediction(session, study.id)
@@ -773,7 +789,7 @@ def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str |
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    _require_role(user, VOTER_ROLES, "vote on disputes")
+    check_role(user, VOTER_ROLES, "vote on disputes")
     dispute = _lock_dispute(session, dispute_id)
     state = dispute_state(session, dispute)
     checked = adj.validate_vote(
@@ -809,7 +825,7 @@ def try_decide(session: Session, actor: ActorLike, dispute_id: int,
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    _require_role(user, DECIDER_ROLES, "decide disputes")
+    check_role(user, DECIDER_ROLES, "decide disputes")
     dispute = _lock_dispute(session, dispute_id)
     outcome = _tally(session, dispute, cfg, user.username)
     if outcome.decided:
@@ -828,7 +844,7 @@ def override(session: Session, actor: ActorLike, dispute_id: int, fractured: boo
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    _require_role(user, VOTER_ROLES, "override the report")
+    check_role(user, VOTER_ROLES, "override the report")
     dispute = _lock_dispute(session, dispute_id)
     state = dispute_state(session, dispute)
     if user.username in study_readers(session, dispute.study_id):
@@ -855,7 +871,7 @@ def reopen(session: Session, actor: ActorLike, dispute_id: int, reason: str, *,
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    _require_role(user, DECIDER_ROLES, "reopen disputes")
+    check_role(user, DECIDER_ROLES, "reopen disputes")
     dispute = _lock_dispute(session, dispute_id)
     state = adj.reopen(dispute_state(session, dispute), reason=reason, by=user.username)
     before = _dispute_snapshot(dispute)

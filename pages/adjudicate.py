@@ -1,0 +1,236 @@
+"""Committee page: the dispute queue, one dispute in full, and vote / decide / override / reopen.
+
+Thin: what to show comes from ``db.dispute_views``, every action goes to ``db.disputes`` (which
+checks roles and rules and writes the audit trail); slices are drawn by ``spine_core.render``.
+"""
+
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from db import dispute_views as views
+from db import disputes as store
+from db import models as m
+from db.session import unit_of_work
+from pages.common import SignedInUser, error_boundary, require_role, workspace
+from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_NAMES
+
+KIND_LABELS = {
+    "readers_vs_report": "Readers vs report",
+    "readers_disagree": "Readers disagree",
+    "model_vs_final": "Model vs final label",
+}
+CHOICE_LABELS = {"fractured": "Fractured", "not_fractured": "Not fractured",
+                 "cannot_tell": "Cannot tell"}
+FLASH = "adjudicate_flash"
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _swatch(rgb: tuple[int, int, int], text: str) -> str:
+    return (f"<span style='border:3px solid {_hex(rgb)};padding:0 6px;margin-right:8px'>"
+            f"{html.escape(text)}</span>")
+
+
+def _flash(message: str, kind: str = "success") -> None:
+    st.session_state[FLASH] = (kind, message)
+    st.rerun()
+
+
+def _show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind == "success":
+        st.success(message)
+    elif kind == "info":
+        st.info(message)
+
+
+# --- queue --------------------------------------------------------------------------------------
+
+
+def _queue(user: SignedInUser) -> int | None:
+    ws = workspace()
+    c1, c2, c3 = st.columns([2, 2, 1])
+    levels = c1.multiselect("Levels", [LEVEL_NAMES[i] for i in CRANIOCAUDAL_ORDER],
+                            key="adjudicate_levels")
+    kinds = c2.multiselect("Kinds", list(KIND_LABELS), format_func=KIND_LABELS.__getitem__,
+                           key="adjudicate_kinds")
+    status = c3.radio("Status", ["open", "decided", "all"], horizontal=True,
+                      key="adjudicate_status")
+    with ws.sessions() as session:
+        items = views.dispute_queue(session, user, status=status, levels=levels or None,
+                                    kinds=kinds or None)
+    if not items:
+        st.info("No dispute matches. Disputes appear when readers' submitted work is checked "
+                "(studies in adjudication) and they disagree with each other or with the report.")
+        return None
+    st.caption(f"{len(items)} dispute(s), most urgent first: readers vs report, then readers "
+               "disagreeing, then model vs final label; head to feet within each.")
+    by_id = {i.dispute_id: i for i in items}
+
+    def label(dispute_id: int) -> str:
+        i = by_id[dispute_id]
+        flag = " ⚑ no longer disputed" if i.flagged else ""
+        return (f"{i.level} · {KIND_LABELS.get(i.kind, i.kind)} · {i.study_uid} · round {i.round}"
+                f" · {i.votes} vote(s) · {i.status}{flag}")
+
+    return st.selectbox("Dispute", list(by_id), format_func=label, key="adjudicate_dispute")
+
+
+# --- one dispute --------------------------------------------------------------------------------
+
+
+def _slices(detail: views.DisputeDetail) -> None:
+    from spine_core.studies import open_image
+
+    if detail.series_id is None:
+        st.warning("This study has no image series; re-import it to see its slices.")
+        return
+    if not detail.slices:
+        st.info(f"No reader drew a box at {detail.level} and its position is unknown: open the "
+                "study in the viewer to look at it.")
+        return
+    ws = workspace()
+    with ws.sessions() as session:
+        series = session.get(m.Series, detail.series_id)
+        if series is None:
+            st.warning("The study's series was removed; reload the page.")
+            return
+        volume = open_image(ws, series)
+    legend = [_swatch(c, r) for r, c in detail.reader_colours.items()]
+    legend.append(_swatch(views.UNION_COLOUR, "union (RSNA ground truth)"))
+    st.markdown("".join(legend), unsafe_allow_html=True)
+    columns = st.columns(min(3, len(detail.slices)))
+    for n, view in enumerate(detail.slices):
+        where = "level centre" if view.why == "centroid" else f"{len(view.boxes)} box(es)"
+        columns[n % len(columns)].image(views.render_slice_view(volume, view),
+                                        caption=f"slice {view.instance_number} · {where}",
+                                        width="stretch")
+    if detail.other_slices:
+        st.caption(f"{detail.other_slices} more slice(s) with boxes at {detail.level} are not "
+                   "shown; open the study in the viewer for all of them.")
+
+
+def _sides(detail: views.DisputeDetail) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Readers**")
+        calls = detail.details.get("calls", {})
+        implicit = set(detail.details.get("implicit", []))
+        if calls:
+            st.table([{"reader": r, "call": c.replace("_", " "),
+                       "marked": "no (counted not fractured)" if r in implicit else "yes"}
+                      for r, c in calls.items()])
+        if "model_probability" in detail.details:
+            st.write(f"Model {detail.details.get('model', '')}: p = "
+                     f"{detail.details['model_probability']:.2f} against final label "
+                     f"{'fractured' if detail.details.get('final') else 'not fractured'}")
+        if detail.details.get("no_longer_disputed"):
+            st.warning("The readers and the report no longer disagree on this level; votes were "
+                       "already cast, so the committee closes it.")
+    with right:
+        st.markdown(f"**Report** ({detail.report_source or 'no source'})")
+        label = detail.report_labels.get(detail.level)
+        st.write(f"{detail.level}: " + ("not labelled" if label is None
+                                         else "fractured" if label else "not fractured"))
+        st.text(detail.report_text or "(no report text)")
+        if detail.model_probabilities:
+            st.markdown(f"**Model** {detail.model_name}")
+            st.table([{"level": k, "p(fracture)": round(v, 3)}
+                      for k, v in detail.model_probabilities.items()])
+
+
+def _history(detail: views.DisputeDetail) -> None:
+    st.markdown(f"**Votes** (round {detail.round}; policy in force: **{detail.policy}**)")
+    if detail.votes:
+        st.table([{"round": v.round, "voter": v.voter, "vote": CHOICE_LABELS.get(v.choice, v.choice),
+                   "rationale": v.rationale, "at": f"{v.at:%Y-%m-%d %H:%M} UTC"}
+                  for v in detail.votes])
+    else:
+        st.caption("No votes yet.")
+    if detail.tally is not None:
+        st.caption(f"Tally now: {detail.tally.reason}")
+    for d in detail.decisions:
+        state = "superseded" if d.superseded else "in force"
+        st.markdown(f"**Decision** round {d.round}: **{d.verdict}** ({state}) — policy "
+                    f"**{d.policy}**, {d.source}, by {d.decided_by} on {d.decided_at:%Y-%m-%d %H:%M} "
+                    f"UTC. {d.reason}")
+    for r in detail.details.get("reopened", []):
+        st.caption(f"Reopened by {r.get('by')} for round {r.get('round')}: {r.get('reason')}")
+    if detail.final_label is not None:
+        fractured, source = detail.final_label
+        st.caption(f"Final label of {detail.level}: {'fractured' if fractured else 'not fractured'}"
+                   f" ({source})")
+
+
+def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
+    ws = workspace()
+    settings = ws.settings
+    if detail.status == "open":
+        if detail.vote_refusal is None:
+            with st.form("vote"):
+                choice = st.radio("Your vote", list(CHOICE_LABELS), key="vote_choice",
+                                  format_func=CHOICE_LABELS.__getitem__, horizontal=True)
+                rationale = st.text_area("Rationale (required)", key="vote_rationale")
+                if st.form_submit_button("Cast vote", type="primary"):
+                    with error_boundary("Your vote"):
+                        with unit_of_work(ws.sessions) as session:
+                            result = store.cast_vote(session, user, detail.dispute_id, choice,
+                                                     rationale, settings=settings)
+                        _flash(f"Vote recorded. {result.outcome.reason}")
+        else:
+            st.caption(f"You cannot vote: {detail.vote_refusal}")
+        if st.button("Decide now", key="decide",
+                     help="Apply the policy in force to the votes so far"):
+            with error_boundary("Deciding"):
+                with unit_of_work(ws.sessions) as session:
+                    outcome = store.try_decide(session, user, detail.dispute_id, settings)
+                _flash(("Decided: " if outcome.decided else "Not decided yet: ") + outcome.reason,
+                       "success" if outcome.decided else "info")
+        if detail.policy == "report" and user.role == "adjudicator":
+            with st.form("override"):
+                st.markdown("**Override the report** (report policy)")
+                fractured = st.radio("Label", ["fractured", "not fractured"], horizontal=True,
+                                     key="override_label")
+                reason = st.text_area("Reason (required)", key="override_reason")
+                if st.form_submit_button("Override"):
+                    with error_boundary("Override"):
+                        with unit_of_work(ws.sessions) as session:
+                            store.override(session, user, detail.dispute_id,
+                                           fractured == "fractured", reason, settings=settings)
+                        _flash("The report was overridden; the final label is updated.")
+    else:
+        with st.form("reopen"):
+            reason = st.text_area("Reason to reopen (required)", key="reopen_reason")
+            if st.form_submit_button("Reopen for a new round"):
+                with error_boundary("Reopening"):
+                    with unit_of_work(ws.sessions) as session:
+                        store.reopen(session, user, detail.dispute_id, reason, settings=settings)
+                    _flash("Reopened: a new voting round has started.")
+
+
+def main() -> None:
+    user = require_role("adjudicator", "admin")
+    st.title("Adjudication")
+    _show_flash()
+    dispute_id = _queue(user)
+    if dispute_id is None:
+        return
+    ws = workspace()
+    with ws.sessions() as session:
+        detail = views.dispute_detail(session, user, dispute_id, ws.settings)
+    st.subheader(f"{detail.level} · {KIND_LABELS.get(detail.kind, detail.kind)} · study "
+                 f"{detail.study_uid}")
+    with error_boundary("Showing the slices"):
+        _slices(detail)
+    _sides(detail)
+    _history(detail)
+    _actions(user, detail)
+
+
+with error_boundary("Adjudication"):
+    main()
