@@ -12,16 +12,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import models as m
 from db.audit import record
 from spine_core.consensus import Box as CoreBox
 from spine_core.consensus import validate_box
-from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
+from spine_core.errors import (
+    ConflictError,
+    InputError,
+    LabelVocabularyError,
+    NotFound,
+    PermissionDenied,
+)
 from spine_core.labels import level_id, level_name
 
 READ_ALL_ROLES = frozenset({m.Role.adjudicator.value, m.Role.admin.value})
@@ -86,11 +93,29 @@ def _require_writable(session: Session, actor: m.User, study_id: int) -> m.Assig
     if assignment.status == m.AssignmentStatus.submitted.value:
         raise PermissionDenied("you submitted this study; reopen it to change your work")
     if assignment.status == m.AssignmentStatus.assigned.value:
-        assignment.status = m.AssignmentStatus.in_progress.value
-        study = session.get(m.Study, study_id)
-        if study is not None and study.status == m.StudyStatus.new.value:
-            study.status = m.StudyStatus.in_reading.value
+        _advance(session, m.Assignment, assignment.id, m.AssignmentStatus.assigned.value,
+                 m.AssignmentStatus.in_progress.value)
+        _advance(session, m.Study, study_id, m.StudyStatus.new.value,
+                 m.StudyStatus.in_reading.value)
     return assignment
+
+
+def _advance(session: Session, model: type[m.Assignment] | type[m.Study], row_id: int,
+             from_status: str, to_status: str) -> None:
+    """Move a row's status ``from_status`` -> ``to_status`` if it is still ``from_status``.
+
+    A conditional UPDATE rather than an ORM change checked against the loaded version: the first
+    write of two tabs (or of two readers of one new study) both try this bookkeeping step, and
+    the second must find it done, not fail with a conflict. The version is still bumped, so
+    anyone holding the old row notices; the row is reloaded if this session holds it.
+    """
+    session.execute(
+        update(model)
+        .where(model.id == row_id, model.status == from_status)
+        .values(status=to_status, version=model.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.get(model, row_id, populate_existing=True)
 
 
 # --- assignments --------------------------------------------------------------------------------
@@ -110,7 +135,12 @@ def assign(session: Session, actor: m.User, study_id: int, reader_ids: Iterable[
             raise InputError(f"user {reader_id} is not an active annotator")
         if assignment_for(session, study_id, reader_id) is not None:
             continue
-        session.add(m.Assignment(study_id=study_id, reader_id=reader_id, assigned_by=actor.username))
+        try:
+            with session.begin_nested():
+                session.add(m.Assignment(study_id=study_id, reader_id=reader_id,
+                                         assigned_by=actor.username))
+        except IntegrityError:  # another admin assigned the same reader at the same moment
+            continue
         record(session, actor.username, "assign", "study", study.study_uid, None,
                {"reader": reader.username})
         added.append(reader_id)
@@ -160,6 +190,7 @@ def reader_queue(session: Session, reader: m.User) -> list[tuple[m.Study, m.Assi
 
 def submit(session: Session, actor: m.User, study_id: int) -> None:
     """The reader is done with this study."""
+    _lock_study(session, study_id)
     assignment = _require_writable(session, actor, study_id)
     assignment.status = m.AssignmentStatus.submitted.value
     assignment.submitted_at = dt.datetime.now(dt.timezone.utc)
@@ -174,7 +205,7 @@ def reopen(session: Session, actor: m.User, study_id: int) -> None:
     assignment = assignment_for(session, study_id, actor.id)
     if assignment is None or assignment.status != m.AssignmentStatus.submitted.value:
         raise InputError("this study is not submitted by you, so there is nothing to reopen")
-    study = session.get(m.Study, study_id)
+    study = _lock_study(session, study_id)
     if study is not None and study.status in (
         m.StudyStatus.in_adjudication.value, m.StudyStatus.final.value
     ):
@@ -184,6 +215,17 @@ def reopen(session: Session, actor: m.User, study_id: int) -> None:
     record(session, actor.username, "reopen", "assignment", str(assignment.id))
     if study is not None and study.status == m.StudyStatus.read.value:
         study.status = m.StudyStatus.in_reading.value
+
+
+def _lock_study(session: Session, study_id: int) -> m.Study:
+    """Load the study row locked for this transaction (PostgreSQL ``FOR NO KEY UPDATE``; SQLite
+    writers are serialised anyway). Two readers submitting at once then see each other's
+    submission when deciding whether the study is fully read."""
+    study = session.get(m.Study, study_id, with_for_update={"key_share": True},
+                        populate_existing=True)
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study
 
 
 def _update_study_reading_status(session: Session, study_id: int) -> None:
@@ -200,14 +242,20 @@ def _update_study_reading_status(session: Session, study_id: int) -> None:
 # --- boxes --------------------------------------------------------------------------------------
 
 
-def _validated(series: m.Series, box: BoxInput) -> None:
+def _validated(series: m.Series, box: BoxInput) -> BoxInput:
+    """The box checked against the series (inside the image, positive size, existing slice),
+    with its level in canonical spelling ('c5' -> 'C5')."""
     n_slices, rows, cols = (int(v) for v in series.shape)
     validate_box(
         CoreBox(x=box.x, y=box.y, width=box.width, height=box.height, slice_index=box.slice_index),
         rows=rows, cols=cols, n_slices=n_slices,
     )
-    if box.level is not None:
-        level_name(level_id(box.level))
+    if box.level is None:
+        return box
+    try:
+        return replace(box, level=level_name(level_id(box.level)))
+    except LabelVocabularyError as exc:
+        raise InputError(f"box on slice {box.slice_index}: {exc}") from None
 
 
 def save_box(
@@ -222,7 +270,7 @@ def save_box(
     """Create a box, or update the reader's own box ``box_id`` (checked against its version)."""
     _require_writable(session, actor, study_id)
     series = primary_series(session, study_id)
-    _validated(series, box)
+    box = _validated(series, box)
     instance = (
         int(series.instance_numbers[box.slice_index])
         if series.instance_numbers else box.slice_index + 1
@@ -296,28 +344,103 @@ def visible_boxes(
 # --- level calls --------------------------------------------------------------------------------
 
 
-def set_level_call(session: Session, actor: m.User, study_id: int, level: str, call: str) -> m.LevelLabel:
-    """Record the reader's call (fractured / not_fractured / unsure) on one level."""
+def set_level_call(
+    session: Session, actor: m.User, study_id: int, level: str, call: str, *,
+    expected_version: int | None = None,
+) -> m.LevelLabel:
+    """Record the reader's call (fractured / not_fractured / unsure) on one level.
+
+    ``expected_version``: the version of the call the reader was shown (None: last write wins).
+    A box on a level marks it fractured, so another call is refused while the reader has boxes
+    on that level.
+
+    Raises:
+        ConflictError: the call was changed elsewhere (another tab) since ``expected_version``.
+        InputError: an unknown call or level, or a non-fractured call on a level with boxes.
+    """
     if call not in CALLS:
         raise InputError(f"'{call}' is not a level call; use one of {sorted(CALLS)}")
     name = level_name(level_id(level))
     _require_writable(session, actor, study_id)
-    row = session.scalars(
-        select(m.LevelLabel).where(
-            m.LevelLabel.study_id == study_id, m.LevelLabel.reader_id == actor.id,
-            m.LevelLabel.level == name,
-        )
-    ).first()
-    before = None if row is None else {"call": row.call}
+    if call != m.LevelCall.fractured.value:
+        n_boxes = session.scalar(
+            select(func.count()).select_from(m.Box).where(
+                m.Box.study_id == study_id, m.Box.reader_id == actor.id, m.Box.level == name,
+                m.Box.deleted_at.is_(None),
+            )
+        ) or 0
+        if n_boxes:
+            raise InputError(
+                f"you drew {n_boxes} box{'es' if n_boxes > 1 else ''} on {name}, and a box marks "
+                f"its level fractured; delete those boxes or move them to another level first"
+            )
+    return _write_call(session, actor, study_id, name, call, expected_version=expected_version)
+
+
+def _write_call(
+    session: Session, actor: m.User, study_id: int, name: str, call: str, *,
+    expected_version: int | None = None, only_if_different: bool = False,
+) -> m.LevelLabel:
+    """Insert or update one call, safe against the same reader writing from two tabs at once.
+
+    The insert runs in a savepoint: when a concurrent transaction inserted the same (study,
+    reader, level) first, the unique constraint refuses ours and the row is updated instead.
+    Updates are conditional UPDATEs (on ``expected_version`` when given), so two tabs setting a
+    call at the same moment do not fail on each other unless a version was asked for.
+    """
+    def current() -> m.LevelLabel | None:
+        return session.scalars(
+            select(m.LevelLabel).where(
+                m.LevelLabel.study_id == study_id, m.LevelLabel.reader_id == actor.id,
+                m.LevelLabel.level == name,
+            ).execution_options(populate_existing=True)
+        ).first()
+
+    row = current()
     if row is None:
-        row = m.LevelLabel(study_id=study_id, reader_id=actor.id, level=name, call=call)
-        session.add(row)
-    else:
-        if row.call == call:
+        if expected_version is not None:
+            raise ConflictError(
+                f"your call on {name} was removed elsewhere since you loaded it; reload the study"
+            )
+        try:
+            with session.begin_nested():
+                row = m.LevelLabel(study_id=study_id, reader_id=actor.id, level=name, call=call)
+                session.add(row)
+        except IntegrityError:  # the same reader's other tab inserted it first
+            row = current()
+            if row is None:
+                raise
+        else:
+            record(session, actor.username, "level.set", "level_label", f"{study_id}:{name}",
+                   None, {"call": call, "reader": actor.username})
             return row
-        row.call = call
-        row.updated_at = dt.datetime.now(dt.timezone.utc)
-    session.flush()
+    if expected_version is not None and row.version != expected_version:
+        raise ConflictError(
+            f"your call on {name} was changed to '{row.call}' elsewhere (another tab?) since you "
+            "loaded it; reload to see it, then set it again if needed"
+        )
+    if row.call == call:
+        return row
+    stmt = update(m.LevelLabel).where(m.LevelLabel.id == row.id)
+    if expected_version is not None:
+        stmt = stmt.where(m.LevelLabel.version == expected_version)
+    if only_if_different:
+        stmt = stmt.where(m.LevelLabel.call != call)
+    before = {"call": row.call}
+    result = session.execute(
+        stmt.values(call=call, version=m.LevelLabel.version + 1,
+                    updated_at=dt.datetime.now(dt.timezone.utc))
+        .execution_options(synchronize_session=False)
+    )
+    changed = result.rowcount > 0  # type: ignore[attr-defined]
+    if expected_version is not None and not changed:
+        raise ConflictError(
+            f"your call on {name} was changed elsewhere (another tab?) at the same moment; reload "
+            "to see it, then set it again if needed"
+        )
+    row = session.get(m.LevelLabel, row.id, populate_existing=True) or row
+    if not changed:  # another tab made the same change first
+        return row
     record(session, actor.username, "level.set", "level_label", f"{study_id}:{name}", before,
            {"call": call, "reader": actor.username})
     return row
@@ -325,7 +448,8 @@ def set_level_call(session: Session, actor: m.User, study_id: int, level: str, c
 
 def _mark_fractured_by_box(session: Session, actor: m.User, study_id: int, level: str) -> None:
     """A box on a level marks that level fractured (unless the reader already said so)."""
-    set_level_call(session, actor, study_id, level, m.LevelCall.fractured.value)
+    _write_call(session, actor, study_id, level_name(level_id(level)),
+                m.LevelCall.fractured.value, only_if_different=True)
 
 
 def visible_level_calls(session: Session, viewer: m.User, study_id: int) -> dict[str, dict[str, str]]:
@@ -343,3 +467,100 @@ def visible_level_calls(session: Session, viewer: m.User, study_id: int) -> dict
     for username, level, call in session.execute(stmt):
         out.setdefault(username, {})[level] = call
     return out
+
+
+def own_level_calls(session: Session, reader: m.User, study_id: int) -> dict[str, m.LevelLabel]:
+    """level -> the reader's own call row (with its version, for :func:`set_level_call`)."""
+    rows = session.scalars(
+        select(m.LevelLabel).where(
+            m.LevelLabel.study_id == study_id, m.LevelLabel.reader_id == reader.id
+        )
+    )
+    return {row.level: row for row in rows}
+
+
+def visible_calls_by_study(
+    session: Session, viewer: m.User, study_ids: Iterable[int] | None = None
+) -> dict[str, dict[str, dict[str, str]]]:
+    """StudyInstanceUID -> reader username -> level -> call, across studies, blinded as
+    :func:`visible_level_calls` (an annotator gets only their own calls, a viewer nothing)."""
+    stmt = (
+        select(m.Study.study_uid, m.User.username, m.LevelLabel.level, m.LevelLabel.call)
+        .join(m.Study, m.Study.id == m.LevelLabel.study_id)
+        .join(m.User, m.User.id == m.LevelLabel.reader_id)
+        .order_by(m.Study.study_uid, m.User.username, m.LevelLabel.level)
+    )
+    if study_ids is not None:
+        stmt = stmt.where(m.LevelLabel.study_id.in_(list(study_ids)))
+    if viewer.role == m.Role.annotator.value:
+        stmt = stmt.where(m.LevelLabel.reader_id == viewer.id)
+    elif viewer.role not in READ_ALL_ROLES:
+        return {}
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for uid, username, level, call in session.execute(stmt):
+        out.setdefault(uid, {}).setdefault(username, {})[level] = call
+    return out
+
+
+def visible_core_boxes(
+    session: Session, viewer: m.User, study_id: int, *, slice_index: int | None = None
+) -> list[CoreBox]:
+    """:func:`visible_boxes` as :class:`spine_core.consensus.Box` values with the reader's user
+    name (for the union and agreement statistics)."""
+    boxes = visible_boxes(session, viewer, study_id, slice_index=slice_index)
+    names: dict[int, str] = {
+        uid: name for uid, name in session.execute(
+            select(m.User.id, m.User.username).where(m.User.id.in_({b.reader_id for b in boxes}))
+        )
+    } if boxes else {}
+    return [
+        CoreBox(x=b.x, y=b.y, width=b.width, height=b.height, slice_index=b.slice_index,
+                reader=names[b.reader_id], level=b.level, id=b.id)
+        for b in boxes
+    ]
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    """One reader's assignment as the admin's overview lists it."""
+
+    study_id: int
+    study_uid: str
+    study_status: str
+    reader: str
+    status: str
+    assigned_by: str
+    assigned_at: dt.datetime
+    n_boxes: int
+
+
+def assignment_overview(session: Session, actor: m.User) -> list[AssignmentRow]:
+    """Every assignment with its reader and progress (admins and adjudicators only)."""
+    if actor.role not in READ_ALL_ROLES:
+        raise PermissionDenied("only admins and adjudicators see every reader's assignments")
+    n_boxes = (
+        select(func.count(m.Box.id))
+        .where(m.Box.study_id == m.Assignment.study_id, m.Box.reader_id == m.Assignment.reader_id,
+               m.Box.deleted_at.is_(None))
+        .correlate(m.Assignment)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(m.Assignment, m.Study.study_uid, m.Study.status, m.User.username, n_boxes)
+        .join(m.Study, m.Study.id == m.Assignment.study_id)
+        .join(m.User, m.User.id == m.Assignment.reader_id)
+        .order_by(m.Study.study_uid, m.User.username)
+    ).all()
+    return [
+        AssignmentRow(a.study_id, uid, study_status, reader, a.status, a.assigned_by,
+                      a.assigned_at, int(count or 0))
+        for a, uid, study_status, reader, count in rows
+    ]
+
+
+def active_annotators(session: Session) -> list[m.User]:
+    """Active annotator accounts, by user name (the readers an admin can assign)."""
+    return list(session.scalars(
+        select(m.User).where(m.User.role == m.Role.annotator.value, m.User.active.is_(True))
+        .order_by(m.User.username)
+    ))
