@@ -36,20 +36,14 @@ POSITION_TOLERANCE_PX = 0.05
 #: Decimals kept of drawn coordinates (the canvas is precise to about one screen pixel).
 DECIMALS = 2
 
-#: Union box colour (Figure 1 of the RSNA 2022 dataset paper draws the union in its own colour).
-UNION_COLOUR: RGB = (255, 215, 0)
+#: Union box colour (Figure 1 of the RSNA 2022 dataset paper draws the union in its own colour);
+#: the same colours as the committee page (``db.dispute_views``).
+UNION_COLOUR: RGB = (255, 230, 0)
 
-#: One colour per reader, none close to the union's yellow or the level overlay's hues at full
-#: saturation; more readers than colours cycle.
+#: One colour per reader (in reader name order), none close to the union's yellow; more readers
+#: than colours cycle.
 READER_PALETTE: tuple[RGB, ...] = (
-    (0, 200, 255),
-    (255, 64, 160),
-    (80, 255, 80),
-    (255, 120, 0),
-    (170, 110, 255),
-    (255, 255, 255),
-    (0, 140, 120),
-    (200, 0, 40),
+    (64, 160, 255), (255, 80, 80), (90, 220, 110), (200, 120, 255), (255, 150, 40), (0, 215, 215),
 )
 
 
