@@ -514,6 +514,32 @@ class DisplayGeometry:
         rows, cols = coords[lay.row_axis], coords[lay.col_axis]
         return DisplayBox(plane, index, rows[0], cols[0], rows[1], cols[1])
 
+    def box_in_plane(self, box: SourceBox, plane: Plane | str, index: int) -> DisplayBox | None:
+        """Where a stored-slice box cuts slice ``index`` of any plane, or None if it misses it.
+
+        The box is one stored slice thick: source edges ``a0`` in ``[k, k + 1)``, ``a1`` in
+        ``[y, y + height)``, ``a2`` in ``[x, x + width)``. In the acquisition plane this is
+        :meth:`box_to_display` on the box's own slice; in the other planes it is a thin rectangle
+        (one slice high or wide) on every slice whose voxel centres pass through the box.
+        """
+        p = _plane(plane)
+        lay = _LAYOUTS[p]
+        self._check_index(p, index)
+        k = float(box.slice_index)
+        source_spans = {0: (k, k + 1.0), 1: (box.y, box.y + box.height),
+                        2: (box.x, box.x + box.width)}
+        spans: dict[int, tuple[float, float]] = {}
+        for d, a in enumerate(self.perm):
+            lo, hi = source_spans[a]
+            n = self.shape[a]
+            spans[d] = (n - hi, n - lo) if self.flip[d] else (lo, hi)
+        lo, hi = spans[lay.normal]
+        if not lo <= int(index) + 0.5 < hi:
+            return None
+        r = sorted(self._edge_to_plane(p, lay.row_axis, e) for e in spans[lay.row_axis])
+        c = sorted(self._edge_to_plane(p, lay.col_axis, e) for e in spans[lay.col_axis])
+        return DisplayBox(p, int(index), r[0], c[0], r[1], c[1])
+
     def box_from_display(self, box: DisplayBox) -> SourceBox:
         """A rectangle drawn in the acquisition plane -> the stored-slice box the database keeps."""
         plane = self.acquisition_plane
