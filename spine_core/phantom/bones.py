@@ -39,6 +39,7 @@ class BoneCanvas:
         self.hu = np.zeros(anat.shape, dtype=np.float32)
         self.labels = np.zeros(anat.shape, dtype=np.uint8)
         self.touched: list[tuple[slice, slice, slice]] = []
+        self.regions: dict[int, tuple[slice, slice, slice]] = {}  # label -> box holding it
 
     def _bone_hu(self, d: F32, rng: np.random.Generator, cortex_mm: float,
                  core: F32 | None = None) -> F32:
@@ -46,7 +47,7 @@ class BoneCanvas:
         ``core``) are denser inside, as laminae and processes look on CT."""
         hu = self.anat.hu
         texture = rng.standard_normal(d.shape, dtype=np.float32)
-        texture = ndimage.gaussian_filter(texture, 1.0, mode="nearest")
+        texture = ndimage.gaussian_filter(texture, 1.0, mode="nearest", truncate=2.5)
         texture *= np.float32(45.0 / max(float(texture.std()), 1e-3))
         cort = np.clip((np.float32(cortex_mm) + d) / np.float32(self.anat.voxel) + np.float32(0.5),
                        0, 1)
@@ -65,6 +66,8 @@ class BoneCanvas:
         lab = self.labels[g.slices]
         lab[closer & (d <= 0)] = label
         self.touched.append(g.slices)
+        if label:
+            self.regions[label] = g.slices
 
     def composite(self, img: F32) -> None:
         """Blend the bones into ``img`` (partial volume at the surfaces)."""

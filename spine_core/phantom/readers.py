@@ -8,7 +8,7 @@ drew a box on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,12 +87,18 @@ def simulate_readers(
     truth: Sequence[Box],
     labels: npt.NDArray[np.uint8],
     n_readers: int = 3,
+    present: Collection[str] | None = None,
 ) -> tuple[tuple[ReaderBox, ...], dict[str, dict[str, int]]]:
-    """Each reader's boxes and calls (reader -> level -> 0/1 for C1–C7)."""
+    """Each reader's boxes and calls (reader -> level -> 0/1 for C1–C7).
+
+    ``present`` names the levels in the labels (computed from them when None).
+    """
     by_level: dict[str, list[Box]] = {}
     for b in sorted(truth, key=lambda b: (b.level, b.a0)):
         by_level.setdefault(b.level, []).append(b)
-    present = [lv for lv in CERVICAL if (labels == LEVEL_IDS[lv]).any()]
+    if present is None:
+        present = [lv for lv in CERVICAL if (labels == LEVEL_IDS[lv]).any()]
+    present = [lv for lv in CERVICAL if lv in present]
     boxes: list[ReaderBox] = []
     calls: dict[str, dict[str, int]] = {}
     for reader in reader_names(n_readers):

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from spine_core.errors import InputError
 from spine_core.io.dicom_write import uid_from_seed
-from spine_core.labels import CERVICAL, LEVEL_IDS
+from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
 from spine_core.phantom.anatomy import Anatomy, build_anatomy
 from spine_core.phantom.bones import BoneCanvas, FractureVoxels, render_skull_base, render_vertebra
 from spine_core.phantom.fractures import FracturePlan, plan_fracture, sample_fractured_levels
@@ -96,15 +96,15 @@ def _boxes(found: FractureVoxels, labels: npt.NDArray[np.uint8], lid: int) -> li
     return out
 
 
-def _centroids(labels: npt.NDArray[np.uint8], vol: Volume) -> dict[str, npt.NDArray[np.float64]]:
+def _centroids(labels: npt.NDArray[np.uint8], vol: Volume,
+               regions: dict[int, tuple[slice, slice, slice]]) -> dict[str, npt.NDArray[np.float64]]:
+    """Centre of mass (LPS mm) of each level's voxels; ``regions`` bound where each label can be."""
     out: dict[str, npt.NDArray[np.float64]] = {}
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[1:]) + 1
-    for lid in present:
-        ks = np.flatnonzero((labels == lid).any(axis=(1, 2)))
-        sub = labels[ks[0]:ks[-1] + 1] == lid
-        idx = np.argwhere(sub).mean(axis=0) + (ks[0], 0, 0)
-        name = next(n for n, i in LEVEL_IDS.items() if i == lid)
-        out[name] = vol.index_to_lps(idx)
+    for lid, region in sorted(regions.items()):
+        idx = np.argwhere(labels[region] == lid)
+        if idx.size:
+            offset = np.array([s.start for s in region])
+            out[level_name(lid)] = vol.index_to_lps(idx.mean(axis=0) + offset)
     return out
 
 
@@ -178,7 +178,7 @@ def generate_study(
         found += render_vertebra(canvas, vert, plan, r_bone)
     render_skull_base(canvas, r_bone)
     canvas.composite(img)
-    labels = canvas.labels
+    labels, regions = canvas.labels, canvas.regions
     del canvas
 
     if noise:
@@ -207,7 +207,8 @@ def generate_study(
     numbers = tuple((n - k) if superior_first else (k + 1) for k in range(n))
     axcodes = NIFTI_AXCODES[int(r_meta.integers(len(NIFTI_AXCODES)))]
     reported = {f.level: f.kind for f in fractures if f.reported}
-    reader_boxes, calls = simulate_readers(r_read, boxes, labels, n_readers)
+    centroids = _centroids(labels, vol, regions)
+    reader_boxes, calls = simulate_readers(r_read, boxes, labels, n_readers, present=centroids)
     return PhantomStudy(
         seed=int(seed),
         study_uid=study_uid,
@@ -216,7 +217,7 @@ def generate_study(
         labels=lab_vol,
         fractures=fractures,
         boxes=tuple(sorted(boxes, key=lambda b: (b.level, b.a0))),
-        centroids=_centroids(labels, vol),
+        centroids=centroids,
         instance_numbers=numbers,
         superior_first=superior_first,
         reader_boxes=reader_boxes,

@@ -81,6 +81,18 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
     return img
 
 
+def _window(xg: F32, yg: F32, cx: F32, cy: F32, rx: F32 | float, ry: F32 | float,
+            pad: float = 3.0) -> tuple[slice, slice]:
+    """Rows and columns of the slab that can hold the per-slice ellipses (plus ``pad`` mm)."""
+    rx, ry = np.broadcast_to(rx, cx.shape), np.broadcast_to(ry, cy.shape)
+    x, y = xg.ravel(), yg.ravel()
+    cols = np.flatnonzero((x >= (cx - rx).min() - pad) & (x <= (cx + rx).max() + pad))
+    rows = np.flatnonzero((y >= (cy - ry).min() - pad) & (y <= (cy + ry).max() + pad))
+    if cols.size == 0 or rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def _paint_slab(anat: Anatomy, p: dict[str, F32], xg: F32, yg: F32,
                 lung_top: float | None) -> F32:
     hu, vox = anat.hu, anat.voxel
@@ -95,19 +107,26 @@ def _paint_slab(anat: Anatomy, p: dict[str, F32], xg: F32, yg: F32,
     _blend(out, None, sdf.occupancy(inner, vox), hu["soft"])
 
     # Posterior neck muscles with a faint fat plane around them and a midline septum.
-    muscle = _ellipse(xg, yg, xs, ys + f(46.0), np.minimum(ra - fat - 4, f(44.0)), f(28.0))
-    _blend(out, None, sdf.occupancy(muscle, vox), hu["muscle"])
-    _blend(out, None, np.clip(1 - np.abs(muscle) / f(0.8), 0, 1) * f(0.5), hu["fat"])
-    septum = (np.abs(xg - xs) < 1.0) & (yg > ys + f(38.0)) & (muscle < 0)
-    _blend(out, None, septum.astype(np.float32) * f(0.5), hu["fat"])
+    mra = np.minimum(ra - f(hu["fat_thickness"]) - 4, f(44.0))
+    rows, cols = _window(xg, yg, xs, ys + f(46.0), mra, 28.0)
+    x, y, region = xg[..., cols], yg[:, rows], (slice(None), rows, cols)
+    muscle = _ellipse(x, y, xs, ys + f(46.0), mra, f(28.0))
+    _blend(out, region, sdf.occupancy(muscle, vox), hu["muscle"])
+    _blend(out, region, np.clip(1 - np.abs(muscle) / f(0.8), 0, 1) * f(0.5), hu["fat"])
+    septum = (np.abs(x - xs) < 1.0) & (y > ys + f(38.0)) & (muscle < 0)
+    _blend(out, region, septum.astype(np.float32) * f(0.5), hu["fat"])
     for side in (-1.0, 1.0):  # sternocleidomastoid muscles
-        scm = _ellipse(xg, yg, xs + f(side) * (ra * f(0.62)), ys - f(14.0), f(10.0), f(6.5))
-        _blend(out, None, sdf.occupancy(scm, vox), hu["muscle"])
+        cx = xs + f(side) * (ra * f(0.62))
+        rows, cols = _window(xg, yg, cx, ys - f(14.0), 10.0, 6.5)
+        scm = _ellipse(xg[..., cols], yg[:, rows], cx, ys - f(14.0), f(10.0), f(6.5))
+        _blend(out, (slice(None), rows, cols), sdf.occupancy(scm, vox), hu["muscle"])
 
-    airway = _ellipse(xg, yg, xs, p["air_y"], p["air_ru"], p["air_rv"])
-    _blend(out, None, sdf.occupancy(airway, vox) * p["air_on"], hu["air"])
+    rows, cols = _window(xg, yg, xs, p["air_y"], p["air_ru"], p["air_rv"])
+    airway = _ellipse(xg[..., cols], yg[:, rows], xs, p["air_y"], p["air_ru"], p["air_rv"])
+    _blend(out, (slice(None), rows, cols), sdf.occupancy(airway, vox) * p["air_on"], hu["air"])
 
-    if lung_top is not None:  # lung apices rise to about T1, either side of the trachea
+    if lung_top is not None and float(p["z"].min()) < lung_top + 2.0:
+        # Lung apices rise to about T1, either side of the trachea.
         lz = (p["z"] - f(lung_top - 80.0)) / f(80.0)
         for side in (-1.0, 1.0):
             lung = np.sqrt(((xg - xs - f(side * 60.0)) / f(40.0)) ** 2
