@@ -43,6 +43,40 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from db import models as m
+    from db.predictions import predict_many
+    from spine_core.inference.select import predictor_from_settings
+    from spine_core.workspace import open_workspace
+
+    ws = open_workspace(settings)
+    with ws.sessions() as session:
+        stmt = select(m.Study.id, m.Study.study_uid).order_by(m.Study.id)
+        if args.study:
+            stmt = stmt.where(m.Study.study_uid.in_(args.study))
+        rows = session.execute(stmt).all()
+    if args.study and len(rows) != len(set(args.study)):
+        missing = sorted(set(args.study) - {uid for _, uid in rows})
+        raise SpineError(f"not imported: {', '.join(missing)}")
+    predictor = predictor_from_settings(settings)
+    bar = tqdm(total=len(rows), unit="study", disable=args.no_progress, desc="predict")
+
+    def step(study_id: int, outcome: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(outcome)
+
+    report = predict_many(ws, predictor, [sid for sid, _ in rows], actor=args.actor,
+                          replace=args.replace, on_study=step)
+    bar.close()
+    print(report.summary())
+    for problem in report.problems:
+        print(f"failed {problem}", file=sys.stderr)
+    return 0 if not report.problems else 3
+
+
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from spine_core.inference.server import serve
 
@@ -219,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     us = users_sub.add_parser("set-role", help="change a user's role")
     us.add_argument("username")
     us.add_argument("role", choices=["annotator", "adjudicator", "admin", "viewer"])
+
+    p = add("predict", _cmd_predict,
+            "Run the models on imported studies and store the predictions (resumable: studies "
+            "already predicted by the same model version are skipped).")
+    p.add_argument("--study", action="append", help="StudyInstanceUID (repeatable; default: all)")
+    p.add_argument("--replace", action="store_true", help="predict again even if already predicted")
+    p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("serve", _cmd_serve,
             "Run the HTTP inference backend (loads the models once; GPU when present). "
