@@ -16,7 +16,7 @@ from typing import IO
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from db.disputes import ActorLike, check_role, load_actor
+from db.adjudication_inputs import ActorLike, check_role, load_actor
 from db.models import AuditEntry, Role
 from spine_core.errors import InputError
 
@@ -48,7 +48,9 @@ class AuditFilter:
             )
 
 
-def day_range(first: dt.date | None, last: dt.date | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+def day_range(
+    first: dt.date | None, last: dt.date | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
     """UTC ``since``/``until`` covering whole days ``first`` to ``last`` (both included)."""
     since = dt.datetime.combine(first, dt.time(), dt.timezone.utc) if first else None
     until = (dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.timezone.utc)

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
-from db.disputes import fill_implicit, report_labels, scope_levels
+from db.adjudication_inputs import fill_implicit, report_labels, scope_levels
 from spine_core.adjudication import craniocaudal_key
 from spine_core.consensus import krippendorff_alpha_nominal, percent_agreement
 from spine_core.errors import InputError

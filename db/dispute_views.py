@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
-from db.disputes import (
+from db.adjudication_inputs import (
     DECIDED,
     OPEN,
     ActorLike,

@@ -33,369 +33,65 @@ Policies
 * committee: the adjudicators vote; :func:`try_decide` runs after every vote (quorum, majority,
   a tie goes to the chair's vote).
 * report: the report's label is the final label while the dispute is open and when it is decided;
-  :func:`try_decide` closes a dispute with the report's label; :func:`override` replaces it with a
-  written reason. A level without report label falls back to the committee rules.
+  votes are advice, :func:`try_decide` closes a dispute with the report's label and
+  :func:`override` replaces it with a written reason. A level without report label falls back to
+  the committee rules (and is tried after every vote).
 
-The policy in force is stored with every decision.
+The policy in force is stored with every decision. Reading helpers live in
+:mod:`db.adjudication_inputs`, report editing in :mod:`db.reports`, the CLI listing in
+:mod:`db.dispute_list`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
+from db.adjudication_inputs import (
+    DATASET_READERS,
+    DECIDED,
+    MODEL_KIND,
+    OPEN,
+    READER_KINDS,
+    ActorLike,
+    StudyInputs,
+    chair_for,
+    check_role,
+    decision_source,
+    dispute_decisions,
+    dispute_state,
+    fill_implicit,
+    get_study,
+    latest_prediction,
+    load_actor,
+    mask_levels,
+    report_labels,
+    scope_levels,
+    study_inputs,
+    study_readers,
+    submitted_calls,
+    submitted_readers,
+)
 from db.audit import record, snapshot
+from db.dispute_list import LIST_COLUMNS, dispute_rows, disputes_list_csv, disputes_list_table
+from db.reports import set_report
 from spine_core import adjudication as adj
 from spine_core.config import Settings
-from spine_core.errors import (
-    InputError,
-    LabelVocabularyError,
-    NotFound,
-    PermissionDenied,
-    VoteRejected,
-)
-from spine_core.labels import CERVICAL, level_id, level_name
-
-#: Kinds answered by the readers and the report (one open dispute per level among these).
-READER_KINDS = frozenset(
-    {adj.DisputeKind.readers_disagree.value, adj.DisputeKind.readers_vs_report.value}
-)
-MODEL_KIND = adj.DisputeKind.model_vs_final.value
-OPEN = m.DisputeStatus.open.value
-DECIDED = m.DisputeStatus.decided.value
+from spine_core.errors import NotFound, VoteRejected
 
 VOTER_ROLES = frozenset({m.Role.adjudicator.value})
 DECIDER_ROLES = frozenset({m.Role.adjudicator.value, m.Role.admin.value})
-REPORT_EDITOR_ROLES = frozenset({m.Role.admin.value})
-DATASET_READERS = frozenset({"dataset"})
-
-
-class ActorLike(Protocol):
-    """Anything naming a user by id: a ``db.models.User`` or the pages' ``SignedInUser``."""
-
-    @property
-    def id(self) -> int: ...
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-# --------------------------------------------------------------------------------------------
-# Actors
-# --------------------------------------------------------------------------------------------
-
-
-def load_actor(session: Session, actor: ActorLike) -> m.User:
-    """The acting user as stored now (role and chair taken from the database, not the caller).
-
-    Raises:
-        PermissionDenied: the account does not exist any more or is deactivated.
-    """
-    user = session.get(m.User, int(actor.id))
-    if user is None or not user.active:
-        raise PermissionDenied(
-            "your account is missing or deactivated; sign in again or ask an admin"
-        )
-    return user
-
-
-def check_role(user: m.User, roles: frozenset[str], what: str) -> None:
-    """Raise PermissionDenied (saying who may ``what``) unless ``user`` has one of ``roles``."""
-    if user.role not in roles:
-        allowed = " or ".join(sorted(roles))
-        raise PermissionDenied(f"only {allowed} users may {what}; you are signed in as {user.role}")
-
-
-# --------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------
-
-
-def _flag(level: str, value: object) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false", ""):
-        text = value.strip().lower()
-        return None if text == "" else text in ("1", "true")
-    raise InputError(
-        f"report label {level}={value!r} is not a yes/no value: use True/False (or 1/0), or "
-        "leave the level out when the report does not say"
-    )
-
-
-def _canonical_labels(labels: Mapping[str, object]) -> dict[str, bool]:
-    out: dict[str, bool] = {}
-    for raw, value in labels.items():
-        try:
-            name = level_name(level_id(str(raw)))
-        except LabelVocabularyError as exc:
-            raise InputError(f"report labels: {exc}") from None
-        flag = _flag(name, value)
-        if flag is not None:
-            out[name] = flag
-    return dict(sorted(out.items(), key=lambda kv: adj.craniocaudal_key(kv[0])))
-
-
-def set_report(
-    session: Session,
-    actor: ActorLike,
-    study_id: int,
-    labels: Mapping[str, object],
-    text: str,
-    source: str = "manual entry",
-    *,
-    patient_overall: bool | None = None,
-) -> m.Report:
-    """Create or replace a study's report: per-level labels, free text and where it came from.
-
-    ``labels`` maps level names (C1..C7, T1.., any case) to True/False; a level mapped to None or
-    left out is one the report does not label. A ``patient_overall`` key (or argument) is checked
-    against the levels: a fractured level with ``patient_overall`` False is refused. Without it,
-    ``patient_overall`` is "any level fractured" (None when no level is labelled).
-    Audited as ``report.set``. Call :func:`refresh_disputes` afterwards to re-check the study.
-
-    Raises:
-        PermissionDenied: the actor is not an admin.
-        NotFound: no such study.
-        InputError: an unknown level, a value that is not yes/no, or a contradiction.
-    """
-    user = load_actor(session, actor)
-    check_role(user, REPORT_EDITOR_ROLES, "enter or edit reports")
-    study = _study(session, study_id)
-    given = dict(labels)
-    overall_value = given.pop("patient_overall", patient_overall)
-    clean = _canonical_labels(given)
-    overall = _flag("patient_overall", overall_value)
-    if overall is None and clean:
-        overall = any(clean.values())
-    if overall is False and any(clean.values()):
-        fractured = ", ".join(k for k, v in clean.items() if v)
-        raise InputError(
-            f"patient_overall is 0 but the report marks {fractured} fractured; correct one of them"
-        )
-    if not isinstance(text, str):
-        raise InputError("the report text must be text (an empty text is allowed)")
-    report = session.scalars(select(m.Report).where(m.Report.study_id == study.id)).first()
-    before = None
-    if report is None:
-        report = m.Report(study_id=study.id, created_by=user.username)
-        session.add(report)
-    else:
-        before = snapshot(report, ("labels", "patient_overall", "text", "source"))
-        if (dict(report.labels or {}), report.patient_overall, report.text, report.source) == (
-            clean, overall, text, source
-        ):
-            return report
-    report.labels = clean
-    report.patient_overall = overall
-    report.text = text
-    report.source = source
-    session.flush()
-    record(session, user.username, "report.set", "study", study.study_uid, before,
-           snapshot(report, ("labels", "patient_overall", "text", "source")))
-    return report
-
-
-# --------------------------------------------------------------------------------------------
-# What the rules need, loaded from the database
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudyInputs:
-    """Everything dispute detection needs about one study.
-
-    ``calls``: submitted reader (user name) -> level -> call, implicit calls included;
-    ``implicit``: reader -> levels whose call is implicit (not marked, counted not fractured).
-    """
-
-    study: m.Study
-    calls: dict[str, dict[str, str]]
-    implicit: dict[str, list[str]]
-    report: dict[str, bool]
-    model_probs: dict[str, float]
-    model_name: str = ""
-    scope: tuple[str, ...] = ()
-
-
-def _study(session: Session, study_id: int) -> m.Study:
-    study = session.get(m.Study, int(study_id))
-    if study is None:
-        raise NotFound(f"study {study_id} does not exist; pick a study from the case list")
-    return study
-
-
-def _safe_level(name: str) -> str | None:
-    try:
-        return level_name(level_id(str(name)))
-    except LabelVocabularyError:
-        return None
-
-
-def submitted_calls(session: Session, study_id: int) -> dict[str, dict[str, str]]:
-    """Explicit calls of the readers who submitted the study: reader -> level -> call."""
-    rows = session.execute(
-        select(m.User.username, m.LevelLabel.level, m.LevelLabel.call)
-        .join(m.User, m.User.id == m.LevelLabel.reader_id)
-        .join(m.Assignment, (m.Assignment.reader_id == m.LevelLabel.reader_id)
-              & (m.Assignment.study_id == m.LevelLabel.study_id))
-        .where(m.LevelLabel.study_id == study_id,
-               m.Assignment.status == m.AssignmentStatus.submitted.value)
-    ).all()
-    out: dict[str, dict[str, str]] = {}
-    for username, level, call in rows:
-        out.setdefault(username, {})[level] = call
-    return out
-
-
-def submitted_readers(session: Session, study_id: int) -> list[str]:
-    """User names of the readers who submitted the study, sorted."""
-    return sorted(session.scalars(
-        select(m.User.username).join(m.Assignment, m.Assignment.reader_id == m.User.id)
-        .where(m.Assignment.study_id == study_id,
-               m.Assignment.status == m.AssignmentStatus.submitted.value)
-    ))
-
-
-def scope_levels(dataset: str, report: Collection[str], explicit: Mapping[str, Mapping[str, str]],
-                 mask_levels: Iterable[str] = ()) -> tuple[str, ...]:
-    """Levels of a study every submitted reader is taken to have looked at (module docstring)."""
-    levels: set[str] = set(report)
-    for calls in explicit.values():
-        levels.update(calls)
-    levels.update(n for n in (_safe_level(x) for x in mask_levels) if n)
-    if dataset == "rsna":
-        levels.update(CERVICAL)
-    return tuple(sorted(levels, key=adj.craniocaudal_key))
-
-
-def fill_implicit(readers: Iterable[str], explicit: Mapping[str, Mapping[str, str]],
-                  scope: Iterable[str]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
-    """Each submitted reader's call on every scope level (unmarked -> not fractured), and the
-    levels that were unmarked per reader."""
-    levels = list(scope)
-    calls: dict[str, dict[str, str]] = {}
-    implicit: dict[str, list[str]] = {}
-    for reader in readers:
-        own = explicit.get(reader, {})
-        calls[reader] = {lvl: own.get(lvl, m.LevelCall.not_fractured.value) for lvl in levels}
-        missing = [lvl for lvl in levels if lvl not in own]
-        if missing:
-            implicit[reader] = missing
-    return calls, implicit
-
-
-def mask_levels(session: Session, study_id: int) -> list[str]:
-    """Level names of the study's dataset masks."""
-    out: list[str] = []
-    for names in session.scalars(
-        select(m.Mask.levels).join(m.Series, m.Series.id == m.Mask.series_id)
-        .where(m.Series.study_id == study_id, m.Mask.source == "dataset")
-    ):
-        out.extend(str(n) for n in names or [])
-    return out
-
-
-def latest_prediction(session: Session, study_id: int) -> m.Prediction | None:
-    """The study's most recent model run, if any."""
-    return session.scalars(
-        select(m.Prediction).where(m.Prediction.study_id == study_id)
-        .order_by(m.Prediction.created_at.desc(), m.Prediction.id.desc()).limit(1)
-    ).first()
-
-
-def report_labels(session: Session, study_id: int) -> dict[str, bool]:
-    report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
-    if report is None:
-        return {}
-    out: dict[str, bool] = {}
-    for key, value in (report.labels or {}).items():
-        name = _safe_level(key)
-        if name is not None and value is not None:
-            out[name] = bool(value)
-    return out
-
-
-def study_inputs(session: Session, study_id: int) -> StudyInputs:
-    """Submitted readers' calls (implicit ones filled in), report labels and model probabilities."""
-    study = _study(session, study_id)
-    explicit = submitted_calls(session, study.id)
-    readers = submitted_readers(session, study.id)
-    report = report_labels(session, study.id)
-    scope = scope_levels(study.dataset, report, explicit, mask_levels(session, study.id))
-    calls, implicit = fill_implicit(readers, explicit, scope)
-    probs: dict[str, float] = {}
-    model_name = ""
-    prediction = latest_prediction(session, study.id)
-    if prediction is not None:
-        for key, p in (prediction.level_probabilities or {}).items():
-            name = _safe_level(key)
-            if name is not None and p is not None:
-                probs[name] = float(p)
-        version = session.get(m.ModelVersion, prediction.model_version_id)
-        model_name = f"{version.name} {version.version}" if version is not None else ""
-    return StudyInputs(study, calls, implicit, report, probs, model_name, scope)
-
-
-def study_readers(session: Session, study_id: int) -> set[str]:
-    """Everyone who read the study (assigned, drew a box or marked a level): they never vote."""
-    assigned = select(m.Assignment.reader_id).where(m.Assignment.study_id == study_id)
-    boxed = select(m.Box.reader_id).where(m.Box.study_id == study_id, m.Box.source != "dataset")
-    labelled = select(m.LevelLabel.reader_id).where(m.LevelLabel.study_id == study_id)
-    ids = assigned.union(boxed, labelled).subquery()
-    names = set(session.scalars(select(m.User.username).where(m.User.id.in_(select(ids)))))
-    return names - DATASET_READERS
-
-
-# --------------------------------------------------------------------------------------------
-# Dispute state as the pure rules see it
-# --------------------------------------------------------------------------------------------
-
-
-def _votes(session: Session, dispute_id: int) -> list[tuple[m.Vote, str]]:
-    return [(v, name) for v, name in session.execute(
-        select(m.Vote, m.User.username).join(m.User, m.User.id == m.Vote.voter_id)
-        .where(m.Vote.dispute_id == dispute_id).order_by(m.Vote.round, m.Vote.id)
-    )]
-
-
-def _decisions(session: Session, dispute_id: int) -> list[m.Decision]:
-    return list(session.scalars(
-        select(m.Decision).where(m.Decision.dispute_id == dispute_id).order_by(m.Decision.id)
-    ))
-
-
-def decision_source(dispute: m.Dispute, decision: m.Decision) -> str:
-    """How a decision was reached: majority, chair, report, override (kept in dispute details)."""
-    info = (dispute.details or {}).get("decisions", {}).get(str(decision.id), {})
-    return str(info.get("source", "majority"))
-
-
-def dispute_state(session: Session, dispute: m.Dispute) -> adj.DisputeState:
-    """The dispute's history as :class:`spine_core.adjudication.DisputeState`."""
-    votes = tuple(
-        adj.Vote(name, adj.parse_choice(v.choice), v.rationale, v.round)
-        for v, name in _votes(session, dispute.id)
-    )
-    decisions = tuple(
-        adj.Decision(d.round, d.fractured, adj.Policy.parse(d.policy), d.reason, d.decided_by,
-                     decision_source(dispute, d), d.superseded)
-        for d in _decisions(session, dispute.id)
-    )
-    reasons = tuple(str(r.get("reason", "")) for r in (dispute.details or {}).get("reopened", []))
-    return adj.DisputeState(dispute.level, adj.DisputeKind(dispute.kind),
-                            adj.DisputeStatus(dispute.status), dispute.round, votes, decisions,
-                            reasons)
 
 
 def _lock_dispute(session: Session, dispute_id: int) -> m.Dispute:
@@ -425,20 +121,6 @@ def _settings(settings: Settings | None) -> Settings:
     from spine_core.config import load_settings
 
     return load_settings()
-
-
-def chair_for(session: Session, voters: Iterable[str]) -> str | None:
-    """The committee chair for a round: a chair who voted in it, else the first active chair."""
-    chairs = list(session.scalars(
-        select(m.User.username).where(m.User.is_chair.is_(True), m.User.active.is_(True),
-                                      m.User.role == m.Role.adjudicator.value)
-        .order_by(m.User.id)
-    ))
-    voted = set(voters)
-    for name in chairs:
-        if name in voted:
-            return name
-    return chairs[0] if chairs else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,7 +460,9 @@ def _tally(session: Session, dispute: m.Dispute, settings: Settings, decided_by:
 
 def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str | adj.VoteChoice,
               rationale: str, *, settings: Settings | None = None) -> VoteResult:
-    """Record an adjudicator's vote, then :func:`try_decide` the dispute.
+    """Record an adjudicator's vote, then :func:`try_decide` the dispute (committee policy, or a
+    level the report does not label; under the report policy the report stands until someone
+    accepts or overrides it, and votes are advice).
 
     Raises:
         PermissionDenied: the voter is not an active adjudicator.
@@ -805,6 +489,18 @@ def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str |
         "dispute": dispute.id, "level": dispute.level, "round": vote.round,
         "choice": vote.choice, "rationale": vote.rationale,
     })
+    policy = _policy(cfg)
+    reported = report_labels(session, dispute.study_id).get(dispute.level)
+    if policy is adj.Policy.REPORT_DECIDES and reported is not None:
+        # The report stands; votes advise whoever accepts it (try_decide) or overrides it.
+        counts = Counter(v.choice.value for v in dispute_state(session, dispute).current_votes)
+        word = "fractured" if reported else "not fractured"
+        outcome = adj.Outcome(
+            False, None,
+            f"under the report policy the report's label ({word}) stands: accept it (decide) or "
+            "override it with a written reason", policy, "pending",
+            {c.value: counts.get(c.value, 0) for c in adj.VoteChoice})
+        return VoteResult(vote.id, outcome, None)
     outcome = _tally(session, dispute, cfg, user.username)
     decision_id = None
     if outcome.decided:
@@ -876,7 +572,7 @@ def reopen(session: Session, actor: ActorLike, dispute_id: int, reason: str, *,
     state = adj.reopen(dispute_state(session, dispute), reason=reason, by=user.username)
     before = _dispute_snapshot(dispute)
     superseded = []
-    for decision in _decisions(session, dispute.id):
+    for decision in dispute_decisions(session, dispute.id):
         if not decision.superseded:
             decision.superseded = True
             superseded.append(decision.id)
@@ -921,85 +617,14 @@ def final_labels_of(session: Session, study_id: int) -> dict[str, bool]:
     return labels
 
 
-# --------------------------------------------------------------------------------------------
-# `spine disputes list`
-# --------------------------------------------------------------------------------------------
-
-LIST_COLUMNS = ("dispute", "StudyInstanceUID", "level", "kind", "status", "round", "priority",
-                "votes", "decision", "policy", "opened_at", "closed_at")
-LIST_STATUSES = ("open", "decided", "all")
-
-
-def _list_query(status: str) -> Select[Any]:
-    if status not in LIST_STATUSES:
-        raise InputError(f"unknown dispute status {status!r}; use one of {', '.join(LIST_STATUSES)}")
-    stmt = (select(m.Dispute, m.Study.study_uid).join(m.Study, m.Study.id == m.Dispute.study_id)
-            .order_by(m.Dispute.priority, m.Study.study_uid, m.Dispute.id))
-    if status != "all":
-        stmt = stmt.where(m.Dispute.status == status)
-    return stmt
-
-
-def dispute_rows(session: Session, status: str = "open") -> list[dict[str, str]]:
-    """One dict per dispute with the :data:`LIST_COLUMNS` (text values), queue order."""
-    rows: list[dict[str, str]] = []
-    for dispute, uid in session.execute(_list_query(status)):
-        votes = session.scalar(select(func.count()).where(
-            m.Vote.dispute_id == dispute.id, m.Vote.round == dispute.round)) or 0
-        decision = session.scalars(
-            select(m.Decision).where(m.Decision.dispute_id == dispute.id,
-                                     m.Decision.superseded.is_(False))
-            .order_by(m.Decision.id.desc()).limit(1)
-        ).first()
-        verdict = policy = ""
-        if decision is not None:
-            verdict = ("cannot_tell" if decision.fractured is None
-                       else "fractured" if decision.fractured else "not_fractured")
-            policy = decision.policy
-        rows.append({
-            "dispute": str(dispute.id), "StudyInstanceUID": uid, "level": dispute.level,
-            "kind": dispute.kind, "status": dispute.status, "round": str(dispute.round),
-            "priority": str(dispute.priority), "votes": str(votes), "decision": verdict,
-            "policy": policy, "opened_at": dispute.opened_at.isoformat(timespec="seconds"),
-            "closed_at": dispute.closed_at.isoformat(timespec="seconds") if dispute.closed_at else "",
-        })
-    return rows
-
-
-def _rows_for(settings: Settings, status: str) -> list[dict[str, str]]:
-    from spine_core.workspace import open_workspace
-
-    _list_query(status)  # refuse a bad status before opening the database
-    ws = open_workspace(settings)
-    with ws.sessions() as session:
-        return dispute_rows(session, status)
-
-
-def disputes_list_csv(settings: Settings, out_stream: IO[str], status: str = "open") -> int:
-    """Write the disputes (``open``, ``decided`` or ``all``) as CSV; returns the number of rows."""
-    rows = _rows_for(settings, status)
-    writer = csv.DictWriter(out_stream, fieldnames=LIST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return len(rows)
-
-
-def disputes_list_table(settings: Settings, out_stream: IO[str], status: str = "open") -> int:
-    """Write the disputes as an aligned text table for a terminal; returns the number of rows."""
-    rows = _rows_for(settings, status)
-    columns = [c for c in LIST_COLUMNS if c not in ("priority", "closed_at")]
-    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
-    out_stream.write("  ".join(c.ljust(widths[c]) for c in columns).rstrip() + "\n")
-    for row in rows:
-        out_stream.write("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() + "\n")
-    if not rows:
-        out_stream.write(f"(no {'' if status == 'all' else status + ' '}disputes)\n")
-    return len(rows)
-
-
 __all__ = [
-    "StudyInputs", "RefreshResult", "VoteResult", "load_actor", "set_report", "study_inputs",
-    "study_readers", "dispute_state", "refresh_disputes", "refresh_all", "cast_vote", "try_decide",
-    "override", "reopen", "final_labels_of", "decisions_in_force", "dispute_rows",
-    "disputes_list_csv", "disputes_list_table", "chair_for",
+    # re-exported so callers need one import for the whole adjudication service
+    "DATASET_READERS", "DECIDED", "LIST_COLUMNS", "MODEL_KIND", "OPEN", "READER_KINDS",
+    "ActorLike", "StudyInputs", "chair_for", "check_role", "decision_source", "dispute_rows",
+    "dispute_state", "disputes_list_csv", "disputes_list_table", "fill_implicit", "get_study",
+    "latest_prediction", "load_actor", "mask_levels", "report_labels", "scope_levels",
+    "set_report", "study_inputs", "study_readers", "submitted_calls", "submitted_readers",
+    # defined here
+    "RefreshResult", "VoteResult", "refresh_disputes", "refresh_all", "cast_vote", "try_decide",
+    "override", "reopen", "final_labels_of", "decisions_in_force",
 ]

@@ -15,7 +15,8 @@ from db import disputes as store
 from db import models as m
 from db.session import unit_of_work
 from pages.common import SignedInUser, error_boundary, require_role, workspace
-from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_NAMES
+from spine_core.adjudication import craniocaudal_key
+from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_NAMES
 
 KIND_LABELS = {
     "readers_vs_report": "Readers vs report",
@@ -61,6 +62,13 @@ def _queue(user: SignedInUser) -> int | None:
                            key="adjudicate_kinds")
     status = c3.radio("Status", ["open", "decided", "all"], horizontal=True,
                       key="adjudicate_status")
+    if st.button("Check read studies for disputes", key="adjudicate_refresh",
+                 help="Re-checks every study whose readers submitted: disputes, final labels"):
+        with unit_of_work(ws.sessions) as session:
+            results = store.refresh_all(session, ws.settings, actor=user.username)
+        opened = sum(len(r.opened) for r in results)
+        _flash(f"{len(results)} studies checked: {opened} new dispute(s), "
+               f"{sum(r.open_disputes for r in results)} open in all.", "info")
     with ws.sessions() as session:
         items = views.dispute_queue(session, user, status=status, levels=levels or None,
                                     kinds=kinds or None)
@@ -213,6 +221,31 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                     _flash("Reopened: a new voting round has started.")
 
 
+def _report_editor(user: SignedInUser, detail: views.DisputeDetail) -> None:
+    ws = workspace()
+    levels = sorted({*CERVICAL, *detail.report_labels}, key=craniocaudal_key)
+    names = {True: "fractured", False: "not fractured", None: "not labelled"}
+    with st.expander("Edit the report (admin)"), st.form("report_edit"):
+        columns = st.columns(7)
+        chosen: dict[str, object] = {}
+        for n, level in enumerate(levels):
+            current = detail.report_labels.get(level)
+            chosen[level] = columns[n % 7].selectbox(
+                level, [None, True, False], index=[None, True, False].index(current),
+                format_func=names.__getitem__, key=f"report_{level}")
+        text = st.text_area("Report text", detail.report_text, key="report_text")
+        source = st.text_input("Source", "manual entry", key="report_source")
+        if st.form_submit_button("Save the report and re-check the study"):
+            with error_boundary("Saving the report"):
+                with unit_of_work(ws.sessions) as session:
+                    store.set_report(session, user, detail.study_id, chosen, text, source)
+                    result = store.refresh_disputes(session, detail.study_id, ws.settings,
+                                                    actor=user.username)
+                _flash(f"Report saved. {len(result.opened)} dispute(s) opened, "
+                       f"{len(result.withdrawn)} withdrawn, {result.open_disputes} open on this "
+                       "study.")
+
+
 def main() -> None:
     user = require_role("adjudicator", "admin")
     st.title("Adjudication")
@@ -230,6 +263,8 @@ def main() -> None:
     _sides(detail)
     _history(detail)
     _actions(user, detail)
+    if user.role == "admin":
+        _report_editor(user, detail)
 
 
 with error_boundary("Adjudication"):

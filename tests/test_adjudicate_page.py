@@ -232,3 +232,27 @@ def test_dispute_slice_shows_each_reader_and_the_union_in_their_colours(scene: S
     assert r == g == b  # untouched grey image elsewhere
     assert detail.vote_refusal is None and detail.tally is not None
     assert "0 of 2 votes" in detail.tally.reason
+
+
+def test_admin_corrects_the_report_and_the_dispute_is_withdrawn(scene: Scene) -> None:
+    adj1 = page("adjudicate.py", scene.users["adj1"])
+    assert not any(sb.key == "report_C2" for sb in adj1.selectbox)  # admins only
+
+    admin = page("adjudicate.py", scene.users["admin"])
+    admin.selectbox(key="report_C2").set_value(True)
+    admin.text_area(key="report_text").input("Addendum: C2 dens fracture.")
+    button(admin, "Save the report and re-check the study").click().run()
+    assert not admin.exception, admin.exception
+    assert any("Report saved" in s.value and "1 withdrawn" in s.value for s in admin.success)
+    assert any("No dispute matches" in i.value for i in admin.info)
+    with unit_of_work(scene.ws.sessions, readonly=True) as s:
+        assert s.scalar(select(func.count(m.Dispute.id))) == 0
+        study = s.get(m.Study, scene.study_id)
+        assert study is not None and study.status == "final"
+        label = s.scalars(select(m.FinalLabel).where(m.FinalLabel.level == "C2")).one()
+        assert (label.fractured, label.source) == (True, "readers")
+        report = s.scalars(select(m.Report)).one()
+        assert report.text == "Addendum: C2 dens fracture." and report.labels == {"C2": True}
+
+    button(admin, "Check read studies for disputes").click().run()
+    assert any("1 studies checked: 0 new dispute(s), 0 open" in i.value for i in admin.info)

@@ -253,10 +253,13 @@ def test_report_policy_report_label_is_final_until_overridden_with_a_reason(sess
     assert entry.before == {"report": True} and entry.after == {"fractured": False, "reason": WHY}
 
 
-def test_report_policy_decide_accepts_the_report(sessions) -> None:
+def test_report_policy_votes_advise_and_decide_accepts_the_report(sessions) -> None:
     sid = add_study(sessions, "2.2", {"C2": True}, {"r1": [], "r2": []})
     refresh(sessions, sid, REPORT)
     (d,) = disputes(sessions, sid)
+    advice = vote(sessions, "adj2", d.id, "not_fractured", settings=REPORT)
+    assert not advice.outcome.decided and "report's label (fractured) stands" in advice.outcome.reason
+    assert disputes(sessions, sid)[0].status == "open"
     with unit_of_work(sessions) as s:
         outcome = store.try_decide(s, user(s, "adj1"), d.id, REPORT)
     assert outcome.decided and outcome.source == "report"
@@ -264,6 +267,21 @@ def test_report_policy_decide_accepts_the_report(sessions) -> None:
     with unit_of_work(sessions, readonly=True) as s:
         (decision,) = s.scalars(select(m.Decision).where(m.Decision.dispute_id == d.id))
         assert decision.policy == "report" and decision.fractured is True
+
+
+def test_report_policy_falls_back_to_the_committee_where_the_report_is_silent(sessions) -> None:
+    sid = add_study(sessions, "2.3", None, {"r1": ["C5"], "r2": []})
+    refresh(sessions, sid, REPORT)
+    (d,) = disputes(sessions, sid)
+    assert "C5" not in final(sessions, sid)  # no report label to stand meanwhile
+    vote(sessions, "adj1", d.id, "fractured", settings=REPORT)
+    result = vote(sessions, "adj2", d.id, "fractured", settings=REPORT)
+    assert result.outcome.decided and result.outcome.source == "majority"
+    assert "no report label for this level" in result.outcome.reason
+    with unit_of_work(sessions, readonly=True) as s:
+        decision = s.get(m.Decision, result.decision_id)
+        assert decision is not None and decision.policy == "report"
+    assert final(sessions, sid)["C5"] == (True, "decision")
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,3 +547,72 @@ def test_decisions_and_final_labels_reach_the_exports(sessions, migrated_db_url:
     assert "7.2" in out.getvalue() and "7.1" not in out.getvalue()
     with pytest.raises(InputError, match="open, decided, all"):
         store.disputes_list_csv(settings, io.StringIO(), status="closed")
+
+
+# --------------------------------------------------------------------------------------------
+# Two adjudicators at once; dashboard numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_two_votes_at_once_are_tallied_one_after_the_other(sessions) -> None:
+    import threading
+
+    sid = add_study(sessions, "8.1", {"C2": True}, {"r1": []})
+    refresh(sessions, sid)
+    (d,) = disputes(sessions, sid)
+    second: dict[str, store.VoteResult] = {}
+
+    def other_adjudicator() -> None:
+        with unit_of_work(sessions) as b:
+            second["result"] = store.cast_vote(b, user(b, "adj2"), d.id, "not_fractured", WHY,
+                                               settings=COMMITTEE)
+
+    with unit_of_work(sessions) as a:
+        first = store.cast_vote(a, user(a, "adj1"), d.id, "not_fractured", WHY, settings=COMMITTEE)
+        assert not first.outcome.decided
+        thread = threading.Thread(target=other_adjudicator)
+        thread.start()
+        thread.join(timeout=0.5)  # the second vote waits for the first transaction
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    # had both tallies run side by side, each would have seen one vote and nobody would decide
+    assert second["result"].outcome.decided
+    assert disputes(sessions, sid)[0].status == "decided"
+
+
+def test_dashboard_numbers(sessions) -> None:
+    import datetime as dt
+
+    from db import dispute_stats as stats
+
+    a = add_study(sessions, "9.1", {"C2": True}, {"r1": ["C2"], "r2": ["C2", "C5"]})
+    b = add_study(sessions, "9.2", {"C2": False}, {"r1": [], "r2": []})
+    with unit_of_work(sessions) as s:  # study b was finished three weeks ago
+        for assignment in s.scalars(select(m.Assignment).where(m.Assignment.study_id == b)):
+            assignment.submitted_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(weeks=3)
+    refresh(sessions, a)
+    refresh(sessions, b)
+    (d,) = disputes(sessions, a)  # C5: r2 alone calls it fractured
+    vote(sessions, "adj1", d.id, "fractured")
+    vote(sessions, "adj2", d.id, "fractured")
+    with unit_of_work(sessions) as s:
+        store.reopen(s, user(s, "adj1"), d.id, "check the pedicle", settings=COMMITTEE)
+    vote(sessions, "adj1", d.id, "not_fractured")
+    vote(sessions, "adj2", d.id, "not_fractured")
+
+    with unit_of_work(sessions, readonly=True) as s:
+        counts = stats.dispute_counts(s)
+        times = stats.decision_times(s)
+        points = stats.agreement_over_time(s, period="week")
+        reopened_at = s.get(m.Dispute, d.id).details["reopened"][0]["at"]  # type: ignore[union-attr]
+        with pytest.raises(InputError, match="day, week or month"):
+            stats.agreement_over_time(s, period="year")
+    assert counts == [stats.CountRow("C5", "readers_disagree", "decided", 1)]
+    assert [(t.round, t.superseded) for t in times] == [(1, True), (2, False)]
+    assert times[1].started_at == dt.datetime.fromisoformat(reopened_at)
+    assert all(t.hours >= 0 for t in times)
+    # b: 7 levels, both readers agree on all; a: 7 levels, 6 agree (C5 does not)
+    assert [(p.studies, p.units) for p in points] == [(1, 7), (1, 7)]
+    assert points[0].period_start < points[1].period_start
+    assert points[0].percent_agreement == 1.0
+    assert points[1].percent_agreement == pytest.approx(6 / 7)
