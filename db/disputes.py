@@ -94,16 +94,32 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def lock_study(session: Session, study_id: int) -> m.Study:
+    """The study row, locked until the transaction ends (PostgreSQL ``FOR UPDATE``; a SQLite
+    transaction holds the write lock already): a study's disputes, final labels and status are
+    rewritten by one transaction at a time. Always taken before a dispute's lock."""
+    study = session.scalars(
+        select(m.Study).where(m.Study.id == int(study_id)).with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist; pick a study from the case list")
+    return study
+
+
 def _lock_dispute(session: Session, dispute_id: int) -> m.Dispute:
-    """The dispute row, locked until the transaction ends (PostgreSQL ``FOR UPDATE``; SQLite
-    transactions already hold the write lock), so two votes at once are tallied one after the
-    other."""
+    """The dispute row, locked after its study's (see :func:`lock_study`), so two votes at once
+    are tallied one after the other."""
+    study_id = session.scalar(select(m.Dispute.study_id).where(m.Dispute.id == int(dispute_id)))
+    if study_id is None:
+        raise NotFound(f"dispute {dispute_id} does not exist; reload the dispute queue")
+    lock_study(session, study_id)
     dispute = session.scalars(
         select(m.Dispute).where(m.Dispute.id == int(dispute_id)).with_for_update()
         .execution_options(populate_existing=True)
     ).first()
     if dispute is None:
-        raise NotFound(f"dispute {dispute_id} does not exist; reload the dispute queue")
+        raise NotFound(f"dispute {dispute_id} was withdrawn meanwhile; reload the dispute queue")
     return dispute
 
 
@@ -153,7 +169,10 @@ def _has_work(session: Session, dispute: m.Dispute) -> bool:
     return bool(voted or decided)
 
 
-def _withdraw_or_flag(session: Session, dispute: m.Dispute, actor: str, result: RefreshResult) -> None:
+def _withdraw_or_flag(session: Session, dispute: m.Dispute, actor: str, result: RefreshResult,
+                      why: str = "the readers and the report no longer disagree on this level"
+                      ) -> None:
+    """Withdraw a dispute whose disagreement is gone, or flag it when votes were cast on it."""
     if _has_work(session, dispute):
         if not (dispute.details or {}).get("no_longer_disputed"):
             before = _dispute_snapshot(dispute)
@@ -167,7 +186,7 @@ def _withdraw_or_flag(session: Session, dispute: m.Dispute, actor: str, result: 
     session.delete(dispute)
     session.flush()
     record(session, actor, "dispute.withdraw", "dispute", dispute.id, before,
-           {"reason": "the readers and the report no longer disagree on this level"})
+           {"reason": why})
     result.withdrawn.append(dispute.id)
 
 
@@ -185,7 +204,7 @@ def _merge_level_findings(
             details["implicit"] = sorted(r for r, lvls in implicit.items() if finding.level in lvls)
             out[finding.level] = (finding, details)
         else:
-            primary, details = out[finding.level]
+            _, details = out[finding.level]
             details["kinds"].append(finding.kind.value)
             for key, value in finding.details.items():
                 details.setdefault(key, value)
@@ -266,7 +285,8 @@ def _sync_model_disputes(session: Session, inputs: StudyInputs, settings: Settin
     models = {d.level: d for d in disputes if d.kind == MODEL_KIND}
     for level, dispute in models.items():
         if dispute.status == OPEN and level not in findings:
-            _withdraw_or_flag(session, dispute, actor, result)
+            _withdraw_or_flag(session, dispute, actor, result,
+                              "the model no longer contradicts the final label")
     for level, finding in findings.items():
         details = {**finding.details, "model": inputs.model_name, "kinds": [MODEL_KIND]}
         dispute = models.get(level)
@@ -336,7 +356,7 @@ def _write_final(session: Session, study: m.Study, final: Mapping[str, tuple[boo
         before = {"fractured": row.fractured, "source": row.source, "decision_id": row.decision_id}
         session.delete(row)
         record(session, actor, "final_label.clear", "final_label", f"{study.study_uid}:{level}",
-               before, {"reason": "the level is disputed; its label waits for a decision"})
+               before, {"reason": "the level is disputed or nothing labels it any more"})
     session.flush()
 
 
@@ -386,6 +406,7 @@ def refresh_disputes(session: Session, study_id: int, settings: Settings, *,
         InputError: a bad policy name or model threshold in ``settings``.
     """
     policy = _policy(settings)
+    lock_study(session, study_id)
     inputs = study_inputs(session, study_id)
     result = RefreshResult(study_id=inputs.study.id)
     _sync_reader_disputes(session, inputs, actor, result)
@@ -517,12 +538,17 @@ def try_decide(session: Session, actor: ActorLike, dispute_id: int,
 
     Raises:
         PermissionDenied: the actor is neither adjudicator nor admin.
-        VoteRejected: the dispute is already decided.
+        VoteRejected: the dispute is already decided, or the actor read the study.
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
     check_role(user, DECIDER_ROLES, "decide disputes")
     dispute = _lock_dispute(session, dispute_id)
+    if user.username in study_readers(session, dispute.study_id):
+        raise VoteRejected(
+            f"{user.username} read this study and cannot decide its disputes: adjudicators must "
+            "be independent of the readers"
+        )
     outcome = _tally(session, dispute, cfg, user.username)
     if outcome.decided:
         _record_decision(session, dispute, outcome, user.username, cfg)
@@ -626,5 +652,5 @@ __all__ = [
     "set_report", "study_inputs", "study_readers", "submitted_calls", "submitted_readers",
     # defined here
     "RefreshResult", "VoteResult", "refresh_disputes", "refresh_all", "cast_vote", "try_decide",
-    "override", "reopen", "final_labels_of", "decisions_in_force",
+    "override", "reopen", "final_labels_of", "decisions_in_force", "lock_study",
 ]

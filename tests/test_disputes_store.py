@@ -348,6 +348,8 @@ def test_bad_votes_are_refused_and_change_nothing(sessions) -> None:
     refused_without_change(sessions, PermissionDenied, "only adjudicator", cast("r1"))
     refused_without_change(sessions, PermissionDenied, "only adjudicator", cast("viewer"))
     refused_without_change(sessions, InputError, "not a vote", cast("adj1", choice="maybe"))
+    refused_without_change(sessions, VoteRejected, "cannot decide",
+                           lambda s: store.try_decide(s, user(s, "r3"), d.id, COMMITTEE))
     refused_without_change(sessions, NotFound, "does not exist",
                            lambda s: store.cast_vote(s, user(s, "adj1"), 999_999, "fractured", WHY,
                                                      settings=COMMITTEE))
