@@ -13,12 +13,12 @@ import pytest
 from pydicom.uid import CTImageStorage
 
 from spine_core.errors import InputError
-from spine_core.io.rsna_write import DemoManifest, study_seeds, write_study
+from spine_core.io.rsna_write import DemoManifest, study_plans, study_seeds, write_study
 from spine_core.labels import CERVICAL
 from spine_core.phantom import PhantomStudy, generate_study, write_rsna_dataset
 
 SMALL = (96, 112, 112)
-SEED = 5  # studies: negative; C7 missed by the report; C2+C7 reported. Both slice orders.
+SEED = 3  # studies: negative; C2+C7 reported; C1+C7 with C7 missed by the report. Both orders.
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> DemoManifest:
 def studies(dataset: DemoManifest) -> dict[str, PhantomStudy]:
     """The same studies regenerated in memory (generation is deterministic per seed)."""
     out = {}
-    for s in dataset.studies:
-        study = generate_study(s.seed, SMALL)
+    for s, plan in zip(dataset.studies, study_plans(SEED, len(dataset.studies))):
+        study = generate_study(s.seed, SMALL, positive=plan.positive, report_miss=plan.report_miss)
         assert study.study_uid == s.study_uid
         out[s.study_uid] = study
     return out
@@ -189,6 +189,15 @@ def test_same_seed_writes_identical_files(dataset: DemoManifest, tmp_path: Path)
     assert (dataset.segmentation_path(first.study_uid).read_bytes()
             == again.segmentation_path(first.study_uid).read_bytes())
     assert DemoManifest.load(again.root) == again
+
+
+def test_dataset_plans_are_half_positive_with_a_tenth_missed() -> None:
+    plans = study_plans(11, 100)
+    assert sum(p.positive for p in plans) == 50
+    assert sum(p.report_miss for p in plans) == 10
+    assert all(p.positive for p in plans if p.report_miss)
+    assert plans[:7] == study_plans(11, 7)  # a study's plan does not depend on the dataset size
+    assert any(p.report_miss for p in study_plans(2022, 6))  # the default demo shows one
 
 
 def test_refuses_a_folder_that_is_not_a_demo_dataset(tmp_path: Path) -> None:

@@ -201,14 +201,40 @@ def write_study(study: PhantomStudy, root: Path) -> _Rows:
     return _Rows(info, train, boxes, reader_boxes, reader_levels, [uid, study.report])
 
 
-def _generate_and_write(job: tuple[Path, int, tuple[int, int, int], int]) -> _Rows:
-    root, seed, shape, n_readers = job
-    return write_study(generate_study(seed, shape, n_readers=n_readers), root)
+@dataclass(frozen=True)
+class StudyPlan:
+    """How one study of a dataset is drawn."""
+
+    seed: int
+    positive: bool
+    report_miss: bool
 
 
 def study_seeds(seed: int, n_studies: int) -> list[int]:
     """Seed of each study of a dataset (study i's seed does not depend on ``n_studies``)."""
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_studies)]
+
+
+def study_plans(seed: int, n_studies: int) -> list[StudyPlan]:
+    """The studies of a dataset: in each consecutive pair one is positive (which one is drawn),
+    and the positive study of every fifth pair, starting with the second, has a fracture the
+    report misses. Half the studies are positive and about 10 % missed, even for small datasets;
+    study i's plan does not depend on ``n_studies``."""
+    seeds = study_seeds(seed, n_studies)
+    plans = []
+    for i, s in enumerate(seeds):
+        pair = i // 2
+        first_positive = bool(np.random.default_rng([seed, pair, 0xB0]).random() < 0.5)
+        positive = (i % 2 == 0) == first_positive
+        plans.append(StudyPlan(s, positive, positive and pair % 5 == 1))
+    return plans
+
+
+def _generate_and_write(job: tuple[Path, StudyPlan, tuple[int, int, int], int]) -> _Rows:
+    root, plan, shape, n_readers = job
+    study = generate_study(plan.seed, shape, positive=plan.positive, report_miss=plan.report_miss,
+                           n_readers=n_readers)
+    return write_study(study, root)
 
 
 def _prepare(out_dir: Path) -> None:
@@ -247,7 +273,8 @@ def write_rsna_dataset(
 ) -> DemoManifest:
     """Generate ``n_studies`` synthetic studies and write them in the RSNA layout.
 
-    Studies are generated in parallel (``workers`` processes; 1 runs in this process). The same
+    Half the studies are positive and about one in ten has a fracture the report misses (see
+    :func:`study_plans`). Studies are generated in parallel (``workers`` processes; 1 runs in this process). The same
     arguments give byte-identical files. An existing demo dataset in ``out_dir`` is replaced.
 
     Raises:
@@ -258,7 +285,7 @@ def write_rsna_dataset(
     out_dir = Path(out_dir)
     _prepare(out_dir)
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-    jobs = [(out_dir, s, shape, n_readers) for s in study_seeds(seed, n_studies)]
+    jobs = [(out_dir, plan, shape, n_readers) for plan in study_plans(seed, n_studies)]
     if workers <= 1 or n_studies == 1:
         results = [_generate_and_write(job) for job in jobs]
     else:

@@ -112,24 +112,23 @@ def render_vertebra(canvas: BoneCanvas, vert: Vertebra, plan: FracturePlan | Non
 
 
 def skull_base_parts(anat: Anatomy) -> tuple[list[Part], list[Part], Part]:
-    """Occiput (a shell), foramen magnum, clivus, condyles and mastoids in C1's frame."""
+    """Occiput (a bowl around the foramen magnum), clivus, condyles, mastoids, in C1's frame."""
     k = anat.levels[0].canal_depth / 24.0
-    outer = Part("skull_outer", "capsule", (0.0, 22 * k, 52 * k), (0.0, 22 * k, 52 * k),
-                 (66 * k, 58 * k, 42 * k))
-    inner = Part("skull_inner", "capsule", (0.0, 22 * k, 52 * k), (0.0, 22 * k, 52 * k),
-                 (59 * k, 51 * k, 35.5 * k))
-    foramen = Part("foramen_magnum", "cylinder", (0.0, 12 * k, 0.0), radii=(15 * k, 18 * k, 1.0))
+    centre = (0.0, 14 * k, 60 * k)
+    outer = Part("skull_outer", "capsule", centre, centre, (58 * k, 56 * k, 48 * k))
+    inner = Part("skull_inner", "capsule", centre, centre, (52.5 * k, 50.5 * k, 42.5 * k))
+    foramen = Part("foramen_magnum", "cylinder", (0.0, 11 * k, 0.0), radii=(15 * k, 18 * k, 1.0))
     solid = [
-        Part("clivus", "capsule", (0.0, -8 * k, 15 * k), (0.0, -26 * k, 46 * k),
+        Part("clivus", "capsule", (0.0, -9 * k, 16 * k), (0.0, -27 * k, 48 * k),
              (11 * k, 5.5 * k, 5.5 * k)),
-        Part("condyle_L", "capsule", (14.5 * k, 2 * k, 11.5 * k), (14.5 * k, 8 * k, 12.5 * k),
-             (5.5 * k, 7 * k, 3.0 * k)),
-        Part("condyle_R", "capsule", (-14.5 * k, 2 * k, 11.5 * k), (-14.5 * k, 8 * k, 12.5 * k),
-             (5.5 * k, 7 * k, 3.0 * k)),
-        Part("mastoid_L", "capsule", (52 * k, 8 * k, 12 * k), (52 * k, 10 * k, 26 * k),
-             (8 * k, 10 * k, 9 * k)),
-        Part("mastoid_R", "capsule", (-52 * k, 8 * k, 12 * k), (-52 * k, 10 * k, 26 * k),
-             (8 * k, 10 * k, 9 * k)),
+        Part("condyle_L", "capsule", (14.5 * k, 2 * k, 11.0 * k), (14.5 * k, 8 * k, 12.5 * k),
+             (5.5 * k, 7 * k, 3.2 * k)),
+        Part("condyle_R", "capsule", (-14.5 * k, 2 * k, 11.0 * k), (-14.5 * k, 8 * k, 12.5 * k),
+             (5.5 * k, 7 * k, 3.2 * k)),
+        Part("mastoid_L", "capsule", (43 * k, 6 * k, 16 * k), (46 * k, 10 * k, 32 * k),
+             (7 * k, 9 * k, 9 * k)),
+        Part("mastoid_R", "capsule", (-43 * k, 6 * k, 16 * k), (-46 * k, 10 * k, 32 * k),
+             (7 * k, 9 * k, 9 * k)),
     ]
     return [outer, inner], solid, foramen
 
@@ -138,7 +137,7 @@ def render_skull_base(canvas: BoneCanvas, rng: np.random.Generator) -> None:
     """The bottom of the skull when the field of view reaches above C1 (label 0)."""
     anat = canvas.anat
     k = anat.levels[0].canal_depth / 24.0
-    g = local_grid(anat, anat.frames["C1"], (-70 * k, -45 * k, 6 * k), (70 * k, 85 * k, 95 * k))
+    g = local_grid(anat, anat.frames["C1"], (-62 * k, -45 * k, 6 * k), (62 * k, 75 * k, 110 * k))
     if g is None:
         return
     (outer, inner), solid, foramen = skull_base_parts(anat)
@@ -147,3 +146,50 @@ def render_skull_base(canvas: BoneCanvas, rng: np.random.Generator) -> None:
     for p in solid:
         d = np.minimum(d, p.sdf(g.u, g.v, g.w))
     canvas.add(g, d, canvas._bone_hu(d, rng, max(1.6, anat.voxel)), 0)
+
+
+def _chain(name: str, points: list[tuple[float, float, float]], radii: tuple[float, float, float]
+           ) -> list[Part]:
+    return [Part(f"{name}{i}", "capsule", a, b, radii) for i, (a, b) in
+            enumerate(zip(points[:-1], points[1:]))]
+
+
+def thorax_parts(anat: Anatomy, level: str) -> list[Part]:
+    """First and second ribs (from ``level``'s transverse processes round to the front) and, for
+    T1, the clavicles; in that level's frame, both sides."""
+    spec = next(s for s in anat.levels if s.name == level)
+    a, b, tp = spec.a, spec.b, spec.tp_reach
+    second = level == "T2"
+    grow, drop = (8.0, 10.0) if second else (0.0, 0.0)
+    parts: list[Part] = []
+    for side in (1.0, -1.0):
+        pts = [(a + 1.0, b - 1.0, 1.0), (tp, b + 12.0, 0.0), (tp + 12 + grow, b + 9.0, -4 - drop / 3),
+               (tp + 22 + grow, b - 4.0, -10 - drop / 2), (tp + 22 + grow, -b - 16.0, -18 - drop),
+               (tp + 10 + grow, -b - 32.0, -26 - drop), (tp - 6 + grow / 2, -b - 40.0, -32 - drop)]
+        pts = [(side * u, v, w) for u, v, w in pts]
+        parts += _chain(f"rib{'2' if second else '1'}_{side:+.0f}_", pts, (3.2, 4.5, 3.6))
+        if not second:
+            clav = [(side * 18.0, -b - 38.0, -10.0), (side * 45.0, -b - 42.0, -4.0),
+                    (side * 80.0, -b - 30.0, 4.0), (side * 112.0, -b - 8.0, 10.0)]
+            parts += _chain(f"clavicle_{side:+.0f}_", clav, (6.0, 5.5, 5.5))
+    return parts
+
+
+def render_thorax(canvas: BoneCanvas, rng: np.random.Generator) -> None:
+    """Ribs 1–2 and the clavicles, where the field of view reaches them (label 0)."""
+    anat = canvas.anat
+    for level in ("T1", "T2"):
+        if level not in anat.frames:
+            continue
+        parts = thorax_parts(anat, level)
+        lo = np.min([p.bounds(3.0)[0] for p in parts], axis=0)
+        hi = np.max([p.bounds(3.0)[1] for p in parts], axis=0)
+        g = local_grid(anat, anat.frames[level], lo, hi)
+        if g is None:
+            continue
+        d = np.full(g.shape, np.float32(4.0), dtype=np.float32)
+        for p in parts:
+            rs = g.sub(*p.bounds(3.0))
+            if rs is not None:
+                np.minimum(d[rs], p.sdf(g.u[rs], g.v[rs], g.w[rs]), out=d[rs])
+        canvas.add(g, d, canvas._bone_hu(d, rng, max(1.3, anat.voxel)), 0)

@@ -85,9 +85,15 @@ class FracturePlan:
     displacement: Displacement | None = None
 
 
-def sample_fractured_levels(rng: np.random.Generator) -> list[str]:
-    """Fractured cervical levels of one study (empty for a negative study)."""
-    if rng.random() >= POSITIVE_RATE:
+def sample_fractured_levels(rng: np.random.Generator, positive: bool | None = None) -> list[str]:
+    """Fractured cervical levels of one study (empty for a negative study).
+
+    ``positive`` forces a positive (levels drawn as in positive RSNA studies) or negative study;
+    None draws that too (half the studies).
+    """
+    if positive is None:
+        positive = bool(rng.random() < POSITIVE_RATE)
+    if not positive:
         return []
     names = list(LEVEL_PREVALENCE)
     q = np.array([LEVEL_PREVALENCE[n] for n in names]) / POSITIVE_RATE * _CONDITIONAL_SCALE

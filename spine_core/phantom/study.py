@@ -12,7 +12,13 @@ from spine_core.errors import InputError
 from spine_core.io.dicom_write import uid_from_seed
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
 from spine_core.phantom.anatomy import Anatomy, build_anatomy
-from spine_core.phantom.bones import BoneCanvas, FractureVoxels, render_skull_base, render_vertebra
+from spine_core.phantom.bones import (
+    BoneCanvas,
+    FractureVoxels,
+    render_skull_base,
+    render_thorax,
+    render_vertebra,
+)
 from spine_core.phantom.fractures import FracturePlan, plan_fracture, sample_fractured_levels
 from spine_core.phantom.readers import Box, ReaderBox, simulate_readers
 from spine_core.phantom.report import report_text
@@ -130,6 +136,7 @@ def generate_study(
     shape: tuple[int, int, int] = (200, 256, 256),
     *,
     fractured_levels: Iterable[str] | None = None,
+    positive: bool | None = None,
     report_miss: bool | None = None,
     n_readers: int = 3,
     noise: bool = True,
@@ -143,6 +150,8 @@ def generate_study(
             default shape; smaller grids get coarser spacing).
         fractured_levels: force these cervical levels to be fractured (None: drawn at the RSNA
             rates; an empty list: a negative study).
+        positive: with ``fractured_levels`` None, force a positive (levels drawn as in positive
+            RSNA studies) or a negative study (None: positive half the time).
         report_miss: force (True) or forbid (False) the report missing one fractured level
             (None: random, 20 % of positive studies).
         n_readers: number of simulated readers.
@@ -158,7 +167,7 @@ def generate_study(
     r_anat, r_frac, r_soft, r_bone, r_noise, r_read, r_meta = streams
 
     anat = build_anatomy(r_anat, shape)
-    levels = (sample_fractured_levels(r_frac) if fractured_levels is None
+    levels = (sample_fractured_levels(r_frac, positive) if fractured_levels is None
               else _check_levels(fractured_levels))
     plans: dict[str, FracturePlan] = {}
     for lv in levels:
@@ -177,6 +186,7 @@ def generate_study(
         vert = build_vertebra(spec, plan.wedge_mm if plan else 0.0)
         found += render_vertebra(canvas, vert, plan, r_bone)
     render_skull_base(canvas, r_bone)
+    render_thorax(canvas, r_bone)
     canvas.composite(img)
     labels, regions = canvas.labels, canvas.regions
     del canvas

@@ -50,13 +50,13 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
 
     neck_a = float(rng.uniform(52.0, 64.0))
     neck_b = float(rng.uniform(56.0, 66.0))
-    shoulder = 1.0 / (1.0 + np.exp(-(tn - float(rng.uniform(0.95, 1.15))) / 0.08))
+    shoulder = 1.0 / (1.0 + np.exp(-(tn - float(rng.uniform(0.88, 1.05))) / 0.08))
     face = 1.0 / (1.0 + np.exp((tn - 0.12) / 0.06))
     p: dict[str, npt.NDArray[np.float64]] = {
         "xs": spine[:, 0],
         "ys": spine[:, 1],
         "ra": neck_a + 6.0 * face + 120.0 * shoulder,
-        "rb": neck_b + 12.0 * face + 28.0 * shoulder,
+        "rb": neck_b + 12.0 * face + 34.0 * shoulder,
         "cx": spine[:, 0] + float(rng.uniform(-3, 3)),
         "cy": spine[:, 1] + 15.0 - 12.0 * face + 10.0 * shoulder,
     }
@@ -68,7 +68,7 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
     body_b = np.interp(tn, [0.0, 0.2, 1.0], [8.0, 8.0, 8.5])
     p["air_y"] = spine[:, 1] - body_b - pre - p["air_rv"]
     p["air_on"] = (tn > -0.35).astype(np.float64)
-    lung_top = (t1.origin[2] + float(rng.uniform(-4.0, 10.0))) if t1 is not None else None
+    lung_top = (t1.origin[2] + float(rng.uniform(-8.0, 4.0))) if t1 is not None else None
     p["z"] = z
 
     img = np.empty(anat.shape, dtype=np.float32)
@@ -129,9 +129,10 @@ def _paint_slab(anat: Anatomy, p: dict[str, F32], xg: F32, yg: F32,
         # Lung apices rise to about T1, either side of the trachea.
         lz = (p["z"] - f(lung_top - 80.0)) / f(80.0)
         for side in (-1.0, 1.0):
-            lung = np.sqrt(((xg - xs - f(side * 60.0)) / f(40.0)) ** 2
-                           + ((yg - ys - f(6.0)) / f(48.0)) ** 2 + lz * lz) - 1
-            _blend(out, None, sdf.occupancy(lung * f(40.0), vox), hu["lung"])
+            lung = np.sqrt(((xg - xs - f(side * 52.0)) / f(36.0)) ** 2
+                           + ((yg - ys - f(6.0)) / f(46.0)) ** 2 + lz * lz) - 1
+            lung = np.maximum(lung * f(36.0), inner + f(10.0))  # inside the chest wall
+            _blend(out, None, sdf.occupancy(lung, vox), hu["lung"])
     return out
 
 

@@ -331,9 +331,11 @@ def _subaxial(s: LevelSpec) -> Vertebra:
         )
         foramen = s.name != "C7"
         tip = (s.tp_reach, 0.5, -1.0)
+        if foramen:  # C7 has no anterior root (or only a tiny one)
+            parts += _bilateral(
+                Part("tp_anterior_L", "capsule", (a - 1.0, -2.5, 0.0),
+                     (tip[0] - 1.0, -1.6, tip[2]), (2.3, 2.4, 3.0), holed=True))
         parts += _bilateral(
-            Part("tp_anterior_L", "capsule", (a - 1.0, -2.5, 0.0), (tip[0] - 1.0, -1.6, tip[2]),
-                 (2.3, 2.4, 3.0), holed=foramen),
             Part("tp_posterior_L", "capsule", (cw + 2.0, b + 3.0, 0.0), (tip[0], 2.0, tip[2]),
                  (2.4, 2.4, 3.0), holed=foramen),
             Part("tp_tip_L", "capsule", (tip[0] - 1.5, 0.2, tip[2]), tip, (2.7, 3.0, 3.2),
