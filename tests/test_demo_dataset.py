@@ -150,7 +150,8 @@ def test_box_slice_numbers_name_the_slices_of_the_fracture(
         a0 = int(round(study.image.lps_to_index(np.array(ds.ImagePositionPatient, float))[0]))
         x, y, w, h = (float(row[k]) for k in ("x", "y", "width", "height"))
         assert 0 <= x and x + w <= ds.Columns and 0 <= y and y + h <= ds.Rows
-        match = [b for b in study.boxes if b.a0 == a0 and (b.x, b.y, b.width, b.height) == (x, y, w, h)]
+        match = [b for b in study.boxes
+                 if b.a0 == a0 and (b.x, b.y, b.width, b.height) == (x, y, w, h)]
         assert match and match[0].level in study.reported_levels
 
 

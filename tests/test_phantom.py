@@ -109,8 +109,8 @@ def test_cortex_is_broken_in_the_boxes(fractured: PhantomStudy) -> None:
     for box in fractured.boxes:
         shell = _shell(lab[box.a0] == LEVEL_IDS[box.level])
         window = np.zeros_like(shell)
-        y0, x0 = int(box.y), int(box.x)
-        window[max(y0 - 1, 0):y0 + int(box.height) + 1, max(x0 - 1, 0):x0 + int(box.width) + 1] = True
+        y0, x0, y1, x1 = int(box.y), int(box.x), int(box.y + box.height), int(box.x + box.width)
+        window[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True
         broken.append(hu[box.a0][shell & window])
     intact_id = LEVEL_IDS["C4"]
     intact = [hu[k][_shell(lab[k] == intact_id)]

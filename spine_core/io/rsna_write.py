@@ -131,7 +131,8 @@ class DemoManifest:
                          "segmentation_axcodes": tuple(s["segmentation_axcodes"])})
             for s in doc["studies"]
         )
-        return cls(Path(root), int(doc["seed"]), tuple(doc["shape"]), studies)  # type: ignore[arg-type]
+        shape = tuple(int(v) for v in doc["shape"])
+        return cls(Path(root), int(doc["seed"]), shape, studies)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -274,8 +275,9 @@ def write_rsna_dataset(
     """Generate ``n_studies`` synthetic studies and write them in the RSNA layout.
 
     Half the studies are positive and about one in ten has a fracture the report misses (see
-    :func:`study_plans`). Studies are generated in parallel (``workers`` processes; 1 runs in this process). The same
-    arguments give byte-identical files. An existing demo dataset in ``out_dir`` is replaced.
+    :func:`study_plans`). Studies are generated in parallel (``workers`` processes; 1 runs in
+    this process). The same arguments give byte-identical files. An existing demo dataset in
+    ``out_dir`` is replaced.
 
     Raises:
         InputError: ``n_studies`` < 1, or ``out_dir`` is not empty and not a demo dataset.

@@ -285,11 +285,14 @@ def _index_box(frame: Frame, world_to_index: FloatArray, lo: npt.ArrayLike,
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
                         for z in (lo[2], hi[2])])
     idx = frame.to_lps(corners) @ world_to_index[:3, :3].T + world_to_index[:3, 3]
-    return np.floor(idx.min(axis=0)).astype(np.int64) - 1, np.ceil(idx.max(axis=0)).astype(np.int64) + 2
+    start = np.floor(idx.min(axis=0)).astype(np.int64) - 1
+    return start, np.ceil(idx.max(axis=0)).astype(np.int64) + 2
 
 
-def local_grid(anat: Anatomy, frame: Frame, lo: npt.ArrayLike, hi: npt.ArrayLike) -> LocalGrid | None:
-    """Voxels of the grid covering the local box ``lo``–``hi`` (mm), or None if it misses the grid."""
+def local_grid(
+    anat: Anatomy, frame: Frame, lo: npt.ArrayLike, hi: npt.ArrayLike
+) -> LocalGrid | None:
+    """Voxels of the grid covering the local box ``lo``–``hi`` (mm); None if it misses the grid."""
     inv = np.linalg.inv(anat.affine)
     start, stop = _index_box(frame, inv, lo, hi)
     start = np.maximum(start, 0)

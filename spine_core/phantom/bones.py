@@ -163,9 +163,10 @@ def thorax_parts(anat: Anatomy, level: str) -> list[Part]:
     grow, drop = (8.0, 10.0) if second else (0.0, 0.0)
     parts: list[Part] = []
     for side in (1.0, -1.0):
-        pts = [(a + 1.0, b - 1.0, 1.0), (tp, b + 12.0, 0.0), (tp + 12 + grow, b + 9.0, -4 - drop / 3),
-               (tp + 22 + grow, b - 4.0, -10 - drop / 2), (tp + 22 + grow, -b - 16.0, -18 - drop),
-               (tp + 10 + grow, -b - 32.0, -26 - drop), (tp - 6 + grow / 2, -b - 40.0, -32 - drop)]
+        pts = [(a + 1.0, b - 1.0, 1.0), (tp, b + 12.0, 0.0),
+               (tp + 12 + grow, b + 9.0, -4 - drop / 3), (tp + 22 + grow, b - 4.0, -10 - drop / 2),
+               (tp + 22 + grow, -b - 16.0, -18 - drop), (tp + 10 + grow, -b - 32.0, -26 - drop),
+               (tp - 6 + grow / 2, -b - 40.0, -32 - drop)]
         pts = [(side * u, v, w) for u, v, w in pts]
         parts += _chain(f"rib{'2' if second else '1'}_{side:+.0f}_", pts, (3.2, 4.5, 3.6))
         if not second:

@@ -65,7 +65,8 @@ class Crack:
         along = du * f(e1[0]) + dv * f(e1[1]) + dw * f(e1[2])
         dist = du * f(n[0]) + dv * f(n[1]) + dw * f(n[2])
         k = f(2 * np.pi / self.wavelength)
-        dist = dist + f(self.wave) * (np.sin(along * k) + f(0.45) * np.sin(along * k * f(2.7) + f(1.3)))
+        wave = np.sin(along * k) + f(0.45) * np.sin(along * k * f(2.7) + f(1.3))
+        dist = dist + f(self.wave) * wave
         gap = np.clip((f(self.half_gap) - np.abs(dist)) / f(voxel) + f(0.5), 0, 1)
         r = np.sqrt(du * du + dv * dv + dw * dw)
         gap *= np.clip((f(self.radius) - r) / f(voxel) + f(0.5), 0, 1)

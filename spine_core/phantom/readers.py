@@ -108,7 +108,8 @@ def simulate_readers(
                 continue
             ends = {level_boxes[0].a0, level_boxes[-1].a0}
             for b in level_boxes:
-                p_skip = P_SKIP_END_SLICE if (b.a0 in ends and len(level_boxes) > 2) else P_SKIP_SLICE
+                at_end = b.a0 in ends and len(level_boxes) > 2
+                p_skip = P_SKIP_END_SLICE if at_end else P_SKIP_SLICE
                 if rng.random() < p_skip:
                     continue
                 mine.append(_jitter(rng, b, labels.shape[1:], reader))

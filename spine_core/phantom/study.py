@@ -11,7 +11,7 @@ import numpy.typing as npt
 from spine_core.errors import InputError
 from spine_core.io.dicom_write import uid_from_seed
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
-from spine_core.phantom.anatomy import Anatomy, build_anatomy
+from spine_core.phantom.anatomy import build_anatomy
 from spine_core.phantom.bones import (
     BoneCanvas,
     FractureVoxels,
@@ -29,7 +29,9 @@ from spine_core.volume import Volume
 #: Probability that the report of a positive study leaves one fractured level out.
 P_REPORT_MISS = 0.2
 #: Orientations the segmentation NIfTI is stored in (RSNA's files are not axial-canonical).
-NIFTI_AXCODES: tuple[tuple[str, str, str], ...] = (("I", "A", "L"), ("I", "P", "R"), ("I", "A", "R"))
+NIFTI_AXCODES: tuple[tuple[str, str, str], ...] = (
+    ("I", "A", "L"), ("I", "P", "R"), ("I", "A", "R"),
+)
 MIN_SHAPE = (48, 64, 64)
 
 
@@ -102,8 +104,9 @@ def _boxes(found: FractureVoxels, labels: npt.NDArray[np.uint8], lid: int) -> li
     return out
 
 
-def _centroids(labels: npt.NDArray[np.uint8], vol: Volume,
-               regions: dict[int, tuple[slice, slice, slice]]) -> dict[str, npt.NDArray[np.float64]]:
+def _centroids(
+    labels: npt.NDArray[np.uint8], vol: Volume, regions: dict[int, tuple[slice, slice, slice]]
+) -> dict[str, npt.NDArray[np.float64]]:
     """Centre of mass (LPS mm) of each level's voxels; ``regions`` bound where each label can be."""
     out: dict[str, npt.NDArray[np.float64]] = {}
     for lid, region in sorted(regions.items()):

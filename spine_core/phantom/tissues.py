@@ -49,7 +49,7 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
     tn = (z_c1 - z) / ((z_c1 - t1.origin[2]) if t1 is not None else 130.0)  # 0 at C1, 1 at T1
 
     neck_a = float(rng.uniform(52.0, 64.0))
-    neck_b = float(rng.uniform(56.0, 66.0))
+    neck_b = float(rng.uniform(60.0, 70.0))
     shoulder = 1.0 / (1.0 + np.exp(-(tn - float(rng.uniform(0.88, 1.05))) / 0.08))
     face = 1.0 / (1.0 + np.exp((tn - 0.12) / 0.06))
     p: dict[str, npt.NDArray[np.float64]] = {
@@ -58,13 +58,13 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
         "ra": neck_a + 6.0 * face + 120.0 * shoulder,
         "rb": neck_b + 12.0 * face + 34.0 * shoulder,
         "cx": spine[:, 0] + float(rng.uniform(-3, 3)),
-        "cy": spine[:, 1] + 15.0 - 12.0 * face + 10.0 * shoulder,
+        "cy": spine[:, 1] + 10.0 - 12.0 * face + 10.0 * shoulder,
     }
     # Airway: pharynx above, larynx, then a round trachea; in front of the vertebral bodies.
     knots = np.array([-0.4, 0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 3.0])
     p["air_ru"] = np.interp(tn, knots, [9.0, 14.0, 13.0, 11.0, 8.0, 8.5, 9.5, 9.5])
     p["air_rv"] = np.interp(tn, knots, [5.0, 7.0, 8.0, 8.5, 6.0, 7.5, 8.0, 8.0])
-    pre = np.interp(tn, [0.0, 0.35, 0.6, 0.75], [4.0, 4.5, 11.0, 13.0])
+    pre = np.interp(tn, [0.0, 0.35, 0.6, 0.75], [5.0, 6.0, 13.0, 15.0])  # prevertebral tissue
     body_b = np.interp(tn, [0.0, 0.2, 1.0], [8.0, 8.0, 8.5])
     p["air_y"] = spine[:, 1] - body_b - pre - p["air_rv"]
     p["air_on"] = (tn > -0.35).astype(np.float64)
@@ -185,8 +185,8 @@ def paint_discs(img: F32, anat: Anatomy, wedges: dict[str, float]) -> None:
         b = (up.b + low.b) / 2 - 0.4
         # Cover the wedge-shaped gap of a curved spine, and a compressed endplate below.
         half = gap / 2 + 2.0 + 0.1 * b + wedges.get(low.name, 0.0)
-        disc = Part("disc", "body", (0.0, 0.0, wedges.get(low.name, 0.0) * -0.5), radii=(a, b, half),
-                    rounding=3.0)
+        centre = (0.0, 0.0, wedges.get(low.name, 0.0) * -0.5)
+        disc = Part("disc", "body", centre, radii=(a, b, half), rounding=3.0)
         g = local_grid(anat, frame, (-a - 2, -b - 2, -half - 2), (a + 2, b + 2, half + 2))
         if g is None:
             continue

@@ -26,8 +26,8 @@ class Part:
     kind: ``capsule`` (segment a–b swept by an ellipsoid of ``radii``; a == b: ellipsoid),
     ``box`` (centre a, half extents ``radii``, ``rounding``), ``stadium`` (2-D segment a–b in u/v of
     thickness ``radii[0]`` extruded about w = a[2] by ``radii[2]``), ``body`` (rounded rectangle
-    a/b half-sizes ``radii[:2]`` extruded by ``radii[2]``; ``wedge`` mm of anterior height loss at the
-    top), ``ring`` (elliptical ring: outer radii ``radii[:2]`` about ``a``, inner radii ``b[:2]``,
+    a/b half-sizes ``radii[:2]`` extruded by ``radii[2]``; ``wedge`` mm of anterior height loss at
+    the top), ``ring`` (elliptical ring: outer radii ``radii[:2]`` about ``a``, inner radii ``b[:2]``,
     half-height ``radii[2]``), ``cylinder`` (vertical elliptical hole, radii ``radii[:2]``).
     ``shear`` tilts the part's w by ``shear * (v - a[1])`` (facet joints slope down posteriorly);
     ``lean`` moves it forwards by ``lean`` mm per mm upwards (laminae lie like roof tiles);
@@ -71,7 +71,8 @@ class Part:
             grow = abs(self.shear) * max(abs(lo[1] - a[1]), abs(hi[1] - a[1]))
             lo[2], hi[2] = lo[2] - grow, hi[2] + grow
         lo, hi = lo - margin, hi + margin
-        return (float(lo[0]), float(lo[1]), float(lo[2])), (float(hi[0]), float(hi[1]), float(hi[2]))
+        return ((float(lo[0]), float(lo[1]), float(lo[2])),
+                (float(hi[0]), float(hi[1]), float(hi[2])))
 
     def sdf(self, u: Field, v: Field, w: Field) -> Field:
         if self.lean:
@@ -90,7 +91,8 @@ class Part:
         if self.kind == "ring":
             outer = sdf.ellipse_2d(u, v, self.a[:2], self.radii[:2])
             inner = sdf.ellipse_2d(u, v, self.a[:2], self.b[:2])
-            return sdf.extrude(np.maximum(outer, -inner), w, self.a[2], self.radii[2], self.rounding)
+            ring = np.maximum(outer, -inner)
+            return sdf.extrude(ring, w, self.a[2], self.radii[2], self.rounding)
         if self.kind == "cylinder":
             return sdf.ellipse_2d(u, v, self.a[:2], self.radii[:2])
         raise ValueError(f"unknown part kind {self.kind}")
