@@ -173,6 +173,24 @@ def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_disputes(args: argparse.Namespace, settings: Settings) -> int:
+    from db import disputes
+
+    if args.disputes_cmd == "refresh":
+        from spine_core.workspace import open_workspace
+
+        ws = open_workspace(settings)
+        with ws.sessions.begin() as session:
+            results = disputes.refresh_all(session, settings, actor=args.actor)
+        opened = sum(len(r.opened) for r in results)
+        still_open = sum(r.open_disputes for r in results)
+        print(f"{len(results)} studies checked: {opened} disputes opened, {still_open} open in all")
+        return 0
+    write = disputes.disputes_list_csv if args.format == "csv" else disputes.disputes_list_table
+    write(settings, sys.stdout, status=args.status)
+    return 0
+
+
 def _read_password() -> str:
     import getpass
 
@@ -253,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     us = users_sub.add_parser("set-role", help="change a user's role")
     us.add_argument("username")
     us.add_argument("role", choices=["annotator", "adjudicator", "admin", "viewer"])
+
+    p = add("disputes", _cmd_disputes, "Adjudication disputes: list them, or re-check studies.")
+    disputes_sub = p.add_subparsers(dest="disputes_cmd", required=True, metavar="ACTION")
+    dl = disputes_sub.add_parser("list", help="list disputes, most urgent first")
+    dl.add_argument("--format", choices=["table", "csv"], default="table")
+    dl.add_argument("--status", choices=["open", "decided", "all"], default="open")
+    dr = disputes_sub.add_parser("refresh",
+                                 help="re-check every read study: disputes, final labels, status")
+    dr.add_argument("--actor", default="cli", help="user name recorded in the audit log")
 
     p = add("predict", _cmd_predict,
             "Run the models on imported studies and store the predictions (resumable: studies "

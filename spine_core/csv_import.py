@@ -33,6 +33,9 @@ CSV_KINDS: dict[str, frozenset[str]] = {
 #: Order in which a dataset's CSVs are imported (labels before boxes: boxes mark levels).
 CSV_ORDER: tuple[str, ...] = ("rsna_labels", "reports", "rsna_boxes", "reader_levels", "reader_boxes")
 
+#: CSV kinds that carry readers' work (they change assignments, so disputes are re-checked).
+READER_KINDS = frozenset({"reader_boxes", "reader_levels"})
+
 #: The system account that owns a dataset's own reference boxes (e.g. RSNA's union boxes).
 DATASET_USER = "dataset"
 

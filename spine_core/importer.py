@@ -371,12 +371,30 @@ def dataset_csvs(root: Path) -> list[Path]:
 
 def _import_csvs(ws: Workspace, paths: list[Path], actor: str, report: ImportReport,
                  import_csv: Callable[..., Any]) -> None:
-    from spine_core.csv_import import CSV_ORDER, detect_csv_kind
+    from spine_core.csv_import import CSV_ORDER, READER_KINDS, detect_csv_kind
 
     kinds = sorted(((detect_csv_kind(p), p) for p in paths), key=lambda kp: CSV_ORDER.index(kp[0]))
+    readers_changed = False
     for kind, csv_path in kinds:
         with ws.sessions.begin() as session:
             outcome = import_csv(session, csv_path, actor, kind)
         report.csv_rows_imported += outcome.imported
         report.csv_rows_unchanged += outcome.unchanged
         report.problems.extend(outcome.problems)
+        readers_changed |= kind in READER_KINDS and outcome.imported > 0
+    if readers_changed:
+        _after_readers_import(ws, actor, report)
+
+
+def _after_readers_import(ws: Workspace, actor: str, report: ImportReport) -> None:
+    """Imported readers' work counts as submitted: update study status, then check disputes."""
+    from db.annotations import update_reading_status
+    from db.disputes import refresh_all
+
+    with ws.sessions.begin() as session:
+        for study_id in session.scalars(select(m.Study.id).where(m.Study.status == m.StudyStatus.new.value)):
+            update_reading_status(session, study_id)
+        results = refresh_all(session, ws.settings, actor=actor)
+    opened = sum(len(r.opened) for r in results)
+    if opened:
+        report.warnings.append(f"{opened} disputes opened for the committee")

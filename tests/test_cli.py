@@ -27,7 +27,8 @@ def _subcommands() -> list[list[str]]:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
     commands = [[name] for name in sub.choices]  # type: ignore[union-attr]
-    commands += [["users", "add"], ["users", "list"], ["users", "set-role"]]
+    commands += [["users", "add"], ["users", "list"], ["users", "set-role"],
+                 ["disputes", "list"], ["disputes", "refresh"]]
     return commands
 
 
