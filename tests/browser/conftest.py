@@ -123,7 +123,7 @@ def screenshot(page: object, name: str) -> Path:
 
 def sign_in(page: object, base_url: str, username: str, password: str) -> None:
     page.goto(base_url)  # type: ignore[attr-defined]
-    page.get_by_label("User name").fill(username)  # type: ignore[attr-defined]
-    page.get_by_label("Password").fill(password)  # type: ignore[attr-defined]
+    page.get_by_label("User name", exact=True).fill(username)  # type: ignore[attr-defined]
+    page.get_by_label("Password", exact=True).fill(password)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
     page.get_by_role("button", name="Sign out").wait_for()  # type: ignore[attr-defined]

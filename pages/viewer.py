@@ -1,0 +1,251 @@
+"""Viewer: a study's axial, sagittal and coronal slices (side by side or one large), a linked
+cursor with the HU value, window/level presets, mask overlay with per-vertebra show/hide, the
+fracture boxes this user may see, and the 3-D view of the vertebrae.
+
+Slice stepping (slider, ↑/↓ and PgUp/PgDn keys, clicks) reruns only the slices fragment; only
+the three slices on screen are rendered. The study is opened once per server process
+(``viewer_parts.load_study``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import streamlit as st
+
+from pages.common import SignedInUser, error_boundary, require_role
+from pages.viewer_parts import (
+    PLANE_TITLES,
+    PLANES,
+    StudyView,
+    box_items,
+    clicked_at,
+    cursor_at,
+    cursor_item,
+    figure_3d,
+    initial_slices,
+    level_label_items,
+    level_toggles,
+    load_study,
+    overlay_controls,
+    plane_image_png,
+    position_text,
+    reader_boxes,
+    selected_study_id,
+    shown_zoom,
+    slice_view,
+    slices_through,
+    window_controls,
+)
+from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
+from spine_core.labels import LEVEL_NAMES
+from spine_core.render import Plane, ZoomBox
+
+CASES_PAGE = "pages/cases.py"
+NO_MASK = "viewer_without_mask"  # study ids the user chose to open without their mask
+LAYOUTS = ("Side by side", "Axial", "Sagittal", "Coronal")
+PAGE_STEP = 10
+
+
+def _slice_key(plane: Plane) -> str:
+    """Session key of a plane's slice number (1-based, as the slider shows it)."""
+    return f"vw_slice_{plane.value}"
+
+
+def _index(view: StudyView, plane: Plane) -> int:
+    """The plane's current slice index (0-based), clamped to the volume."""
+    n = view.slice_count(plane)
+    number = int(st.session_state.get(_slice_key(plane), 1))
+    return min(max(number, 1), n) - 1
+
+
+def _set_index(view: StudyView, plane: Plane, index: int) -> None:
+    st.session_state[_slice_key(plane)] = min(max(int(index), 0), view.slice_count(plane) - 1) + 1
+
+
+def _reset_for(view: StudyView) -> None:
+    """Start a newly opened study at the centre of its spine, stepping the axial plane."""
+    if st.session_state.get("vw_state_for") == view.info.study_id:
+        return
+    for plane, index in initial_slices(view).items():
+        _set_index(view, plane, index)
+    st.session_state["vw_active"] = Plane.AXIAL.value
+    st.session_state["vw_state_for"] = view.info.study_id
+
+
+# --- callbacks (run before the fragment reruns) ----------------------------------------------
+
+
+def _on_click(view: StudyView, plane: Plane, zoom: ZoomBox) -> None:
+    hit = clicked_at(f"vw_view_{plane.value}", zoom)
+    if hit is None:
+        return
+    for p, index in slices_through(view, plane, _index(view, plane), hit.row, hit.col).items():
+        _set_index(view, p, index)
+    st.session_state["vw_active"] = plane.value
+
+
+def _step(view: StudyView, delta: int) -> None:
+    plane = Plane(st.session_state.get("vw_active", Plane.AXIAL.value))
+    _set_index(view, plane, _index(view, plane) + delta)
+
+
+def _activate(plane: Plane) -> None:
+    st.session_state["vw_active"] = plane.value
+
+
+# --- the slices ------------------------------------------------------------------------------
+
+
+@st.fragment
+def slices_panel(view: StudyView, user: SignedInUser) -> None:
+    """Controls and slices; everything in here reruns alone when a slice or a control changes."""
+    controls, images = st.columns([1, 4], gap="medium")
+    with controls:
+        layout = st.radio("Layout", LAYOUTS, key="vw_layout")
+        window = window_controls("vw_win")
+        zoom_on = st.toggle("Zoom to the spine", value=True, key="vw_zoom")
+        overlay = overlay_controls(view, "vw_ovl")
+        names_on = st.toggle("Level names (sagittal)", value=True, key="vw_names",
+                             disabled=view.mask is None)
+        boxes_on = st.toggle("Fracture boxes", value=True, key="vw_boxes")
+
+    planes = PLANES if layout == LAYOUTS[0] else (Plane(layout.lower()),)
+    if len(planes) == 1:
+        st.session_state["vw_active"] = planes[0].value
+    active = Plane(st.session_state.get("vw_active", Plane.AXIAL.value))
+    slices = {p: _index(view, p) for p in PLANES}
+    cursor = cursor_at(view, slices)
+    boxes = reader_boxes(view.info.study_id, user) if boxes_on else []
+
+    with images:
+        bar = st.container(horizontal=True, vertical_alignment="center")
+        bar.button("▲", key="vw_up", shortcut="Up", help="Next slice (↑)",
+                   on_click=_step, args=(view, 1))
+        bar.button("▼", key="vw_down", shortcut="Down", help="Previous slice (↓)",
+                   on_click=_step, args=(view, -1))
+        bar.button("+10", key="vw_pgup", shortcut="PageUp", help="10 slices on (PgUp)",
+                   on_click=_step, args=(view, PAGE_STEP))
+        bar.button("−10", key="vw_pgdn", shortcut="PageDown", help="10 slices back (PgDn)",
+                   on_click=_step, args=(view, -PAGE_STEP))
+        bar.caption(f"Keys step the **{PLANE_TITLES[active].lower()}** plane. Click a point to "
+                    "move the other planes there.")
+        columns = st.columns(len(planes), gap="small")
+        for column, plane in zip(columns, planes):
+            with column:
+                _plane(view, plane, slices[plane], window, overlay, zoom_on, names_on, boxes,
+                       cursor, max_vh=60.0 if len(planes) > 1 else 78.0)
+        level_toggles(view, "vw_ovl")
+        value = "—" if cursor.value is None else f"{cursor.value:.0f} HU"
+        x, y, z = cursor.lps
+        st.markdown(f"**Cursor** {value} · LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm · voxel "
+                    f"{cursor.voxel}", help="Slice (a0), row (a1), column (a2) of the stored "
+                    "volume; LPS: +x patient left, +y posterior, +z superior.")
+
+
+def _plane(view: StudyView, plane: Plane, index: int, window: object, overlay: object,
+           zoom_on: bool, names_on: bool, boxes: list, cursor: object, *, max_vh: float) -> None:
+    zoom = shown_zoom(view, plane, zoom_on)
+    png = plane_image_png(view, plane, index, window, overlay, zoom)  # type: ignore[arg-type]
+    labels = []
+    if plane is Plane.SAGITTAL and names_on and overlay is not None:
+        labels = level_label_items(view, plane, index, zoom, overlay.visible)  # type: ignore[attr-defined]
+    slice_view(
+        png, key=f"vw_view_{plane.value}", plane=plane, index=index, zoom=zoom,
+        edges=view.geometry.edges(plane), header=position_text(view, plane, index),
+        labels=labels, boxes=box_items(view, boxes, plane, index, zoom),
+        cursor=cursor_item(cursor, plane, zoom), max_vh=max_vh,  # type: ignore[arg-type]
+        on_click=functools.partial(_on_click, view, plane, zoom),
+    )
+    st.slider(f"{PLANE_TITLES[plane]} slice", 1, view.slice_count(plane), key=_slice_key(plane),
+              label_visibility="collapsed", on_change=_activate, args=(plane,))
+
+
+# --- 3-D --------------------------------------------------------------------------------------
+
+
+def panel_3d(view: StudyView, user: SignedInUser) -> None:
+    if view.mask is None:
+        st.info("The 3-D view draws the vertebra mask, and this study is shown without one.")
+        return
+    bar = st.container(horizontal=True, vertical_alignment="center")
+    boxes_on = bar.toggle("Fracture boxes", value=True, key="vw_3d_boxes")
+    bar.caption("Drag to rotate, scroll to zoom; click a name in the plot's legend to hide it. "
+                "Seen from the front: the patient's right is on your left.")
+    ids = level_toggles(view, "vw_ovl")
+    boxes = reader_boxes(view.info.study_id, user) if boxes_on else []
+    st.plotly_chart(figure_3d(view, boxes, ids), key="vw_3d", config={"displaylogo": False})
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def _open(study_id: int) -> StudyView | None:
+    """The study, or None after explaining what is wrong and offering a way forward."""
+    without_mask: set[int] = st.session_state.setdefault(NO_MASK, set())
+    try:
+        return load_study(study_id, with_mask=study_id not in without_mask)
+    except NotFound as exc:
+        st.warning(str(exc))
+    except SourceChangedError as exc:
+        st.error(f"This study cannot be opened: {exc}.")
+        st.info("Its files were moved, deleted or changed after import. Restore them, or ask an "
+                "administrator to re-import the study's folder (`spine import FOLDER`); saved "
+                "annotations are kept.")
+    except MaskError as exc:
+        st.error(f"The vertebra mask of this study cannot be shown: {exc}.")
+        if st.button("Open without mask", type="primary", key="vw_without_mask"):
+            without_mask.add(study_id)
+            st.rerun()
+    except (CacheError, DicomError) as exc:
+        st.error(f"The images of this study cannot be read: {exc}.")
+        st.info("Try again; if it persists, ask an administrator to re-import the study.")
+    st.page_link(CASES_PAGE, label="Back to the case list", icon="↩")
+    return None
+
+
+def _header(view: StudyView) -> None:
+    info = view.info
+    st.subheader(f"Study {info.study_uid}")
+    report = ("no report" if info.report_fractured is None else
+              "report: no fracture" if not info.report_fractured else
+              "report: fracture " + ", ".join(info.report_fractured))
+    if view.mask is not None:
+        mask = f"mask {LEVEL_NAMES[view.levels[0]]}–{LEVEL_NAMES[view.levels[-1]]}" \
+            if view.levels else "mask (no level)"
+    else:
+        mask = "no mask" if info.mask_id is None else "opened without mask"
+    st.caption(" · ".join(x for x in (info.dataset.upper(), info.patient_id, info.description,
+                                      f"{info.n_slices} slices", report, mask) if x))
+    if info.warnings:
+        with st.expander(f"{len(info.warnings)} import warning(s)"):
+            for w in info.warnings:
+                st.write(w)
+
+
+def main(user: SignedInUser) -> None:
+    study_id = selected_study_id()
+    if study_id is None:
+        st.info("Choose a study in the case list to open it here.")
+        st.page_link(CASES_PAGE, label="Go to the case list", icon="📋")
+        return
+    view = _open(study_id)
+    if view is None:
+        return
+    _reset_for(view)
+    _header(view)
+    if study_id in st.session_state.get(NO_MASK, set()) and view.info.mask_id is not None:
+        if st.button("Try the mask again", key="vw_retry_mask"):
+            st.session_state[NO_MASK].discard(study_id)
+            st.rerun()
+    mode = st.segmented_control("View", ["Slices", "3D"], default="Slices", key="vw_mode",
+                                label_visibility="collapsed")
+    if mode == "3D":
+        panel_3d(view, user)
+    else:
+        slices_panel(view, user)
+
+
+signed_in = require_role()
+with error_boundary("The viewer"):
+    main(signed_in)
