@@ -201,9 +201,6 @@ def generate_study(
 
     study_uid = uid_from_seed("spinereview-phantom-study", seed)
     series_uid = uid_from_seed("spinereview-phantom-series", seed)
-    vol = Volume(image, anat.affine.copy(), {"series_uid": series_uid, "seed": seed})
-    lab_vol = vol.with_array(labels, kind="labels")
-
     boxes: list[Box] = []
     for f in found:
         boxes += _boxes(f, labels, LEVEL_IDS[f.level])
@@ -219,6 +216,9 @@ def generate_study(
     n = shape[0]
     numbers = tuple((n - k) if superior_first else (k + 1) for k in range(n))
     axcodes = NIFTI_AXCODES[int(r_meta.integers(len(NIFTI_AXCODES)))]
+    vol = Volume(image, anat.affine.copy(), {"study_uid": study_uid, "series_uid": series_uid,
+                                             "seed": int(seed), "instance_numbers": numbers})
+    lab_vol = vol.with_array(labels, kind="labels")
     reported = {f.level: f.kind for f in fractures if f.reported}
     centroids = _centroids(labels, vol, regions)
     reader_boxes, calls = simulate_readers(r_read, boxes, labels, n_readers, present=centroids)
