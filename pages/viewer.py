@@ -18,6 +18,7 @@ from pages.viewer_parts import (
     PLANE_TITLES,
     PLANES,
     StudyView,
+    back_to_cases_button,
     box_items,
     clicked_at,
     cursor_at,
@@ -35,13 +36,13 @@ from pages.viewer_parts import (
     shown_zoom,
     slice_view,
     slices_through,
+    view_is_current,
     window_controls,
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
 from spine_core.labels import LEVEL_NAMES
 from spine_core.render import Plane, ZoomBox
 
-CASES_PAGE = "pages/cases.py"
 NO_MASK = "viewer_without_mask"  # study ids the user chose to open without their mask
 LAYOUTS = ("Side by side", "Axial", "Sagittal", "Coronal")
 PAGE_STEP = 10
@@ -100,6 +101,8 @@ def _activate(plane: Plane) -> None:
 @st.fragment
 def slices_panel(view: StudyView, user: SignedInUser) -> None:
     """Controls and slices; everything in here reruns alone when a slice or a control changes."""
+    if not view_is_current(view):  # its cache files changed since the page opened it
+        st.rerun(scope="app")
     controls, images = st.columns([1, 4], gap="medium")
     with controls:
         layout = st.radio("Layout", LAYOUTS, key="vw_layout")
@@ -200,7 +203,7 @@ def _open(study_id: int) -> StudyView | None:
     except (CacheError, DicomError) as exc:
         st.error(f"The images of this study cannot be read: {exc}.")
         st.info("Try again; if it persists, ask an administrator to re-import the study.")
-    st.page_link(CASES_PAGE, label="Back to the case list", icon="↩")
+    back_to_cases_button()
     return None
 
 
@@ -227,7 +230,7 @@ def main(user: SignedInUser) -> None:
     study_id = selected_study_id()
     if study_id is None:
         st.info("Choose a study in the case list to open it here.")
-        st.page_link(CASES_PAGE, label="Go to the case list", icon="📋")
+        back_to_cases_button("Go to the case list")
         return
     view = _open(study_id)
     if view is None:

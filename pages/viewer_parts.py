@@ -174,6 +174,14 @@ def _file_stamps(*volumes: Volume | None) -> tuple[tuple[str, int, int, int], ..
     return tuple(stamps)
 
 
+def view_is_current(view: StudyView) -> bool:
+    """False when a memory-mapped cache file behind ``view`` was replaced or cut short.
+
+    Reading such a map would crash the server process (SIGBUS); reopen with :func:`load_study`.
+    """
+    return _stamps_valid(view)
+
+
 def _stamps_valid(view: StudyView) -> bool:
     for name, size, mtime, ino in view._stamps:
         try:
@@ -254,6 +262,12 @@ def open_in_page(study_id: int, page: str = "pages/viewer.py") -> None:
     """Open a study in the viewer (or another page that reads ``viewer_study_id``)."""
     st.session_state["viewer_study_id"] = int(study_id)
     st.switch_page(page)
+
+
+def back_to_cases_button(label: str = "Back to the case list", key: str = "back_to_cases") -> None:
+    """A button that returns to the case browser."""
+    if st.button(label, key=key, icon=":material/arrow_back:"):
+        st.switch_page("pages/cases.py")
 
 
 def selected_study_id() -> int | None:
