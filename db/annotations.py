@@ -195,7 +195,7 @@ def submit(session: Session, actor: m.User, study_id: int) -> None:
     assignment.status = m.AssignmentStatus.submitted.value
     assignment.submitted_at = dt.datetime.now(dt.timezone.utc)
     record(session, actor.username, "submit", "assignment", str(assignment.id))
-    _update_study_reading_status(session, study_id)
+    update_reading_status(session, study_id)
 
 
 def reopen(session: Session, actor: m.User, study_id: int) -> None:
@@ -228,7 +228,8 @@ def _lock_study(session: Session, study_id: int) -> m.Study:
     return study
 
 
-def _update_study_reading_status(session: Session, study_id: int) -> None:
+def update_reading_status(session: Session, study_id: int) -> None:
+    """Mark a study read once every assigned reader has submitted it."""
     statuses = session.scalars(
         select(m.Assignment.status).where(m.Assignment.study_id == study_id)
     ).all()
@@ -564,3 +565,67 @@ def active_annotators(session: Session) -> list[m.User]:
         select(m.User).where(m.User.role == m.Role.annotator.value, m.User.active.is_(True))
         .order_by(m.User.username)
     ))
+
+
+@dataclass(frozen=True)
+class AgreementInputs:
+    """What the agreement statistics need, per StudyInstanceUID, as ``viewer`` may see it.
+
+    ``calls[uid][reader][level]``; ``boxes[uid]`` (core boxes with reader names, dataset boxes
+    excluded); ``final[uid][level]`` the final labels (``spine_core.exporter.final_labels``);
+    ``study_ids[uid]`` the database id.
+    """
+
+    calls: dict[str, dict[str, dict[str, str]]]
+    boxes: dict[str, list[CoreBox]]
+    final: dict[str, dict[str, bool]]
+    study_ids: dict[str, int]
+
+
+def agreement_inputs(
+    session: Session, viewer: m.User, *, submitted_only: bool = True,
+    unmarked_as_not_fractured: bool = True,
+) -> AgreementInputs:
+    """Readers' calls, boxes and the final labels of every study with readers' work.
+
+    ``submitted_only``: only readers who submitted the study (work in progress is incomplete).
+    ``unmarked_as_not_fractured``: a reader who submitted without marking a level is taken to
+    call it not fractured, on the cervical levels and every level another reader of the study
+    marked (the adjudication rule); otherwise unmarked levels are missing ratings.
+    Blinded like :func:`visible_calls_by_study` (an annotator sees only their own work).
+    """
+    from spine_core.exporter import final_labels
+    from spine_core.labels import CERVICAL
+
+    stmt = (
+        select(m.Study.study_uid, m.Study.id, m.User.username, m.Assignment.status)
+        .join(m.Study, m.Study.id == m.Assignment.study_id)
+        .join(m.User, m.User.id == m.Assignment.reader_id)
+        .order_by(m.Study.study_uid, m.User.username)
+    )
+    if submitted_only:
+        stmt = stmt.where(m.Assignment.status == m.AssignmentStatus.submitted.value)
+    if viewer.role == m.Role.annotator.value:
+        stmt = stmt.where(m.Assignment.reader_id == viewer.id)
+    elif viewer.role not in READ_ALL_ROLES:
+        return AgreementInputs({}, {}, {}, {})
+    readers: dict[str, set[str]] = {}
+    study_ids: dict[str, int] = {}
+    for uid, study_id, username, _status in session.execute(stmt):
+        readers.setdefault(uid, set()).add(username)
+        study_ids[uid] = int(study_id)
+    explicit = visible_calls_by_study(session, viewer, study_ids.values())
+    calls: dict[str, dict[str, dict[str, str]]] = {}
+    boxes: dict[str, list[CoreBox]] = {}
+    final: dict[str, dict[str, bool]] = {}
+    for uid, names in readers.items():
+        own = {r: c for r, c in explicit.get(uid, {}).items() if r in names}
+        if unmarked_as_not_fractured:
+            scope = set(CERVICAL).union(*(set(c) for c in own.values()))
+            own = {r: {lvl: own.get(r, {}).get(lvl, m.LevelCall.not_fractured.value)
+                       for lvl in scope} for r in names}
+        calls[uid] = own
+        boxes[uid] = [b for b in visible_core_boxes(session, viewer, study_ids[uid])
+                      if b.reader in names]
+        final[uid] = final_labels(session, study_ids[uid])
+    return AgreementInputs(calls, boxes, final, study_ids)

@@ -342,12 +342,17 @@ def consensus_overlays(
     colours: Mapping[str, RGB] | None = None,
     *,
     labels: bool = True,
+    reader_labels: bool = True,
+    union_margin: float = 2.0,
+    thickness: tuple[int, int] = (1, 2),
 ) -> list[BoxOverlay]:
     """Overlays for one stored slice: each reader's boxes in the reader's colour (thin), then
     the union boxes in :data:`UNION_COLOUR` (thick) on top, all in full display pixels.
 
-    A union outline is drawn 2 display pixels outside its true edges, so it stays visible over a
-    member box of the same extent (a lone box is its own union).
+    A union outline is drawn ``union_margin`` display pixels outside its true edges, so it stays
+    visible over a member box of the same extent (a lone box is its own union). ``thickness``:
+    (reader boxes, union boxes) in pixels; ``reader_labels=False`` leaves the readers' names out
+    (a legend gives them) while the unions keep theirs.
     """
     mine = [b for b in boxes if int(b.slice_index) == int(slice_index)]
     palette = dict(colours) if colours is not None else reader_colours(str(b.reader) for b in mine)
@@ -356,12 +361,41 @@ def consensus_overlays(
         d = geometry.box_to_display(SourceBox(b.slice_index, b.x, b.y, b.width, b.height))
         colour = palette.get(str(b.reader), READER_PALETTE[0])
         out.append(BoxOverlay.from_display_box(
-            d, colour=colour, label=str(b.reader) if labels else "", thickness=1))
+            d, colour=colour, label=str(b.reader) if labels and reader_labels else "",
+            thickness=thickness[0]))
     for u in unions:
         if int(u.slice_index) != int(slice_index):
             continue
         d = geometry.box_to_display(SourceBox(u.slice_index, u.x, u.y, u.width, u.height))
         text = f"union ({u.n_readers})" + (f" {u.level}" if u.level else "")
-        out.append(BoxOverlay(d.row0 - 2, d.col0 - 2, d.row1 + 2, d.col1 + 2,
-                              colour=UNION_COLOUR, label=text if labels else "", thickness=2))
+        g = float(union_margin)
+        out.append(BoxOverlay(d.row0 - g, d.col0 - g, d.row1 + g, d.col1 + g,
+                              colour=UNION_COLOUR, label=text if labels else "",
+                              thickness=thickness[1]))
     return out
+
+
+def draw_overlays(
+    rgb: npt.NDArray[np.uint8],
+    overlays: Sequence[BoxOverlay],
+    *,
+    scale: int = 1,
+    origin: tuple[float, float] = (0.0, 0.0),
+    font_size: int = 13,
+) -> npt.NDArray[np.uint8]:
+    """``rgb`` (a crop whose top-left pixel is display pixel ``origin``) enlarged ``scale`` times
+    (nearest neighbour) with the overlays drawn at screen resolution: outlines stay thin and
+    labels readable however small the crop. Returns a new image."""
+    from spine_core.render import draw_rect, draw_texts
+
+    k = max(1, int(scale))
+    big = np.repeat(np.repeat(np.asarray(rgb, dtype=np.uint8), k, axis=0), k, axis=1)
+    texts: list[tuple[float, float, str, RGB, str]] = []
+    r_off, c_off = origin
+    for o in overlays:
+        r0, c0 = (o.row0 - r_off) * k, (o.col0 - c_off) * k
+        r1, c1 = (o.row1 - r_off) * k, (o.col1 - c_off) * k
+        draw_rect(big, r0, c0, r1, c1, o.colour, o.thickness)
+        if o.label:
+            texts.append((r0 - 3, c0, o.label, o.colour, "ld"))
+    return draw_texts(big, texts, size=font_size)

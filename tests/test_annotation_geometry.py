@@ -17,6 +17,7 @@ from spine_core.annotation_geometry import (
     clip_to_image,
     consensus_overlays,
     display_index_of,
+    draw_overlays,
     fit_canvas,
     label_box_id,
     level_areas,
@@ -183,3 +184,16 @@ def test_consensus_overlays_colour_each_reader_and_the_union() -> None:
     union = overlays[-1]
     assert (union.row0, union.col0, union.row1, union.col1) == (8, 8, 24, 27)  # 2 px outset
     assert union.label == "union (2) C5"
+
+
+def test_draw_overlays_enlarges_the_crop_and_keeps_outlines_thin() -> None:
+    from spine_core.render import BoxOverlay
+
+    rgb = np.zeros((10, 20, 3), dtype=np.uint8)
+    out = draw_overlays(rgb, [BoxOverlay(12, 22, 14, 26, colour=(255, 0, 0), thickness=1)],
+                        scale=4, origin=(10, 20))
+    assert out.shape == (40, 80, 3)
+    red = np.all(out == (255, 0, 0), axis=2)
+    # display rows 12..14, cols 22..26 of a crop starting at (10, 20): screen rows 8..16, cols 8..24
+    assert red[8, 8:24].all() and red[15, 8:24].all() and red[8:16, 8].all() and red[8:16, 23].all()
+    assert not red[9:15, 9:23].any() and red.sum() == 2 * 16 + 2 * 6
