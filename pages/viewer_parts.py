@@ -342,17 +342,28 @@ def reader_boxes(study_id: int, user: SignedInUser) -> list[ShownBox]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Default of ``mask`` in :func:`plane_image`: the study's own (dataset) mask.
+STUDY_MASK: Any = object()
+
+
 def plane_image(view: StudyView, plane: Plane, index: int, window: Window,
-                overlay: OverlayStyle | None, zoom: ZoomBox | None = None) -> npt.NDArray[np.uint8]:
-    """RGB pixels of one slice (mask blended in when ``overlay`` is given), cropped to ``zoom``."""
-    return render_slice(view.image, view.mask, plane, index, window, overlay=overlay,
+                overlay: OverlayStyle | None, zoom: ZoomBox | None = None, *,
+                mask: Volume | None = STUDY_MASK) -> npt.NDArray[np.uint8]:
+    """RGB pixels of one slice cropped to ``zoom``, a mask blended in when ``overlay`` is given.
+
+    ``mask`` defaults to the study's mask; pass another on the same grid (a model's prediction)
+    or None for the bare image.
+    """
+    shown = view.mask if mask is STUDY_MASK else mask
+    return render_slice(view.image, shown, plane, index, window, overlay=overlay,
                         zoom=zoom, geometry=view.geometry)
 
 
 def plane_image_png(view: StudyView, plane: Plane, index: int, window: Window,
-                    overlay: OverlayStyle | None, zoom: ZoomBox | None = None) -> bytes:
+                    overlay: OverlayStyle | None, zoom: ZoomBox | None = None, *,
+                    mask: Volume | None = STUDY_MASK) -> bytes:
     """:func:`plane_image` as PNG bytes (fast zlib level 1)."""
-    return encode_png(plane_image(view, plane, index, window, overlay, zoom))
+    return encode_png(plane_image(view, plane, index, window, overlay, zoom, mask=mask))
 
 
 def shown_zoom(view: StudyView, plane: Plane, zoom_to_spine: bool) -> ZoomBox:
@@ -364,11 +375,13 @@ def shown_zoom(view: StudyView, plane: Plane, zoom_to_spine: bool) -> ZoomBox:
 
 
 def level_label_items(view: StudyView, plane: Plane, index: int, zoom: ZoomBox,
-                      visible: Iterable[int] | None = None) -> list[dict[str, Any]]:
+                      visible: Iterable[int] | None = None, *,
+                      mask: Volume | None = STUDY_MASK) -> list[dict[str, Any]]:
     """Level names beside each level of the slice, as :func:`slice_view` label items."""
-    if view.mask is None:
+    shown = view.mask if mask is STUDY_MASK else mask
+    if shown is None:
         return []
-    labels = plane_pixels(view.mask.array, view.geometry, plane, index, zoom=zoom)
+    labels = plane_pixels(shown.array, view.geometry, plane, index, zoom=zoom)
     keep = None if visible is None else set(visible)
     h, w = zoom.shape
     return [

@@ -369,6 +369,81 @@ def test_3d_view_has_a_named_mesh_per_vertebra_and_boxes(env: Scene) -> None:
         len(v) for v in _box_slices(env, env.boxed).values())
 
 
+# --- demonstration ------------------------------------------------------------------------------
+
+
+def test_demonstration_is_for_admins_adjudicators_and_viewers(env: Scene) -> None:
+    at = run_page("pages/demo.py", env.users["reader1"])
+    assert any("for admin, viewer, adjudicator users" in e.value for e in at.error)
+    assert not at.get("bidi_component")
+
+
+def test_demonstration_without_a_prediction_shows_the_truth_and_says_so(env: Scene) -> None:
+    at = run_page("pages/demo.py", env.users["viewer"], viewer_study_id=env.spare)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="demo_study").value == env.spare
+    assert any("No prediction yet" in i.value for i in at.info)
+    views = {json.loads(el.proto.json)["plane"]: el for el in at.get("bidi_component")}
+    assert set(views) == {"sagittal"}  # both large views show the sagittal plane
+    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
+    assert truth["labels"] and not model["labels"]  # truth mask named, no predicted mask
+    assert not np.array_equal(png_pixels(truth), png_pixels(model))  # mask colours vs bare CT
+    rows = at.dataframe[0].value
+    assert list(rows["Level"])[:7] == [f"C{i}" for i in range(1, 8)]
+    assert set(rows["Model"]) == {"—"}
+    assert set(rows["Report"]) <= {"fractured", "intact", "—"}
+
+
+def _add_prediction(scene: Scene, study_id: int, folder: Path) -> dict[str, Any]:
+    """A stored model run: C2 segmented, C2 likely fractured, one box on C2's middle slice."""
+    from spine_core.studies import open_image, open_mask
+
+    ws = open_workspace(scene.settings)
+    with unit_of_work(ws.sessions) as s:
+        series = s.scalars(select(m.Series).where(m.Series.study_id == study_id)).one()
+        image = open_image(ws, series)
+        mask = open_mask(ws, series, image)
+        assert mask is not None
+        c2 = np.asarray(mask.array) == 2
+        k = int(np.flatnonzero(c2.any(axis=(1, 2))).mean())
+        rows, cols = np.flatnonzero(c2[k].any(axis=1)), np.flatnonzero(c2[k].any(axis=0))
+        box = {"slice_index": k, "x": float(cols[0]), "y": float(rows[0]),
+               "width": float(cols[-1] - cols[0] + 1), "height": float(rows[-1] - rows[0] + 1),
+               "score": 0.88, "level": "C2"}
+        path = folder / "predicted.nii.gz"
+        save_nifti(image.with_array(np.where(c2, 2, 0).astype(np.uint8)), path)
+        version = m.ModelVersion(name="demo-net", version="1.0")
+        s.add(version)
+        s.flush()
+        s.add(m.Prediction(study_id=study_id, model_version_id=version.id,
+                           patient_probability=0.93, level_probabilities={"C2": 0.91, "C5": 0.12},
+                           boxes=[box], mask_path=str(path)))
+    return box
+
+
+def test_demonstration_shows_the_prediction_beside_the_truth(
+        env: Scene, tmp_path: Path) -> None:
+    box = _add_prediction(env, env.boxed, tmp_path)
+    at = run_page("pages/demo.py", env.users["adjudicator1"], viewer_study_id=env.boxed)
+    assert not at.exception, at.exception
+    assert not at.info and not at.warning
+    assert any("demo-net 1.0" in md.value for md in at.markdown)
+    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
+    assert [lab["text"] for lab in model["labels"]] == ["C2"]  # the predicted mask, named
+    assert len(truth["labels"]) > 1
+    rows = at.dataframe[0].value.set_index("Level")
+    assert rows.loc["C2", "Model"] == "0.91" and rows.loc["C5", "Model"] == "0.12"
+    assert rows.loc["C3", "Model"] == "—"
+    assert any(mt.value == "0.93" for mt in at.metric)
+
+    at.button_group(key="demo_plane").set_value(Plane.AXIAL).run()
+    at.slider(key=f"demo_slice_{env.boxed}_axial").set_value(box["slice_index"] + 1).run()
+    assert not at.exception, at.exception
+    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
+    assert [b["label"] for b in model["boxes"]] == ["C2 0.88"]
+    assert not truth["labels"] and not model["labels"]  # names only in the sagittal plane
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,255 @@
+"""Demonstration (read-only): large slices with the dataset's truth beside the model's prediction,
+and per level what the report, the final label and the model say.
+
+Nothing here writes. A study without a prediction shows its truth and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from db import models as m
+from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.viewer_parts import (
+    PLANE_TITLES,
+    ShownBox,
+    StudyView,
+    box_items,
+    initial_slices,
+    level_label_items,
+    load_study,
+    plane_image_png,
+    position_text,
+    selected_study_id,
+    shown_zoom,
+    slice_view,
+    window_controls,
+)
+from spine_core.errors import MaskError, SpineError
+from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS, LEVEL_NAMES
+from spine_core.render import OverlayStyle, Plane, SourceBox
+from spine_core.volume import Volume
+
+TRUTH_COLOUR = (255, 215, 0)
+MODEL_COLOUR = (255, 64, 160)
+PLANE_CHOICES = (Plane.SAGITTAL, Plane.AXIAL, Plane.CORONAL)
+MAX_STUDIES = 500
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """The latest prediction of a study, as plain values."""
+
+    prediction_id: int
+    model: str
+    patient_probability: float | None
+    level_probabilities: dict[str, float]
+    boxes: tuple[ShownBox, ...]
+    mask_path: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Truth:
+    report: dict[str, bool]
+    final: dict[str, bool]
+    patient_overall: bool | None
+    boxes: tuple[ShownBox, ...]
+
+
+def _studies() -> dict[int, str]:
+    """Studies with images to choose from (by UID, at most MAX_STUDIES)."""
+    from db.catalogue import list_cases
+
+    with workspace().sessions() as session:
+        page = list_cases(session, sort="study_uid", descending=False, page_size=MAX_STUDIES)
+    return {r.study_id: f"{r.study_uid} · {r.dataset} · {r.report_summary}" for r in page.rows
+            if r.n_slices > 0}
+
+
+def _box(raw: dict[str, Any], label: str, colour: tuple[int, int, int]) -> ShownBox | None:
+    try:
+        source = SourceBox(int(raw["slice_index"]), float(raw["x"]), float(raw["y"]),
+                           float(raw.get("width", raw.get("w", 0))),
+                           float(raw.get("height", raw.get("h", 0))))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ShownBox(source, colour, label) if source.width > 0 and source.height > 0 else None
+
+
+def model_result(study_id: int) -> ModelResult | None:
+    """The study's latest prediction, or None when no model has run on it yet."""
+    from db.predictions import latest_prediction
+
+    with workspace().sessions() as session:
+        row = latest_prediction(session, study_id)
+        if row is None:
+            return None
+        version = session.get(m.ModelVersion, row.model_version_id)
+        boxes = []
+        for raw in row.boxes or []:
+            score = raw.get("score")
+            label = " ".join(x for x in (str(raw.get("level") or ""),
+                                         f"{float(score):.2f}" if score is not None else "") if x)
+            box = _box(raw, label or "model", MODEL_COLOUR)
+            if box is not None:
+                boxes.append(box)
+        return ModelResult(
+            row.id, f"{version.name} {version.version}" if version else "model",
+            row.patient_probability,
+            {str(k): float(v) for k, v in (row.level_probabilities or {}).items()},
+            tuple(boxes), row.mask_path or "", row.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+        )
+
+
+def truth_of(study_id: int, user: SignedInUser) -> Truth:
+    """Report labels, final labels, and the dataset's boxes where this user may see them."""
+    from db.adjudication_inputs import report_labels
+    from db.annotations import visible_boxes
+    from db.disputes import final_labels_of
+    from sqlalchemy import select
+
+    with workspace().sessions() as session:
+        actor = session.get(m.User, user.id)
+        rows = visible_boxes(session, actor, study_id, include_dataset=True) if actor else []
+        boxes = [b for b in (_box({"slice_index": r.slice_index, "x": r.x, "y": r.y,
+                                   "width": r.width, "height": r.height},
+                                  f"truth {r.level or ''}".strip(), TRUTH_COLOUR)
+                             for r in rows if r.source == "dataset") if b is not None]
+        report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
+        return Truth(report_labels(session, study_id), final_labels_of(session, study_id),
+                     report.patient_overall if report is not None else None, tuple(boxes))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the predicted mask…")
+def _predicted_mask(prediction_id: int, series_id: int, stamp: tuple[int, int],
+                    _view: StudyView, path: str) -> Volume:
+    """The prediction's mask on the image grid (canonical ids), cached per prediction and file."""
+    import numpy as np
+
+    from spine_core.io.masks import load_aligned_mask
+    from spine_core.labels import VOCABULARIES
+
+    del prediction_id, series_id, stamp  # the cache key
+    aligned = load_aligned_mask(path, _view.image, vocabulary=VOCABULARIES["canonical"])
+    return _view.image.with_array(np.asarray(aligned.array, dtype=np.uint8), kind="mask")
+
+
+def predicted_mask(view: StudyView, result: ModelResult | None) -> tuple[Volume | None, str]:
+    """(mask, problem): the predicted mask if there is one and it can be shown."""
+    if result is None or not result.mask_path:
+        return None, ""
+    path = Path(result.mask_path)
+    if not path.is_file():
+        return None, f"the predicted mask file {path} is missing"
+    stat = path.stat()
+    try:
+        mask = _predicted_mask(result.prediction_id, view.info.series_id,
+                               (stat.st_size, stat.st_mtime_ns), view, str(path))
+    except SpineError as exc:
+        return None, str(exc)
+    return mask, ""
+
+
+def _fmt(value: bool | None) -> str:
+    return "—" if value is None else ("fractured" if value else "intact")
+
+
+def level_table(view: StudyView, truth: Truth, result: ModelResult | None) -> list[dict[str, str]]:
+    """One row per level: the report, the final label and the model's probability."""
+    names = set(truth.report) | set(truth.final) | set(view.info.mask_levels)
+    if result is not None:
+        names |= set(result.level_probabilities)
+    rank = {LEVEL_NAMES[lid]: i for i, lid in enumerate(CRANIOCAUDAL_ORDER)}
+    rows = []
+    for name in sorted((n for n in names if n in LEVEL_IDS), key=rank.__getitem__):
+        p = result.level_probabilities.get(name) if result is not None else None
+        rows.append({"Level": name, "Report": _fmt(truth.report.get(name)),
+                     "Final label": _fmt(truth.final.get(name)),
+                     "Model": "—" if p is None else f"{p:.2f}"})
+    return rows
+
+
+@st.fragment
+def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
+                 model_mask: Volume | None) -> None:
+    """The chosen plane twice, large: truth on the left, the model on the right."""
+    c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
+    plane = c1.segmented_control("Plane", PLANE_CHOICES, default=Plane.SAGITTAL,
+                                 format_func=PLANE_TITLES.get, key="demo_plane") or Plane.SAGITTAL
+    window = window_controls("demo_win", container=c2)
+    n = view.slice_count(plane)
+    key = f"demo_slice_{view.info.study_id}_{plane.value}"
+    if key not in st.session_state:
+        st.session_state[key] = initial_slices(view)[plane] + 1
+    index = c3.slider(f"{PLANE_TITLES[plane]} slice", 1, n, key=key) - 1
+    zoom = shown_zoom(view, plane, True)
+    overlay = OverlayStyle(opacity=0.4)
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.markdown("**Truth** · the dataset's mask" + (" and boxes" if truth.boxes else ""))
+        names = level_label_items(view, plane, index, zoom) if plane is Plane.SAGITTAL else []
+        slice_view(plane_image_png(view, plane, index, window, overlay, zoom), key="demo_truth",
+                   plane=plane, index=index, zoom=zoom, edges=view.geometry.edges(plane),
+                   header=position_text(view, plane, index), labels=names,
+                   boxes=box_items(view, list(truth.boxes), plane, index, zoom), max_vh=72.0)
+    with right:
+        if result is None:
+            st.markdown("**Model** · no prediction yet")
+        else:
+            st.markdown(f"**Model** · {result.model} · {result.created_at}")
+        names = (level_label_items(view, plane, index, zoom, mask=model_mask)
+                 if plane is Plane.SAGITTAL and model_mask is not None else [])
+        png = plane_image_png(view, plane, index, window, overlay if model_mask is not None else None,
+                              zoom, mask=model_mask)
+        slice_view(png, key="demo_model", plane=plane, index=index, zoom=zoom,
+                   edges=view.geometry.edges(plane), header=position_text(view, plane, index),
+                   labels=names, max_vh=72.0,
+                   boxes=box_items(view, list(result.boxes), plane, index, zoom) if result else [])
+
+
+def main(user: SignedInUser) -> None:
+    st.title("Demonstration")
+    st.caption("Read-only. The dataset's truth beside the model's prediction.")
+    studies = _studies()
+    if not studies:
+        st.info("No study with images yet: import a dataset first.")
+        return
+    chosen = selected_study_id()
+    ids = list(studies)
+    study_id = st.selectbox("Study", ids, index=ids.index(chosen) if chosen in studies else 0,
+                            format_func=studies.get, key="demo_study")
+    try:
+        view = load_study(study_id)
+    except MaskError as exc:
+        st.warning(f"The dataset's mask cannot be shown ({exc}); showing the images alone.")
+        view = load_study(study_id, with_mask=False)
+    truth = truth_of(study_id, user)
+    result = model_result(study_id)
+    model_mask, problem = predicted_mask(view, result)
+    if result is None:
+        st.info("No prediction yet for this study: the truth is shown alone. A model run "
+                "(Models page, or `spine predict`) adds its prediction here.")
+    elif problem:
+        st.warning(f"The predicted mask cannot be shown: {problem}.")
+    side_by_side(view, truth, result, model_mask)
+
+    t1, t2 = st.columns([3, 2])
+    with t1:
+        st.dataframe(level_table(view, truth, result), hide_index=True, width="stretch")
+    with t2:
+        final_any = any(truth.final.values()) if truth.final else None
+        st.metric("Report, whole study", _fmt(truth.patient_overall))
+        st.metric("Final label, whole study", _fmt(final_any))
+        p = result.patient_probability if result is not None else None
+        st.metric("Model, whole study", "no prediction yet" if result is None else
+                  ("—" if p is None else f"{p:.2f}"))
+
+
+signed_in = require_role("admin", "viewer", "adjudicator")
+with error_boundary("The demonstration"):
+    main(signed_in)
