@@ -1,44 +1,75 @@
 """Model predictions: run a predictor on a study and store the result whole, or not at all.
 
-The predicted mask is written to a file first (atomically), then the database row in one
-transaction; a failure at any point leaves no row, so no half-written prediction is ever shown.
+The predictor's answer is checked first (mask on the study's grid holding level ids,
+probabilities in [0, 1], known level names). The predicted mask is then written to a new file of
+its own (atomically), then the database row in one transaction. A failure at any point removes the
+new file and leaves the database as it was, so no half-written prediction is ever shown; a replaced
+prediction's old mask file is removed only after the new row is committed.
+
 A study already predicted by the same model version is skipped unless ``replace`` is asked,
 which makes batch prediction resumable.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import math
 import os
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import models as m
 from db.audit import record
-from spine_core.errors import NotFound, SpineError
+from db.session import unit_of_work
+from spine_core.errors import ConflictError, NotFound, PredictionError, SpineError
 from spine_core.inference.protocol import ModelInfo, Predictor, Progress, StudyPrediction
+from spine_core.labels import LEVEL_NAMES, level_id, level_name
+from spine_core.volume import Volume
 from spine_core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+#: Longest model name / version the schema stores.
+MAX_NAME_LEN = 64
+#: Folder under ``data_dir`` holding the predicted masks.
+PREDICTIONS_DIR = "predictions"
 
 
 def model_version_row(session: Session, info: ModelInfo) -> m.ModelVersion:
-    """The row of a model name+version (created on first use, card kept up to date)."""
-    row = session.scalars(
-        select(m.ModelVersion).where(m.ModelVersion.name == info.name,
-                                     m.ModelVersion.version == info.version)
-    ).first()
+    """The row of a model name+version (created on first use, card kept up to date).
+
+    Two writers creating the same version at once both get the one row (the loser of the race
+    re-reads it inside a savepoint).
+    """
+    _check_info(info)
+    stmt = select(m.ModelVersion).where(m.ModelVersion.name == info.name,
+                                        m.ModelVersion.version == info.version)
+    row = session.scalars(stmt).first()
     if row is None:
-        row = m.ModelVersion(name=info.name, version=info.version, card=dict(info.card))
-        session.add(row)
-        session.flush()
+        try:
+            with session.begin_nested():
+                row = m.ModelVersion(name=info.name, version=info.version, card=dict(info.card))
+                session.add(row)
+        except IntegrityError:
+            row = session.scalars(stmt).one()
+    if dict(row.card or {}) != dict(info.card):
+        row.card = dict(info.card)
     return row
 
 
 def existing_prediction(session: Session, study_id: int, info: ModelInfo) -> m.Prediction | None:
+    """The stored prediction of a study by this model name+version, if any."""
     return session.scalars(
         select(m.Prediction)
         .join(m.ModelVersion, m.ModelVersion.id == m.Prediction.model_version_id)
@@ -55,20 +86,118 @@ def latest_prediction(session: Session, study_id: int) -> m.Prediction | None:
     ).first()
 
 
-def _save_mask(ws: Workspace, series: m.Series, prediction: StudyPrediction, info: ModelInfo) -> str:
-    if prediction.mask is None:
-        return ""
-    from spine_core.io.nifti import save_nifti
-    from spine_core.volume import Volume
+# --------------------------------------------------------------------------------------------
+# Checking a predictor's answer (before anything is written)
+# --------------------------------------------------------------------------------------------
 
-    folder = ws.settings.data_dir / "predictions" / f"{info.name}-{info.version}"
+
+def _check_info(info: ModelInfo) -> None:
+    for what, value in (("name", info.name), ("version", info.version)):
+        if not str(value).strip() or len(str(value)) > MAX_NAME_LEN:
+            raise PredictionError(
+                f"the model's {what} {value!r} must be 1 to {MAX_NAME_LEN} characters; fix the "
+                "model card of the predictor"
+            )
+
+
+def _probability(value: Any, what: str) -> float:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise PredictionError(f"the model gave {what} = {value!r}, not a number; nothing was stored") from None
+    if not math.isfinite(p) or not 0.0 <= p <= 1.0:
+        raise PredictionError(f"the model gave {what} = {value!r}, outside [0, 1]; nothing was stored")
+    return p
+
+
+def checked_mask(mask: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The predicted mask as uint8 level ids, after checking shape, type and values.
+
+    Raises:
+        PredictionError: wrong shape, non-integer values, or values that are not level ids 0–28.
+    """
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    if tuple(arr.shape) != tuple(shape):
+        raise PredictionError(
+            f"the model returned a mask of shape {tuple(arr.shape)} for a volume of {tuple(shape)}; "
+            "nothing was stored"
+        )
+    if arr.dtype.kind == "b":
+        return arr.astype(np.uint8)
+    if arr.dtype.kind not in "iu":
+        raise PredictionError(
+            f"the model returned a mask of type {arr.dtype}; level ids must be integers, nothing was stored"
+        )
+    if arr.size:
+        low, high = int(arr.min()), int(arr.max())
+        if low < 0 or high > max(LEVEL_NAMES):
+            raise PredictionError(
+                f"the model's mask holds values {low}..{high}; level ids are 0 (background) to "
+                f"{max(LEVEL_NAMES)}, nothing was stored"
+            )
+    return arr.astype(np.uint8, copy=False)
+
+
+def checked_probabilities(result: StudyPrediction) -> tuple[dict[str, float], float]:
+    """(level name -> p with canonical names, patient p), every value checked to lie in [0, 1]."""
+    levels: dict[str, float] = {}
+    for key, value in result.level_probabilities.items():
+        try:
+            name = level_name(level_id(str(key)))
+        except SpineError:
+            raise PredictionError(
+                f"the model named level {key!r}, which is not a vertebra level; nothing was stored"
+            ) from None
+        levels[name] = _probability(value, f"the probability of {name}")
+    return levels, _probability(result.patient_probability, "the patient probability")
+
+
+# --------------------------------------------------------------------------------------------
+# Mask files
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
+
+
+def _write_mask(ws: Workspace, series_uid: str, affine: np.ndarray, mask: np.ndarray,
+                info: ModelInfo) -> Path:
+    """Write the mask to a new file (a random suffix: a replaced prediction's file stays until
+    the new row is committed) and return its absolute path."""
+    from spine_core.io.nifti import save_nifti
+
+    folder = ws.settings.data_dir / PREDICTIONS_DIR / f"{_safe_part(info.name)}-{_safe_part(info.version)}"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{series.series_uid}.nii.gz"
-    tmp = folder / f".tmp.{os.getpid()}.{series.series_uid}.nii.gz"
-    volume = Volume(np.asarray(prediction.mask, dtype=np.uint8), np.asarray(series.affine))
-    save_nifti(volume, tmp)
-    os.replace(tmp, path)
-    return str(path.resolve())
+    stem = f"{_safe_part(series_uid)}.{secrets.token_hex(4)}"
+    path = folder / f"{stem}.nii.gz"
+    tmp = folder / f".tmp.{os.getpid()}.{stem}.nii.gz"
+    try:
+        save_nifti(Volume(mask, affine), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path.resolve()
+
+
+def _remove(path: Path | str | None) -> None:
+    if path:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as exc:  # a file left behind is harmless; say so in the log
+            log.warning("could not remove %s: %s", path, exc)
+
+
+def predicted_mask_path(prediction: m.Prediction) -> Path | None:
+    return Path(prediction.mask_path) if prediction.mask_path else None
+
+
+# --------------------------------------------------------------------------------------------
+# One study, many studies
+# --------------------------------------------------------------------------------------------
 
 
 def predict_study(
@@ -83,12 +212,16 @@ def predict_study(
     """Predict one study and store it; returns None when it was already predicted (not replaced).
 
     Raises:
+        NotFound: the study does not exist or has no series.
+        PredictionError: the predictor's answer cannot be stored (nothing stored).
+        ConflictError: another run replaced the same prediction at the same moment.
         SpineError subclasses from opening the study or from the predictor (nothing stored then).
     """
     from spine_core.studies import open_image
 
     info = predictor.info()
-    with ws.sessions() as session:
+    _check_info(info)
+    with unit_of_work(ws.sessions, readonly=True) as session:
         study = session.get(m.Study, study_id)
         if study is None:
             raise NotFound(f"study {study_id} does not exist")
@@ -100,47 +233,81 @@ def predict_study(
         if series is None:
             raise NotFound(f"study {study.study_uid} has no image series; re-import it")
         session.expunge(series)
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     volume = open_image(ws, series)
-    load_s = time.perf_counter() - t0
+    load_s = time.perf_counter() - started
     result = predictor.predict(volume, progress)
-    if result.mask is not None and tuple(result.mask.shape) != volume.shape:
-        raise SpineError(
-            f"the model returned a mask of shape {tuple(result.mask.shape)} for a volume of "
-            f"{volume.shape}; nothing was stored"
-        )
-    mask_path = _save_mask(ws, series, result, info)
-    timings = {"load_s": round(load_s, 3), **{k: round(float(v), 3) for k, v in result.timings.items()}}
-    with ws.sessions.begin() as session:
-        version = model_version_row(session, info)
-        row = existing_prediction(session, study_id, info)
-        if row is None:
-            row = m.Prediction(study_id=study_id, model_version_id=version.id)
-            session.add(row)
-        row.patient_probability = float(result.patient_probability)
-        row.level_probabilities = {k: float(v) for k, v in result.level_probabilities.items()}
-        row.boxes = [b.to_json() for b in result.boxes]
-        row.mask_path = mask_path
-        row.timings = timings
-        row.backend = getattr(predictor, "url", "") or f"local ({result.device})"
-        row.created_by = actor
-        session.flush()
-        record(session, actor, "prediction.store", "study", str(study_id), None,
-               {"model": info.name, "version": info.version,
-                "patient_probability": row.patient_probability})
-        session.expunge(row)
+    mask = checked_mask(result.mask, volume.shape)
+    levels, patient = checked_probabilities(result)
+    boxes = [b.to_json() for b in result.boxes]
+    timings = {"load_s": round(load_s, 3),
+               **{str(k): round(float(v), 3) for k, v in result.timings.items()}}
+    backend = (getattr(predictor, "url", "") or f"local ({result.device})")[:256]
+
+    new_path = _write_mask(ws, series.series_uid, volume.affine, mask, info) if mask is not None else None
+    old_path = ""
+    replaced = False
+    try:
+        with unit_of_work(ws.sessions) as session:
+            version = model_version_row(session, info)
+            row = existing_prediction(session, study_id, info)
+            if row is not None and not replace:
+                _remove(new_path)  # someone else stored it while we ran: theirs stands
+                return None
+            if row is None:
+                row = m.Prediction(study_id=study_id, model_version_id=version.id)
+                session.add(row)
+            else:
+                old_path, replaced = row.mask_path, True
+            row.patient_probability = patient
+            row.level_probabilities = levels
+            row.boxes = boxes
+            row.mask_path = str(new_path) if new_path else ""
+            row.timings = timings
+            row.backend = backend
+            row.created_by = actor
+            row.created_at = dt.datetime.now(dt.timezone.utc)
+            session.flush()
+            record(session, actor, "prediction.store", "study", str(study_id), None,
+                   {"model": info.name, "version": info.version, "patient_probability": patient,
+                    "replaced": replaced})
+            session.flush()
+            session.expunge(row)
+    except IntegrityError as exc:
+        _remove(new_path)
+        if not replace:
+            return None  # a concurrent run inserted the same prediction first
+        raise ConflictError(
+            f"another run stored a prediction of study {study_id} by {info.name} {info.version} at "
+            "the same moment; nothing of this run was kept, predict again if needed"
+        ) from exc
+    except BaseException:
+        _remove(new_path)
+        raise
+    if old_path and old_path != row.mask_path:
+        _remove(old_path)
     return row
 
 
 @dataclass
 class BatchReport:
+    """What :func:`predict_many` did."""
+
     predicted: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    stopped: str = ""  # why the batch stopped early, if it did
 
     def summary(self) -> str:
-        return (f"{self.predicted} studies predicted, {self.skipped} already predicted"
+        text = (f"{self.predicted} studies predicted, {self.skipped} already predicted"
                 + (f", {len(self.problems)} failed" if self.problems else ""))
+        return f"{text}; {self.stopped}" if self.stopped else text
+
+
+def _study_uids(ws: Workspace, study_ids: list[int]) -> dict[int, str]:
+    with unit_of_work(ws.sessions, readonly=True) as session:
+        rows = session.execute(select(m.Study.id, m.Study.study_uid).where(m.Study.id.in_(study_ids)))
+        return {int(i): str(uid) for i, uid in rows}
 
 
 def predict_many(
@@ -151,26 +318,46 @@ def predict_many(
     actor: str,
     replace: bool = False,
     on_study: Callable[[int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_consecutive_failures: int | None = None,
 ) -> BatchReport:
-    """Predict studies one by one (each stored on its own: an interrupted run resumes)."""
+    """Predict studies one by one, each stored on its own (an interrupted run resumes).
+
+    A study that fails is reported in ``problems`` (with its UID and the reason) and the batch goes
+    on; an unexpected exception of a predictor is reported with its type and logged with its
+    traceback. ``on_study(study_id, outcome)`` is told "predicted", "skipped" or "failed" after each
+    study. The batch stops early (``stopped`` says why) when ``should_stop()`` turns true between
+    studies, or after ``max_consecutive_failures`` failures in a row (e.g. a backend that is down).
+    """
+    ids = [int(i) for i in study_ids]
+    uids = _study_uids(ws, ids) if ids else {}
     report = BatchReport()
-    for study_id in study_ids:
+    failures_in_a_row = 0
+    for study_id in ids:
+        if should_stop is not None and should_stop():
+            report.stopped = "stopped on request"
+            break
+        name = uids.get(study_id, f"id {study_id}")
         try:
             row = predict_study(ws, predictor, study_id, actor=actor, replace=replace)
         except SpineError as exc:
-            report.problems.append(f"study {study_id}: {exc}")
+            report.problems.append(f"study {name}: {exc}")
+            outcome = "failed"
+        except Exception as exc:  # noqa: BLE001 - one broken study must not end the batch
+            log.exception("prediction of study %s failed unexpectedly", name)
+            report.problems.append(f"study {name}: unexpected {type(exc).__name__}: {exc}")
             outcome = "failed"
         else:
+            outcome = "skipped" if row is None else "predicted"
             if row is None:
                 report.skipped += 1
-                outcome = "skipped"
             else:
                 report.predicted += 1
-                outcome = "predicted"
+        failures_in_a_row = failures_in_a_row + 1 if outcome == "failed" else 0
         if on_study:
             on_study(study_id, outcome)
+        if max_consecutive_failures and failures_in_a_row >= max_consecutive_failures:
+            report.stopped = (f"stopped after {failures_in_a_row} failures in a row; fix the cause "
+                              "(see the last failure) and run again to resume")
+            break
     return report
-
-
-def predicted_mask_path(prediction: m.Prediction) -> Path | None:
-    return Path(prediction.mask_path) if prediction.mask_path else None

@@ -97,3 +97,8 @@ class BackendBusy(BackendError):
 
 class BackendTimeout(BackendError):
     """The inference backend did not answer in time (client read timeout or server job timeout)."""
+
+
+class PredictionError(SpineError):
+    """A model's answer cannot be stored: a mask off the study's grid or with values that are not
+    level ids, probabilities outside [0, 1], unknown level names (nothing was stored)."""
