@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from pages.common import SignedInUser, current_user, error_boundary, workspace
+from spine_core import signin_throttle
+from spine_core.errors import SpineError
+
+if TYPE_CHECKING:
+    from db.models import User
 
 st.set_page_config(page_title="SpineReview", page_icon="🦴", layout="wide")
 
 #: Folder of app.py: page scripts are found relative to it.
 APP_DIR = Path(__file__).resolve().parent
 
-#: Seconds a refused sign-in waits (constant, so a refusal tells nothing and guessing is slow).
-REFUSAL_DELAY_S = 1.0
+#: Seconds a refused sign-in waits (constant, so a refusal tells nothing and guessing is slow);
+#: repeated failures add a growing, capped penalty (spine_core.signin_throttle).
+REFUSAL_DELAY_S = signin_throttle.REFUSAL_DELAY_S
+#: Message shown on the sign-in page after the app signed someone out.
+SIGNED_OUT_NOTICE = "signin_notice"
 
 PAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # key: (script, title, roles that see it)
@@ -37,15 +46,25 @@ PAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 def _oidc_configured() -> bool:
+    """Whether hospital sign-in (OpenID Connect, ``[auth]`` in secrets.toml) is set up."""
     try:
         return "auth" in st.secrets
     except Exception:  # noqa: BLE001 - no secrets file at all
         return False
 
 
+def _signed_in(user: User) -> SignedInUser:
+    """The session's value for an account row."""
+    return SignedInUser(user.id, user.username, user.display_name or user.username, user.role,
+                        bool(user.is_chair))
+
+
 def _sign_in_form() -> None:
     st.title("SpineReview")
     st.caption("Spine CT annotation, consensus and adjudication")
+    notice = st.session_state.pop(SIGNED_OUT_NOTICE, None)
+    if notice:
+        st.info(notice)
     with st.form("sign-in"):
         username = st.text_input("User name", key="signin_username")
         password = st.text_input("Password", type="password", key="signin_password")
@@ -53,42 +72,93 @@ def _sign_in_form() -> None:
     if submitted:
         user = _authenticate(username.strip(), password)
         if user is None:
-            time.sleep(REFUSAL_DELAY_S)
             st.error("Wrong user name or password.")
         else:
             st.session_state["user"] = user
             st.rerun()
     if _oidc_configured():
         st.divider()
-        if st.button("Sign in with the hospital account"):
-            st.login()
         if getattr(st.user, "is_logged_in", False):
             _adopt_oidc_user()
+        elif st.button("Sign in with the hospital account"):
+            st.login()
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
 
 
 def _authenticate(username: str, password: str) -> SignedInUser | None:
+    """The user when name and password match an active account, else None after a delay.
+
+    Every attempt on a user name or from a session that failed repeatedly first waits a growing
+    penalty; a refusal then waits ``REFUSAL_DELAY_S`` (see spine_core.signin_throttle). Wrong
+    password, unknown name and deactivated account are refused alike.
+    """
     from db.users import authenticate
 
+    throttle = signin_throttle.SIGN_IN
+    keys = signin_throttle.throttle_keys(username, _session_id())
+    time.sleep(throttle.penalty(*keys))
     with workspace().sessions() as session:
         user = authenticate(session, username, password)
-        if user is None:
-            return None
-        return SignedInUser(user.id, user.username, user.display_name or user.username,
-                            user.role, bool(user.is_chair))
+        signed = None if user is None else _signed_in(user)
+    if signed is None:
+        throttle.failed(*keys)
+        time.sleep(REFUSAL_DELAY_S)
+        return None
+    throttle.succeeded(*keys)
+    return signed
 
 
 def _adopt_oidc_user() -> None:
-    """Map an OpenID Connect identity onto a local account (by subject, created as viewer)."""
+    """Map the OpenID Connect identity onto its local account (db.users.user_for_oidc: linked by
+    subject, else an admin's account named after the e-mail, else a new viewer)."""
+    from db.session import unit_of_work
     from db.users import user_for_oidc
 
-    subject = str(st.user.get("sub", ""))
-    email = str(st.user.get("email", "")) or subject
-    with workspace().sessions.begin() as session:
-        user = user_for_oidc(session, subject=subject, email=email)
-        st.session_state["user"] = SignedInUser(
-            user.id, user.username, user.display_name or user.username, user.role, bool(user.is_chair)
-        )
+    claims = st.user.to_dict()
+    verified = claims.get("email_verified")
+    try:
+        with unit_of_work(workspace().sessions) as session:
+            user = user_for_oidc(
+                session, subject=str(claims.get("sub") or ""), email=str(claims.get("email") or ""),
+                display_name=str(claims.get("name") or ""),
+                email_verified=verified if isinstance(verified, bool) else None,
+            )
+            signed = _signed_in(user)
+    except SpineError as exc:
+        st.error(f"Hospital sign-in refused: {exc}.")
+        st.button("Sign out of the hospital account", on_click=st.logout, key="oidc_signout")
+        return
+    st.session_state["user"] = signed
     st.rerun()
+
+
+def _recheck(user: SignedInUser | None) -> SignedInUser | None:
+    """The signed-in user as the database has it now (one primary-key read per run): signed out
+    when the account was deactivated or removed, role and chair updated when an admin changed
+    them meanwhile."""
+    if user is None:
+        return None
+    from db.users import active_user
+
+    with workspace().sessions() as session:
+        row = active_user(session, user.id)
+        fresh = None if row is None else _signed_in(row)
+    if fresh is None:
+        for key in list(st.session_state):
+            del st.session_state[key]
+        st.session_state[SIGNED_OUT_NOTICE] = (
+            "You were signed out: your account was deactivated. Ask an administrator."
+        )
+        return None
+    if fresh != user:
+        st.session_state["user"] = fresh
+    return fresh
 
 
 def _sign_out() -> None:
@@ -99,7 +169,7 @@ def _sign_out() -> None:
 
 
 def main() -> None:
-    user = current_user()
+    user = _recheck(current_user())
     if user is None:
         st.navigation([st.Page(_sign_in_form, title="Sign in", url_path="signin")],
                       position="hidden").run()

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import audit
@@ -320,3 +321,113 @@ def has_role(user: User | None, *roles: Role | str) -> bool:
     except PermissionDenied:
         return False
     return True
+
+
+# --- the signed-in account, re-read on every run ---------------------------------------------------
+def active_user(session: Session, user_id: int) -> User | None:
+    """The account with this id when it still exists and is active, else None (one primary-key
+    read: the app calls it on every run to notice deactivation and role changes)."""
+    user = session.get(User, int(user_id))
+    return user if user is not None and user.active else None
+
+
+# --- OpenID Connect identities -------------------------------------------------------------------
+_NOT_IN_USERNAME = re.compile(r"[^a-z0-9._@-]+")
+_OIDC_SUBJECT_MAX = 256
+
+
+def oidc_username(email: str, subject: str) -> str:
+    """The local user name an identity maps onto when no account is linked to it yet.
+
+    The e-mail address in lower case, with characters a user name cannot hold replaced by ``-``
+    and cut to 64 characters (``Alice.Smith+ct@Hospital.org`` -> ``alice.smith-ct@hospital.org``);
+    without a usable address, ``oidc-`` and 16 hex digits of the subject's SHA-256.
+    """
+    text = email.strip().lower() if isinstance(email, str) else ""
+    name = _NOT_IN_USERNAME.sub("-", text).lstrip("._@-")[:64]
+    if USERNAME_PATTERN.match(name):
+        return name
+    return "oidc-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
+
+
+def user_for_oidc(
+    session: Session,
+    *,
+    subject: str,
+    email: str,
+    display_name: str = "",
+    email_verified: bool | None = None,
+) -> User:
+    """The local account of an identity signed in through OpenID Connect.
+
+    1. The account already linked to ``subject`` (the provider's stable ``sub`` claim), whatever
+       its name: role, chair and active flag are the ones admins set locally.
+    2. Else the account an admin created in advance under :func:`oidc_username` of ``email``
+       (e.g. ``alice@hospital.org``): it is linked to ``subject`` (audited ``user.link_oidc``)
+       and keeps its role.
+    3. Else a new active ``viewer`` account without password (hospital sign-in only), audited
+       ``user.create``; an admin raises its role on the Administration page.
+
+    ``email_verified=False`` (the provider says the address is not confirmed) skips step 2 and
+    names a new account after the subject, so nobody takes over an account by typing someone
+    else's address at the provider.
+
+    Raises:
+        InputError: no subject.
+        PermissionDenied: the account is deactivated, or the account named after ``email`` is
+            already linked to another identity (an admin must sort it out).
+    """
+    sub = subject.strip() if isinstance(subject, str) else ""
+    if not sub or len(sub) > _OIDC_SUBJECT_MAX:
+        raise InputError(
+            "the identity provider sent no usable subject ('sub' claim, 1–256 characters); "
+            "check the provider's OpenID Connect settings"
+        )
+    user = _user_by_subject(session, sub)
+    if user is None:
+        trusted_email = email if email_verified is not False else ""
+        name = oidc_username(trusted_email, sub)
+        user = get_user(session, name)
+        if user is None:
+            user = _create_oidc_user(session, name, sub, display_name or trusted_email or name)
+        elif user.oidc_subject is not None:
+            raise PermissionDenied(
+                f"the account {name!r} is linked to another hospital identity; ask an "
+                "administrator to check the account"
+            )
+        else:
+            before = audit.snapshot(user, ["oidc_subject"])
+            user.oidc_subject = sub
+            session.flush()
+            audit.record(session, name, "user.link_oidc", "user", user.id, before=before,
+                         after=audit.snapshot(user, ["oidc_subject"]))
+    if not user.active:
+        raise PermissionDenied(
+            f"the account {user.username!r} is deactivated; ask an administrator to reactivate it"
+        )
+    return user
+
+
+def _user_by_subject(session: Session, subject: str) -> User | None:
+    return session.scalars(select(User).where(User.oidc_subject == subject)).one_or_none()
+
+
+def _create_oidc_user(session: Session, name: str, subject: str, display_name: str) -> User:
+    """A new viewer account for ``subject``; when another session created it a moment earlier
+    (a second tab signing in at once), that account is returned instead."""
+    user = User(username=name, display_name=display_name[:128], password_hash="",
+                role=Role.viewer.value, is_chair=False, active=True, oidc_subject=subject)
+    try:
+        with session.begin_nested():
+            session.add(user)
+            session.flush()
+    except IntegrityError:
+        existing = _user_by_subject(session, subject)
+        if existing is None:
+            raise PermissionDenied(
+                f"the account {name!r} was just created for another identity; ask an "
+                "administrator to check the account"
+            ) from None
+        return existing
+    audit.record(session, name, "user.create", "user", user.id, after=audit.snapshot(user))
+    return user
