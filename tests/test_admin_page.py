@@ -1,0 +1,339 @@
+"""Administration: the core's admin-only account actions on SQLite and PostgreSQL, and the page
+through AppTest on a real SQLite workspace (list, add, role, chair, deactivate, password reset,
+report editor), every action audited, bad input answered with a message and nothing lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from streamlit.testing.v1 import AppTest
+
+from db import audit, user_admin, users
+from db import models as m
+from db.catalogue import get_or_create_study
+from db.report_view import derived_overall, editor_levels, report_form
+from db.session import unit_of_work
+from spine_core.errors import InputError, NotFound, PermissionDenied
+from spine_core.workspace import Workspace
+from tests.app_helpers import app, button, demo_workspace, fast_scrypt, pages_on, signed_in, texts
+
+PW = "long enough"
+
+
+# --- the core: admins only, checked against the database (SQLite and PostgreSQL) -----------------
+
+
+@pytest.fixture
+def sessions(db_sessions: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
+    with fast_scrypt():
+        with unit_of_work(db_sessions) as session:
+            for name, role in [("boss", "admin"), ("reader", "annotator"), ("judge", "adjudicator")]:
+                users.create_user(session, name, PW, role, actor="setup")
+        yield db_sessions
+
+
+def _user(sessions: sessionmaker[Session], name: str) -> m.User:
+    with unit_of_work(sessions, readonly=True) as session:
+        user = users.get_user(session, name)
+        assert user is not None
+        return user
+
+
+def test_non_admins_and_deactivated_admins_are_refused(sessions: sessionmaker[Session]) -> None:
+    actions = [
+        lambda s, a: user_admin.user_rows(s, a),
+        lambda s, a: user_admin.add_user(s, a, "new", PW, PW, "viewer"),
+        lambda s, a: user_admin.change_role(s, a, "reader", "admin"),
+        lambda s, a: user_admin.set_chair(s, a, "judge", True),
+        lambda s, a: user_admin.set_account_active(s, a, "judge", False),
+        lambda s, a: user_admin.reset_password(s, a, "boss", "taken over", "taken over"),
+        lambda s, a: report_form(s, a, "1.2.3"),
+    ]
+    reader = _user(sessions, "reader")
+    for action in actions:
+        with pytest.raises(PermissionDenied, match="only admin users"):
+            with unit_of_work(sessions) as session:
+                action(session, reader)
+    with unit_of_work(sessions) as session:
+        users.create_user(session, "boss2", PW, "admin", actor="setup")
+        users.set_active(session, "boss2", False, actor="setup")
+    gone = _user(sessions, "boss2")
+    with pytest.raises(PermissionDenied, match="deactivated"):
+        with unit_of_work(sessions) as session:
+            user_admin.change_role(session, gone, "reader", "admin")
+    with unit_of_work(sessions, readonly=True) as session:
+        assert users.get_user(session, "reader").role == "annotator"  # type: ignore[union-attr]
+        assert users.get_user(session, "new") is None
+        assert users.authenticate(session, "boss", PW) is not None
+        assert audit.history(session, actor="reader") == []
+
+
+def test_admin_actions_change_and_audit(sessions: sessionmaker[Session]) -> None:
+    boss = _user(sessions, "boss")
+    with unit_of_work(sessions) as session:
+        new = user_admin.add_user(session, boss, " Nora ", PW, PW, "adjudicator",
+                                  display_name=" Dr Nora ", is_chair=True)
+        assert (new.username, new.display_name, new.is_chair) == ("nora", "Dr Nora", True)
+        user_admin.change_role(session, boss, "reader", "viewer")
+        user_admin.set_chair(session, boss, "judge", True)
+        user_admin.set_account_active(session, boss, "judge", False)
+        user_admin.reset_password(session, boss, "reader", "a new one", "a new one")
+    with unit_of_work(sessions) as session:
+        # a chair who stops adjudicating stops chairing
+        assert not user_admin.change_role(session, boss, "nora", "annotator").is_chair
+        user_admin.set_account_active(session, boss, "judge", True)
+    with unit_of_work(sessions, readonly=True) as session:
+        rows = {r.username: r for r in user_admin.user_rows(session, boss)}
+        assert (rows["reader"].role, rows["judge"].is_chair, rows["judge"].active) == (
+            "viewer", True, True)
+        assert users.authenticate(session, "reader", "a new one") is not None
+        assert users.authenticate(session, "reader", PW) is None
+        done = [(e.action, (e.after or {}).get("role"), (e.after or {}).get("active"))
+                for e in reversed(audit.history(session, actor="boss"))]
+        assert done == [
+            ("user.create", "adjudicator", True), ("user.set_role", "viewer", None),
+            ("user.set_role", "adjudicator", None), ("user.set_active", None, False),
+            ("user.set_password", None, None), ("user.set_role", "annotator", None),
+            ("user.set_active", None, True),
+        ]
+
+
+def test_bad_requests_are_refused_with_what_to_do(sessions: sessionmaker[Session]) -> None:
+    boss = _user(sessions, "boss")
+    refusals = [
+        (lambda s: user_admin.add_user(s, boss, "READER", PW, PW, "viewer"), "already exists"),
+        (lambda s: user_admin.add_user(s, boss, "x", "abc", "abc", "viewer"), "characters"),
+        (lambda s: user_admin.add_user(s, boss, "x", PW, PW + "!", "viewer"), "passwords differ"),
+        (lambda s: user_admin.add_user(s, boss, "x y", PW, PW, "viewer"), "not allowed"),
+        (lambda s: user_admin.add_user(s, boss, "x", PW, PW, "boss"), "unknown role"),
+        (lambda s: user_admin.add_user(s, boss, "x", PW, PW, "viewer", is_chair=True),
+         "only an adjudicator"),
+        (lambda s: user_admin.set_chair(s, boss, "reader", True), "only an adjudicator"),
+        (lambda s: user_admin.reset_password(s, boss, "reader", PW, "other"), "passwords differ"),
+        (lambda s: user_admin.set_account_active(s, boss, "boss", False), "your own account"),
+        (lambda s: user_admin.change_role(s, boss, "boss", "viewer"), "only active admin"),
+    ]
+    for action, message in refusals:
+        with pytest.raises(InputError, match=message):
+            with unit_of_work(sessions) as session:
+                action(session)
+    with pytest.raises(NotFound, match="no user named"):
+        with unit_of_work(sessions) as session:
+            user_admin.change_role(session, boss, "ghost", "viewer")
+    with unit_of_work(sessions, readonly=True) as session:
+        assert [r.username for r in user_admin.user_rows(session, boss)] == [
+            "boss", "judge", "reader"]
+        assert audit.history(session, actor="boss") == []
+
+
+def test_the_last_active_admin_stays(sessions: sessionmaker[Session]) -> None:
+    boss = _user(sessions, "boss")
+    with unit_of_work(sessions) as session:
+        user_admin.add_user(session, boss, "deputy", PW, PW, "admin")
+    deputy = _user(sessions, "deputy")
+    with unit_of_work(sessions) as session:
+        user_admin.set_account_active(session, deputy, "boss", False)
+    with pytest.raises(InputError, match="only active admin"):
+        with unit_of_work(sessions) as session:
+            user_admin.change_role(session, deputy, "deputy", "annotator")
+    with unit_of_work(sessions) as session:  # with the boss back, the deputy may step down
+        user_admin.set_account_active(session, deputy, "boss", True)
+        user_admin.change_role(session, deputy, "deputy", "annotator")
+
+
+def test_report_form_and_derived_overall(sessions: sessionmaker[Session]) -> None:
+    boss = _user(sessions, "boss")
+    with unit_of_work(sessions) as session:
+        study, _ = get_or_create_study(session, "1.2.840.9", "rsna")
+        study_id = study.id
+    with unit_of_work(sessions, readonly=True) as session:
+        empty = report_form(session, boss, " 1.2.840.9 ")
+        assert (empty.study_id, empty.exists, empty.labels) == (study_id, False, {})
+        with pytest.raises(NotFound, match="no study has the UID"):
+            report_form(session, boss, "9.9.9")
+        with pytest.raises(InputError, match="Study Instance UID"):
+            report_form(session, boss, "  ")
+    from db import disputes
+
+    with unit_of_work(sessions) as session:
+        disputes.set_report(session, boss, study_id, {"C2": True, "L1": False}, "C2 fracture")
+    with unit_of_work(sessions, readonly=True) as session:
+        form = report_form(session, boss, "1.2.840.9")
+    assert (form.exists, form.labels, form.patient_overall) == (
+        True, {"C2": True, "L1": False}, True)
+    assert form.levels[:7] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+    assert form.levels[7:] == [f"T{i}" for i in range(1, 13)] + ["L1"]  # L1 kept for saving
+    assert editor_levels([])[-1] == "T12"
+    assert derived_overall({"C1": None, "C2": False}) is False
+    assert derived_overall({"C1": None, "C2": False, "T4": True}) is True
+    assert derived_overall({"C1": None}) is None
+
+
+# --- the page, through AppTest ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = demo_workspace(tmp_path_factory.mktemp("admin"))
+    with unit_of_work(ws.sessions) as session:
+        get_or_create_study(session, "1.2.826.0.1.3680043.2.1", "rsna")
+    return ws
+
+
+@pytest.fixture
+def ws(demo: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    with pages_on(demo, monkeypatch) as ws:
+        yield ws
+
+
+def admin_page(ws: Workspace, username: str = "admin") -> AppTest:
+    at = app(signed_in(ws, username), script="pages/admin.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest) -> dict[str, dict[str, object]]:
+    frame = at.dataframe[0].value
+    return {row["User name"]: dict(row) for _, row in frame.iterrows()}
+
+
+def _fill_new_user(at: AppTest, name: str, password: str, again: str, role: str = "annotator",
+                   display: str = "") -> AppTest:
+    at.text_input(key="admin_new_username").input(name)
+    at.text_input(key="admin_new_display").input(display)
+    at.selectbox(key="admin_new_role").set_value(role)
+    at.text_input(key="admin_new_password").input(password)
+    at.text_input(key="admin_new_password2").input(again)
+    return button(at, "Add the user").click().run()
+
+
+def test_only_admins_see_the_page(ws: Workspace) -> None:
+    for name, role in [("reader1", "annotator"), ("adjudicator1", "adjudicator"),
+                       ("viewer", "viewer")]:
+        at = app(signed_in(ws, name), script="pages/admin.py").run()
+        assert texts(at, "error") == [f"This page is for admin users; you are signed in as {role}."]
+        assert not at.dataframe and not at.text_input and not at.button
+    at = admin_page(ws)
+    rows = table(at)
+    assert {"admin", "reader1", "adjudicator2", "viewer"} <= rows.keys()
+    assert rows["adjudicator2"]["Committee chair"] and rows["reader1"]["Role"] == "annotator"
+    assert rows["admin"]["Password"] and not rows["admin"]["Hospital sign-in"]
+
+
+def test_add_a_user_and_the_refusals_keep_what_was_typed(ws: Workspace) -> None:
+    at = admin_page(ws)
+    _fill_new_user(at, "reader9", PW, PW + "x", display="Reader Nine")
+    assert any("passwords differ" in e for e in texts(at, "error"))
+    assert at.text_input(key="admin_new_username").value == "reader9"  # kept, to correct
+    assert at.text_input(key="admin_new_display").value == "Reader Nine"
+    _fill_new_user(at, "reader9", "abc", "abc", display="Reader Nine")
+    assert any("characters" in e for e in texts(at, "error"))
+    _fill_new_user(at, "Reader1", PW, PW)
+    assert any("already exists" in e for e in texts(at, "error"))
+    assert not at.exception and "reader9" not in table(at)
+
+    _fill_new_user(at, "reader9", PW, PW, display="Reader Nine")
+    assert not at.exception, at.exception
+    assert texts(at, "success") == ["User 'reader9' added as annotator."]
+    assert table(at)["reader9"]["Display name"] == "Reader Nine"
+    assert at.text_input(key="admin_new_username").value == ""  # the form starts afresh
+    with ws.sessions() as session:
+        assert users.authenticate(session, "reader9", PW) is not None
+        entry = audit.history(session, action="user.create", actor="admin")[0]
+        assert entry.after["username"] == "reader9"  # type: ignore[index]
+
+
+def _choose(at: AppTest, username: str) -> AppTest:
+    return at.selectbox(key="admin_user").set_value(username).run()
+
+
+def test_role_chair_active_and_password(ws: Workspace) -> None:
+    with unit_of_work(ws.sessions) as session:
+        users.create_user(session, "temp-reader", PW, "annotator", actor="test")
+    at = _choose(admin_page(ws), "temp-reader")
+    at.selectbox(key="admin_role_temp-reader").set_value("adjudicator")
+    button(at, "Save role and chair").click().run()
+    assert texts(at, "success") == ["temp-reader is now adjudicator."]
+    at.checkbox(key="admin_chair_temp-reader").check()
+    button(at, "Save role and chair").click().run()
+    assert texts(at, "success") == ["temp-reader is now adjudicator, committee chair."]
+    assert table(at)["temp-reader"]["Committee chair"]
+    # a chair must adjudicate: ticking it for a viewer is refused, nothing changes
+    at.selectbox(key="admin_role_temp-reader").set_value("viewer")
+    button(at, "Save role and chair").click().run()
+    assert texts(at, "success") == ["temp-reader is now viewer."]  # chair dropped with the role
+    at.checkbox(key="admin_chair_temp-reader").check()
+    button(at, "Save role and chair").click().run()
+    assert any("only an adjudicator" in e for e in texts(at, "error"))
+    assert table(at)["temp-reader"]["Role"] == "viewer"
+
+    button(at, "Deactivate the account").click().run()
+    assert texts(at, "success") == ["temp-reader is deactivated."]
+    assert not table(at)["temp-reader"]["Active"]
+    button(at, "Reactivate the account").click().run()
+    assert table(at)["temp-reader"]["Active"]
+
+    at.text_input(key="admin_reset_temp-reader").input("fresh password")
+    at.text_input(key="admin_reset2_temp-reader").input("fresh passw0rd")
+    button(at, "Reset the password").click().run()
+    assert any("passwords differ" in e for e in texts(at, "error"))
+    at.text_input(key="admin_reset2_temp-reader").input("fresh password")
+    button(at, "Reset the password").click().run()
+    assert texts(at, "success") == ["The password of temp-reader was reset."]
+    with ws.sessions() as session:
+        assert users.authenticate(session, "temp-reader", "fresh password") is not None
+        row = users.get_user(session, "temp-reader")
+        actions = [e.action for e in audit.history(session, entity="user", entity_id=row.id,  # type: ignore[union-attr]
+                                                   actor="admin")]
+    assert sorted(actions) == sorted(["user.set_role"] * 3 + ["user.set_active"] * 2
+                                     + ["user.set_password"])
+
+
+def test_admins_cannot_lock_themselves_out(ws: Workspace) -> None:
+    at = _choose(admin_page(ws), "admin")
+    button(at, "Deactivate the account").click().run()
+    assert any("your own account" in e for e in texts(at, "error"))
+    at.selectbox(key="admin_role_admin").set_value("viewer")
+    button(at, "Save role and chair").click().run()
+    assert any("only active admin" in e for e in texts(at, "error"))
+    assert not at.exception and table(at)["admin"]["Role"] == "admin"
+
+
+def test_report_editor(ws: Workspace) -> None:
+    at = admin_page(ws)
+    at.text_input(key="admin_report_uid").input("9.9.404").run()
+    assert any("no study has the UID" in e for e in texts(at, "error"))
+    uid = "1.2.826.0.1.3680043.2.1"
+    at.text_input(key="admin_report_uid").input(uid).run()
+    assert not at.exception, at.exception
+    with ws.sessions() as session:
+        study_id = session.scalar(select(m.Study.id).where(m.Study.study_uid == uid))
+    prefix = f"admin_report_{study_id}"
+    assert any("no report yet" in c for c in texts(at, "caption"))
+    assert any("not labelled" in t for t in texts(at, "markdown"))
+    at.selectbox(key=f"{prefix}_C3").set_value(False)
+    at.selectbox(key=f"{prefix}_T2").set_value(False).run()
+    assert any("derived from the levels): **not fractured**" in t for t in texts(at, "markdown"))
+    at.selectbox(key=f"{prefix}_C5").set_value(True)
+    at.text_area(key=f"{prefix}_text").input("Fracture of C5.")
+    at.run()
+    assert any("derived from the levels): **fractured**" in t for t in texts(at, "markdown"))
+    button(at, "Save the report and re-check the study").click().run()
+    assert not at.exception, at.exception
+    assert any(s.startswith(f"Report of {uid} saved.") for s in texts(at, "success"))
+    with ws.sessions() as session:
+        report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).one()
+        assert report.labels == {"C3": False, "C5": True, "T2": False}
+        assert (report.patient_overall, report.text, report.source) == (
+            True, "Fracture of C5.", "manual entry")
+        entry = audit.history(session, action="report.set")[0]
+        assert (entry.actor, entry.entity_id) == ("admin", uid)
+    # reopened, the editor shows what is stored
+    again = admin_page(ws)
+    again.text_input(key="admin_report_uid").input(uid).run()
+    assert again.selectbox(key=f"{prefix}_C5").value is True
+    assert again.selectbox(key=f"{prefix}_C1").value is None
+    assert again.text_area(key=f"{prefix}_text").value == "Fracture of C5."
