@@ -5,6 +5,7 @@ Run with ``streamlit run app.py`` (``scripts/start.sh`` prepares the embedded de
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +81,9 @@ def _sign_in_form() -> None:
         st.divider()
         if getattr(st.user, "is_logged_in", False):
             _adopt_oidc_user()
+        elif importlib.util.find_spec("authlib") is None:
+            st.warning("Hospital sign-in is configured, but the Authlib package it needs is not "
+                       "installed: ask the administrator to install Authlib>=1.3.2 and restart.")
         elif st.button("Sign in with the hospital account"):
             st.login()
 

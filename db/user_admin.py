@@ -1,5 +1,5 @@
 """Account administration, for admins only: add users, change roles and the committee chair,
-deactivate / reactivate, reset passwords.
+deactivate / reactivate, reset passwords, unlink a hospital (OpenID Connect) identity.
 
 Every function first loads the acting user as stored now and refuses unless it is an active admin
 (a page's own role check is not trusted alone), checks the request, then hands the change to
@@ -184,3 +184,15 @@ def reset_password(
     _same_twice(password, password_again)
     user = _target(session, username)
     return users.set_password(session, user.username, password, actor=admin.username)
+
+
+def unlink_hospital_identity(session: Session, actor: ActorLike, username: str) -> User:
+    """Forget the OpenID Connect identity linked to an account (audited ``user.unlink_oidc``);
+    the next hospital sign-in with the account's e-mail address links it again.
+
+    Raises:
+        PermissionDenied: the actor is not an active admin.  NotFound: no such user.
+    """
+    admin = _admin(session, actor)
+    user = _target(session, username)
+    return users.unlink_oidc(session, user.username, actor=admin.username)

@@ -408,6 +408,25 @@ def user_for_oidc(
     return user
 
 
+def unlink_oidc(session: Session, username: str, *, actor: str) -> User:
+    """Forget the hospital identity linked to an account (audited ``user.unlink_oidc``): its next
+    hospital sign-in links it again through the e-mail address (:func:`user_for_oidc`), e.g.
+    after the hospital moved to another identity provider, whose subjects differ.
+
+    Raises:
+        NotFound: no such user.
+    """
+    user = _require_user(session, username)
+    if user.oidc_subject is None:
+        return user
+    before = audit.snapshot(user, ["oidc_subject"])
+    user.oidc_subject = None
+    session.flush()
+    audit.record(session, actor, "user.unlink_oidc", "user", user.id, before=before,
+                 after=audit.snapshot(user, ["oidc_subject"]))
+    return user
+
+
 def _user_by_subject(session: Session, subject: str) -> User | None:
     return session.scalars(select(User).where(User.oidc_subject == subject)).one_or_none()
 

@@ -100,6 +100,18 @@ def _active(user: SignedInUser, row: user_admin.UserRow) -> None:
             _done(f"{row.username} is {'deactivated' if row.active else 'active again'}.")
 
 
+def _unlink(user: SignedInUser, row: user_admin.UserRow) -> None:
+    if not row.hospital_sign_in:
+        return
+    if st.button("Unlink the hospital identity", key=f"admin_unlink_{row.username}",
+                 help="The next hospital sign-in with this account's e-mail address links it "
+                      "again (e.g. after a change of identity provider)"):
+        with error_boundary("Unlinking the hospital identity"):
+            with unit_of_work(workspace().sessions) as session:
+                user_admin.unlink_hospital_identity(session, user, row.username)
+            _done(f"{row.username} is no longer linked to a hospital identity.")
+
+
 def _reset_password(user: SignedInUser, row: user_admin.UserRow) -> None:
     keys = (f"admin_reset_{row.username}", f"admin_reset2_{row.username}")
     with st.form(f"admin_reset_form_{row.username}"):
@@ -128,6 +140,7 @@ def _edit_user(user: SignedInUser, rows: list[user_admin.UserRow]) -> None:
                 f"{'' if row.active else ' · deactivated'}")
     _role_and_chair(user, row)
     _active(user, row)
+    _unlink(user, row)
     _reset_password(user, row)
 
 

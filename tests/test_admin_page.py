@@ -144,6 +144,27 @@ def test_the_last_active_admin_stays(sessions: sessionmaker[Session]) -> None:
         user_admin.change_role(session, deputy, "deputy", "annotator")
 
 
+def test_unlink_a_hospital_identity(sessions: sessionmaker[Session]) -> None:
+    boss = _user(sessions, "boss")
+    with unit_of_work(sessions) as session:
+        users.create_user(session, "kim@hospital.org", PW, "annotator", actor="setup")
+        linked = users.user_for_oidc(session, subject="old-idp-1", email="kim@hospital.org")
+    with unit_of_work(sessions) as session:  # the hospital moved to another provider
+        with pytest.raises(PermissionDenied, match="linked to another"):
+            users.user_for_oidc(session, subject="new-idp-1", email="kim@hospital.org")
+    with pytest.raises(PermissionDenied, match="only admin users"):
+        with unit_of_work(sessions) as session:
+            user_admin.unlink_hospital_identity(session, _user(sessions, "reader"), "kim@hospital.org")
+    with unit_of_work(sessions) as session:
+        user_admin.unlink_hospital_identity(session, boss, "kim@hospital.org")
+    with unit_of_work(sessions) as session:
+        again = users.user_for_oidc(session, subject="new-idp-1", email="kim@hospital.org")
+        assert (again.id, again.role, again.oidc_subject) == (linked.id, "annotator", "new-idp-1")
+        unlink = audit.history(session, action="user.unlink_oidc")
+        assert [(e.actor, e.before, e.after) for e in unlink] == [
+            ("boss", {"oidc_subject": "old-idp-1"}, {"oidc_subject": None})]
+
+
 def test_report_form_and_derived_overall(sessions: sessionmaker[Session]) -> None:
     boss = _user(sessions, "boss")
     with unit_of_work(sessions) as session:
@@ -290,6 +311,19 @@ def test_role_chair_active_and_password(ws: Workspace) -> None:
                                                    actor="admin")]
     assert sorted(actions) == sorted(["user.set_role"] * 3 + ["user.set_active"] * 2
                                      + ["user.set_password"])
+
+
+def test_unlink_button_only_for_linked_accounts(ws: Workspace) -> None:
+    with unit_of_work(ws.sessions) as session:
+        users.user_for_oidc(session, subject="idp-9", email="lena@hospital.org")
+    at = _choose(admin_page(ws), "reader1")
+    assert "Unlink the hospital identity" not in [b.label for b in at.button]
+    at = _choose(admin_page(ws), "lena@hospital.org")
+    assert table(at)["lena@hospital.org"]["Hospital sign-in"]
+    assert not table(at)["lena@hospital.org"]["Password"]
+    button(at, "Unlink the hospital identity").click().run()
+    assert texts(at, "success") == ["lena@hospital.org is no longer linked to a hospital identity."]
+    assert not table(at)["lena@hospital.org"]["Hospital sign-in"]
 
 
 def test_admins_cannot_lock_themselves_out(ws: Workspace) -> None:
