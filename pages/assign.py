@@ -51,7 +51,7 @@ def _balanced(user: SignedInUser, studies: list[tuple[int, str, str, int]],
                                 help="Studies without readers are chosen to start with")
         pool = st.multiselect("Readers", list(readers), format_func=readers.__getitem__,
                               default=list(readers))
-        go = st.form_submit_button("Assign", type="primary")
+        go = st.form_submit_button("Assign balanced", type="primary")
     if not go:
         return
     if not chosen or not pool:
@@ -69,10 +69,10 @@ def _by_hand(user: SignedInUser, studies: list[tuple[int, str, str, int]],
              readers: dict[int, str]) -> None:
     st.subheader("Assign by hand")
     labels = {i: f"{uid} · {status}" for i, uid, status, _ in studies}
-    with st.form("assign_manual_form"):
+    with st.form("assign_manual_form", clear_on_submit=True):
         study = st.selectbox("Study", list(labels), format_func=labels.__getitem__)
         chosen = st.multiselect("Readers", list(readers), format_func=readers.__getitem__)
-        go = st.form_submit_button("Assign")
+        go = st.form_submit_button("Assign readers")
     if not go:
         return
     if study is None or not chosen:
