@@ -162,7 +162,10 @@ class View:
 
 def _slice_controls(study_id: int, study: Any, my_slices: list[int]
                     ) -> tuple[int, Window, bool, float]:
-    """Slice slider with previous/next buttons (K/J), window, level outlines, zoom."""
+    """Slice slider with previous/next buttons (K/J), window, zoom, level outlines.
+
+    The first slice shown is the one in the URL (after a reload), else the first slice with the
+    reader's boxes, else the middle of the spine."""
     from pages.viewer_parts import window_controls
 
     geo: DisplayGeometry = study.geometry
@@ -170,6 +173,8 @@ def _slice_controls(study_id: int, study: Any, my_slices: list[int]
     key = _slice_key(study_id)
     if key not in st.session_state:
         try:
+            if st.query_params.get("study") != study.info.study_uid:
+                raise ValueError("the slice in the URL is another study's")
             start = int(st.query_params.get("slice", ""))
         except ValueError:
             start = ag.display_index_of(geo, my_slices[0]) if my_slices else study.centre[0]
