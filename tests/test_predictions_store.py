@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,14 @@ import pytest
 from sqlalchemy import func, select
 
 from db import models as m
+from db.prediction_jobs import JobBoard, PredictionJob
 from db.predictions import existing_prediction, latest_prediction, predict_many, predict_study
 from db.session import unit_of_work
-from spine_core.errors import PredictionError
+from spine_core.errors import ConflictError, PredictionError
 from spine_core.inference.server import create_app
 from spine_core.io.nifti import load_nifti
 from spine_core.studies import open_image
-from tests.backend_helpers import TOKEN, BoneThresholdPredictor, running_server
+from tests.backend_helpers import TOKEN, BoneThresholdPredictor, GatedPredictor, running_server, wait_for
 from tests.prediction_helpers import (
     BadLabelPredictor,
     FailsOnStudyPredictor,
@@ -209,3 +211,27 @@ def test_spine_predict_end_to_end_against_a_backend(dataset: Path, tmp_path: Pat
         assert {r.backend for r in rows} == {url} and {r.created_by for r in rows} == {"carol"}
         assert all(Path(r.mask_path).is_file() for r in rows)
     sessions.kw["bind"].dispose()
+
+
+def test_one_background_batch_per_database(imported: Imported) -> None:
+    gate = threading.Event()
+    board = JobBoard()
+    key = imported.ws.settings.database_url
+    first = board.start(key, PredictionJob(imported.ws, GatedPredictor(gate), imported.study_ids,
+                                           actor="alice"))
+    wait_for(lambda: first.predictor.started == 1, "the first study to start")
+    with pytest.raises(ConflictError, match="started by alice is running \\(0 of 3 studies done\\)"):
+        board.start(key, PredictionJob(imported.ws, BoneThresholdPredictor(), imported.study_ids,
+                                       actor="bob"))
+    first.cancel()  # stops after the study in progress, which is still stored
+    gate.set()
+    assert first.wait(30)
+    snap = first.snapshot()
+    assert (snap.done, snap.predicted, snap.running) == (1, 1, False)
+    assert snap.stopped == "stopped on request" and snap.model == "bone-threshold 1.0"
+    assert snap.summary() == "1 studies predicted, 0 already predicted; stopped on request"
+    assert board.current(key) is first and _count(imported, m.Prediction) == 1
+    # finished: the next batch may start, and resumes
+    second = board.start(key, PredictionJob(imported.ws, BoneThresholdPredictor(), imported.study_ids,
+                                            actor="bob"))
+    assert second.wait(30) and (second.snapshot().predicted, second.snapshot().skipped) == (2, 1)
