@@ -127,11 +127,8 @@ def _reset_password(user: SignedInUser, row: user_admin.UserRow) -> None:
 
 def _edit_user(user: SignedInUser, rows: list[user_admin.UserRow]) -> None:
     by_name = {r.username: r for r in rows}
-    name = st.selectbox(
-        "Change a user", list(by_name), index=None, placeholder="Choose a user",
-        format_func=lambda n: f"{n} ({by_name[n].role}{'' if by_name[n].active else ', inactive'})",
-        key="admin_user",
-    )
+    name = st.selectbox("Change a user", list(by_name), index=None, placeholder="Choose a user",
+                        key="admin_user")
     if name is None:
         return
     row = by_name[name]
