@@ -341,12 +341,16 @@ def oidc_username(email: str, subject: str) -> str:
 
     The e-mail address in lower case, with characters a user name cannot hold replaced by ``-``
     and cut to 64 characters (``Alice.Smith+ct@Hospital.org`` -> ``alice.smith-ct@hospital.org``);
-    without a usable address, ``oidc-`` and 16 hex digits of the subject's SHA-256.
+    without a usable address (text without ``@``, such as ``admin``, is none), ``oidc-`` and 16
+    hex digits of the subject's SHA-256, so a provider's claim never names a local account such
+    as ``admin``.
     """
     text = email.strip().lower() if isinstance(email, str) else ""
-    name = _NOT_IN_USERNAME.sub("-", text).lstrip("._@-")[:64]
-    if USERNAME_PATTERN.match(name):
-        return name
+    local, at, domain = text.rpartition("@")
+    if at and local and domain:  # only an address can name an account ("admin" never does)
+        name = _NOT_IN_USERNAME.sub("-", text).lstrip("._@-")[:64]
+        if "@" in name and USERNAME_PATTERN.match(name):
+            return name
     return "oidc-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
 
 

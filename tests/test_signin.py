@@ -139,6 +139,8 @@ def test_an_account_an_admin_created_in_advance_is_linked(sessions: sessionmaker
 
 def test_refusals(sessions: sessionmaker[Session]) -> None:
     _oidc(sessions, "sub-4", "dave@hospital.org")
+    with unit_of_work(sessions) as session:
+        users.create_user(session, "boss", "a password", "admin", actor="admin")
     # another identity claiming an address whose account is linked already
     with pytest.raises(PermissionDenied, match="linked to another"):
         _oidc(sessions, "sub-intruder", "dave@hospital.org")
@@ -159,6 +161,9 @@ def test_refusals(sessions: sessionmaker[Session]) -> None:
         _oidc(sessions, "sub-6", "erin@hospital.org")
     with unit_of_work(sessions, readonly=True) as session:  # the refused link was not saved
         assert users.get_user(session, "erin@hospital.org").oidc_subject is None  # type: ignore[union-attr]
+    # a claim that is not an address never names a local account such as the admin's
+    uid, name, role = _oidc(sessions, "sub-8", "boss")
+    assert name.startswith("oidc-") and role == "viewer"
     for subject in ("", "   ", "x" * 300):
         with pytest.raises(InputError, match="subject"):
             _oidc(sessions, subject, "frank@hospital.org")
@@ -178,8 +183,12 @@ def test_username_from_email() -> None:
     assert users.oidc_username("..ann o'neil@h.org", "s") == "ann-o-neil@h.org"
     fallback = users.oidc_username("", "subject-1")
     assert fallback.startswith("oidc-") and fallback == users.oidc_username("!!!", "subject-1")
+    for not_an_address in ("admin", "Admin ", "@admin", "admin@", "reader1"):
+        assert users.oidc_username(not_an_address, "subject-1") == fallback
     assert fallback != users.oidc_username("", "subject-2")
-    assert len(users.oidc_username("a" * 100 + "@h.org", "s")) == 64
+    assert users.oidc_username("a" * 50 + "@hospital.example.org", "s") == (
+        "a" * 50 + "@hospital.exam")  # cut to 64 characters
+    assert users.oidc_username("a" * 100 + "@h.org", "s").startswith("oidc-")  # cut before '@'
 
 
 # --- app.py through AppTest ----------------------------------------------------------------------
