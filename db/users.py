@@ -323,7 +323,7 @@ def has_role(user: User | None, *roles: Role | str) -> bool:
     return True
 
 
-# --- the signed-in account, re-read on every run ---------------------------------------------------
+# --- the signed-in account, re-read on every run ------------------------------------------------
 def active_user(session: Session, user_id: int) -> User | None:
     """The account with this id when it still exists and is active, else None (one primary-key
     read: the app calls it on every run to notice deactivation and role changes)."""

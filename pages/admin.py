@@ -156,8 +156,9 @@ def _report_editor(user: SignedInUser) -> None:
 
 
 def _report_fields(user: SignedInUser, form: ReportForm) -> None:
-    st.caption(f"{form.dataset} study · "
-               f"{'report on file, source: ' + (form.source or 'unknown') if form.exists else 'no report yet'}")
+    on_file = (f"report on file, source: {form.source or 'unknown'}" if form.exists
+               else "no report yet")
+    st.caption(f"{form.dataset} study · {on_file}")
     prefix = f"admin_report_{form.study_id}"
     chosen: dict[str, bool | None] = {}
     columns = st.columns(7)

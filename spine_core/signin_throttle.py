@@ -73,7 +73,8 @@ class FailureThrottle:
 
     def penalty(self, *keys: str) -> float:
         """Extra seconds the next attempt on any of ``keys`` waits: 0 up to the free failures,
-        then ``first_penalty_s * 2**(n - free - 1)`` for the worst key, at most ``max_penalty_s``."""
+        then ``first_penalty_s * 2**(n - free - 1)`` for the worst key, at most
+        ``max_penalty_s``."""
         worst = max((self.failures(k) for k in keys), default=0)
         over = worst - self.free_failures
         if over <= 0:

@@ -30,7 +30,8 @@ PW = "long enough"
 def sessions(db_sessions: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     with fast_scrypt():
         with unit_of_work(db_sessions) as session:
-            for name, role in [("boss", "admin"), ("reader", "annotator"), ("judge", "adjudicator")]:
+            for name, role in [("boss", "admin"), ("reader", "annotator"),
+                               ("judge", "adjudicator")]:
                 users.create_user(session, name, PW, role, actor="setup")
         yield db_sessions
 
@@ -154,7 +155,8 @@ def test_unlink_a_hospital_identity(sessions: sessionmaker[Session]) -> None:
             users.user_for_oidc(session, subject="new-idp-1", email="kim@hospital.org")
     with pytest.raises(PermissionDenied, match="only admin users"):
         with unit_of_work(sessions) as session:
-            user_admin.unlink_hospital_identity(session, _user(sessions, "reader"), "kim@hospital.org")
+            user_admin.unlink_hospital_identity(session, _user(sessions, "reader"),
+                                                "kim@hospital.org")
     with unit_of_work(sessions) as session:
         user_admin.unlink_hospital_identity(session, boss, "kim@hospital.org")
     with unit_of_work(sessions) as session:
@@ -193,7 +195,7 @@ def test_report_form_and_derived_overall(sessions: sessionmaker[Session]) -> Non
     assert derived_overall({"C1": None}) is None
 
 
-# --- the page, through AppTest ---------------------------------------------------------------------
+# --- the page, through AppTest ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +309,8 @@ def test_role_chair_active_and_password(ws: Workspace) -> None:
     with ws.sessions() as session:
         assert users.authenticate(session, "temp-reader", "fresh password") is not None
         row = users.get_user(session, "temp-reader")
-        actions = [e.action for e in audit.history(session, entity="user", entity_id=row.id,  # type: ignore[union-attr]
+        assert row is not None
+        actions = [e.action for e in audit.history(session, entity="user", entity_id=row.id,
                                                    actor="admin")]
     assert sorted(actions) == sorted(["user.set_role"] * 3 + ["user.set_active"] * 2
                                      + ["user.set_password"])

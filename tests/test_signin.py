@@ -18,7 +18,9 @@ from spine_core import signin_throttle
 from spine_core.errors import InputError, PermissionDenied
 from spine_core.signin_throttle import FailureThrottle, throttle_keys
 from spine_core.workspace import Workspace
-from tests.app_helpers import ROOT, app, button, demo_workspace, fast_scrypt, pages_on, signed_in, texts
+from tests.app_helpers import (
+    ROOT, app, button, demo_workspace, fast_scrypt, pages_on, signed_in, texts,
+)
 
 REFUSAL = "Wrong user name or password."
 
@@ -85,7 +87,8 @@ def sessions(db_sessions: sessionmaker[Session]) -> Iterator[sessionmaker[Sessio
 def _oidc(sessions: sessionmaker[Session], subject: str, email: str,
           **kwargs: object) -> tuple[int, str, str]:
     with unit_of_work(sessions) as session:
-        u = users.user_for_oidc(session, subject=subject, email=email, **kwargs)  # type: ignore[arg-type]
+        u = users.user_for_oidc(session, subject=subject, email=email,
+                                **kwargs)  # type: ignore[arg-type]
         return u.id, u.username, u.role
 
 
@@ -150,7 +153,8 @@ def test_refusals(sessions: sessionmaker[Session]) -> None:
     uid, name, role = _oidc(sessions, "sub-5", "erin@hospital.org", email_verified=False)
     assert name.startswith("oidc-") and role == "viewer"
     with unit_of_work(sessions, readonly=True) as session:
-        assert users.get_user(session, "erin@hospital.org").oidc_subject is None  # type: ignore[union-attr]
+        erin = users.get_user(session, "erin@hospital.org")
+        assert erin is not None and erin.oidc_subject is None
     # a deactivated account is refused, whichever way it is found
     with unit_of_work(sessions) as session:
         users.set_active(session, "dave@hospital.org", False, actor="admin")
@@ -160,7 +164,8 @@ def test_refusals(sessions: sessionmaker[Session]) -> None:
     with pytest.raises(PermissionDenied, match="deactivated"):
         _oidc(sessions, "sub-6", "erin@hospital.org")
     with unit_of_work(sessions, readonly=True) as session:  # the refused link was not saved
-        assert users.get_user(session, "erin@hospital.org").oidc_subject is None  # type: ignore[union-attr]
+        erin = users.get_user(session, "erin@hospital.org")
+        assert erin is not None and erin.oidc_subject is None
     # a claim that is not an address never names a local account such as the admin's
     uid, name, role = _oidc(sessions, "sub-8", "boss")
     assert name.startswith("oidc-") and role == "viewer"
@@ -351,7 +356,8 @@ def test_a_hospital_identity_is_mapped_onto_a_local_account(ws: Workspace) -> No
     at.run()
     assert not at.exception, at.exception
     user = at.session_state["user"]
-    assert (user.username, user.role, user.display_name) == ("hana@hospital.org", "viewer", "Hana H.")
+    assert (user.username, user.role, user.display_name) == (
+        "hana@hospital.org", "viewer", "Hana H.")
     with unit_of_work(ws.sessions) as session:
         users.set_active(session, "hana@hospital.org", False, actor="test")
     again = app()
