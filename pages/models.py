@@ -45,7 +45,7 @@ from spine_core.workspace import Workspace
 VIEW_ROLES = ("adjudicator", "admin", "viewer")
 RUN_ROLES = ("adjudicator", "admin")
 #: Predictions whose Dice is computed on opening the page; more wait for a button.
-AUTO_COMPUTE = 20
+AUTO_COMPUTE = 10
 #: Problems listed one by one before "and N more".
 SHOW_PROBLEMS = 20
 

@@ -23,6 +23,7 @@ from db.model_metrics import (
     cache_path,
     classification_metrics,
     gather,
+    label_centroids,
     model_versions,
     operating_points,
     patient_truth,
@@ -35,7 +36,7 @@ from spine_core.config import Settings
 from spine_core.importer import import_path
 from spine_core.inference.protocol import Progress, StudyPrediction
 from spine_core.io.nifti import save_nifti
-from spine_core.io.verse import Centroid, write_centroids
+from spine_core.io.verse import Centroid, centroids_from_labels, write_centroids
 from spine_core.labels import CERVICAL
 from spine_core.volume import Volume
 from spine_core.workspace import Workspace, open_workspace
@@ -179,6 +180,22 @@ def _write_verse(root: Path) -> None:
             centres = [Centroid(lab, tuple(image.index_to_lps([(b.start + b.stop - 1) / 2 for b in block])))
                        for lab, block in zip(labels, BLOCKS)]
             write_centroids(derivatives / "sub-a_seg-subreg_ctd.json", centres, image, decimals=4)
+
+
+def test_label_centroids_are_the_centres_of_mass() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.zeros((9, 11, 13), np.uint8)
+    labels[1:4, 2:9, 3:7] = 2
+    labels[5:8, 1:5, 6:12] = 9
+    labels[rng.random(labels.shape) < 0.05] = 28  # scattered voxels of T13
+    oblique = np.array([[0.1, 0.0, 0.9, -5.0], [0.0, 0.7, 0.05, 3.0], [2.0, 0.0, -0.1, 40.0], [0, 0, 0, 1]])
+    grid = Volume(labels, oblique)
+    expected = {c.name: c.lps for c in centroids_from_labels(labels, grid)}
+    found = label_centroids(labels, grid)
+    assert set(found) == {"C2", "T2", "T13"}
+    for name, xyz in expected.items():
+        assert found[name] == pytest.approx(xyz, abs=1e-9)
+    assert label_centroids(np.zeros((2, 2, 2), np.uint8), grid) == {}
 
 
 class NoMaskPredictor(BoneThresholdPredictor):
