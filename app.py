@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from pages.common import SignedInUser, current_user, error_boundary, workspace
-from spine_core import signin_throttle
+from spine_core import signin_sessions, signin_throttle
 from spine_core.errors import SpineError
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ APP_DIR = Path(__file__).resolve().parent
 REFUSAL_DELAY_S = signin_throttle.REFUSAL_DELAY_S
 #: Message shown on the sign-in page after the app signed someone out.
 SIGNED_OUT_NOTICE = "signin_notice"
+#: URL query parameter carrying the sign-in session token (so a reload keeps the user signed in).
+SESSION_PARAM = "s"
+SESSION_TOKEN = "session_token"
 
 PAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # key: (script, title, roles that see it)
@@ -75,7 +78,7 @@ def _sign_in_form() -> None:
         if user is None:
             st.error("Wrong user name or password.")
         else:
-            st.session_state["user"] = user
+            _start_session(user)
             st.rerun()
     if _oidc_configured():
         st.divider()
@@ -138,7 +141,7 @@ def _adopt_oidc_user() -> None:
         st.error(f"Hospital sign-in refused: {exc}.")
         st.button("Sign out of the hospital account", on_click=st.logout, key="oidc_signout")
         return
-    st.session_state["user"] = signed
+    _start_session(signed)
     st.rerun()
 
 
@@ -165,19 +168,60 @@ def _recheck(user: SignedInUser | None) -> SignedInUser | None:
     return fresh
 
 
+def _start_session(user: SignedInUser) -> None:
+    """Sign ``user`` in for this browser tab and issue the token that survives a reload."""
+    st.session_state["user"] = user
+    token = signin_sessions.TOKENS.issue(user.id)
+    st.session_state[SESSION_TOKEN] = token
+    st.query_params[SESSION_PARAM] = token
+
+
+def _restore_session() -> SignedInUser | None:
+    """After a reload: the user of the token in the URL, if it is still live and the account active."""
+    from db.users import active_user
+
+    token = st.query_params.get(SESSION_PARAM)
+    user_id = signin_sessions.TOKENS.resolve(token)
+    if user_id is None:
+        if token:
+            del st.query_params[SESSION_PARAM]
+        return None
+    with workspace().sessions() as session:
+        row = active_user(session, user_id)
+        user = None if row is None else _signed_in(row)
+    if user is None:
+        signin_sessions.TOKENS.revoke(token)
+        del st.query_params[SESSION_PARAM]
+        return None
+    st.session_state["user"] = user
+    st.session_state[SESSION_TOKEN] = token
+    return user
+
+
 def _sign_out() -> None:
+    signin_sessions.TOKENS.revoke(st.session_state.get(SESSION_TOKEN))
     for key in list(st.session_state):
         del st.session_state[key]
+    st.query_params.clear()
     if getattr(st.user, "is_logged_in", False):
         st.logout()
 
 
+def _signed_out_navigation() -> None:
+    """Only the sign-in form, under every page address (a bookmarked page asks to sign in)."""
+    pages = [st.Page(_sign_in_form, title="Sign in", url_path="signin", default=True)]
+    pages += [st.Page(_sign_in_form, title="Sign in", url_path=key) for key in PAGES]
+    st.navigation(pages, position="hidden").run()
+
+
 def main() -> None:
-    user = _recheck(current_user())
+    user = _recheck(current_user() or _restore_session())
     if user is None:
-        st.navigation([st.Page(_sign_in_form, title="Sign in", url_path="signin")],
-                      position="hidden").run()
+        _signed_out_navigation()
         return
+    token = st.session_state.get(SESSION_TOKEN)
+    if token and st.query_params.get(SESSION_PARAM) != token:
+        st.query_params[SESSION_PARAM] = token  # page switches drop query parameters
     pages = [
         st.Page(script, title=title, url_path=key, default=(key == "cases"))
         for key, (script, title, roles) in PAGES.items()

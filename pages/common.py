@@ -21,6 +21,25 @@ from spine_core.workspace import Workspace, open_workspace
 log = logging.getLogger("spinereview.app")
 
 
+def _never_run_pages_directly() -> None:
+    """Route a page request through app.py, never straight to a script in pages/.
+
+    Streamlit starts a fresh server in its legacy "pages directory" mode until the main script
+    first calls ``st.navigation``; a first request for ``/admin`` would then run pages/admin.py
+    without app.py's sign-in. Switch the server to app.py's navigation and rerun at once.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without this internal
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_never_run_pages_directly()
+
+
 @dataclass(frozen=True)
 class SignedInUser:
     """The signed-in user as the pages see it (a plain value, safe to keep in session_state)."""
