@@ -60,8 +60,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_rsna_dataset(root / "ds", n_studies=1, seed=3, shape=shape, workers=1)  # type: ignore[arg-type]
-        imported = import_dataset(root / "ds", f"sqlite:///{root / 'var' / 'spine.db'}", root / "var")
+        write_rsna_dataset(root / "ds", n_studies=1, seed=3, shape=shape,  # type: ignore[arg-type]
+                           workers=1)
+        db_url = f"sqlite:///{root / 'var' / 'spine.db'}"
+        imported = import_dataset(root / "ds", db_url, root / "var")
         predict_many(imported.ws, BoneThresholdPredictor(), imported.study_ids, actor="bench")
         with unit_of_work(imported.ws.sessions, readonly=True) as s:
             prediction_id = s.scalars(select(m.Prediction.id)).one()
@@ -83,8 +85,8 @@ def main() -> None:
         cold = _median_s(first, args.repeat)
         warm = _median_s(lambda: segmentation_metrics(imported.ws, [prediction_id], compute=False),
                          args.repeat)
-        print(f"segmentation metrics of one prediction: first {cold:.2f} s, cached {warm * 1e3:.1f} ms "
-              f"-> cache {cold / warm:.0f}x faster")
+        print(f"segmentation metrics of one prediction: first {cold:.2f} s, cached "
+              f"{warm * 1e3:.1f} ms -> cache {cold / warm:.0f}x faster")
 
 
 if __name__ == "__main__":

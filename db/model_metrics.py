@@ -95,7 +95,8 @@ def model_versions(session: Session) -> list[ModelVersionSummary]:
         for v, n, last in rows
     ]
     epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    return sorted(out, key=lambda v: (v.last_prediction_at or v.created_at or epoch, v.id), reverse=True)
+    return sorted(out, key=lambda v: (v.last_prediction_at or v.created_at or epoch, v.id),
+                  reverse=True)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -156,7 +157,8 @@ def gather(session: Session, model_version_id: int) -> list[StudyOutcome]:
         patient = patient_truth(labels, overall.get(prediction.study_id))
         if patient is not None:
             truth[PATIENT] = patient
-        probabilities = {str(k): float(v) for k, v in (prediction.level_probabilities or {}).items()}
+        probabilities = {str(k): float(v)
+                         for k, v in (prediction.level_probabilities or {}).items()}
         if prediction.patient_probability is not None:
             probabilities[PATIENT] = float(prediction.patient_probability)
         out.append(StudyOutcome(prediction.id, prediction.study_id, uid, prediction.created_at,
@@ -233,7 +235,9 @@ def roc_of(studies: Sequence[StudyOutcome], target: str) -> Roc:
                tuple(map(float, thresholds)))
 
 
-def _rsna_rows(studies: Sequence[StudyOutcome]) -> tuple[list[list[float]], list[list[float]], list[str]]:
+def _rsna_rows(
+    studies: Sequence[StudyOutcome],
+) -> tuple[list[list[float]], list[list[float]], list[str]]:
     truth_rows: list[list[float]] = []
     pred_rows: list[list[float]] = []
     left_out: list[str] = []
@@ -246,7 +250,9 @@ def _rsna_rows(studies: Sequence[StudyOutcome]) -> tuple[list[list[float]], list
         if no_label:
             left_out.append(f"{s.study_uid}: no final label for {', '.join(no_label)}")
         elif no_prob:
-            left_out.append(f"{s.study_uid}: the model gave no probability for {', '.join(no_prob)}")
+            left_out.append(
+                f"{s.study_uid}: the model gave no probability for {', '.join(no_prob)}"
+            )
         else:
             truth_rows.append([float(s.truth[t]) for t in targets])
             pred_rows.append([s.probabilities[t] for t in targets])
@@ -388,7 +394,8 @@ class SegmentationMetrics:
                 counts = out.setdefault(level, [0, 0])
                 counts[0] += int(hit)
                 counts[1] += 1
-        return {k: (v[0], v[1]) for k, v in sorted(out.items(), key=lambda kv: craniocaudal_key(kv[0]))}
+        ordered = sorted(out.items(), key=lambda kv: craniocaudal_key(kv[0]))
+        return {k: (v[0], v[1]) for k, v in ordered}
 
 
 @dataclass
@@ -406,14 +413,16 @@ class _Inputs:
 
     def key(self) -> dict[str, Any]:
         mask = self.dataset_mask
+        series = self.series
         return {
             "v": CACHE_VERSION,
             "prediction_id": self.prediction_id,
             "created_at": self.created_at.isoformat(),
             "mask_path": self.mask_path,
-            "series": None if self.series is None else [self.series.id, list(self.series.shape),
-                                                        [list(map(float, r)) for r in self.series.affine]],
-            "dataset_mask": None if mask is None else [mask.id, mask.path, mask.fingerprint, mask.vocabulary],
+            "series": None if series is None else [
+                series.id, list(series.shape), [list(map(float, r)) for r in series.affine]],
+            "dataset_mask": None if mask is None else [
+                mask.id, mask.path, mask.fingerprint, mask.vocabulary],
             "centroids": sorted([k, *v] for k, v in self.centroids.items()),
         }
 
@@ -429,9 +438,9 @@ def _inputs(session: Session, prediction_ids: Sequence[int]) -> list[_Inputs]:
                                   .order_by(m.Series.id)):
         series_by_study.setdefault(series.study_id, series)
     masks: dict[int, m.Mask] = {}
+    series_ids = [s.id for s in series_by_study.values()]
     for mask in session.scalars(select(m.Mask).where(
-            m.Mask.series_id.in_([s.id for s in series_by_study.values()]), m.Mask.source == "dataset")
-            .order_by(m.Mask.id)):
+            m.Mask.series_id.in_(series_ids), m.Mask.source == "dataset").order_by(m.Mask.id)):
         masks.setdefault(mask.series_id, mask)
     centroids: dict[int, dict[str, tuple[float, float, float]]] = {}
     for c in session.scalars(select(m.Centroid).where(m.Centroid.study_id.in_(study_ids),
@@ -445,13 +454,15 @@ def _inputs(session: Session, prediction_ids: Sequence[int]) -> list[_Inputs]:
             if row is not None and row in session:
                 session.expunge(row)
         out.append(_Inputs(prediction.id, prediction.study_id, uid, prediction.created_at,
-                           prediction.mask_path or "", series, mask, centroids.get(prediction.study_id, {})))
+                           prediction.mask_path or "", series, mask,
+                           centroids.get(prediction.study_id, {})))
     return out
 
 
 def _grid(series: m.Series) -> Volume:
     """A volume standing for the series' grid (shape and affine) without reading its voxels."""
-    return Volume(np.broadcast_to(np.zeros((), np.uint8), tuple(series.shape)), np.asarray(series.affine))
+    voxels = np.broadcast_to(np.zeros((), np.uint8), tuple(series.shape))
+    return Volume(voxels, np.asarray(series.affine))
 
 
 class _NotApplicable(Exception):
@@ -468,8 +479,9 @@ def label_centroids(labels: np.ndarray, grid: Volume) -> dict[str, tuple[float, 
     n = int(labels.max(initial=0)) + 1
     if n == 1:
         return {}
-    rows = np.broadcast_to(np.arange(labels.shape[1], dtype=np.float64)[:, None], labels.shape[1:]).ravel()
-    cols = np.broadcast_to(np.arange(labels.shape[2], dtype=np.float64)[None, :], labels.shape[1:]).ravel()
+    plane = labels.shape[1:]
+    rows = np.broadcast_to(np.arange(plane[0], dtype=np.float64)[:, None], plane).ravel()
+    cols = np.broadcast_to(np.arange(plane[1], dtype=np.float64)[None, :], plane).ravel()
     count = np.zeros(n)
     sums = np.zeros((3, n))
     for k in range(labels.shape[0]):
@@ -500,15 +512,18 @@ def _compute(inputs: _Inputs) -> StudySegmentation:
     grid = _grid(inputs.series)
     pred_path = Path(inputs.mask_path)
     if not pred_path.is_file():
-        raise FileNotFoundError(f"the predicted mask {pred_path} is missing; predict the study again "
-                                "with 'replace' to recreate it")
-    predicted = align_mask_to_image(load_nifti(pred_path), grid, vocabulary=VOCABULARIES["canonical"],
+        raise FileNotFoundError(f"the predicted mask {pred_path} is missing; predict the study "
+                                "again with 'replace' to recreate it")
+    predicted = align_mask_to_image(load_nifti(pred_path), grid,
+                                    vocabulary=VOCABULARIES["canonical"],
                                     source=str(pred_path)).array
     truth: np.ndarray | None = None
     if inputs.dataset_mask is not None:
         path = Path(inputs.dataset_mask.path)
         if not path.is_file():
-            raise FileNotFoundError(f"the dataset mask {path} is missing; restore it or re-import the study")
+            raise FileNotFoundError(
+                f"the dataset mask {path} is missing; restore it or re-import the study"
+            )
         truth = align_mask_to_image(load_nifti(path), grid,
                                     vocabulary=VOCABULARIES[inputs.dataset_mask.vocabulary],
                                     source=str(path)).array
@@ -600,4 +615,5 @@ def segmentation_metrics(
             progress(done / len(todo), f"{done} of {len(todo)}: {item.study_uid}")
     order = {pid: i for i, pid in enumerate(prediction_ids)}
     studies.sort(key=lambda s: order.get(s.prediction_id, len(order)))
-    return SegmentationMetrics(tuple(studies), tuple(pending), tuple(not_applicable), tuple(problems))
+    return SegmentationMetrics(tuple(studies), tuple(pending), tuple(not_applicable),
+                               tuple(problems))

@@ -151,8 +151,8 @@ class JobBoard:
             if running is not None and running.running:
                 s = running.snapshot()
                 raise ConflictError(
-                    f"a prediction batch started by {s.started_by} is running ({s.done} of {s.total} "
-                    "studies done); wait for it to finish or stop it first"
+                    f"a prediction batch started by {s.started_by} is running ({s.done} of "
+                    f"{s.total} studies done); wait for it to finish or stop it first"
                 )
             self._jobs[key] = job.start()
             return job

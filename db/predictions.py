@@ -104,9 +104,13 @@ def _probability(value: Any, what: str) -> float:
     try:
         p = float(value)
     except (TypeError, ValueError):
-        raise PredictionError(f"the model gave {what} = {value!r}, not a number; nothing was stored") from None
+        raise PredictionError(
+            f"the model gave {what} = {value!r}, not a number; nothing was stored"
+        ) from None
     if not math.isfinite(p) or not 0.0 <= p <= 1.0:
-        raise PredictionError(f"the model gave {what} = {value!r}, outside [0, 1]; nothing was stored")
+        raise PredictionError(
+            f"the model gave {what} = {value!r}, outside [0, 1]; nothing was stored"
+        )
     return p
 
 
@@ -121,14 +125,15 @@ def checked_mask(mask: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
     arr = np.asarray(mask)
     if tuple(arr.shape) != tuple(shape):
         raise PredictionError(
-            f"the model returned a mask of shape {tuple(arr.shape)} for a volume of {tuple(shape)}; "
-            "nothing was stored"
+            f"the model returned a mask of shape {tuple(arr.shape)} for a volume of "
+            f"{tuple(shape)}; nothing was stored"
         )
     if arr.dtype.kind == "b":
         return arr.astype(np.uint8)
     if arr.dtype.kind not in "iu":
         raise PredictionError(
-            f"the model returned a mask of type {arr.dtype}; level ids must be integers, nothing was stored"
+            f"the model returned a mask of type {arr.dtype}; level ids must be integers, nothing "
+            "was stored"
         )
     if arr.size:
         low, high = int(arr.min()), int(arr.max())
@@ -169,7 +174,8 @@ def _write_mask(ws: Workspace, series_uid: str, affine: np.ndarray, mask: np.nda
     the new row is committed) and return its absolute path."""
     from spine_core.io.nifti import save_nifti
 
-    folder = ws.settings.data_dir / PREDICTIONS_DIR / f"{_safe_part(info.name)}-{_safe_part(info.version)}"
+    model = f"{_safe_part(info.name)}-{_safe_part(info.version)}"
+    folder = ws.settings.data_dir / PREDICTIONS_DIR / model
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{_safe_part(series_uid)}.{secrets.token_hex(4)}"
     path = folder / f"{stem}.nii.gz"
@@ -244,7 +250,9 @@ def predict_study(
                **{str(k): round(float(v), 3) for k, v in result.timings.items()}}
     backend = (getattr(predictor, "url", "") or f"local ({result.device})")[:256]
 
-    new_path = _write_mask(ws, series.series_uid, volume.affine, mask, info) if mask is not None else None
+    new_path = None
+    if mask is not None:
+        new_path = _write_mask(ws, series.series_uid, volume.affine, mask, info)
     old_path = ""
     replaced = False
     try:
@@ -306,7 +314,9 @@ class BatchReport:
 
 def _study_uids(ws: Workspace, study_ids: list[int]) -> dict[int, str]:
     with unit_of_work(ws.sessions, readonly=True) as session:
-        rows = session.execute(select(m.Study.id, m.Study.study_uid).where(m.Study.id.in_(study_ids)))
+        rows = session.execute(
+            select(m.Study.id, m.Study.study_uid).where(m.Study.id.in_(study_ids))
+        )
         return {int(i): str(uid) for i, uid in rows}
 
 

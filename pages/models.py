@@ -51,7 +51,9 @@ SHOW_PROBLEMS = 20
 
 
 def _fmt(value: float, digits: int = 3) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
 
 
 def _target_name(target: str) -> str:
@@ -228,7 +230,8 @@ def threshold_section(studies: list[StudyOutcome], targets: list[str]) -> None:
                           0.0, 1.0, 0.5, 0.01, key="models_threshold")
     rows = []
     for target, c in operating_points(studies, threshold, targets).items():
-        rows.append({"Target": _target_name(target), "Fractured": c.tp + c.fn, "Intact": c.tn + c.fp,
+        rows.append({"Target": _target_name(target),
+                     "Fractured": c.tp + c.fn, "Intact": c.tn + c.fp,
                      "TP": c.tp, "FP": c.fp, "TN": c.tn, "FN": c.fn,
                      "Sensitivity": _fmt(rate(lambda x: x.sensitivity, c)),
                      "Specificity": _fmt(rate(lambda x: x.specificity, c))})
@@ -256,8 +259,8 @@ def segmentation_section(ws: Workspace, studies: list[StudyOutcome]) -> Segmenta
     st.subheader("Vertebra segmentation against the dataset masks")
     seg = _segmentation(ws, studies)
     if seg.problems:
-        st.error(f"{len(seg.problems)} predictions could not be measured: " + "; ".join(seg.problems[:5])
-                 + (" …" if len(seg.problems) > 5 else ""))
+        st.error(f"{len(seg.problems)} predictions could not be measured: "
+                 + "; ".join(seg.problems[:5]) + (" …" if len(seg.problems) > 5 else ""))
     if not seg.studies:
         st.info("No prediction with a mask has a dataset mask or centroids to compare with."
                 if not seg.pending else "Not measured yet.")

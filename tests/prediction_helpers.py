@@ -113,7 +113,7 @@ class UnstorableCardPredictor(BoneThresholdPredictor):
 
 
 class FailsOnStudyPredictor(BoneThresholdPredictor):
-    """Refuses the studies whose UIDs are in ``fail_uids`` (an InputError, as a real model would)."""
+    """Refuses the studies whose UIDs are in ``fail_uids`` (an InputError, as a model would)."""
 
     def __init__(self, fail_uids: set[str], version: str = "1.0") -> None:
         super().__init__()

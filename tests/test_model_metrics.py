@@ -64,7 +64,8 @@ def _bce(y: int, p: float) -> float:
 
 
 @pytest.fixture
-def classification_ws(migrated_db_url: str, tmp_path: Path) -> tuple[Workspace, int, dict[str, int]]:
+def classification_ws(migrated_db_url: str,
+                      tmp_path: Path) -> tuple[Workspace, int, dict[str, int]]:
     ws = open_workspace(Settings(data_dir=tmp_path / "var", db_url=migrated_db_url, workers=1))
     with unit_of_work(ws.sessions) as s:
         admin = m.User(username="admin", role="admin", password_hash="!")
@@ -85,7 +86,8 @@ def classification_ws(migrated_db_url: str, tmp_path: Path) -> tuple[Workspace, 
                                level_probabilities=probs, patient_probability=patient))
             # an older version that was always sure of the opposite must not leak in
             s.add(m.Prediction(study_id=study.id, model_version_id=other.id,
-                               level_probabilities={lv: 1.0 for lv in CERVICAL}, patient_probability=0.0,
+                               level_probabilities={lv: 1.0 for lv in CERVICAL},
+                               patient_probability=0.0,
                                created_at=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)))
         s.add(m.FinalLabel(study_id=ids["s3"], level="C5", fractured=True, source="readers"))
         version_id = version.id
@@ -109,7 +111,8 @@ def test_log_loss_roc_and_operating_points_by_hand(
         versions = model_versions(s)
     assert [v.label for v in versions] == ["fracture-net 2", "fracture-net 1"]  # latest used first
     assert versions[1].last_prediction_at == dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    assert {v.label: v.n_predictions for v in versions} == {"fracture-net 2": 5, "fracture-net 1": 5}
+    counts = {v.label: v.n_predictions for v in versions}
+    assert counts == {"fracture-net 2": 5, "fracture-net 1": 5}
     by_uid = {st.study_uid: st for st in studies}
     assert by_uid["1.2.3.3"].truth["C5"] is True and by_uid["1.2.3.3"].truth[PATIENT] is True
     assert not by_uid["1.2.3.4"].labelled
@@ -149,7 +152,8 @@ def test_log_loss_roc_and_operating_points_by_hand(
 
 SHAPE = (20, 12, 12)
 #: a0 steps 2 mm towards Superior, a1 1 mm Posterior, a2 1 mm Left.
-AFFINE = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0, 0, 0, 1.0]])
+AFFINE = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0],
+                   [0.0, 0.0, 0.0, 1.0]])
 #: Three 4 x 6 x 6 vertebra blocks, top to bottom.
 BLOCKS = [(slice(14, 18), slice(3, 9), slice(3, 9)),
           (slice(8, 12), slice(3, 9), slice(3, 9)),
@@ -170,15 +174,17 @@ def _write_verse(root: Path) -> None:
         for block in bone:
             ct[block] = 400
         mask = np.zeros(SHAPE, np.uint8)
-        for label, block in zip(labels, BLOCKS):
+        for label, block in zip(labels, BLOCKS, strict=True):
             mask[block] = label
         image = Volume(ct, AFFINE)
         save_nifti(image, root / "rawdata" / f"sub-{subject}" / f"sub-{subject}_ct.nii.gz")
         derivatives = root / "derivatives" / f"sub-{subject}"
         save_nifti(Volume(mask, AFFINE), derivatives / f"sub-{subject}_seg-vert_msk.nii.gz")
         if subject == "a":
-            centres = [Centroid(lab, tuple(image.index_to_lps([(b.start + b.stop - 1) / 2 for b in block])))
-                       for lab, block in zip(labels, BLOCKS)]
+            centres = [
+                Centroid(lab, tuple(image.index_to_lps([(b.start + b.stop - 1) / 2 for b in blk])))
+                for lab, blk in zip(labels, BLOCKS, strict=True)
+            ]
             write_centroids(derivatives / "sub-a_seg-subreg_ctd.json", centres, image, decimals=4)
 
 
@@ -188,7 +194,8 @@ def test_label_centroids_are_the_centres_of_mass() -> None:
     labels[1:4, 2:9, 3:7] = 2
     labels[5:8, 1:5, 6:12] = 9
     labels[rng.random(labels.shape) < 0.05] = 28  # scattered voxels of T13
-    oblique = np.array([[0.1, 0.0, 0.9, -5.0], [0.0, 0.7, 0.05, 3.0], [2.0, 0.0, -0.1, 40.0], [0, 0, 0, 1]])
+    oblique = np.array([[0.1, 0.0, 0.9, -5.0], [0.0, 0.7, 0.05, 3.0], [2.0, 0.0, -0.1, 40.0],
+                        [0.0, 0.0, 0.0, 1.0]])
     grid = Volume(labels, oblique)
     expected = {c.name: c.lps for c in centroids_from_labels(labels, grid)}
     found = label_centroids(labels, grid)
@@ -217,13 +224,15 @@ def verse_ws(migrated_db_url: str, tmp_path: Path) -> tuple[Workspace, dict[str,
     with unit_of_work(ws.sessions, readonly=True) as s:
         studies = s.scalars(select(m.Study).order_by(m.Study.source_path)).all()
         names = {("a" if "sub-a" in st.source_path else "b"): st.id for st in studies}
-        assert len(s.scalars(select(m.Centroid).where(m.Centroid.study_id == names["a"])).all()) == 3
+        centroids = s.scalars(select(m.Centroid).where(m.Centroid.study_id == names["a"])).all()
+        assert len(centroids) == 3
     return ws, names
 
 
 def _predict(ws: Workspace, study_id: int, predictor: BoneThresholdPredictor | None = None,
              replace: bool = False) -> m.Prediction:
-    row = predict_study(ws, predictor or BoneThresholdPredictor(), study_id, actor="t", replace=replace)
+    row = predict_study(ws, predictor or BoneThresholdPredictor(), study_id, actor="t",
+                        replace=replace)
     assert row is not None
     return row
 
@@ -249,12 +258,14 @@ def test_dice_and_identification_by_hand(verse_ws: tuple[Workspace, dict[str, in
     assert sb.reference == "dataset mask"
     assert sb.identified == {"C2": False, "C3": True, "C4": False}
     assert sb.distances == pytest.approx({"C2": 12.0, "C3": 12.0})
-    assert (result.hits, result.n_true) == (4, 6) and result.identification_rate == pytest.approx(4 / 6)
+    assert (result.hits, result.n_true) == (4, 6)
+    assert result.identification_rate == pytest.approx(4 / 6)
     levels = result.dice_by_level
     assert [(d.level, d.n_studies) for d in levels] == [("C1", 2), ("C2", 2), ("C3", 2), ("C4", 1)]
     assert [d.mean for d in levels] == pytest.approx([0.5, 3 / 7, 1 / 3, 0.0])
     assert result.mean_dice == pytest.approx(((1 + 6 / 7 + 2 / 3) / 3 + 0.0) / 2)
-    assert result.identification_by_level() == {"C1": (1, 1), "C2": (1, 2), "C3": (2, 2), "C4": (0, 1)}
+    assert result.identification_by_level() == {"C1": (1, 1), "C2": (1, 2), "C3": (2, 2),
+                                                "C4": (0, 1)}
 
 
 def test_results_are_cached_per_prediction_and_recomputed_when_it_changes(
@@ -292,6 +303,7 @@ def test_missing_files_and_predictions_without_masks_are_reported(
     assert result.studies == ()
     assert len(result.problems) == 1 and "predicted mask" in result.problems[0]
     assert "is missing; predict the study again" in result.problems[0]
-    assert len(result.not_applicable) == 1 and result.not_applicable[0].endswith("the model gave no mask")
+    assert len(result.not_applicable) == 1
+    assert result.not_applicable[0].endswith("the model gave no mask")
     assert not cache_path(ws, a.id).exists()  # a problem is retried next time
     assert math.isnan(result.identification_rate) and math.isnan(result.mean_dice)

@@ -21,7 +21,13 @@ from db.prediction_jobs import JOBS
 from db.session import unit_of_work
 from pages.common import SignedInUser, workspace
 from spine_core.inference.server import create_app
-from tests.backend_helpers import TOKEN, BoneThresholdPredictor, GatedPredictor, free_port, running_server
+from tests.backend_helpers import (
+    TOKEN,
+    BoneThresholdPredictor,
+    GatedPredictor,
+    free_port,
+    running_server,
+)
 from tests.prediction_helpers import Imported, import_dataset, write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +88,8 @@ def button(at: AppTest, label: str):  # noqa: ANN201 - AppTest's element type
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("success", "warning", "error", "info", "caption", "markdown", "text")
-             for e in at.get(kind)]
+    kinds = ("success", "warning", "error", "info", "caption", "markdown", "text")
+    parts = [e.value for kind in kinds for e in at.get(kind)]
     return "\n".join(str(p) for p in parts)
 
 
@@ -109,7 +115,8 @@ def test_predict_all_then_metrics_against_the_final_labels(scene: Scene) -> None
         assert not viewer.exception, viewer.exception
         assert f"backend at {url}: ready" in viewer.success[0].value
         assert "No model has predicted any study yet" in texts(viewer)
-        assert not [b for b in viewer.button if b.label.startswith("Predict all")]  # viewers read only
+        # viewers only read
+        assert not [b for b in viewer.button if b.label.startswith("Predict all")]
 
         at = page(ADMIN)
         button(at, "Predict all 3 studies").click().run()
@@ -119,8 +126,8 @@ def test_predict_all_then_metrics_against_the_final_labels(scene: Scene) -> None
     assert "Last batch (started by admin, model bone-threshold 1.0): 3 studies predicted, " \
            "0 already predicted" in texts(at)
     assert scene.predictions() == 3
-    assert "bone-threshold 1.0 · 3 studies predicted" in at.selectbox(key="models_version").format_func(
-        at.selectbox(key="models_version").value)
+    picker = at.selectbox(key="models_version")
+    assert picker.format_func(picker.value) == "bone-threshold 1.0 · 3 studies predicted"
 
     # the page shows what db.model_metrics computes from the same rows
     with unit_of_work(scene.imported.ws.sessions, readonly=True) as s:
@@ -138,7 +145,8 @@ def test_predict_all_then_metrics_against_the_final_labels(scene: Scene) -> None
     table = frame_with(at, "Target")
     patient = table[table["Target"] == "Patient"].iloc[0]
     assert patient["FN"] == 0 and patient["TN"] == 0
-    assert patient["Fractured"] + patient["Intact"] == cls.roc[PATIENT].n_pos + cls.roc[PATIENT].n_neg
+    roc = cls.roc[PATIENT]
+    assert patient["Fractured"] + patient["Intact"] == roc.n_pos + roc.n_neg
     levels = frame_with(at, "Level")
     assert list(levels.columns) == ["Level", "Fractured", "Intact", "AUC", "Dice", "Identified"]
     assert "C1" in set(levels["Level"]) and levels["Level"].is_unique

@@ -22,7 +22,13 @@ from spine_core.errors import ConflictError, PredictionError
 from spine_core.inference.server import create_app
 from spine_core.io.nifti import load_nifti
 from spine_core.studies import open_image
-from tests.backend_helpers import TOKEN, BoneThresholdPredictor, GatedPredictor, running_server, wait_for
+from tests.backend_helpers import (
+    TOKEN,
+    BoneThresholdPredictor,
+    GatedPredictor,
+    running_server,
+    wait_for,
+)
 from tests.prediction_helpers import (
     BadLabelPredictor,
     FailsOnStudyPredictor,
@@ -64,7 +70,8 @@ def test_a_prediction_is_stored_whole(imported: Imported) -> None:
         s.expunge(series)
         stored = s.get(m.Prediction, row.id)
         version = s.get(m.ModelVersion, stored.model_version_id)
-        audit = s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "prediction.store")).all()
+        audit = s.scalars(select(m.AuditEntry)
+                          .where(m.AuditEntry.action == "prediction.store")).all()
         assert latest_prediction(s, study_id).id == row.id
     volume = open_image(ws, series)
     expected = predictor.predict(volume)
@@ -81,7 +88,8 @@ def test_a_prediction_is_stored_whole(imported: Imported) -> None:
     assert mask.shape == volume.shape
     assert np.allclose(mask.affine, np.asarray(series.affine), atol=1e-4)
     assert np.array_equal(np.asarray(mask.array), expected.mask)
-    assert Path(stored.mask_path).parent == ws.settings.data_dir.resolve() / "predictions" / "bone-threshold-1.0"
+    folder = ws.settings.data_dir.resolve() / "predictions" / "bone-threshold-1.0"
+    assert Path(stored.mask_path).parent == folder
     assert [a.actor for a in audit] == ["alice"] and audit[0].entity_id == str(study_id)
 
 
@@ -116,7 +124,8 @@ def test_a_failed_database_write_removes_the_new_mask_file(imported: Imported) -
         predict_study(ws, UnstorableCardPredictor(), study_id, actor="alice")
     assert _count(imported, m.Prediction) == 0 and _count(imported, m.ModelVersion) == 0
     with unit_of_work(ws.sessions, readonly=True) as s:
-        assert not s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "prediction.store")).all()
+        assert not s.scalars(select(m.AuditEntry)
+                             .where(m.AuditEntry.action == "prediction.store")).all()
     assert prediction_files(ws.settings.data_dir) == []
     # the study can still be predicted afterwards
     assert predict_study(ws, BoneThresholdPredictor(), study_id, actor="alice") is not None
@@ -142,9 +151,11 @@ def test_predict_many_resumes_reports_failures_and_stops_when_asked(imported: Im
     ws, ids, uids = imported.ws, imported.study_ids, imported.uids
     outcomes: list[tuple[int, str]] = []
     broken = FailsOnStudyPredictor({uids[ids[1]]})
-    report = predict_many(ws, broken, ids, actor="cli", on_study=lambda i, o: outcomes.append((i, o)))
+    report = predict_many(ws, broken, ids, actor="cli",
+                          on_study=lambda i, o: outcomes.append((i, o)))
     assert (report.predicted, report.skipped) == (2, 0)
-    assert report.problems == [f"study {uids[ids[1]]}: study {uids[ids[1]]} has no bone above 200 HU"]
+    bad = uids[ids[1]]
+    assert report.problems == [f"study {bad}: study {bad} has no bone above 200 HU"]
     assert outcomes == [(ids[0], "predicted"), (ids[1], "failed"), (ids[2], "predicted")]
     assert "2 studies predicted, 0 already predicted, 1 failed" == report.summary()
 
@@ -156,7 +167,8 @@ def test_predict_many_resumes_reports_failures_and_stops_when_asked(imported: Im
     # another version: stops between studies when asked, after the first one
     asked: list[int] = []
     stopped = predict_many(ws, FailsOnStudyPredictor(set(), version="2.0"), ids, actor="cli",
-                           on_study=lambda i, o: asked.append(i), should_stop=lambda: len(asked) >= 1)
+                           on_study=lambda i, o: asked.append(i),
+                           should_stop=lambda: len(asked) >= 1)
     assert stopped.predicted == 1 and stopped.stopped == "stopped on request"
     assert _count(imported, m.Prediction) == 4
 
@@ -220,7 +232,8 @@ def test_one_background_batch_per_database(imported: Imported) -> None:
     first = board.start(key, PredictionJob(imported.ws, GatedPredictor(gate), imported.study_ids,
                                            actor="alice"))
     wait_for(lambda: first.predictor.started == 1, "the first study to start")
-    with pytest.raises(ConflictError, match="started by alice is running \\(0 of 3 studies done\\)"):
+    refused = "started by alice is running \\(0 of 3 studies done\\)"
+    with pytest.raises(ConflictError, match=refused):
         board.start(key, PredictionJob(imported.ws, BoneThresholdPredictor(), imported.study_ids,
                                        actor="bob"))
     first.cancel()  # stops after the study in progress, which is still stored
@@ -232,6 +245,6 @@ def test_one_background_batch_per_database(imported: Imported) -> None:
     assert snap.summary() == "1 studies predicted, 0 already predicted; stopped on request"
     assert board.current(key) is first and _count(imported, m.Prediction) == 1
     # finished: the next batch may start, and resumes
-    second = board.start(key, PredictionJob(imported.ws, BoneThresholdPredictor(), imported.study_ids,
-                                            actor="bob"))
+    second = board.start(key, PredictionJob(imported.ws, BoneThresholdPredictor(),
+                                            imported.study_ids, actor="bob"))
     assert second.wait(30) and (second.snapshot().predicted, second.snapshot().skipped) == (2, 1)

@@ -39,8 +39,10 @@ def backend_status(settings: Settings, *, timeout_s: float = HEALTH_TIMEOUT_S) -
         return _monailabel_status(settings, timeout_s)
     if url.lower().startswith(("http://", "https://")):
         return _remote_status(settings, timeout_s)
-    return BackendStatus("unknown", url, False,
-                         f"SPINE_BACKEND_URL '{url}' is not an http(s):// or monailabel+http(s):// URL")
+    return BackendStatus(
+        "unknown", url, False,
+        f"SPINE_BACKEND_URL '{url}' is not an http(s):// or monailabel+http(s):// URL",
+    )
 
 
 def _weights_dir(settings: Settings) -> Path:
@@ -84,7 +86,8 @@ def _remote_status(settings: Settings, timeout_s: float) -> BackendStatus:
 
     url = settings.backend_url.strip().rstrip("/")
     try:
-        with HttpPredictor(url, settings.backend_token, timeout_s=timeout_s, retry=NO_RETRY) as client:
+        client = HttpPredictor(url, settings.backend_token, timeout_s=timeout_s, retry=NO_RETRY)
+        with client:
             health = client.health()
     except SpineError as exc:
         return BackendStatus("remote", url, False, str(exc))
@@ -92,7 +95,8 @@ def _remote_status(settings: Settings, timeout_s: float) -> BackendStatus:
     parts = [f"backend at {url}: {state}", f"device {health.get('device', '?')}"]
     if health.get("cuda_available"):
         parts.append("CUDA available")
-    parts.append(f"{health.get('jobs_running', 0)} job(s) running, {health.get('jobs_waiting', 0)} waiting")
+    running, waiting = health.get("jobs_running", 0), health.get("jobs_waiting", 0)
+    parts.append(f"{running} job(s) running, {waiting} waiting")
     if health.get("error"):
         parts.append(f"error: {health['error']}")
     return BackendStatus("remote", url, state == "ready", ", ".join(parts))
