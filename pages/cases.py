@@ -102,7 +102,7 @@ def _table(page: CasePage, user: SignedInUser) -> list[dict[str, Any]]:
             "Slices": r.n_slices,
             "Mask": "yes" if r.has_mask else "no",
             "Report": r.report_summary,
-            "Open disputes": r.open_disputes,
+            "Disputes": r.open_disputes,
             "Prediction": "yes" if r.has_prediction else "no",
             "Readers": readers_text(r, user),
             "Patient": r.patient_id,
@@ -149,7 +149,7 @@ def main(user: SignedInUser) -> None:
         column_config={
             "Study UID": st.column_config.TextColumn(width="medium"),
             "Slices": st.column_config.NumberColumn(width="small"),
-            "Open disputes": st.column_config.NumberColumn(width="small"),
+            "Disputes": st.column_config.NumberColumn(width="small", help="Open disputes"),
         },
     )
     rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])

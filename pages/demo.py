@@ -71,14 +71,16 @@ def _studies() -> dict[int, str]:
             if r.n_slices > 0}
 
 
-def _box(raw: dict[str, Any], label: str, colour: tuple[int, int, int]) -> ShownBox | None:
+def _box(raw: dict[str, Any], label: str, colour: tuple[int, int, int], group: str
+         ) -> ShownBox | None:
     try:
         source = SourceBox(int(raw["slice_index"]), float(raw["x"]), float(raw["y"]),
                            float(raw.get("width", raw.get("w", 0))),
                            float(raw.get("height", raw.get("h", 0))))
     except (KeyError, TypeError, ValueError):
         return None
-    return ShownBox(source, colour, label) if source.width > 0 and source.height > 0 else None
+    return (ShownBox(source, colour, label, group) if source.width > 0 and source.height > 0
+            else None)
 
 
 def model_result(study_id: int) -> ModelResult | None:
@@ -95,7 +97,7 @@ def model_result(study_id: int) -> ModelResult | None:
             score = raw.get("score")
             label = " ".join(x for x in (str(raw.get("level") or ""),
                                          f"{float(score):.2f}" if score is not None else "") if x)
-            box = _box(raw, label or "model", MODEL_COLOUR)
+            box = _box(raw, label or "model", MODEL_COLOUR, "model")
             if box is not None:
                 boxes.append(box)
         return ModelResult(
@@ -118,7 +120,7 @@ def truth_of(study_id: int, user: SignedInUser) -> Truth:
         rows = visible_boxes(session, actor, study_id, include_dataset=True) if actor else []
         boxes = [b for b in (_box({"slice_index": r.slice_index, "x": r.x, "y": r.y,
                                    "width": r.width, "height": r.height},
-                                  f"truth {r.level or ''}".strip(), TRUTH_COLOUR)
+                                  f"truth {r.level or ''}".strip(), TRUTH_COLOUR, "truth")
                              for r in rows if r.source == "dataset") if b is not None]
         report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
         return Truth(report_labels(session, study_id), final_labels_of(session, study_id),
@@ -196,7 +198,7 @@ def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
         slice_view(plane_image_png(view, plane, index, window, overlay, zoom), key="demo_truth",
                    plane=plane, index=index, zoom=zoom, edges=view.geometry.edges(plane),
                    header=position_text(view, plane, index), labels=names,
-                   boxes=box_items(view, list(truth.boxes), plane, index, zoom), max_vh=72.0)
+                   boxes=box_items(view, list(truth.boxes), plane, index, zoom), max_vh=60.0)
     with right:
         if result is None:
             st.markdown("**Model** · no prediction yet")
@@ -208,7 +210,7 @@ def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
                               zoom, mask=model_mask)
         slice_view(png, key="demo_model", plane=plane, index=index, zoom=zoom,
                    edges=view.geometry.edges(plane), header=position_text(view, plane, index),
-                   labels=names, max_vh=72.0,
+                   labels=names, max_vh=60.0,
                    boxes=box_items(view, list(result.boxes), plane, index, zoom) if result else [])
 
 

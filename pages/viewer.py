@@ -32,6 +32,7 @@ from pages.viewer_parts import (
     plane_image_png,
     position_text,
     reader_boxes,
+    recent_reader_boxes,
     selected_study_id,
     shown_zoom,
     slice_view,
@@ -119,7 +120,7 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
     active = Plane(st.session_state.get("vw_active", Plane.AXIAL.value))
     slices = {p: _index(view, p) for p in PLANES}
     cursor = cursor_at(view, slices)
-    boxes = reader_boxes(view.info.study_id, user) if boxes_on else []
+    boxes = recent_reader_boxes(view.info.study_id, user) if boxes_on else []
 
     with images:
         bar = st.container(horizontal=True, vertical_alignment="center")
@@ -137,7 +138,7 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
         for column, plane in zip(columns, planes):
             with column:
                 _plane(view, plane, slices[plane], window, overlay, zoom_on, names_on, boxes,
-                       cursor, max_vh=60.0 if len(planes) > 1 else 78.0)
+                       cursor, max_vh=58.0 if len(planes) > 1 else 64.0)
         level_toggles(view, "vw_ovl")
         value = "—" if cursor.value is None else f"{cursor.value:.0f} HU"
         x, y, z = cursor.lps

@@ -17,8 +17,10 @@ image, edge convention (pixel ``(r, c)`` covers ``[r, r + 1) x [c, c + 1)``).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,7 @@ from spine_core.render import (
     WINDOW_PRESETS,
     Cursor,
     DisplayGeometry,
+    LevelAnchor,
     OverlayStyle,
     Plane,
     SourceBox,
@@ -248,7 +251,7 @@ def load_study(study_id: int, *, with_mask: bool = True) -> StudyView:
     mask_id = info.mask_id if with_mask else None
     view = _open_view(info.study_id, mask_id, fingerprint)
     if not _stamps_valid(view):  # a cache file was replaced or damaged under the memory map
-        _open_view.clear()
+        forget_studies()
         view = _open_view(info.study_id, mask_id, fingerprint)
     return view
 
@@ -256,6 +259,8 @@ def load_study(study_id: int, *, with_mask: bool = True) -> StudyView:
 def forget_studies() -> None:
     """Drop every opened study of this server process (e.g. after a re-import)."""
     _open_view.clear()
+    _study_png.cache_clear()
+    _study_anchors.cache_clear()
 
 
 def open_in_page(study_id: int, page: str = "pages/viewer.py") -> None:
@@ -309,11 +314,12 @@ def position_text(view: StudyView, plane: Plane, index: int) -> str:
 
 @dataclass(frozen=True)
 class ShownBox:
-    """A fracture box to draw: where it is stored, its colour and its label."""
+    """A fracture box to draw: where it is stored, its colour, its label and whose it is."""
 
     source: SourceBox
     colour: RGB
     label: str
+    group: str = ""
 
 
 def reader_boxes(study_id: int, user: SignedInUser) -> list[ShownBox]:
@@ -333,8 +339,22 @@ def reader_boxes(study_id: int, user: SignedInUser) -> list[ShownBox]:
         who = "you" if b.reader == user.username else str(b.reader)
         label = f"{who} {b.level}" if b.level else who
         out.append(ShownBox(SourceBox(b.slice_index, b.x, b.y, b.width, b.height),
-                            colours[str(b.reader)], label))
+                            colours[str(b.reader)], label, who))
     return out
+
+
+def recent_reader_boxes(study_id: int, user: SignedInUser, max_age_s: float = 5.0
+                        ) -> list[ShownBox]:
+    """:func:`reader_boxes`, re-read at most every ``max_age_s`` within this user's session
+    (slice steps then cost no database query; the session is the user's, so blinding holds)."""
+    key = "_viewer_boxes"
+    now = time.monotonic()
+    cached = st.session_state.get(key)
+    if cached is not None and cached[0] == (study_id, user.id) and now - cached[1] < max_age_s:
+        return list(cached[2])
+    boxes = reader_boxes(study_id, user)
+    st.session_state[key] = ((study_id, user.id), now, tuple(boxes))
+    return boxes
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,8 +382,20 @@ def plane_image(view: StudyView, plane: Plane, index: int, window: Window,
 def plane_image_png(view: StudyView, plane: Plane, index: int, window: Window,
                     overlay: OverlayStyle | None, zoom: ZoomBox | None = None, *,
                     mask: Volume | None = STUDY_MASK) -> bytes:
-    """:func:`plane_image` as PNG bytes (fast zlib level 1)."""
+    """:func:`plane_image` as PNG bytes (fast zlib level 1).
+
+    With the study's own mask the result is kept in a small per-process cache, so a step in one
+    plane re-encodes only that plane (the crosshair is drawn by the browser, not in the pixels).
+    """
+    if mask is STUDY_MASK:
+        return _study_png(view, plane, int(index), window, overlay, zoom)
     return encode_png(plane_image(view, plane, index, window, overlay, zoom, mask=mask))
+
+
+@functools.lru_cache(maxsize=96)
+def _study_png(view: StudyView, plane: Plane, index: int, window: Window,
+               overlay: OverlayStyle | None, zoom: ZoomBox | None) -> bytes:
+    return encode_png(plane_image(view, plane, index, window, overlay, zoom))
 
 
 def shown_zoom(view: StudyView, plane: Plane, zoom_to_spine: bool) -> ZoomBox:
@@ -378,18 +410,31 @@ def level_label_items(view: StudyView, plane: Plane, index: int, zoom: ZoomBox,
                       visible: Iterable[int] | None = None, *,
                       mask: Volume | None = STUDY_MASK) -> list[dict[str, Any]]:
     """Level names beside each level of the slice, as :func:`slice_view` label items."""
-    shown = view.mask if mask is STUDY_MASK else mask
-    if shown is None:
-        return []
-    labels = plane_pixels(shown.array, view.geometry, plane, index, zoom=zoom)
+    if mask is STUDY_MASK:
+        anchors = _study_anchors(view, plane, int(index), zoom)
+    else:
+        anchors = _anchors(mask, view.geometry, plane, int(index), zoom)
     keep = None if visible is None else set(visible)
     h, w = zoom.shape
     return [
         {"x": a.text_col / w, "y": a.text_row / h, "text": a.name,
          "colour": level_colour_hex(a.level_id), "anchor": "right" if a.text_anchor == "rm" else "left"}
-        for a in level_anchors(labels)
+        for a in anchors
         if keep is None or a.level_id in keep
     ]
+
+
+def _anchors(mask: Volume | None, geometry: DisplayGeometry, plane: Plane, index: int,
+             zoom: ZoomBox) -> tuple[LevelAnchor, ...]:
+    if mask is None:
+        return ()
+    return tuple(level_anchors(plane_pixels(mask.array, geometry, plane, index, zoom=zoom)))
+
+
+@functools.lru_cache(maxsize=96)
+def _study_anchors(view: StudyView, plane: Plane, index: int, zoom: ZoomBox
+                   ) -> tuple[LevelAnchor, ...]:
+    return _anchors(view.mask, view.geometry, plane, index, zoom)
 
 
 def box_items(view: StudyView, boxes: Sequence[ShownBox], plane: Plane, index: int,
@@ -682,7 +727,7 @@ def vertebra_surfaces(series_id: int, mask_id: int, fingerprint: str, _mask: Vol
 
 
 def figure_3d(view: StudyView, boxes: Sequence[ShownBox] = (), levels: Iterable[int] | None = None,
-              *, height: int = 720) -> go.Figure:
+              *, height: int = 600) -> go.Figure:
     """Coloured, named vertebra meshes and the boxes as 3-D boxes (LPS mm, seen from the front)."""
     from spine_core.mesh import box_mesh, plotly_figure
 
@@ -697,6 +742,13 @@ def figure_3d(view: StudyView, boxes: Sequence[ShownBox] = (), levels: Iterable[
                       b.source.x, b.source.y, b.source.width, b.source.height,
                       name=f"box: {b.label}", colour=b.colour) for b in boxes]
     fig = plotly_figure(meshes, cubes, height=height)
+    # one legend entry per reader's boxes (clicking it hides them all); hover names each box
+    seen: set[str] = set()
+    for trace, b in zip(fig.data[len(meshes):], boxes):
+        group = f"boxes: {b.group or b.label}"
+        trace.update(legendgroup=group, name=group, showlegend=group not in seen,
+                     hovertemplate=f"box: {html.escape(b.label)}<extra></extra>")
+        seen.add(group)
     # a long column seen from 2 scene units away overflows the frame: step back to see it all
     fig.update_layout(scene_camera={"eye": {"x": 0.0, "y": -2.6, "z": 0.0},
                                     "up": {"x": 0.0, "y": 0.0, "z": 1.0}})

@@ -365,8 +365,11 @@ def test_3d_view_has_a_named_mesh_per_vertebra_and_boxes(env: Scene) -> None:
         mask = s.scalars(select(m.Mask).join(m.Series).where(m.Series.study_id == env.boxed)).one()
         levels = list(mask.levels)
     assert meshes == levels
-    assert sum(1 for t in traces if t["name"].startswith("box")) == sum(
-        len(v) for v in _box_slices(env, env.boxed).values())
+    owners = _box_slices(env, env.boxed)
+    boxes = [t for t in traces if t["name"].startswith("boxes: ")]
+    assert len(boxes) == sum(len(v) for v in owners.values())
+    assert sorted(t["name"] for t in boxes if t.get("showlegend", True)) == sorted(
+        f"boxes: {name}" for name in owners)  # one legend entry per reader
 
 
 # --- demonstration ------------------------------------------------------------------------------
