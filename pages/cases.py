@@ -116,7 +116,8 @@ def _next_case(user: SignedInUser) -> None:
         study = next_case_for(session, user.id)
         study_id = study.id if study is not None else None
     if study_id is None:
-        st.session_state["cases_flash"] = "Nothing left to read: every study assigned to you is submitted."
+        st.session_state["cases_flash"] = ("Nothing left to read: every study assigned to you "
+                                           "is submitted.")
         return
     open_in_page(study_id, VIEWER_PAGE)
 

@@ -206,8 +206,8 @@ def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
             st.markdown(f"**Model** · {result.model} · {result.created_at}")
         names = (level_label_items(view, plane, index, zoom, mask=model_mask)
                  if plane is Plane.SAGITTAL and model_mask is not None else [])
-        png = plane_image_png(view, plane, index, window, overlay if model_mask is not None else None,
-                              zoom, mask=model_mask)
+        shown = overlay if model_mask is not None else None
+        png = plane_image_png(view, plane, index, window, shown, zoom, mask=model_mask)
         slice_view(png, key="demo_model", plane=plane, index=index, zoom=zoom,
                    edges=view.geometry.edges(plane), header=position_text(view, plane, index),
                    labels=names, max_vh=60.0,

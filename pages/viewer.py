@@ -10,6 +10,8 @@ the three slices on screen are rendered. The study is opened once per server pro
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -17,6 +19,7 @@ from pages.common import SignedInUser, error_boundary, require_role
 from pages.viewer_parts import (
     PLANE_TITLES,
     PLANES,
+    ShownBox,
     StudyView,
     back_to_cases_button,
     box_items,
@@ -42,7 +45,7 @@ from pages.viewer_parts import (
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
 from spine_core.labels import LEVEL_NAMES
-from spine_core.render import Plane, ZoomBox
+from spine_core.render import Cursor, OverlayStyle, Plane, Window, ZoomBox
 
 NO_MASK = "viewer_without_mask"  # study ids the user chose to open without their mask
 LAYOUTS = ("Side by side", "Axial", "Sagittal", "Coronal")
@@ -147,18 +150,20 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
                     "volume; LPS: +x patient left, +y posterior, +z superior.")
 
 
-def _plane(view: StudyView, plane: Plane, index: int, window: object, overlay: object,
-           zoom_on: bool, names_on: bool, boxes: list, cursor: object, *, max_vh: float) -> None:
+def _plane(view: StudyView, plane: Plane, index: int, window: Window,
+           overlay: OverlayStyle | None, zoom_on: bool, names_on: bool,
+           boxes: Sequence[ShownBox], cursor: Cursor, *, max_vh: float) -> None:
+    """One plane: its slice view (image, names, boxes, crosshair) and its slider."""
     zoom = shown_zoom(view, plane, zoom_on)
-    png = plane_image_png(view, plane, index, window, overlay, zoom)  # type: ignore[arg-type]
-    labels = []
+    png = plane_image_png(view, plane, index, window, overlay, zoom)
+    labels: list[dict[str, Any]] = []
     if plane is Plane.SAGITTAL and names_on and overlay is not None:
-        labels = level_label_items(view, plane, index, zoom, overlay.visible)  # type: ignore[attr-defined]
+        labels = level_label_items(view, plane, index, zoom, overlay.visible)
     slice_view(
         png, key=f"vw_view_{plane.value}", plane=plane, index=index, zoom=zoom,
         edges=view.geometry.edges(plane), header=position_text(view, plane, index),
         labels=labels, boxes=box_items(view, boxes, plane, index, zoom),
-        cursor=cursor_item(cursor, plane, zoom), max_vh=max_vh,  # type: ignore[arg-type]
+        cursor=cursor_item(cursor, plane, zoom), max_vh=max_vh,
         on_click=functools.partial(_on_click, view, plane, zoom),
     )
     st.slider(f"{PLANE_TITLES[plane]} slice", 1, view.slice_count(plane), key=_slice_key(plane),
@@ -225,6 +230,8 @@ def _header(view: StudyView) -> None:
         with st.expander(f"{len(info.warnings)} import warning(s)"):
             for w in info.warnings:
                 st.write(w)
+    for w in (view.mask.meta.get("warnings") or []) if view.mask is not None else []:
+        st.warning(f"Mask: {w}")  # e.g. resampled onto the image grid: check the overlay
 
 
 def main(user: SignedInUser) -> None:

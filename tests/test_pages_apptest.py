@@ -360,7 +360,8 @@ def test_3d_view_has_a_named_mesh_per_vertebra_and_boxes(env: Scene) -> None:
     assert not at.exception, at.exception
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     traces = spec["data"]
-    meshes = [t["name"] for t in traces if t["type"] == "mesh3d" and not t["name"].startswith("box")]
+    meshes = [t["name"] for t in traces
+              if t["type"] == "mesh3d" and not t["name"].startswith("box")]
     with unit_of_work(open_workspace(env.settings).sessions, readonly=True) as s:
         mask = s.scalars(select(m.Mask).join(m.Series).where(m.Series.study_id == env.boxed)).one()
         levels = list(mask.levels)
@@ -445,6 +446,16 @@ def test_demonstration_shows_the_prediction_beside_the_truth(
     truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
     assert [b["label"] for b in model["boxes"]] == ["C2 0.88"]
     assert not truth["labels"] and not model["labels"]  # names only in the sagittal plane
+    # the box was drawn around C2's pixels on that slice: on the zoomed image it must frame
+    # exactly the pixels the predicted mask colours (boxes and masks stay aligned)
+    rgb = png_pixels(model).astype(int)
+    coloured = (rgb[..., 0] != rgb[..., 1]) | (rgb[..., 1] != rgb[..., 2])
+    rows, cols = np.flatnonzero(coloured.any(axis=1)), np.flatnonzero(coloured.any(axis=0))
+    b = model["boxes"][0]
+    h, w = model["height"], model["width"]
+    assert (b["x0"] * w, b["x1"] * w) == pytest.approx((cols[0], cols[-1] + 1))
+    assert (b["y0"] * h, b["y1"] * h) == pytest.approx((rows[0], rows[-1] + 1))
+    assert (w, h) != tuple(reversed(SHAPE[1:]))  # zoomed in on the spine, not the full slice
 
 
 # --- bad input ---------------------------------------------------------------------------------

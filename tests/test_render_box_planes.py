@@ -15,7 +15,8 @@ SHAPE = (12, 20, 24)
 def _affines() -> dict[str, np.ndarray]:
     axial = ct_affine(SHAPE, (2.5, 0.8, 0.7))
     head_first = ct_affine(SHAPE, (1.5, 0.9, 0.9), superior_first=True)
-    # a sagittal acquisition: a0 runs Right -> Left, a1 Superior -> Inferior, a2 Anterior -> Posterior
+    # a sagittal acquisition: a0 runs Right -> Left, a1 Superior -> Inferior,
+    # a2 Anterior -> Posterior
     sagittal = np.eye(4)
     sagittal[:3, 0] = (3.0, 0.0, 0.0)
     sagittal[:3, 1] = (0.0, 0.0, -0.6)
