@@ -48,7 +48,7 @@ class FractureConfig:
     """
 
     levels: tuple[int, ...] = tuple(range(1, 20))
-    crop_shape: tuple[int, int, int] = (32, 48, 48)
+    crop_shape: tuple[int, int, int] = (32, 56, 56)
     crop_spacing_mm: float = 1.25
     window: tuple[float, float] = DEFAULT_WINDOW
     threshold: float = 0.5

@@ -26,8 +26,9 @@ from spine_core.volume import CANONICAL_AXCODES, Volume
 
 _LPS_LABELS = (("R", "L"), ("A", "P"), ("I", "S"))
 
-#: Default CT window in HU, mapped linearly to [0, 1].
-DEFAULT_WINDOW: tuple[float, float] = (-1000.0, 2000.0)
+#: Default CT window in HU, mapped linearly to [0, 1]: soft tissue to cortical bone (air, fat and
+#: lung all become ~0, so zero padding matches what surrounds the body).
+DEFAULT_WINDOW: tuple[float, float] = (-200.0, 1200.0)
 
 
 @dataclass(frozen=True)
