@@ -69,15 +69,10 @@ def settle(page: Any, pause: float = 0.6) -> None:
         "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
 
-def sign_in(page: Any, base_url: str, username: str, *, reload: bool = False) -> None:
-    """Sign in (demo password = user name); after a reload the session is new as well."""
-    if reload:
-        page.reload()
-    else:
-        page.goto(base_url)
+def sign_in(page: Any, base_url: str, username: str) -> None:
+    """Sign in (demo password = user name)."""
+    page.goto(base_url)
     page.get_by_label("User name").wait_for()
-    if page.get_by_role("dialog").count():  # "page not found" while signed out: close it
-        page.keyboard.press("Escape")
     page.get_by_label("User name").fill(username)
     page.get_by_role("textbox", name="Password").fill(username)
     page.get_by_role("button", name="Sign in").click()
@@ -187,8 +182,12 @@ def test_readers_draw_blinded_and_the_adjudicator_sees_both_and_the_union(
     assert colour_pixels(canvas_box(r1).screenshot(), READER_BLUE) > 40
     screenshot(r1, "annotation-02-reader1-draws")
 
-    # -- reload: a new session, the box comes back from the database ------------------------------
-    sign_in(r1, app_url, "reader1", reload=True)
+    # -- reload: a new Streamlit session; the reader stays signed in (token in the URL) and the
+    # box comes back from the database -------------------------------------------------------------
+    r1.reload()
+    r1.get_by_role("button", name="Sign out").wait_for()
+    assert r1.get_by_label("User name").count() == 0
+    settle(r1)
     if "/annotate" not in r1.url:
         open_page(r1, "Annotate")
     choose_study(r1, uid)
