@@ -10,8 +10,9 @@ from the database (a new box needs its id as label) or the slice/view changes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from streamlit_drawable_canvas import boxes_to_drawing, st_canvas
 from db import annotations as ann
 from db import models as m
 from db.session import unit_of_work
+from pages import prediction_panel as pp
 from pages.common import SignedInUser, error_boundary, require_role, workspace
 from spine_core import annotation_geometry as ag
 from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
@@ -217,8 +219,10 @@ def _saved_on_slice(user: SignedInUser, study_id: int, slice_index: int) -> list
         return ann.visible_boxes(session, me, study_id, slice_index=slice_index) if me else []
 
 
-def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable: bool) -> None:
-    """Draw the slice and the reader's boxes; save what changed since the canvas was loaded."""
+def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable: bool,
+            predicted: Sequence[Any] = ()) -> None:
+    """Draw the slice and the reader's boxes (and the model's ``predicted`` boxes, in the
+    image); save what changed since the canvas was loaded."""
     geo = view.geometry
     saved_rows = _saved_on_slice(user, study_id, view.slice_index)
     saved = [ag.SavedBox(b.id, b.version, SourceBox(b.slice_index, b.x, b.y, b.width, b.height))
@@ -229,6 +233,7 @@ def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable:
     rgb = plane_image(study, geo.acquisition_plane, view.display_index, view.window,
                       OverlayStyle(opacity=0.35, outline=True) if view.overlay else None,
                       view.canvas.zoom)
+    pp.draw_predicted_boxes(rgb, study, predicted, view.display_index, view.canvas.zoom)
     initial = boxes_to_drawing(
         [{**ag.source_to_canvas(geo, s.box, view.canvas),
           "label": ag.box_label(s.id, rows_by_id[s.id].level)} for s in saved],
@@ -237,7 +242,7 @@ def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable:
     z = view.canvas.zoom
     w = view.window
     state = (f"{view.display_index}:{z.row0},{z.col0},{z.row1},{z.col1}:{w.width},{w.level}:"
-             f"{view.overlay}")
+             f"{view.overlay}:{len(predicted)}")
     key = "annotate_canvas_" + hashlib.sha1(
         f"{study_id}:{state}:{st.session_state.get(_gen_key(study_id), 0)}:{editable}".encode()
     ).hexdigest()[:16]
@@ -367,6 +372,14 @@ def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: se
         st.caption(f"Not marked yet: {', '.join(unmarked)}")
 
 
+def _labels_on(study: Any, prediction: pp.ShownPrediction | None, slice_index: int) -> Any:
+    """The level labels of a stored slice: the dataset's mask, else the predicted one."""
+    if study.mask is not None:
+        return study.mask.array[slice_index]
+    predicted, _ = pp.predicted_mask(study, prediction)
+    return predicted.volume.array[slice_index] if predicted is not None else None
+
+
 def _my_box_slices(user: SignedInUser, study_id: int) -> list[tuple[int, int, str]]:
     """(stored slice, number of boxes, levels) of every slice carrying the reader's boxes."""
     with unit_of_work(workspace().sessions, readonly=True) as session:
@@ -411,6 +424,7 @@ def main() -> None:
     numbers = _instance_numbers(study.info.series_id)
     editable = status != "submitted"
     box_slices = _my_box_slices(user, study_id)
+    prediction = pp.load_prediction(study_id)
 
     st.markdown(f"**Annotate** · study `{uid}` · "
                 f"{'submitted (read-only)' if not editable else status.replace('_', ' ')}")
@@ -423,7 +437,8 @@ def main() -> None:
         st.query_params["study"] = uid
         st.query_params["slice"] = str(k)
         view = View(geo, k, slice_index, ag.fit_canvas(zoom, CANVAS_MAX, CANVAS_MAX), window, overlay)
-        _canvas(user, study_id, study, view, editable)
+        _canvas(user, study_id, study, view, editable,
+                prediction.boxes_on(slice_index) if prediction and pp.show_on_canvas() else ())
         st.caption(f"Slice {k + 1} of {geo.slice_count(geo.acquisition_plane)} (head to feet) · "
                    f"instance number {number} · keys: J next slice, K previous, N next case, "
                    "Delete deletes the selected box · the toolbar above the image switches to "
@@ -433,6 +448,12 @@ def main() -> None:
     levels = ag.levels_to_call(study.info.mask_levels, boxed)
     with right:
         _box_panel(user, study_id, slice_index, levels, editable)
+        st.divider()
+        pp.copy_panel(prediction, study_id, slice_index,
+                      _saved_on_slice(user, study_id, slice_index),
+                      _labels_on(study, prediction, slice_index), editable,
+                      functools.partial(_write, user, study_id),
+                      functools.partial(_reload_canvas, study_id))
         st.divider()
         _level_panel(user, study_id, levels, boxed, editable)
         st.divider()

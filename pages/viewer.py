@@ -1,6 +1,7 @@
 """Viewer: a study's axial, sagittal and coronal slices (side by side or one large), a linked
 cursor with the HU value, window/level presets, mask overlay with per-vertebra show/hide, the
-fracture boxes this user may see, and the 3-D view of the vertebrae.
+fracture boxes this user may see, the model's latest prediction (outlined mask, boxes, per-level
+probabilities; asked for from here: ``pages.prediction_panel``), and the 3-D view.
 
 Slice stepping (slider, ↑/↓ and PgUp/PgDn keys, clicks) reruns only the slices fragment; only
 the three slices on screen are rendered. The study is opened once per server process
@@ -16,6 +17,15 @@ from typing import Any
 import streamlit as st
 
 from pages.common import SignedInUser, error_boundary, require_role
+from pages.prediction_panel import (
+    PredictedMask,
+    PredictionStyle,
+    ShownPrediction,
+    prediction_boxes,
+    prediction_controls,
+    prediction_png,
+    prediction_section,
+)
 from pages.viewer_parts import (
     PLANE_TITLES,
     PLANES,
@@ -103,8 +113,12 @@ def _activate(plane: Plane) -> None:
 
 
 @st.fragment
-def slices_panel(view: StudyView, user: SignedInUser) -> None:
-    """Controls and slices; everything in here reruns alone when a slice or a control changes."""
+def slices_panel(view: StudyView, user: SignedInUser, prediction: ShownPrediction | None = None,
+                 predicted: PredictedMask | None = None) -> None:
+    """Controls and slices; everything in here reruns alone when a slice or a control changes.
+
+    ``prediction``/``predicted``: the model's latest prediction and its mask, drawn in their own
+    style over the dataset's mask and the readers' boxes."""
     if not view_is_current(view):  # its cache files changed since the page opened it
         st.rerun(scope="app")
     controls, images = st.columns([1, 4], gap="medium")
@@ -116,6 +130,7 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
         names_on = st.toggle("Level names (sagittal)", value=True, key="vw_names",
                              disabled=view.mask is None)
         boxes_on = st.toggle("Fracture boxes", value=True, key="vw_boxes")
+        style = prediction_controls(prediction, predicted, "vw_pred")
 
     planes = PLANES if layout == LAYOUTS[0] else (Plane(layout.lower()),)
     if len(planes) == 1:
@@ -124,6 +139,9 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
     slices = {p: _index(view, p) for p in PLANES}
     cursor = cursor_at(view, slices)
     boxes = recent_reader_boxes(view.info.study_id, user) if boxes_on else []
+    if style is not None and style.boxes:
+        boxes = [*boxes, *prediction_boxes(prediction)]
+    shown_prediction = predicted if style is not None and style.mask else None
 
     with images:
         bar = st.container(horizontal=True, vertical_alignment="center")
@@ -141,7 +159,8 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
         for column, plane in zip(columns, planes):
             with column:
                 _plane(view, plane, slices[plane], window, overlay, zoom_on, names_on, boxes,
-                       cursor, max_vh=58.0 if len(planes) > 1 else 64.0)
+                       cursor, max_vh=58.0 if len(planes) > 1 else 64.0,
+                       predicted=shown_prediction, style=style)
         level_toggles(view, "vw_ovl")
         value = "—" if cursor.value is None else f"{cursor.value:.0f} HU"
         x, y, z = cursor.lps
@@ -152,10 +171,14 @@ def slices_panel(view: StudyView, user: SignedInUser) -> None:
 
 def _plane(view: StudyView, plane: Plane, index: int, window: Window,
            overlay: OverlayStyle | None, zoom_on: bool, names_on: bool,
-           boxes: Sequence[ShownBox], cursor: Cursor, *, max_vh: float) -> None:
+           boxes: Sequence[ShownBox], cursor: Cursor, *, max_vh: float,
+           predicted: PredictedMask | None = None, style: PredictionStyle | None = None) -> None:
     """One plane: its slice view (image, names, boxes, crosshair) and its slider."""
     zoom = shown_zoom(view, plane, zoom_on)
-    png = plane_image_png(view, plane, index, window, overlay, zoom)
+    if predicted is not None and style is not None:
+        png = prediction_png(view, plane, index, window, overlay, zoom, predicted, style)
+    else:
+        png = plane_image_png(view, plane, index, window, overlay, zoom)
     labels: list[dict[str, Any]] = []
     if plane is Plane.SAGITTAL and names_on and overlay is not None:
         labels = level_label_items(view, plane, index, zoom, overlay.visible)
@@ -173,7 +196,8 @@ def _plane(view: StudyView, plane: Plane, index: int, window: Window,
 # --- 3-D --------------------------------------------------------------------------------------
 
 
-def panel_3d(view: StudyView, user: SignedInUser) -> None:
+def panel_3d(view: StudyView, user: SignedInUser, prediction: ShownPrediction | None = None
+             ) -> None:
     if view.mask is None:
         st.info("The 3-D view draws the vertebra mask, and this study is shown without one.")
         return
@@ -182,7 +206,8 @@ def panel_3d(view: StudyView, user: SignedInUser) -> None:
     bar.caption("Drag to rotate, scroll to zoom; click a name in the plot's legend to hide it. "
                 "Seen from the front: the patient's right is on your left.")
     ids = level_toggles(view, "vw_ovl")
-    boxes = reader_boxes(view.info.study_id, user) if boxes_on else []
+    boxes = [*reader_boxes(view.info.study_id, user), *prediction_boxes(prediction)] \
+        if boxes_on else []
     st.plotly_chart(figure_3d(view, boxes, ids), key="vw_3d", config={"displaylogo": False})
 
 
@@ -249,12 +274,13 @@ def main(user: SignedInUser) -> None:
         if st.button("Try the mask again", key="vw_retry_mask"):
             st.session_state[NO_MASK].discard(study_id)
             st.rerun()
+    prediction, predicted = prediction_section(view, user, key="vw_pred")
     mode = st.segmented_control("View", ["Slices", "3D"], default="Slices", key="vw_mode",
                                 label_visibility="collapsed")
     if mode == "3D":
-        panel_3d(view, user)
+        panel_3d(view, user, prediction)
     else:
-        slices_panel(view, user)
+        slices_panel(view, user, prediction, predicted)
 
 
 signed_in = require_role()
