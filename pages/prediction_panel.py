@@ -402,11 +402,11 @@ def _failure(snap: RunSnapshot, user: SignedInUser, study_id: int, key: str) -> 
     heading = FAILURE_HEADINGS.get(snap.kind, "The prediction failed.")
     st.error(f"{heading} {snap.error[:1].upper()}{snap.error[1:]}. Nothing was stored; the page "
              "shows the earlier prediction, if any.")
-    left, right, _ = st.columns([1, 1, 3])
-    left.button("Try again", key=f"{key}_retry", type="primary", on_click=start_prediction,
-                args=(user, study_id, key))
-    right.button("Check the backend", key=f"{key}_check", on_click=_check_backend,
-                 args=(key, study_id))
+    bar = st.container(horizontal=True)
+    bar.button("Try again", key=f"{key}_retry", type="primary", on_click=start_prediction,
+               args=(user, study_id, key))
+    bar.button("Check the backend", key=f"{key}_check", on_click=_check_backend,
+               args=(key, study_id))
     checked = st.session_state.get(f"{key}_backend_{study_id}")
     if checked is not None:
         ok, summary = checked
