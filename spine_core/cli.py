@@ -77,6 +77,12 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.problems else 3
 
 
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.inference.train import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from spine_core.inference.server import serve
 
@@ -212,8 +218,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `spine` command (exposed for tests and docs)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `spine` command (exposed for tests and docs).
+
+    The options of ``train`` come from the training module, which imports PyTorch; they are
+    only added when ``argv`` asks for ``train`` (or is not given), so other commands start fast.
+    """
     parser = argparse.ArgumentParser(
         prog="spine", description="SpineReview: spine CT datasets, annotations and models."
     )
@@ -289,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = add("train", _cmd_train,
+            "Train the two demo models (vertebra segmentation, fracture classifier) on synthetic "
+            "studies and write small weights with a model card.")
+    if argv is None or "train" in argv:
+        from spine_core.inference.train import add_arguments
+
+        add_arguments(p)
+
     p = add("serve", _cmd_serve,
             "Run the HTTP inference backend (loads the models once; GPU when present). "
             "Clients need SPINE_BACKEND_TOKEN.")
@@ -318,8 +336,9 @@ def _fix_export_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     _fix_export_args(args, parser)
     debug = bool(getattr(args, "debug", False))
     try:
