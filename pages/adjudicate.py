@@ -26,6 +26,9 @@ KIND_LABELS = {
 CHOICE_LABELS = {"fractured": "Fractured", "not_fractured": "Not fractured",
                  "cannot_tell": "Cannot tell"}
 FLASH = "adjudicate_flash"
+#: Set when an action closed or reopened the dispute on screen: the next run widens the status
+#: filter to "all" so that dispute stays selected (it would leave an "open" queue otherwise).
+KEEP_IN_VIEW = "adjudicate_keep_in_view"
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -37,8 +40,10 @@ def _swatch(rgb: tuple[int, int, int], text: str) -> str:
             f"{html.escape(text)}</span>")
 
 
-def _flash(message: str, kind: str = "success") -> None:
+def _flash(message: str, kind: str = "success", *, keep_in_view: bool = False) -> None:
     st.session_state[FLASH] = (kind, message)
+    if keep_in_view:
+        st.session_state[KEEP_IN_VIEW] = True
     st.rerun()
 
 
@@ -60,6 +65,8 @@ def _queue(user: SignedInUser) -> int | None:
                             key="adjudicate_levels")
     kinds = c2.multiselect("Kinds", list(KIND_LABELS), format_func=KIND_LABELS.__getitem__,
                            key="adjudicate_kinds")
+    if st.session_state.pop(KEEP_IN_VIEW, False):
+        st.session_state["adjudicate_status"] = "all"
     status = c3.radio("Status", ["open", "decided", "all"], horizontal=True,
                       key="adjudicate_status")
     if st.button("Check read studies for disputes", key="adjudicate_refresh",
@@ -81,12 +88,17 @@ def _queue(user: SignedInUser) -> int | None:
     by_id = {i.dispute_id: i for i in items}
 
     def label(dispute_id: int) -> str:
+        # Only what never changes: the browser sends the selection back as this text, and a
+        # text that changed since (a vote, a decision) would select the first dispute instead.
         i = by_id[dispute_id]
-        flag = " ⚑ no longer disputed" if i.flagged else ""
-        return (f"{i.level} · {KIND_LABELS.get(i.kind, i.kind)} · {i.study_uid} · round {i.round}"
-                f" · {i.votes} vote(s) · {i.status}{flag}")
+        return f"{i.level} · {KIND_LABELS.get(i.kind, i.kind)} · {i.study_uid} · #{i.dispute_id}"
 
-    return st.selectbox("Dispute", list(by_id), format_func=label, key="adjudicate_dispute")
+    chosen = st.selectbox("Dispute", list(by_id), format_func=label, key="adjudicate_dispute")
+    if chosen is not None:
+        i = by_id[chosen]
+        flag = " · ⚑ no longer disputed" if i.flagged else ""
+        st.caption(f"Round {i.round} · {i.votes} vote(s) · {i.status}{flag}")
+    return chosen
 
 
 # --- one dispute --------------------------------------------------------------------------------
@@ -189,7 +201,8 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                         with unit_of_work(ws.sessions) as session:
                             result = store.cast_vote(session, user, detail.dispute_id, choice,
                                                      rationale, settings=settings)
-                        _flash(f"Vote recorded. {result.outcome.reason}")
+                        _flash(f"Vote recorded. {result.outcome.reason}",
+                               keep_in_view=result.decision_id is not None)
         else:
             st.caption(f"You cannot vote: {detail.vote_refusal}")
         if st.button("Decide now", key="decide",
@@ -198,7 +211,7 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                 with unit_of_work(ws.sessions) as session:
                     outcome = store.try_decide(session, user, detail.dispute_id, settings)
                 _flash(("Decided: " if outcome.decided else "Not decided yet: ") + outcome.reason,
-                       "success" if outcome.decided else "info")
+                       "success" if outcome.decided else "info", keep_in_view=outcome.decided)
         if detail.policy == "report" and user.role == "adjudicator":
             with st.form("override"):
                 st.markdown("**Override the report** (report policy)")
@@ -210,7 +223,8 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                         with unit_of_work(ws.sessions) as session:
                             store.override(session, user, detail.dispute_id,
                                            fractured == "fractured", reason, settings=settings)
-                        _flash("The report was overridden; the final label is updated.")
+                        _flash("The report was overridden; the final label is updated.",
+                               keep_in_view=True)
     else:
         with st.form("reopen"):
             reason = st.text_area("Reason to reopen (required)", key="reopen_reason")
@@ -218,7 +232,7 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                 with error_boundary("Reopening"):
                     with unit_of_work(ws.sessions) as session:
                         store.reopen(session, user, detail.dispute_id, reason, settings=settings)
-                    _flash("Reopened: a new voting round has started.")
+                    _flash("Reopened: a new voting round has started.", keep_in_view=True)
 
 
 def _report_editor(user: SignedInUser, detail: views.DisputeDetail) -> None:
