@@ -2,8 +2,12 @@
 
 For every level the segmentation found, a fixed-size crop (``crop_shape`` voxels of
 ``crop_spacing_mm``, axes along the model grid, i.e. canonical S/P/L) is sampled around the level's
-centroid from the full-resolution input: channel 0 the windowed CT, channel 1 the level's predicted
-mask. :class:`~.networks.FractureNet` gives one logit per crop.
+centroid from the full-resolution input: channel 0 the windowed CT (zeroed outside the level's
+mask dilated by ``context_mm`` when ``mask_context``), channel 1 the level's predicted mask,
+channel 2 (when ``tophat_voxels``) a black top-hat of channel 0 that lights up thin dark gaps in
+bone, i.e. fracture lines. :class:`~.networks.FractureNet` gives one logit per crop; trained on class-balanced batches, it is
+shifted by the log prior odds of the level (``FractureConfig.level_priors``) to give
+P(fracture) at the prevalence the model is meant for.
 
 Patient probability (RSNA's ``patient_overall``: any cervical level fractured) is the noisy-OR of
 the cervical levels, ``1 - prod(1 - p_level)``, which assumes independent errors per level.
@@ -16,13 +20,15 @@ level probability. They say "look at this vertebra on these slices".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spine_core.errors import ModelLoadError
@@ -30,6 +36,10 @@ from spine_core.inference.preprocess import DEFAULT_WINDOW, Grid, crop_grid, sam
 from spine_core.inference.protocol import PredictedBox
 from spine_core.inference.segmentation import autocast
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
+
+
+#: Smallest prior used in the logit shift (a level never seen fractured is not impossible).
+PRIOR_FLOOR = 0.005
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,17 @@ class FractureConfig:
         box_min_area_fraction: skip slices where the level is smaller than this share of its
             largest slice.
         batch_size: crops per forward pass.
+        level_priors: level name -> prevalence of fracture. The classifier is trained on
+            class-balanced batches (an implied prior of 0.5), so its logit is shifted by
+            ``logit(prior)`` of the level to give the posterior at that prevalence. Empty: no
+            correction.
+        mask_context: zero the CT outside the level's mask dilated by ``context_mm``, so
+            neighbouring vertebrae (and their fractures) do not show in the crop.
+        context_mm: that dilation.
+        tophat_voxels: size of the cube of a grey closing whose difference with the CT (a black
+            top-hat) is added as channel 2: it lights up dark gaps narrower than the cube inside
+            bright bone, i.e. fracture lines; 0 leaves the channel out.
+        tophat_gain: factor applied to that channel (its values are small).
     """
 
     levels: tuple[int, ...] = tuple(range(1, 20))
@@ -54,6 +75,24 @@ class FractureConfig:
     threshold: float = 0.5
     box_min_area_fraction: float = 0.3
     batch_size: int = 8
+    level_priors: Mapping[str, float] = field(default_factory=dict)
+    mask_context: bool = True
+    context_mm: float = 3.0
+    tophat_voxels: int = 3
+    tophat_gain: float = 4.0
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the classifier: CT, mask (and the top-hat)."""
+        return 3 if self.tophat_voxels > 0 else 2
+
+    def prior_for(self, level: str) -> float:
+        """Prior of a level (0.5, i.e. no correction, when none is set)."""
+        return float(self.level_priors.get(level, 0.5)) if self.level_priors else 0.5
+
+    def prior_logit(self, level: str) -> float:
+        p = min(max(self.prior_for(level), PRIOR_FLOOR), 1.0 - PRIOR_FLOOR)
+        return math.log(p / (1.0 - p))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FractureConfig":
@@ -68,6 +107,11 @@ class FractureConfig:
                 threshold=float(data.get("threshold", cls.threshold)),
                 box_min_area_fraction=float(data.get("box_min_area_fraction", cls.box_min_area_fraction)),
                 batch_size=int(data.get("batch_size", cls.batch_size)),
+                level_priors={str(k): float(v) for k, v in dict(data.get("level_priors", {})).items()},
+                mask_context=bool(crop.get("mask_context", False)),
+                context_mm=float(crop.get("context_mm", cls.context_mm)),
+                tophat_voxels=int(crop.get("tophat_voxels", 0)),
+                tophat_gain=float(crop.get("tophat_gain", cls.tophat_gain)),
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise ModelLoadError(
@@ -82,10 +126,15 @@ class FractureConfig:
                 "shape": list(self.crop_shape),
                 "spacing_mm": self.crop_spacing_mm,
                 "window": list(self.window),
+                "mask_context": self.mask_context,
+                "context_mm": self.context_mm,
+                "tophat_voxels": self.tophat_voxels,
+                "tophat_gain": self.tophat_gain,
             },
             "threshold": self.threshold,
             "box_min_area_fraction": self.box_min_area_fraction,
             "batch_size": self.batch_size,
+            "level_priors": dict(self.level_priors),
         }
 
 
@@ -111,10 +160,32 @@ def level_crops(
         img = sample_onto(image, image_affine, grid)
         level_mask = (label_t == lid).to(torch.float32)[None, None]
         msk = sample_onto(level_mask, labels_grid.affine, grid)
-        crops.append(torch.cat([img, msk], dim=1))
+        if config.mask_context:
+            img = img * dilate(msk, config.context_mm / config.crop_spacing_mm)
+        parts = [img, msk]
+        if config.tophat_voxels > 0:
+            parts.append(black_tophat(img, config.tophat_voxels) * config.tophat_gain)
+        crops.append(torch.cat(parts, dim=1))
     if not crops:
-        return [], torch.zeros((0, 2, *config.crop_shape), dtype=torch.float32)
+        return [], torch.zeros((0, config.channels, *config.crop_shape), dtype=torch.float32)
     return ids, torch.cat(crops, dim=0)
+
+
+def dilate(mask: torch.Tensor, radius_voxels: float) -> torch.Tensor:
+    """Grey dilation of a (N, 1, ...) soft mask by a cube of half-size ``radius_voxels``."""
+    r = max(0, int(round(radius_voxels)))
+    if r == 0:
+        return mask
+    return F.max_pool3d(mask, kernel_size=2 * r + 1, stride=1, padding=r)
+
+
+def black_tophat(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey closing (dilation then erosion by a ``size`` cube) minus the image: >= 0, large in
+    dark gaps narrower than the cube that lie between brighter voxels (e.g. fracture lines)."""
+    pad = size // 2
+    dilated = F.max_pool3d(image, kernel_size=size, stride=1, padding=pad)
+    closed = -F.max_pool3d(-dilated, kernel_size=size, stride=1, padding=pad)
+    return (closed - image).clamp_(min=0.0)
 
 
 class FractureModel:
@@ -126,16 +197,22 @@ class FractureModel:
         self.device = device
         self.amp = amp
 
-    def probabilities(self, crops: torch.Tensor) -> npt.NDArray[np.float64]:
-        """(L, 2, *crop) crops -> (L,) fracture probabilities."""
+    def logits(self, crops: torch.Tensor) -> npt.NDArray[np.float64]:
+        """(L, 2, *crop) crops -> (L,) raw classifier logits (balanced-prior scale)."""
         out: list[torch.Tensor] = []
         with torch.inference_mode(), autocast(self.device, self.amp):
             for start in range(0, crops.shape[0], self.config.batch_size):
                 batch = crops[start : start + self.config.batch_size].to(self.device)
-                out.append(torch.sigmoid(self.net(batch).float()).reshape(-1).cpu())
+                out.append(self.net(batch).float().reshape(-1).cpu())
         if not out:
             return np.zeros(0)
         return torch.cat(out).numpy().astype(np.float64)
+
+    def probabilities(self, crops: torch.Tensor, levels: Sequence[int]) -> npt.NDArray[np.float64]:
+        """P(fracture) of each crop, with the prior of its level (see ``level_priors``)."""
+        z = self.logits(crops)
+        shift = np.array([self.config.prior_logit(level_name(int(lid))) for lid in levels])
+        return 1.0 / (1.0 + np.exp(-(z + shift)))
 
     def predict_levels(
         self,
@@ -147,7 +224,7 @@ class FractureModel:
     ) -> dict[str, float]:
         """Level name -> P(fracture) for every scored level the segmentation found."""
         ids, crops = level_crops(image, image_affine, labels, labels_grid, centres, self.config)
-        probs = self.probabilities(crops)
+        probs = self.probabilities(crops, ids)
         return {level_name(lid): float(p) for lid, p in zip(ids, probs)}
 
 
