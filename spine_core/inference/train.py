@@ -4,10 +4,10 @@ The demo weights are trained on synthetic phantom studies (:mod:`spine_core.phan
 resulting models are for demonstrations and tests, never for patients. The same code trains on
 any :class:`LabelledStudy` source (e.g. tiny blob studies in the tests).
 
-Pipeline: each training study is converted once, exactly as inference converts it, to
-(a) the model-grid image and label map for the segmentation network and (b) jittered per-vertebra
-crops (ground-truth mask channel) for the fracture classifier; both networks then train from that
-in-memory cache. Held-out studies are run through the full two-stage pipeline and scored with
+Pipeline: each training study is generated once and kept in memory; it is converted exactly as
+inference converts it to the model-grid image and label map the segmentation network trains on.
+The trained segmentation network then segments every training study, and jittered per-vertebra
+crops of its *predicted* masks are what the fracture classifier trains on. Held-out studies are run through the full two-stage pipeline and scored with
 :mod:`spine_core.metrics`; the weights, their configs and a model card are written to ``out_dir``.
 """
 
@@ -153,16 +153,26 @@ def prepare_fracture(
     rng: np.random.Generator,
     n_jitter: int = 3,
     jitter_mm: float = 3.0,
+    segmentation: SegmentationModel | None = None,
 ) -> CropSet:
     """``n_jitter`` crops per scored level, centres jittered by up to ``jitter_mm`` per axis.
 
-    The mask channel comes from the ground truth brought onto the model grid, as the predicted
-    mask is at inference.
+    With ``segmentation`` the crops are built from its predicted labels and centroids, exactly as
+    at inference (what the demo weights are trained on: ground-truth masks carry details, such as
+    fracture gaps, that predicted masks do not, and a classifier trained on them fails on
+    predictions). Without it, from the ground truth brought onto the model grid; the target of a
+    crop is whether the study's level of that id is fractured.
     """
-    grid = model_grid(grid_of(study.image), seg_config.spacing_mm)
-    labels = labels_onto(np.asarray(study.mask.array), study.mask.affine, grid)
-    centres = centroids_of(labels, grid)
-    image = volume_tensor(study.image, config.window)
+    if segmentation is not None:
+        seg = segmentation.segment(study.image)
+        grid, labels, centres = seg.model_grid, seg.model_labels, seg.centroids
+        same_window = tuple(segmentation.config.window) == tuple(config.window)
+        image = seg.image if same_window else volume_tensor(study.image, config.window)
+    else:
+        grid = model_grid(grid_of(study.image), seg_config.spacing_mm)
+        labels = labels_onto(np.asarray(study.mask.array), study.mask.affine, grid)
+        centres = centroids_of(labels, grid)
+        image = volume_tensor(study.image, config.window)
     sets = []
     for _ in range(n_jitter):
         jittered = {
@@ -498,7 +508,6 @@ class TrainSettings:
     device: str = "cpu"
     threads: int = 2
     budget_minutes: float = 19.0
-    cache_dir: Path | None = None  # prepared studies cached as .npz (reruns skip generation)
     name: str = "spinereview-demo"
     version: str = "0.1.0"
     seg_config: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -541,7 +550,6 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     make = source or phantom_source(s.shape, enrich=s.enrich_fractures)
     make_val = source or phantom_source(s.shape)
-    tag = "custom" if source is not None else f"phantom-enrich-{s.enrich_fractures}"
     from spine_core.inference.local import resolve_device
 
     device = resolve_device(s.device)
@@ -551,35 +559,44 @@ def train(
     budget = s.budget_minutes * 60.0
     say = log or (lambda _m: None)
     try:
+        studies: list[LabelledStudy] = []
         seg_samples: list[SegSample] = []
-        crop_sets: list[CropSet] = []
         n_fractured_train = 0
         for i, seed in enumerate(s.train_seeds()):
-            sample, crop_set, n_frac = prepare_cached(make, seed, s, tag)
-            seg_samples.append(sample)
-            crop_sets.append(crop_set)
-            n_fractured_train += n_frac
+            study = make(seed)
+            studies.append(study)
+            seg_samples.append(prepare_segmentation(study, s.seg_config))
+            n_fractured_train += len(study.fractured)
             say(f"prepared training study {i + 1}/{s.n_train} (seed {seed})")
         data_seconds = time.perf_counter() - start
-        crops = CropSet.concat(crop_sets, s.frac_config.crop_shape)
-        del crop_sets
 
         remaining = budget - data_seconds
         eval_reserve = 0.15 * budget
-        train_budget = max(30.0, remaining - eval_reserve)
+        crop_reserve = 2.5 * s.n_train  # seconds to segment the training studies for the crops
+        train_budget = max(30.0, remaining - eval_reserve - crop_reserve)
         seg_net = build_network(s.seg_spec)
         seg_log = train_segmentation(
-            seg_net, seg_samples, s.train_roi or s.seg_config.roi_size, s.seg_iterations, batch_size=s.seg_batch_size,
-            lr=s.seg_lr, seed=s.seed, device=device, budget_s=0.6 * train_budget, log=say,
+            seg_net, seg_samples, s.train_roi or s.seg_config.roi_size, s.seg_iterations,
+            batch_size=s.seg_batch_size, lr=s.seg_lr, seed=s.seed, device=device,
+            budget_s=0.6 * train_budget, log=say,
         )
         del seg_samples
+        seg_model = SegmentationModel(seg_net, s.seg_config, device, amp=True)
+        crop_rng = np.random.default_rng([s.seed, 1])
+        crop_sets = []
+        for i, study in enumerate(studies):
+            crop_sets.append(prepare_fracture(study, s.seg_config, s.frac_config, crop_rng,
+                                              s.crops_per_level, segmentation=seg_model))
+            say(f"cropped training study {i + 1}/{s.n_train} from its predicted mask")
+        del studies
+        crops = CropSet.concat(crop_sets, s.frac_config.crop_shape)
+        del crop_sets
         frac_net = build_network(s.frac_spec)
         frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
         frac_log = train_fracture(
             frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
             seed=s.seed + 1, device=device, budget_s=frac_budget, log=say,
         )
-        seg_model = SegmentationModel(seg_net, s.seg_config, device, amp=True)
         frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
         prior = float(np.mean([s.frac_config.prior_for(level_name(lid)) for lid in range(1, 8)]))
         val_metrics = evaluate(
@@ -593,44 +610,6 @@ def train(
         return TrainReport(out, files, val_metrics, card)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def prepare_cached(
-    make: StudySource, seed: int, s: TrainSettings, source_tag: str = ""
-) -> tuple[SegSample, CropSet, int]:
-    """Prepare one training study, through ``s.cache_dir`` when set (keyed by seed, settings and
-    ``source_tag``, which names the study source)."""
-    key = json.dumps(
-        [seed, list(s.shape), s.seg_config.to_dict(), s.frac_config.to_dict(), s.crops_per_level,
-         source_tag],
-        sort_keys=True,
-    )
-    path = None
-    if s.cache_dir is not None:
-        import hashlib
-
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        path = Path(s.cache_dir) / f"study-{seed}-{digest}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                return (
-                    SegSample(z["image"], z["labels"]),
-                    CropSet(torch.from_numpy(z["crops"]), torch.from_numpy(z["targets"]),
-                            torch.from_numpy(z["levels"])),
-                    int(z["n_fractured"]),
-                )
-    study = make(seed)
-    sample = prepare_segmentation(study, s.seg_config)
-    crop_rng = np.random.default_rng([seed, s.seed])
-    crop_set = prepare_fracture(study, s.seg_config, s.frac_config, crop_rng, s.crops_per_level)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, image=sample.image, labels=sample.labels, crops=crop_set.crops.numpy(),
-                 targets=crop_set.targets.numpy(), levels=crop_set.levels.numpy(),
-                 n_fractured=len(study.fractured))
-        tmp.replace(path)
-    return sample, crop_set, len(study.fractured)
 
 
 def stage_configs(s: TrainSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -705,7 +684,6 @@ def build_card(
     settings = asdict(s)
     settings.pop("seg_spec")
     settings.pop("frac_spec")
-    settings["cache_dir"] = str(s.cache_dir) if s.cache_dir is not None else None
     settings["seg_config"] = s.seg_config.to_dict()
     settings["frac_config"] = s.frac_config.to_dict()
     return {
@@ -896,8 +874,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
                         help="wall-clock budget; phases stop early (and say so) to keep it")
-    parser.add_argument("--cache-dir", default=None,
-                        help="cache prepared studies here as .npz (reruns skip generating them)")
+
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
@@ -912,7 +889,6 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         shape=shape,  # type: ignore[arg-type]
         seg_iterations=args.seg_iterations, frac_iterations=args.frac_iterations,
         device=args.device, threads=args.threads, budget_minutes=args.budget_minutes,
-        cache_dir=Path(args.cache_dir) if getattr(args, "cache_dir", None) else None,
     )
 
 
