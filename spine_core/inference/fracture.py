@@ -2,11 +2,11 @@
 
 For every level the segmentation found, a fixed-size crop (``crop_shape`` voxels of
 ``crop_spacing_mm``, axes along the model grid, i.e. canonical S/P/L) is sampled around the level's
-centroid from the full-resolution input: channel 0 the windowed CT (zeroed outside the level's
-mask dilated by ``context_mm`` when ``mask_context``), channel 1 the level's predicted mask,
-channel 2 (when ``tophat_voxels``) a black top-hat of channel 0 that lights up thin dark gaps in
-bone, i.e. fracture lines. :class:`~.networks.FractureNet` gives one logit per crop; trained on class-balanced batches, it is
-shifted by the log prior odds of the level (``FractureConfig.level_priors``) to give
+centroid from the full-resolution input: channel 0 the windowed CT (zeroed outside the level's mask
+dilated by ``context_mm`` when ``mask_context``), channel 1 the level's predicted mask, channel 2
+(when ``tophat_voxels``) a black top-hat of channel 0 that lights up thin dark gaps in bone, i.e.
+fracture lines. :class:`~.networks.FractureNet` gives one logit per crop; trained on class-balanced
+batches, it is shifted by the log prior odds of the level (``FractureConfig.level_priors``) to give
 P(fracture) at the prevalence the model is meant for.
 
 Patient probability (RSNA's ``patient_overall``: any cervical level fractured) is the noisy-OR of
@@ -191,7 +191,9 @@ def black_tophat(image: torch.Tensor, size: int) -> torch.Tensor:
 class FractureModel:
     """The fracture classifier with its config, on one device."""
 
-    def __init__(self, net: nn.Module, config: FractureConfig, device: torch.device, amp: bool = True) -> None:
+    def __init__(
+        self, net: nn.Module, config: FractureConfig, device: torch.device, amp: bool = True
+    ) -> None:
         self.net = net.to(device).eval()
         self.config = config
         self.device = device

@@ -264,14 +264,20 @@ def _config_without(config: Mapping[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in keys}
 
 
-def save_state_dict(net: nn.Module, config: Mapping[str, Any], config_path: Path) -> Path:
+def save_state_dict(
+    net: nn.Module, config: Mapping[str, Any], config_path: Path, half: bool = False
+) -> Path:
     """Write ``config_path`` (JSON) and its weights ``<stem>.pt``; returns the config path.
 
-    ``config`` must contain ``network`` (the spec the net was built from).
+    ``config`` must contain ``network`` (the spec the net was built from). ``half`` stores
+    floating-point tensors as float16 (half the size; loading casts them back to the network's
+    float32).
     """
     config_path.parent.mkdir(parents=True, exist_ok=True)
     weights = config_path.with_suffix(".pt")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     torch.save(state, weights)
     full = {
         "format": FORMAT,

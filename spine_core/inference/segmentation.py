@@ -63,10 +63,11 @@ class SegmentationConfig:
         try:
             pre = data.get("preprocess", {})
             inf = data.get("inference", {})
+            win = pre.get("window", DEFAULT_WINDOW)
             return cls(
                 labels=tuple(int(v) for v in data["labels"]),
                 spacing_mm=float(pre.get("spacing_mm", cls.spacing_mm)),
-                window=(float(pre.get("window", DEFAULT_WINDOW)[0]), float(pre.get("window", DEFAULT_WINDOW)[1])),
+                window=(float(win[0]), float(win[1])),
                 roi_size=tuple(int(v) for v in inf.get("roi_size", cls.roi_size)),  # type: ignore[arg-type]
                 overlap=float(inf.get("overlap", cls.overlap)),
                 sw_batch_size=int(inf.get("sw_batch_size", cls.sw_batch_size)),
@@ -215,7 +216,9 @@ class SegmentationModel:
         fg = ndimage.binary_dilation(labels > 0, iterations=1)
         lo = np.argwhere(fg).min(axis=0) - 1.5
         hi = np.argwhere(fg).max(axis=0) + 1.5
-        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+        corners = np.array(
+            [[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+        )
         idx = target.lps_to_index(grid.index_to_lps(corners))
         start = np.clip(np.floor(idx.min(axis=0)).astype(int), 0, np.array(target.shape))
         stop = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 1, 0, np.array(target.shape))

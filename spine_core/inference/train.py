@@ -2,13 +2,14 @@
 
 The demo weights are trained on synthetic phantom studies (:mod:`spine_core.phantom`) only: the
 resulting models are for demonstrations and tests, never for patients. The same code trains on
-any :class:`LabelledStudy` source (e.g. tiny blob studies in the tests).
+any :class:`LabelledStudy` source (e.g. tiny phantoms in the tests).
 
 Pipeline: each training study is generated once and kept in memory; it is converted exactly as
-inference converts it to the model-grid image and label map the segmentation network trains on.
-The trained segmentation network then segments every training study, and jittered per-vertebra
-crops of its *predicted* masks are what the fracture classifier trains on. Held-out studies are run through the full two-stage pipeline and scored with
-:mod:`spine_core.metrics`; the weights, their configs and a model card are written to ``out_dir``.
+inference converts it to the model-grid image and label map the segmentation network trains on. The
+trained segmentation network then segments every training study, and jittered per-vertebra crops of
+its *predicted* masks are what the fracture classifier trains on. Held-out studies are run through
+the full two-stage pipeline and scored with :mod:`spine_core.metrics`; the weights, their configs
+and a model card are written to ``out_dir``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class LabelledStudy:
 
 
 StudySource = Callable[[int], LabelledStudy]
+
+#: Placeholder mask of studies kept only for their image (keeps the training run's memory low).
+_NO_MASK = Volume(np.zeros((1, 1, 1), dtype=np.uint8), np.eye(4))
 
 
 def phantom_source(shape: tuple[int, int, int], enrich: float = 0.0) -> StudySource:
@@ -564,8 +568,9 @@ def train(
         n_fractured_train = 0
         for i, seed in enumerate(s.train_seeds()):
             study = make(seed)
-            studies.append(study)
             seg_samples.append(prepare_segmentation(study, s.seg_config))
+            # Only the image and the fractured levels are needed later (crops of predicted masks).
+            studies.append(LabelledStudy(study.image, _NO_MASK, study.fractured, study.seed))
             n_fractured_train += len(study.fractured)
             say(f"prepared training study {i + 1}/{s.n_train} (seed {seed})")
         data_seconds = time.perf_counter() - start
@@ -597,6 +602,8 @@ def train(
             frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
             seed=s.seed + 1, device=device, budget_s=frac_budget, log=say,
         )
+        for net in (seg_net, frac_net):  # evaluate exactly what is shipped (float16 storage)
+            _round_to_half(net)
         frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
         prior = float(np.mean([s.frac_config.prior_for(level_name(lid)) for lid in range(1, 8)]))
         val_metrics = evaluate(
@@ -610,6 +617,14 @@ def train(
         return TrainReport(out, files, val_metrics, card)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _round_to_half(net: nn.Module) -> None:
+    """Round floating-point parameters and buffers to float16 precision, in place."""
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().to(t.dtype))
 
 
 def stage_configs(s: TrainSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -645,15 +660,16 @@ def _write_outputs(
     crops: CropSet,
 ) -> list[Path]:
     seg_cfg, frac_cfg = stage_configs(s)
-    seg_json = save_state_dict(seg_net, seg_cfg, out / "segmentation.json")
-    frac_json = save_state_dict(frac_net, frac_cfg, out / "fracture.json")
+    seg_json = save_state_dict(seg_net, seg_cfg, out / "segmentation.json", half=True)
+    frac_json = save_state_dict(frac_net, frac_cfg, out / "fracture.json", half=True)
     card = build_card(s, seg_net, frac_net, seg_log, frac_log, val_metrics, data_seconds,
                       total_seconds, n_fractured_train, crops)
     card_json = out / "model_card.json"
     card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     card_md = out / "MODEL_CARD.md"
     card_md.write_text(card_markdown(card), encoding="utf-8")
-    return [seg_json, seg_json.with_suffix(".pt"), frac_json, frac_json.with_suffix(".pt"), card_json, card_md]
+    return [seg_json, seg_json.with_suffix(".pt"), frac_json, frac_json.with_suffix(".pt"),
+            card_json, card_md]
 
 
 DISCLAIMER = (
@@ -662,7 +678,7 @@ DISCLAIMER = (
 )
 
 BOX_NOTE = (
-    "Boxes are not a fracture localisation: for each level whose probability reaches the "
+    "they are not a fracture localisation: for each level whose probability reaches the "
     "threshold, one box per axial slice is the extent of that level's predicted mask on the slice, "
     "scored with the level probability."
 )
@@ -699,7 +715,9 @@ def build_card(
             "n_val": s.n_val,
             "n_fractured_levels_train": n_fractured_train,
             "n_crops_train": int(crops.targets.numel()),
-            "crop_positive_fraction": round(float(crops.targets.mean()), 4) if crops.targets.numel() else None,
+            "crop_positive_fraction": (
+                round(float(crops.targets.mean()), 4) if crops.targets.numel() else None
+            ),
         },
         "stages": {
             "segmentation": {
@@ -707,11 +725,15 @@ def build_card(
                 "parameters": count_parameters(seg_net),
                 "input": f"closest canonical orientation (S,P,L), {s.seg_config.spacing_mm} mm isotropic, "
                 f"HU window {list(s.seg_config.window)} -> [0, 1]",
-                "output": "background + canonical levels " + ", ".join(level_name(v) for v in s.seg_config.labels if v),
-                "inference": "MONAI sliding_window_inference, argmax, largest component per level, "
-                "nearest-neighbour back to the input grid",
+                "output": "background + canonical levels "
+                + ", ".join(level_name(v) for v in s.seg_config.labels if v),
+                "inference": "MONAI sliding_window_inference, argmax, largest component per level; "
+                + ("logits upsampled trilinearly onto the input grid around the kept levels"
+                   if s.seg_config.smooth_upsampling
+                   else "labels copied back to the input grid by nearest neighbour"),
                 "training": {
-                    "loss": "cross-entropy (levels weighted 20x background) + soft Dice over the levels present in each batch",
+                    "loss": "cross-entropy (levels weighted 20x background) + soft Dice over the "
+                    "levels present in each batch",
                     "iterations": seg_log.iterations,
                     "stopped_by_time_budget": seg_log.stopped_by_budget,
                     "seconds": round(seg_log.seconds, 1),
@@ -722,7 +744,8 @@ def build_card(
             "fracture": {
                 "network": s.frac_spec,
                 "parameters": count_parameters(frac_net),
-                "input": f"per-vertebra crop {list(s.frac_config.crop_shape)} at {s.frac_config.crop_spacing_mm} mm "
+                "input": f"per-vertebra crop {list(s.frac_config.crop_shape)} at "
+                f"{s.frac_config.crop_spacing_mm} mm "
                 "around the level centroid: channel 0 windowed CT zeroed beyond the level's mask dilated by "
                 f"{s.frac_config.context_mm} mm, channel 1 the level's mask, channel 2 a black top-hat "
                 f"({s.frac_config.tophat_voxels}-voxel closing minus CT, x{s.frac_config.tophat_gain}) "
@@ -732,8 +755,10 @@ def build_card(
                 "patient_probability": "noisy-OR over cervical levels: 1 - prod(1 - p_level) for C1-C7",
                 "boxes": BOX_NOTE,
                 "training": {
-                    "loss": "binary cross-entropy, class-balanced batches; training studies "
-                    f"enriched: {s.enrich_fractures:.0%} forced positive with 1-3 cervical fractures",
+                    "loss": "binary cross-entropy, class-balanced batches, on crops of the trained "
+                    "segmentation's predicted masks (random flips of each axis and in-plane transposes); "
+                    f"training studies enriched: {s.enrich_fractures:.0%} forced positive with 1-3 "
+                    "cervical fractures",
                     "iterations": frac_log.iterations,
                     "stopped_by_time_budget": frac_log.stopped_by_budget,
                     "seconds": round(frac_log.seconds, 1),
@@ -747,7 +772,9 @@ def build_card(
             "Measured on held-out synthetic studies through the full two-stage pipeline. Dice per "
             "level on the input grid; identification: VerSe rule (predicted centroid within 20 mm "
             "and nearest); AUC over cervical levels pooled and per patient; RSNA weighted log loss "
-            "(per-study normalised), a missed level scored with the training prevalence."
+            "(per-study normalised), a cervical level the segmentation missed scored with the mean "
+            "prior of C1-C7. The lowest level in view is often cut by the field of view, hence its "
+            "low Dice."
         ),
         "settings": settings,
         "environment": {
@@ -776,10 +803,12 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- {data['kind']}, volumes of shape {data['shape']} (slices x rows x columns).",
         f"- Training: {data['n_train']} studies (seeds {data['train_seeds'][0]}–{data['train_seeds'][1]}), "
         f"{data['n_fractured_levels_train']} fractured levels, {data['n_crops_train']} vertebra crops.",
-        f"- Validation: {data['n_val']} held-out studies (seeds {data['val_seeds'][0]}–{data['val_seeds'][1]}).",
+        f"- Validation: {data['n_val']} held-out studies "
+        f"(seeds {data['val_seeds'][0]}–{data['val_seeds'][1]}).",
         "",
         "## Stage 1: segmentation",
-        f"- Network: `{seg['network']['arch']}` {seg['network']['params']}, {seg['parameters']:,} parameters.",
+        f"- Network: `{seg['network']['arch']}` {seg['network']['params']}, "
+        f"{seg['parameters']:,} parameters.",
         f"- Input: {seg['input']}.",
         f"- Output: {seg['output']}.",
         f"- Inference: {seg['inference']}.",
@@ -788,7 +817,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{seg['training']['loss_last_tenth']}.",
         "",
         "## Stage 2: fracture classification",
-        f"- Network: `{frac['network']['arch']}` {frac['network']['params']}, {frac['parameters']:,} parameters.",
+        f"- Network: `{frac['network']['arch']}` {frac['network']['params']}, "
+        f"{frac['parameters']:,} parameters.",
         f"- Input: {frac['input']}.",
         f"- Output: {frac['output']}; patient probability: {frac['patient_probability']}.",
         f"- Boxes: {frac['boxes']}",
@@ -807,7 +837,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         if key in m:
             lines.append(f"| {key} | {m[key]} |")
     if m.get("dice_per_level"):
-        lines += ["", "Dice per level: " + ", ".join(f"{k} {v}" for k, v in m["dice_per_level"].items()) + "."]
+        per_level = ", ".join(f"{k} {v}" for k, v in m["dice_per_level"].items())
+        lines += ["", f"Dice per level: {per_level}."]
     extra = card.get("metrics_extra_validation")
     if extra:
         lines += ["", f"## More held-out synthetic studies ({extra['n_studies']}, seeds "
@@ -820,7 +851,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 lines.append(f"| {key} | {extra[key]} |")
     lines += ["", card.get("metrics_notes", ""), "",
               f"Trained in {card['environment']['total_seconds']} s with {card['environment']['threads']} "
-              f"CPU threads, torch {card['environment']['torch']}.", ""]
+              f"CPU threads, torch {card['environment']['torch']}. Weights are stored as float16; the "
+              "metrics above were measured with the float16-rounded weights.", ""]
     return "\n".join(lines)
 
 
@@ -864,8 +896,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``spine train`` (the CLI module wires the subcommand)."""
     d = TrainSettings()
     parser.add_argument("--out", default="var/models", help="output folder for weights and model card")
-    parser.add_argument("--train-studies", type=int, default=d.n_train, help=f"training studies (default {d.n_train})")
-    parser.add_argument("--val-studies", type=int, default=d.n_val, help=f"held-out studies (default {d.n_val})")
+    parser.add_argument("--train-studies", type=int, default=d.n_train,
+                        help=f"training studies (default {d.n_train})")
+    parser.add_argument("--val-studies", type=int, default=d.n_val,
+                        help=f"held-out studies (default {d.n_val})")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"base seed (default {d.seed})")
     parser.add_argument("--shape", default="x".join(map(str, d.shape)), help="phantom SLICESxROWSxCOLS")
     parser.add_argument("--seg-iterations", type=int, default=d.seg_iterations)
