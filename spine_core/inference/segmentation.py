@@ -10,7 +10,7 @@ vertebrae, or nearest neighbour of the labels).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,10 +267,3 @@ class SegmentationModel:
 
 def centroids_by_name(centroids: Mapping[int, Sequence[float]]) -> dict[str, tuple[float, float, float]]:
     return {level_name(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in centroids.items()}
-
-
-def iter_levels(labels: npt.NDArray[np.integer]) -> Iterator[int]:
-    """Level ids present in a label map, ascending."""
-    for v in np.unique(labels):
-        if int(v) != 0:
-            yield int(v)

@@ -84,7 +84,7 @@ def phantom_source(shape: tuple[int, int, int], enrich: float = 0.0) -> StudySou
     ``enrich`` > 0 makes that fraction of studies positive with 1-3 fractured cervical levels
     chosen uniformly (drawn from the seed), to give the classifier more fractures to learn from
     than the RSNA rates do; the classifier's outputs are then corrected to the natural prevalence
-    (:data:`NATURAL_PREVALENCE`).
+    (:func:`natural_prevalence`, via ``FractureConfig.level_priors``).
     """
 
     def make(seed: int) -> LabelledStudy:
@@ -126,14 +126,14 @@ class SegSample:
 class CropSet:
     """Per-vertebra crops with their targets."""
 
-    crops: torch.Tensor  # (N, 2, *crop) float16
+    crops: torch.Tensor  # (N, channels, *crop) float16
     targets: torch.Tensor  # (N,) float32 0/1
     levels: torch.Tensor  # (N,) int64 level ids
 
     @staticmethod
-    def concat(sets: Sequence["CropSet"], crop_shape: Sequence[int]) -> "CropSet":
+    def concat(sets: Sequence["CropSet"], config: FractureConfig) -> "CropSet":
         if not sets:
-            return CropSet(torch.zeros((0, 2, *crop_shape), dtype=torch.float16),
+            return CropSet(torch.zeros((0, config.channels, *config.crop_shape), dtype=torch.float16),
                            torch.zeros(0), torch.zeros(0, dtype=torch.int64))
         return CropSet(
             torch.cat([s.crops for s in sets]),
@@ -185,7 +185,7 @@ def prepare_fracture(
         ids, crops = level_crops(image, study.image.affine, labels, grid, jittered, config)
         targets = torch.tensor([1.0 if lid in study.fractured else 0.0 for lid in ids])
         sets.append(CropSet(crops.to(torch.float16), targets, torch.tensor(ids, dtype=torch.int64)))
-    return CropSet.concat(sets, config.crop_shape)
+    return CropSet.concat(sets, config)
 
 
 # -------------------------------------------------------------------------------------- training
@@ -594,7 +594,7 @@ def train(
                                               s.crops_per_level, segmentation=seg_model))
             say(f"cropped training study {i + 1}/{s.n_train} from its predicted mask")
         del studies
-        crops = CropSet.concat(crop_sets, s.frac_config.crop_shape)
+        crops = CropSet.concat(crop_sets, s.frac_config)
         del crop_sets
         frac_net = build_network(s.frac_spec)
         frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
