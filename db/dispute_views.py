@@ -33,30 +33,26 @@ from db.adjudication_inputs import (
     submitted_readers,
 )
 from spine_core import adjudication as adj
+from spine_core.annotation_geometry import READER_PALETTE, UNION_COLOUR, reader_colours
 from spine_core.config import Settings
 from spine_core.consensus import Box as CoreBox
 from spine_core.consensus import union_boxes
 from spine_core.errors import InputError, NotFound, SpineError
-from spine_core.render import BONE, BoxOverlay, DisplayGeometry, SourceBox, Window, render_slice
+from spine_core.render import (
+    BONE,
+    RGB,
+    BoxOverlay,
+    DisplayGeometry,
+    SourceBox,
+    Window,
+    render_slice,
+)
 from spine_core.volume import Volume
 
 READ_ROLES = frozenset({m.Role.adjudicator.value, m.Role.admin.value})
-RGB = tuple[int, int, int]
-
-#: One colour per reader (in reader name order); the union box has its own colour, not in here.
-READER_COLOURS: tuple[RGB, ...] = (
-    (64, 160, 255), (255, 80, 80), (90, 220, 110), (200, 120, 255), (255, 150, 40), (0, 215, 215),
-)
-UNION_COLOUR: RGB = (255, 230, 0)
 #: The union is framed this many display pixels outside its edges so it never hides a reader's box.
 UNION_MARGIN_PX = 2
 MAX_SLICES = 12
-
-
-def reader_colours(readers: Collection[str]) -> dict[str, RGB]:
-    """A distinct colour per reader, stable for a given set of readers (sorted by name)."""
-    names = sorted(set(readers))
-    return {name: READER_COLOURS[i % len(READER_COLOURS)] for i, name in enumerate(names)}
 
 
 def _viewer(session: Session, viewer: ActorLike) -> m.User:
@@ -277,7 +273,7 @@ def _slices(session: Session, study_id: int, level: str, series: m.Series | None
     ).all()
     by_slice: dict[int, list[ReaderBox]] = {}
     for box, reader in rows:
-        colour = colours.setdefault(reader, READER_COLOURS[len(colours) % len(READER_COLOURS)])
+        colour = colours.setdefault(reader, READER_PALETTE[len(colours) % len(READER_PALETTE)])
         by_slice.setdefault(box.slice_index, []).append(
             ReaderBox(reader, box.id, box.slice_index, box.x, box.y, box.width, box.height, colour))
     if not by_slice:

@@ -37,7 +37,7 @@ POSITION_TOLERANCE_PX = 0.05
 DECIMALS = 2
 
 #: Union box colour (Figure 1 of the RSNA 2022 dataset paper draws the union in its own colour);
-#: the same colours as the committee page (``db.dispute_views``).
+#: the one source of these colours (the committee page, ``db.dispute_views``, uses them too).
 UNION_COLOUR: RGB = (255, 230, 0)
 
 #: One colour per reader (in reader name order), none close to the union's yellow; more readers
