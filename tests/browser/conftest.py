@@ -3,6 +3,10 @@ Debian's Chromium (never a downloaded browser).
 
 The app runs on its own SQLite database under a temporary folder, bootstrapped exactly as
 ``scripts/start.sh`` does (demo users, small synthetic demo studies).
+
+Helpers shared by the browser tests live here too: :func:`settle` (wait for Streamlit's run),
+:func:`sign_in`, :func:`open_page`, :func:`screenshot`, :func:`app_db`, and the ``contexts``
+fixture (one browser context per user).
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,14 +108,36 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture()
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})  # type: ignore[attr-defined]
+def _new_page(browser: Any) -> tuple[Any, Any]:
+    """(context, page): a fresh browser context (its own cookies and session) and its page."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
+    return context, pg
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context, pg = _new_page(browser)
     try:
         yield pg
     finally:
+        context.close()
+
+
+@pytest.fixture
+def contexts(browser: Any) -> Iterator[Callable[[], Any]]:
+    """New browser contexts on demand (one per user), closed at the end; each call returns
+    the new context's page."""
+    made: list[Any] = []
+
+    def new() -> Any:
+        context, pg = _new_page(browser)
+        made.append(context)
+        return pg
+
+    yield new
+    for context in made:
         context.close()
 
 
@@ -121,9 +149,36 @@ def screenshot(page: object, name: str) -> Path:
     return path
 
 
-def sign_in(page: object, base_url: str, username: str, password: str) -> None:
-    page.goto(base_url)  # type: ignore[attr-defined]
-    page.get_by_label("User name", exact=True).fill(username)  # type: ignore[attr-defined]
-    page.get_by_label("Password", exact=True).fill(password)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Sign out").wait_for()  # type: ignore[attr-defined]
+def settle(page: Any, pause: float = 0.6) -> None:
+    """Wait until Streamlit has finished the run the last action started."""
+    time.sleep(pause)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+
+def submit_sign_in(page: Any, base_url: str, username: str, password: str) -> None:
+    """Open the app and submit the sign-in form, whatever comes of it."""
+    page.goto(base_url)
+    page.get_by_label("User name", exact=True).wait_for()
+    page.get_by_label("User name", exact=True).fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def sign_in(page: Any, base_url: str, username: str, password: str | None = None) -> None:
+    """Sign in (a demo account's password is its user name) and wait for the first page."""
+    submit_sign_in(page, base_url, username, username if password is None else password)
+    page.get_by_role("button", name="Sign out").wait_for()
+    settle(page)
+
+
+def open_page(page: Any, title: str, pause: float = 1.5) -> None:
+    """Follow the navigation link ``title`` and wait for the page's run."""
+    page.get_by_role("link", name=title).click()
+    settle(page, pause)
+
+
+def app_db(app_env: dict[str, str]) -> sqlite3.Connection:
+    """A read-only connection to the running app's SQLite database."""
+    path = Path(app_env["SPINE_DATA_DIR"]) / "spine.db"
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)

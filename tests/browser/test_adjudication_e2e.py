@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import csv
 import re
-import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 import pytest
 
 from spine_core.labels import CERVICAL
-from tests.browser.conftest import ROOT, screenshot
+from tests.browser.conftest import ROOT, app_db, open_page, screenshot, settle, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -41,27 +38,22 @@ class DisputedStudy:
     box_slice: int  # InstanceNumber of the slice with reader1's box at LEVEL
 
 
-def _db(app_env: dict[str, str]) -> sqlite3.Connection:
-    path = Path(app_env["SPINE_DATA_DIR"]) / "spine.db"
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
 def _disputes(app_env: dict[str, str], uid: str) -> list[tuple[int, str, str, str]]:
-    with _db(app_env) as con:
+    with app_db(app_env) as con:
         return con.execute(
             "SELECT d.id, d.level, d.kind, d.status FROM disputes d JOIN studies s "
             "ON s.id = d.study_id WHERE s.study_uid = ? ORDER BY d.id", (uid,)).fetchall()
 
 
 def _votes(app_env: dict[str, str], dispute_id: int) -> list[tuple[str, str, str]]:
-    with _db(app_env) as con:
+    with app_db(app_env) as con:
         return con.execute(
             "SELECT u.username, v.choice, v.rationale FROM votes v JOIN users u "
             "ON u.id = v.voter_id WHERE v.dispute_id = ? ORDER BY v.id", (dispute_id,)).fetchall()
 
 
 def _decisions(app_env: dict[str, str], dispute_id: int) -> list[tuple[Any, str, str]]:
-    with _db(app_env) as con:
+    with app_db(app_env) as con:
         return con.execute(
             "SELECT fractured, policy, decided_by FROM decisions WHERE dispute_id = ?",
             (dispute_id,)).fetchall()
@@ -123,46 +115,10 @@ def _level_box(seed: int, level: str) -> tuple[int, tuple[int, int, int, int]]:
     return study.slice_number(k), (x, y, int(cols.max()) + 1 - x, int(rows.max()) + 1 - y)
 
 
-@pytest.fixture
-def contexts(browser: Any) -> Iterator[Any]:
-    """New browser contexts on demand (one per user), closed at the end."""
-    made: list[Any] = []
-
-    def new() -> Any:
-        ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-        made.append(ctx)
-        pg = ctx.new_page()
-        pg.set_default_timeout(30_000)
-        return pg
-
-    yield new
-    for ctx in made:
-        ctx.close()
-
-
-def settle(page: Any, pause: float = 0.6) -> None:
-    """Wait until Streamlit has finished the run the last action started."""
-    time.sleep(pause)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
-
-
-def sign_in(page: Any, base_url: str, username: str) -> None:
-    """Sign in (demo password = user name)."""
-    page.goto(base_url)
-    page.get_by_label("User name").wait_for()
-    page.get_by_label("User name").fill(username)
-    page.get_by_role("textbox", name="Password").fill(username)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("button", name="Sign out").wait_for()
-    settle(page)
-
-
 def open_dispute(page: Any, uid: str) -> None:
     """Open the Adjudication page and pick the study's dispute in the queue (typing part of the
     UID filters the options)."""
-    page.get_by_role("link", name="Adjudication").click()
-    settle(page, 1.0)
+    open_page(page, "Adjudication", 1.0)
     page.get_by_role("heading", name="Adjudication").wait_for()
     box = page.get_by_role("combobox", name="Dispute")
     box.click()

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, ROOT, screenshot
+from tests.browser.conftest import ARTIFACTS, ROOT, app_db, open_page, screenshot, settle, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -43,46 +39,6 @@ def fresh_study(app_url: str, app_env: dict[str, str],
                    env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     with (root / "train.csv").open(newline="") as fh:
         return next(csv.DictReader(fh))["StudyInstanceUID"]
-
-
-@pytest.fixture
-def contexts(browser: Any) -> Iterator[Any]:
-    """New browser contexts on demand (one per user), closed at the end."""
-    made: list[Any] = []
-
-    def new() -> Any:
-        ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-        made.append(ctx)
-        pg = ctx.new_page()
-        pg.set_default_timeout(30_000)
-        return pg
-
-    yield new
-    for ctx in made:
-        ctx.close()
-
-
-def settle(page: Any, pause: float = 0.6) -> None:
-    """Wait until Streamlit has finished the run the last action started."""
-    time.sleep(pause)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
-
-
-def sign_in(page: Any, base_url: str, username: str) -> None:
-    """Sign in (demo password = user name)."""
-    page.goto(base_url)
-    page.get_by_label("User name").wait_for()
-    page.get_by_label("User name").fill(username)
-    page.get_by_role("textbox", name="Password").fill(username)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("button", name="Sign out").wait_for()
-    settle(page)
-
-
-def open_page(page: Any, title: str) -> None:
-    page.get_by_role("link", name=title).click()
-    settle(page, 1.5)
 
 
 def choose_study(page: Any, uid: str) -> None:
@@ -134,8 +90,7 @@ def colour_pixels(png: bytes, rgb: tuple[int, int, int]) -> int:
 
 
 def boxes_in_db(app_env: dict[str, str], uid: str) -> list[tuple[str, int, float, float, float, float]]:
-    db = Path(app_env["SPINE_DATA_DIR"]) / "spine.db"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+    with app_db(app_env) as con:
         return con.execute(
             "SELECT u.username, b.slice_index, b.x, b.y, b.width, b.height FROM boxes b "
             "JOIN users u ON u.id = b.reader_id JOIN studies s ON s.id = b.study_id "

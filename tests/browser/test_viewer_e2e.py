@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import screenshot, sign_in
+from tests.browser.conftest import screenshot, sign_in, submit_sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -59,10 +59,7 @@ def _open_first_case(page: Any) -> None:
 
 
 def test_wrong_password_is_refused(page: Any, app_url: str) -> None:
-    page.goto(app_url)
-    page.get_by_label("User name", exact=True).fill("admin")
-    page.get_by_label("Password", exact=True).fill("wrong-password")
-    page.get_by_role("button", name="Sign in").click()
+    submit_sign_in(page, app_url, "admin", "wrong-password")
     expect(page.get_by_text("Wrong user name or password.")).to_be_visible()
     assert page.get_by_role("button", name="Sign out").count() == 0
     screenshot(page, "signin-refused")
@@ -84,7 +81,7 @@ def _demo_study_uids(app_env: dict[str, str]) -> list[str]:
 
 
 def test_viewer_journey(page: Any, app_url: str, app_env: dict[str, str]) -> None:
-    sign_in(page, app_url, "admin", "admin")
+    sign_in(page, app_url, "admin")
     expect(page.get_by_role("heading", name="Cases")).to_be_visible()
     page.locator("[data-testid=stDataFrame] canvas").first.wait_for()
     expect(page.get_by_text(re.compile(r"^Studies 1–\d+ of \d+\."))).to_be_visible()
@@ -173,7 +170,7 @@ def test_viewer_journey(page: Any, app_url: str, app_env: dict[str, str]) -> Non
 
 
 def test_demonstration_page(page: Any, app_url: str) -> None:
-    sign_in(page, app_url, "viewer", "viewer")
+    sign_in(page, app_url, "viewer")
     page.get_by_role("link", name="Demonstration").click()
     expect(page.get_by_role("heading", name="Demonstration")).to_be_visible()
     expect(page.locator(".sv-img")).to_have_count(2)
