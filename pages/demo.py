@@ -7,13 +7,17 @@ Nothing here writes. A study without a prediction shows its truth and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
 from db import models as m
 from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.prediction_panel import (
+    ShownPrediction,
+    load_prediction,
+    predicted_mask,
+    prediction_boxes,
+)
 from pages.viewer_parts import (
     PLANE_TITLES,
     ShownBox,
@@ -29,28 +33,14 @@ from pages.viewer_parts import (
     slice_view,
     window_controls,
 )
-from spine_core.errors import MaskError, SpineError
+from spine_core.errors import MaskError
 from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS, LEVEL_NAMES
 from spine_core.render import OverlayStyle, Plane, SourceBox
 from spine_core.volume import Volume
 
 TRUTH_COLOUR = (255, 215, 0)
-MODEL_COLOUR = (255, 64, 160)
 PLANE_CHOICES = (Plane.SAGITTAL, Plane.AXIAL, Plane.CORONAL)
 MAX_STUDIES = 500
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    """The latest prediction of a study, as plain values."""
-
-    prediction_id: int
-    model: str
-    patient_probability: float | None
-    level_probabilities: dict[str, float]
-    boxes: tuple[ShownBox, ...]
-    mask_path: str
-    created_at: str
 
 
 @dataclass(frozen=True)
@@ -71,43 +61,6 @@ def _studies() -> dict[int, str]:
             if r.n_slices > 0}
 
 
-def _box(raw: dict[str, Any], label: str, colour: tuple[int, int, int], group: str
-         ) -> ShownBox | None:
-    try:
-        source = SourceBox(int(raw["slice_index"]), float(raw["x"]), float(raw["y"]),
-                           float(raw.get("width", raw.get("w", 0))),
-                           float(raw.get("height", raw.get("h", 0))))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (ShownBox(source, colour, label, group) if source.width > 0 and source.height > 0
-            else None)
-
-
-def model_result(study_id: int) -> ModelResult | None:
-    """The study's latest prediction, or None when no model has run on it yet."""
-    from db.predictions import latest_prediction
-
-    with workspace().sessions() as session:
-        row = latest_prediction(session, study_id)
-        if row is None:
-            return None
-        version = session.get(m.ModelVersion, row.model_version_id)
-        boxes = []
-        for raw in row.boxes or []:
-            score = raw.get("score")
-            label = " ".join(x for x in (str(raw.get("level") or ""),
-                                         f"{float(score):.2f}" if score is not None else "") if x)
-            box = _box(raw, label or "model", MODEL_COLOUR, "model")
-            if box is not None:
-                boxes.append(box)
-        return ModelResult(
-            row.id, f"{version.name} {version.version}" if version else "model",
-            row.patient_probability,
-            {str(k): float(v) for k, v in (row.level_probabilities or {}).items()},
-            tuple(boxes), row.mask_path or "", row.created_at.strftime("%Y-%m-%d %H:%M UTC"),
-        )
-
-
 def truth_of(study_id: int, user: SignedInUser) -> Truth:
     """Report labels, final labels, and the dataset's boxes where this user may see them."""
     from db.adjudication_inputs import report_labels
@@ -118,50 +71,20 @@ def truth_of(study_id: int, user: SignedInUser) -> Truth:
     with workspace().sessions() as session:
         actor = session.get(m.User, user.id)
         rows = visible_boxes(session, actor, study_id, include_dataset=True) if actor else []
-        boxes = [b for b in (_box({"slice_index": r.slice_index, "x": r.x, "y": r.y,
-                                   "width": r.width, "height": r.height},
-                                  f"truth {r.level or ''}".strip(), TRUTH_COLOUR, "truth")
-                             for r in rows if r.source == "dataset") if b is not None]
+        boxes = [ShownBox(SourceBox(r.slice_index, r.x, r.y, r.width, r.height), TRUTH_COLOUR,
+                          f"truth {r.level or ''}".strip(), "truth")
+                 for r in rows if r.source == "dataset" and r.width > 0 and r.height > 0]
         report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
         return Truth(report_labels(session, study_id), final_labels_of(session, study_id),
                      report.patient_overall if report is not None else None, tuple(boxes))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Loading the predicted mask…")
-def _predicted_mask(prediction_id: int, series_id: int, stamp: tuple[int, int],
-                    _view: StudyView, path: str) -> Volume:
-    """The prediction's mask on the image grid (canonical ids), cached per prediction and file."""
-    import numpy as np
-
-    from spine_core.io.masks import load_aligned_mask
-    from spine_core.labels import VOCABULARIES
-
-    del prediction_id, series_id, stamp  # the cache key
-    aligned = load_aligned_mask(path, _view.image, vocabulary=VOCABULARIES["canonical"])
-    return _view.image.with_array(np.asarray(aligned.array, dtype=np.uint8), kind="mask")
-
-
-def predicted_mask(view: StudyView, result: ModelResult | None) -> tuple[Volume | None, str]:
-    """(mask, problem): the predicted mask if there is one and it can be shown."""
-    if result is None or not result.mask_path:
-        return None, ""
-    path = Path(result.mask_path)
-    if not path.is_file():
-        return None, f"the predicted mask file {path} is missing"
-    stat = path.stat()
-    try:
-        mask = _predicted_mask(result.prediction_id, view.info.series_id,
-                               (stat.st_size, stat.st_mtime_ns), view, str(path))
-    except SpineError as exc:
-        return None, str(exc)
-    return mask, ""
 
 
 def _fmt(value: bool | None) -> str:
     return "—" if value is None else ("fractured" if value else "intact")
 
 
-def level_table(view: StudyView, truth: Truth, result: ModelResult | None) -> list[dict[str, str]]:
+def level_table(view: StudyView, truth: Truth, result: ShownPrediction | None
+                ) -> list[dict[str, str]]:
     """One row per level: the report, the final label and the model's probability."""
     names = set(truth.report) | set(truth.final) | set(view.info.mask_levels)
     if result is not None:
@@ -177,7 +100,7 @@ def level_table(view: StudyView, truth: Truth, result: ModelResult | None) -> li
 
 
 @st.fragment
-def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
+def side_by_side(view: StudyView, truth: Truth, result: ShownPrediction | None,
                  model_mask: Volume | None) -> None:
     """The chosen plane twice, large: truth on the left, the model on the right."""
     c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
@@ -203,7 +126,8 @@ def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
         if result is None:
             st.markdown("**Model** · no prediction yet")
         else:
-            st.markdown(f"**Model** · {result.model} · {result.created_at}")
+            st.markdown(f"**Model** · {result.model} · "
+                        f"{result.created_at:%Y-%m-%d %H:%M} UTC")
         names = (level_label_items(view, plane, index, zoom, mask=model_mask)
                  if plane is Plane.SAGITTAL and model_mask is not None else [])
         shown = overlay if model_mask is not None else None
@@ -211,7 +135,7 @@ def side_by_side(view: StudyView, truth: Truth, result: ModelResult | None,
         slice_view(png, key="demo_model", plane=plane, index=index, zoom=zoom,
                    edges=view.geometry.edges(plane), header=position_text(view, plane, index),
                    labels=names, max_vh=60.0,
-                   boxes=box_items(view, list(result.boxes), plane, index, zoom) if result else [])
+                   boxes=box_items(view, prediction_boxes(result), plane, index, zoom))
 
 
 def main(user: SignedInUser) -> None:
@@ -231,8 +155,9 @@ def main(user: SignedInUser) -> None:
         st.warning(f"The dataset's mask cannot be shown ({exc}); showing the images alone.")
         view = load_study(study_id, with_mask=False)
     truth = truth_of(study_id, user)
-    result = model_result(study_id)
-    model_mask, problem = predicted_mask(view, result)
+    result = load_prediction(study_id)
+    mask, problem = predicted_mask(view, result)
+    model_mask = mask.volume if mask is not None else None
     if result is None:
         st.info("No prediction yet for this study: the truth is shown alone. A model run "
                 "(Models page, or `spine predict`) adds its prediction here.")

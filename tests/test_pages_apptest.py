@@ -444,7 +444,7 @@ def test_demonstration_shows_the_prediction_beside_the_truth(
     at.slider(key=f"demo_slice_{env.boxed}_axial").set_value(box["slice_index"] + 1).run()
     assert not at.exception, at.exception
     truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
-    assert [b["label"] for b in model["boxes"]] == ["C2 0.88"]
+    assert [b["label"] for b in model["boxes"]] == ["model C2 0.88"]
     assert not truth["labels"] and not model["labels"]  # names only in the sagittal plane
     # the box was drawn around C2's pixels on that slice: on the zoomed image it must frame
     # exactly the pixels the predicted mask colours (boxes and masks stay aligned)
