@@ -206,6 +206,29 @@ def predicted_mask_path(prediction: m.Prediction) -> Path | None:
 # --------------------------------------------------------------------------------------------
 
 
+def series_to_predict(ws: Workspace, study_id: int, info: ModelInfo, *,
+                      replace: bool = False) -> m.Series | None:
+    """The series of a study to predict (detached), or None when the study was already predicted
+    by this model name+version and ``replace`` is not asked.
+
+    Raises:
+        NotFound: the study does not exist or has no series.
+    """
+    with unit_of_work(ws.sessions, readonly=True) as session:
+        study = session.get(m.Study, study_id)
+        if study is None:
+            raise NotFound(f"study {study_id} does not exist")
+        if not replace and existing_prediction(session, study_id, info) is not None:
+            return None
+        series = session.scalars(
+            select(m.Series).where(m.Series.study_id == study_id).order_by(m.Series.id)
+        ).first()
+        if series is None:
+            raise NotFound(f"study {study.study_uid} has no image series; re-import it")
+        session.expunge(series)
+    return series
+
+
 def predict_study(
     ws: Workspace,
     predictor: Predictor,
@@ -227,32 +250,52 @@ def predict_study(
 
     info = predictor.info()
     _check_info(info)
-    with unit_of_work(ws.sessions, readonly=True) as session:
-        study = session.get(m.Study, study_id)
-        if study is None:
-            raise NotFound(f"study {study_id} does not exist")
-        if not replace and existing_prediction(session, study_id, info) is not None:
-            return None
-        series = session.scalars(
-            select(m.Series).where(m.Series.study_id == study_id).order_by(m.Series.id)
-        ).first()
-        if series is None:
-            raise NotFound(f"study {study.study_uid} has no image series; re-import it")
-        session.expunge(series)
+    series = series_to_predict(ws, study_id, info, replace=replace)
+    if series is None:
+        return None
     started = time.perf_counter()
     volume = open_image(ws, series)
     load_s = time.perf_counter() - started
     result = predictor.predict(volume, progress)
-    mask = checked_mask(result.mask, volume.shape)
+    backend = getattr(predictor, "url", "") or f"local ({result.device})"
+    return store_prediction(ws, study_id, series.series_uid, volume.affine, volume.shape, result,
+                            info, actor=actor, replace=replace, backend=backend, load_s=load_s)
+
+
+def store_prediction(
+    ws: Workspace,
+    study_id: int,
+    series_uid: str,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    result: StudyPrediction,
+    info: ModelInfo,
+    *,
+    actor: str,
+    replace: bool = False,
+    backend: str = "",
+    load_s: float = 0.0,
+) -> m.Prediction | None:
+    """Check and store a prediction made elsewhere on the study's grid ``(shape, affine)``:
+    mask file first, then the row in one transaction; whole or not at all.
+
+    Returns None when the study was predicted by the same model version meanwhile (not replaced).
+
+    Raises:
+        PredictionError: the answer cannot be stored (nothing stored).
+        ConflictError: another run replaced the same prediction at the same moment.
+    """
+    _check_info(info)
+    mask = checked_mask(result.mask, shape)
     levels, patient = checked_probabilities(result)
     boxes = [b.to_json() for b in result.boxes]
     timings = {"load_s": round(load_s, 3),
                **{str(k): round(float(v), 3) for k, v in result.timings.items()}}
-    backend = (getattr(predictor, "url", "") or f"local ({result.device})")[:256]
+    backend = backend[:256]
 
     new_path = None
     if mask is not None:
-        new_path = _write_mask(ws, series.series_uid, volume.affine, mask, info)
+        new_path = _write_mask(ws, series_uid, affine, mask, info)
     old_path = ""
     replaced = False
     try:

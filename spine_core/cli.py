@@ -52,6 +52,8 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from spine_core.inference.select import predictor_from_settings
     from spine_core.workspace import open_workspace
 
+    if not args.ray and (args.ray_address or args.actors is not None or args.gpus_per_actor is not None):
+        raise SpineError("--ray-address, --actors and --gpus-per-actor need --ray")
     ws = open_workspace(settings)
     with ws.sessions() as session:
         stmt = select(m.Study.id, m.Study.study_uid).order_by(m.Study.id)
@@ -61,20 +63,34 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     if args.study and len(rows) != len(set(args.study)):
         missing = sorted(set(args.study) - {uid for _, uid in rows})
         raise SpineError(f"not imported: {', '.join(missing)}")
-    predictor = predictor_from_settings(settings)
     bar = tqdm(total=len(rows), unit="study", disable=args.no_progress, desc="predict")
 
     def step(study_id: int, outcome: str) -> None:
         bar.update(1)
         bar.set_postfix_str(outcome)
 
-    report = predict_many(ws, predictor, [sid for sid, _ in rows], actor=args.actor,
-                          replace=args.replace, on_study=step)
+    ids = [sid for sid, _ in rows]
+    if args.ray:
+        import os
+
+        from spine_core.inference.ray_batch import RayBatchOptions, predict_many_ray
+
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # our progress bar, not Ray Data's log
+
+        options = RayBatchOptions(address=args.ray_address, actors=args.actors,
+                                  gpus_per_actor=args.gpus_per_actor,
+                                  local_cpus=settings.workers if args.workers else None)
+        report = predict_many_ray(ws, ids, actor=args.actor, replace=args.replace, options=options,
+                                  on_study=step)
+    else:
+        predictor = predictor_from_settings(settings)
+        report = predict_many(ws, predictor, ids, actor=args.actor, replace=args.replace,
+                              on_study=step)
     bar.close()
     print(report.summary())
     for problem in report.problems:
         print(f"failed {problem}", file=sys.stderr)
-    return 0 if not report.problems else 3
+    return 0 if not report.problems and not report.stopped else 3
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,6 +100,19 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ray:
+        from spine_core.inference.ray_serve import RayServeOptions, serve_ray
+
+        options = RayServeOptions(
+            replicas=args.replicas, max_concurrent_jobs=args.max_concurrent_jobs,
+            max_request_mb=args.max_request_mb,
+            job_timeout_s=args.job_timeout_s if args.job_timeout_s is not None else settings.backend_timeout_s,
+            queue_wait_s=args.queue_wait_s, gpus_per_replica=args.gpus_per_replica,
+        )
+        serve_ray(settings, options, host=args.host, port=args.port, address=args.ray_address)
+        return 0
+    if args.replicas != 1 or args.ray_address or args.gpus_per_replica is not None:
+        raise SpineError("--replicas, --ray-address and --gpus-per-replica need --ray")
     from spine_core.inference.server import serve
 
     serve(settings, host=args.host, port=args.port, max_concurrent_jobs=args.max_concurrent_jobs,
@@ -298,6 +327,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="predict again even if already predicted")
     p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", action="store_true",
+                   help="predict on Ray actors (each loads the models once; needs the 'ray' extra); "
+                        "without --ray-address a local Ray is started for the run (all CPUs, or --workers)")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001")
+    p.add_argument("--actors", type=int, help="Ray model actors (default: one per GPU, else per CPU)")
+    p.add_argument("--gpus-per-actor", type=float,
+                   help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
 
     p = add("train", _cmd_train,
             "Train the two demo models (vertebra segmentation, fracture classifier) on synthetic "
@@ -317,6 +353,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--job-timeout-s", type=float, default=None, help="seconds before a job answers 504")
     p.add_argument("--queue-wait-s", type=float, default=0.0,
                    help="seconds a request waits for a free slot before 503 (default 0)")
+    p.add_argument("--ray", action="store_true",
+                   help="serve the same API from Ray Serve replicas (needs the 'ray' extra); "
+                        "the limits above apply per replica")
+    p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (default 1)")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 "
+                                         "(default: start a local Ray)")
+    p.add_argument("--gpus-per-replica", type=float,
+                   help="GPUs per replica (default: 1 when the cluster has GPUs, else 0)")
 
     return parser
 

@@ -102,3 +102,7 @@ class BackendTimeout(BackendError):
 class PredictionError(SpineError):
     """A model's answer cannot be stored: a mask off the study's grid or with values that are not
     level ids, probabilities outside [0, 1], unknown level names (nothing was stored)."""
+
+
+class ClusterError(BackendError):
+    """Ray is not installed, its cluster cannot be reached, or a Ray run or deployment failed."""

@@ -86,6 +86,7 @@ def create_app(
     job_timeout_s: float = 600.0,
     queue_wait_s: float = 0.0,
     device: str = "auto",
+    loaded: Predictor | None = None,
 ) -> FastAPI:
     """The backend app (serve it with uvicorn; :func:`serve` does).
 
@@ -99,6 +100,8 @@ def create_app(
         job_timeout_s: longest a job may run before the request is answered 504.
         queue_wait_s: how long a request may wait for a free job slot before 503 (0 = none).
         device: passed to ``predictor_factory``.
+        loaded: a predictor already loaded by the caller (e.g. by a Ray Serve replica before it
+            takes traffic): the app is ready from its start and ``predictor_factory`` is not called.
 
     Raises:
         InputError: an empty token or a limit out of range (the message says which).
@@ -121,11 +124,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.slots = asyncio.Semaphore(max_concurrent_jobs)
         state.executor = ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix="spine-infer")
-        state.load_task = asyncio.create_task(_load(predictor_factory, device, state))
+        if loaded is not None:
+            _set_ready(state, loaded, loaded.info(), device)
+        else:
+            state.load_task = asyncio.create_task(_load(predictor_factory, device, state))
         try:
             yield
         finally:
-            state.load_task.cancel()
+            if state.load_task is not None:
+                state.load_task.cancel()
             state.executor.shutdown(wait=False, cancel_futures=True)
             close = getattr(state.predictor, "close", None)
             if callable(close):
@@ -241,11 +248,15 @@ async def _load(factory: PredictorFactory, device: str, state: _State) -> None:
         state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("loading the models failed: %s", state.error, exc_info=not isinstance(exc, SpineError))
         return
+    _set_ready(state, predictor, info, device)
+    log.info("models %s %s loaded on %s in %.1f s", info.name, info.version, state.device,
+             time.perf_counter() - started)
+
+
+def _set_ready(state: _State, predictor: Predictor, info: ModelInfo, device: str) -> None:
     state.predictor, state.info = predictor, info
     state.device = str(getattr(predictor, "device", device))
     state.status = "ready"
-    log.info("models %s %s loaded on %s in %.1f s", info.name, info.version, state.device,
-             time.perf_counter() - started)
 
 
 def _run_job(predictor: Predictor, volume: Volume) -> Response:
