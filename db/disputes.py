@@ -623,6 +623,17 @@ def reopen(session: Session, actor: ActorLike, dispute_id: int, reason: str, *,
 # --------------------------------------------------------------------------------------------
 
 
+def undecided_levels_of(session: Session, study_id: int) -> set[str]:
+    """Levels under an open reader/report dispute: their label waits for the committee.
+
+    (An open model dispute questions a label that exists, so it leaves its level decided.)
+    """
+    return set(session.scalars(
+        select(m.Dispute.level).where(m.Dispute.study_id == study_id, m.Dispute.status == OPEN,
+                                      m.Dispute.kind.in_(sorted(READER_KINDS)))
+    ))
+
+
 def final_labels_of(session: Session, study_id: int) -> dict[str, bool]:
     """Level -> fractured as exports should use it.
 
@@ -631,15 +642,32 @@ def final_labels_of(session: Session, study_id: int) -> dict[str, bool]:
     wait for a decision).
     """
     labels: dict[str, bool] = {}
-    disputed = set(session.scalars(
-        select(m.Dispute.level).where(m.Dispute.study_id == study_id, m.Dispute.status == OPEN,
-                                      m.Dispute.kind.in_(sorted(READER_KINDS)))
-    ))
+    disputed = undecided_levels_of(session, study_id)
     for level, value in report_labels(session, study_id).items():
         if level not in disputed:
             labels[level] = value
     for row in session.scalars(select(m.FinalLabel).where(m.FinalLabel.study_id == study_id)):
         labels[row.level] = bool(row.fractured)
+    return labels
+
+
+def provisional_labels_of(session: Session, study_id: int) -> dict[str, bool]:
+    """:func:`final_labels_of`, with each undecided level (:func:`undecided_levels_of`) labelled
+    as the report policy labels a level while its dispute is open (``adj.final_labels``): the
+    report's label, unless every reader now agrees with a report that is silent or says the same.
+    An undecided level that neither labels stays out.
+
+    For exports that ask for undecided studies too; the committee may still decide otherwise.
+    """
+    labels = final_labels_of(session, study_id)
+    undecided = undecided_levels_of(session, study_id)
+    if not undecided:
+        return labels
+    provisional, _ = _compute_final(session, study_inputs(session, study_id),
+                                    adj.Policy.REPORT_DECIDES)
+    for level in undecided:
+        if level in provisional:
+            labels[level] = provisional[level][0]
     return labels
 
 
@@ -652,5 +680,6 @@ __all__ = [
     "set_report", "study_inputs", "study_readers", "submitted_calls", "submitted_readers",
     # defined here
     "RefreshResult", "VoteResult", "refresh_disputes", "refresh_all", "cast_vote", "try_decide",
-    "override", "reopen", "final_labels_of", "decisions_in_force", "lock_study",
+    "override", "reopen", "final_labels_of", "provisional_labels_of", "undecided_levels_of",
+    "decisions_in_force", "lock_study",
 ]

@@ -171,7 +171,10 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     out = Path(args.out)
     if args.kind == "rsna":
-        paths = exporter.export_rsna(settings, out)
+        result = exporter.export_rsna(settings, out, include_undecided=args.include_undecided)
+        paths = result.paths
+        if result.undecided:
+            print(result.note(), file=sys.stderr)
     elif args.kind == "nifti":
         paths = exporter.export_nifti(settings, args.study, out)
     elif args.kind == "readers":
@@ -297,7 +300,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         "boxes; nifti: image and mask of one study; readers: every reader's boxes "
                         "and labels; coco: axial slices with boxes; decisions: adjudication record")
     p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti only)")
-    p.add_argument("out", nargs="?", default="export", help="output folder (default ./export)")
+    p.add_argument("out", nargs="?", help="output folder (default ./export)")
+    p.add_argument("--include-undecided", action="store_true",
+                   help="rsna only: also export studies with undecided levels (open disputes; "
+                        "left out by default), each such level at its provisional label: the "
+                        "report's label, as the 'report' adjudication policy gives while a "
+                        "dispute is open (0 where the report does not label the level)")
 
     p = add("users", _cmd_users, "Manage user accounts.")
     users_sub = p.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
@@ -365,25 +373,39 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _fix_export_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.command != "export":
+def _fix_export_args(args: argparse.Namespace, extra: list[str],
+                     parser: argparse.ArgumentParser) -> None:
+    """Sort out export's positionals (``nifti STUDY [OUT]``, ``KIND [OUT]``); any other command
+    takes no ``extra`` arguments.
+
+    argparse gives the optional positionals up (``None``) when an option comes before them
+    (``export rsna --include-undecided OUT``): what it left over in ``extra`` fills them.
+    """
+    if args.command != "export" or any(a.startswith("-") for a in extra):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return
+    given = [a for a in (args.study, args.out) if a is not None] + extra
+    if args.include_undecided and args.kind != "rsna":
+        parser.error("--include-undecided applies to export rsna only")
     if args.kind == "nifti":
-        if not args.study:
+        if not given:
             parser.error("export nifti needs a StudyInstanceUID: spine export nifti STUDY OUT")
-    elif args.study and args.out == "export":
-        # `spine export rsna OUT`: the single positional is the output folder.
-        args.out, args.study = args.study, None
-    elif args.study:
+        if len(given) > 2:
+            parser.error(f"unrecognized arguments: {' '.join(given[2:])}")
+        args.study, args.out = given[0], given[1] if len(given) > 1 else "export"
+        return
+    if len(given) > 1:
         parser.error(f"export {args.kind} takes only OUT, not a study")
+    args.study, args.out = None, given[0] if given else "export"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments)
-    args = parser.parse_args(arguments)
-    _fix_export_args(args, parser)
+    args, extra = parser.parse_known_args(arguments)
+    _fix_export_args(args, extra, parser)
     debug = bool(getattr(args, "debug", False))
     try:
         settings = _settings(args)

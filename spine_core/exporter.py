@@ -3,6 +3,8 @@
 * ``rsna``: ``train.csv`` (StudyInstanceUID, patient_overall, C1..C7) from the final labels and
   ``train_bounding_boxes.csv`` (StudyInstanceUID, x, y, width, height, slice_number) from the union
   of the readers' boxes (RSNA rule), or the dataset's reference boxes where no reader drew any.
+  Studies with an undecided level (an open reader/report dispute on C1–C7) are left out of both
+  unless asked for; then they carry their provisional labels (``db.disputes.provisional_labels_of``).
 * ``readers``: every reader's boxes and level calls (the same columns ``spine import`` reads).
 * ``nifti``: one study's image and vertebra mask on one grid, with affines.
 * ``coco``: the axial slices that carry boxes, as PNG (bone window) + COCO JSON, for 2-D detectors.
@@ -19,6 +21,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -121,15 +124,72 @@ def _workspace(settings: Settings | Workspace) -> Workspace:
     return settings if isinstance(settings, Workspace) else open_workspace(settings)
 
 
-def export_rsna(settings: Settings | Workspace, out: Path) -> list[Path]:
-    """train.csv and train_bounding_boxes.csv in RSNA's exact columns."""
+@dataclass(frozen=True)
+class UndecidedStudy:
+    """A study whose label of some C1–C7 levels waits for the committee (open disputes)."""
+
+    study_uid: str
+    levels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RsnaExport:
+    """What :func:`export_rsna` wrote, and the undecided studies it left out or included."""
+
+    paths: list[Path]
+    undecided: tuple[UndecidedStudy, ...] = ()
+    included_undecided: bool = False
+
+    def note(self, most: int = 5) -> str:
+        """What to tell the user about the undecided studies ('' when there were none)."""
+        n = len(self.undecided)
+        if not n:
+            return ""
+        named = ", ".join(f"{u.study_uid} ({' '.join(u.levels)})" for u in self.undecided[:most])
+        more = f" and {n - most} more" if n > most else ""
+        studies = "study" if n == 1 else "studies"
+        if self.included_undecided:
+            return (f"included {n} {studies} with undecided levels at their provisional label "
+                    f"(the report's; the committee may still decide otherwise): {named}{more}")
+        return (f"left out {n} {studies} with undecided levels (open disputes; exporting them "
+                f"would write a label nobody decided): {named}{more}. Decide them on the "
+                "Adjudication page, or export them with their provisional label: "
+                "spine export rsna --include-undecided OUT")
+
+
+def undecided_cervical_levels(session: Session, study_id: int) -> tuple[str, ...]:
+    """The study's C1–C7 levels under an open reader/report dispute, head to feet."""
+    from db.disputes import undecided_levels_of
+
+    open_levels = undecided_levels_of(session, study_id)
+    return tuple(level for level in CERVICAL if level in open_levels)
+
+
+def export_rsna(settings: Settings | Workspace, out: Path, *,
+                include_undecided: bool = False) -> RsnaExport:
+    """train.csv and train_bounding_boxes.csv in RSNA's exact columns.
+
+    A study with an undecided level is left out of both files, or, with ``include_undecided``,
+    written with its provisional labels (``db.disputes.provisional_labels_of``: the report's label
+    on undecided levels); either way it is listed in the result.
+    """
+    from db.disputes import provisional_labels_of
+
     ws = _workspace(settings)
     label_rows: list[list[object]] = []
     box_rows: list[list[object]] = []
+    undecided: list[UndecidedStudy] = []
     with ws.sessions() as session:
         studies = session.scalars(select(m.Study).order_by(m.Study.study_uid)).all()
         for study in studies:
-            labels = final_labels(session, study.id)
+            pending = undecided_cervical_levels(session, study.id)
+            if pending:
+                undecided.append(UndecidedStudy(study.study_uid, pending))
+                if not include_undecided:
+                    continue
+                labels = provisional_labels_of(session, study.id)
+            else:
+                labels = final_labels(session, study.id)
             if any(level in labels for level in CERVICAL):
                 values = [int(bool(labels.get(level, False))) for level in CERVICAL]
                 label_rows.append([study.study_uid, int(any(values)), *values])
@@ -137,10 +197,11 @@ def export_rsna(settings: Settings | Workspace, out: Path) -> list[Path]:
             for number, box in sorted(boxes, key=lambda nb: (nb[0], nb[1].x, nb[1].y)):
                 box_rows.append([study.study_uid, format_number(box.x), format_number(box.y),
                                  format_number(box.width), format_number(box.height), number])
-    return [
+    paths = [
         write_csv(out / "train.csv", RSNA_LABEL_COLUMNS, label_rows),
         write_csv(out / "train_bounding_boxes.csv", RSNA_BOX_COLUMNS, box_rows),
     ]
+    return RsnaExport(paths, tuple(undecided), include_undecided)
 
 
 def export_readers(settings: Settings | Workspace, out: Path) -> list[Path]:

@@ -533,11 +533,12 @@ def test_decisions_and_final_labels_reach_the_exports(sessions, migrated_db_url:
     assert "adj1: not_fractured" in by_uid["7.1"]["votes"]
     assert by_uid["7.2"]["status"] == "open" and by_uid["7.2"]["decision"] == ""
 
-    train, _ = exporter.export_rsna(settings, tmp_path / "rsna")
-    labels = {r["StudyInstanceUID"]: r for r in csv.DictReader(train.open())}
+    rsna = exporter.export_rsna(settings, tmp_path / "rsna")
+    labels = {r["StudyInstanceUID"]: r for r in csv.DictReader(rsna.paths[0].open())}
     assert labels["7.1"]["C2"] == "0"  # the committee overruled the report
     assert labels["7.1"]["patient_overall"] == "0"
-    assert labels["7.2"]["C3"] == "0"  # pending: the report's 1 is not exported as final
+    assert "7.2" not in labels  # pending: left out, neither the report's 1 nor a silent 0
+    assert [(u.study_uid, u.levels) for u in rsna.undecided] == [("7.2", ("C3",))]
 
     out = io.StringIO()
     assert store.disputes_list_csv(settings, out, status="all") == 2

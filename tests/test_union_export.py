@@ -79,7 +79,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 def test_export_rsna_writes_the_union_of_readers_boxes(drawn, tmp_path: Path) -> None:
     ws, uid, numbers = drawn
-    paths = export_rsna(ws, tmp_path / "out")
+    paths = export_rsna(ws, tmp_path / "out").paths
     boxes_csv = tmp_path / "out" / "train_bounding_boxes.csv"
     assert boxes_csv in paths
     lines = boxes_csv.read_text().splitlines()
