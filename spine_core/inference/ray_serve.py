@@ -26,7 +26,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -199,8 +203,9 @@ def stop() -> None:
 
     try:
         serve.delete(APP_NAME)
-    finally:
-        serve.shutdown()
+    except Exception as exc:  # noqa: BLE001 - stopping must go on to the shutdown
+        log.warning("could not delete the Ray Serve application: %s", exc)
+    serve.shutdown()
 
 
 def serve_ray(
@@ -214,18 +219,37 @@ def serve_ray(
     """Run the backend on Ray Serve until interrupted (``spine serve --ray``).
 
     Joins the cluster at ``address`` (or starts a local Ray), deploys ``options.replicas``
-    replicas, prints the URL, and on Ctrl-C removes the application (and the local Ray).
+    replicas, prints the URL, and on Ctrl-C or SIGTERM removes the application and shuts Serve
+    down (and the local Ray, if it started one).
     """
     require_ray()
+    stop_requested = threading.Event()
     with ray_connection(address) as cluster:
         print(f"Ray: {cluster}", flush=True)
-        url = start(settings, settings.backend_token, options, host=host, port=port)
-        print(f"SpineReview backend on Ray Serve at {url} ({options.replicas} replica(s)); "
-              "Ctrl-C stops it", flush=True)
         try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+            url = start(settings, settings.backend_token, options, host=host, port=port)
+            print(f"SpineReview backend on Ray Serve at {url} ({options.replicas} replica(s)); "
+                  "Ctrl-C stops it", flush=True)
+            with _stop_on_signals(stop_requested):
+                while not stop_requested.wait(1.0):
+                    pass
             print("stopping the Ray Serve backend", flush=True)
         finally:
             stop()
+
+
+@contextmanager
+def _stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``event`` (a clean stop: the app and a local Ray are removed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in handled}
+    for sig in handled:
+        signal.signal(sig, lambda _signum, _frame: event.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
