@@ -13,7 +13,9 @@ What Ray adds or changes (see ``docs/backend.md``):
   flight; every answer carries the header ``X-Spine-Replica`` naming the replica (and its pid).
 * ``max_ongoing_requests`` of a replica is its ``max_concurrent_jobs`` plus
   :data:`HEALTH_HEADROOM`, so ``/health`` and ``/models`` still reach a replica whose job slots
-  are all taken; the job limit itself is enforced by the app inside each replica (503 busy).
+  are all taken; the job limit itself is enforced by the app inside each replica (503 busy). A
+  burst may route two jobs to one replica while another is idle: the second is answered 503 busy
+  and the client's retry (``HttpPredictor`` retries 503) is routed again.
 * ``queue_wait_s`` is per replica: a waiting request is not moved to another replica that
   becomes free. Requests queue in the proxy only when every replica is at
   ``max_ongoing_requests``.
