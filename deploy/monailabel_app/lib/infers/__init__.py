@@ -1,0 +1,3 @@
+from .vertebra import LABEL_STYLES, SpineVertebraSegmentation, declared_labels
+
+__all__ = ["LABEL_STYLES", "SpineVertebraSegmentation", "declared_labels"]
