@@ -364,3 +364,62 @@ def pooled_identification_rate(results: Iterable[IdentificationResult]) -> float
     if total == 0:
         return _undefined("identification rate is undefined: no true centroids in any scan")
     return sum(r.hits for r in items) / total
+
+
+@dataclass(frozen=True)
+class BoxLocalisation:
+    """How predicted per-slice boxes of one finding match its true per-slice boxes.
+
+    ``slice_precision``: share of predicted slices that hold a true box; ``slice_recall``: share of
+    true slices that hold a predicted box; ``iou_mean``: mean IoU over slices holding both;
+    ``centre_hit``: share of those slices where the predicted box contains the true box's centre.
+    NaN where the share has no denominator.
+    """
+
+    slice_precision: float
+    slice_recall: float
+    iou_mean: float
+    centre_hit: float
+
+
+#: A box on one slice: (slice index, x0, y0, x1, y1) in pixel edge coordinates.
+SliceBox = tuple[int, float, float, float, float]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x0, y0, x1, y1) rectangles; 0 when both are empty."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def box_localisation(predicted: Iterable[SliceBox], true: Iterable[SliceBox]) -> BoxLocalisation:
+    """Compare per-slice boxes of one finding (several boxes on a slice are merged to their
+    enclosing box first, the RSNA union rule)."""
+
+    def by_slice(boxes: Iterable[SliceBox]) -> dict[int, tuple[float, float, float, float]]:
+        out: dict[int, tuple[float, float, float, float]] = {}
+        for k, x0, y0, x1, y1 in boxes:
+            if k in out:
+                a = out[k]
+                out[k] = (min(a[0], x0), min(a[1], y0), max(a[2], x1), max(a[3], y1))
+            else:
+                out[k] = (x0, y0, x1, y1)
+        return out
+
+    pred, truth = by_slice(predicted), by_slice(true)
+    common = sorted(set(pred) & set(truth))
+    nan = float("nan")
+    hits = []
+    for k in common:
+        cx, cy = (truth[k][0] + truth[k][2]) / 2, (truth[k][1] + truth[k][3]) / 2
+        p = pred[k]
+        hits.append(p[0] <= cx <= p[2] and p[1] <= cy <= p[3])
+    return BoxLocalisation(
+        slice_precision=len(common) / len(pred) if pred else nan,
+        slice_recall=len(common) / len(truth) if truth else nan,
+        iou_mean=float(np.mean([box_iou(pred[k], truth[k]) for k in common])) if common else nan,
+        centre_hit=float(np.mean(hits)) if hits else nan,
+    )

@@ -77,7 +77,10 @@ def test_shipped_weights_are_small_checked_and_documented() -> None:
     card = json.loads((folder / "model_card.json").read_text())
     assert "SYNTHETIC" in card["intended_use"] and "demonstration" in card["intended_use"]
     assert card["data"]["kind"].startswith("synthetic phantom")
-    assert "not a fracture localisation" in card["stages"]["fracture"]["boxes"]
+    assert "Grad-CAM" in card["stages"]["fracture"]["boxes"]
+    assert "not a detector trained on boxes" in card["stages"]["fracture"]["boxes"]
+    located = card["metrics_extra_validation"]
+    assert located["box_iou_mean"] > located["extent_box_iou_mean"]
     assert "SYNTHETIC" in (folder / "MODEL_CARD.md").read_text()
     for stage in ("segmentation", "fracture"):
         config = json.loads((folder / f"{stage}.json").read_text())
@@ -101,12 +104,14 @@ def test_shipped_weights_segment_and_score_a_phantom(predictor: LocalPredictor, 
         patient_probability(prediction.level_probabilities)
     )
     assert prediction.device == "cpu" and prediction.timings["total"] > 0
-    for box in prediction.boxes:  # each box is its level's extent on that slice
-        assert box.score >= predictor.fracture.config.threshold  # type: ignore[union-attr]
+    for box in prediction.boxes:  # Grad-CAM boxes of flagged levels, inside the level's extent
         assert box.level is not None
-        rows, cols = np.nonzero(prediction.mask[box.slice_index] == level_id(box.level))
-        assert (rows.min(), cols.min()) == (box.y, box.x)
-        assert (rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()) == (box.height, box.width)
+        assert box.score == prediction.level_probabilities[box.level]
+        assert box.score >= predictor.fracture.config.threshold  # type: ignore[union-attr]
+        ks, rows, cols = np.nonzero(prediction.mask == level_id(box.level))
+        assert ks.min() - 2 <= box.slice_index <= ks.max() + 2
+        assert cols.min() - 2 <= box.x and box.x + box.width <= cols.max() + 3
+        assert rows.min() - 2 <= box.y and box.y + box.height <= rows.max() + 3
     info = predictor.info()
     assert info.name and info.version and "stages" in info.card
 
@@ -126,8 +131,14 @@ def test_shipped_weights_flag_the_fractured_levels_of_a_full_size_phantom(predic
     assert pred.patient_probability > 0.9
     assert pred.boxes and {b.level for b in pred.boxes} == {"C5", "C7"}
     truth = np.asarray(study.labels.array)
-    for box in pred.boxes:  # on a slice where the level really is
-        assert (truth[box.slice_index] == level_id(box.level or "")).any()
+    on_true_slices = 0
+    # On a slice of the predicted level; mostly a true one too (measured 39 of 44: the
+    # segmentation's C5 reaches 3 slices past the true C5 and Grad-CAM lights one end there).
+    for box in pred.boxes:
+        lid = level_id(box.level or "")
+        assert (pred.mask[box.slice_index] == lid).any(), box
+        on_true_slices += bool((truth[box.slice_index] == lid).any())
+    assert on_true_slices >= 0.8 * len(pred.boxes), (on_true_slices, len(pred.boxes))
 
 
 def test_mask_is_orientation_exact(predictor: LocalPredictor, study, prediction) -> None:

@@ -12,10 +12,11 @@ P(fracture) at the prevalence the model is meant for.
 Patient probability (RSNA's ``patient_overall``: any cervical level fractured) is the noisy-OR of
 the cervical levels, ``1 - prod(1 - p_level)``, which assumes independent errors per level.
 
-Boxes are NOT a fracture localisation: for each level whose probability reaches ``threshold``, one
-box per axial (a0) slice is the extent of that level's predicted mask on the slice (slices where the
-level covers less than ``box_min_area_fraction`` of its largest slice are skipped), scored with the
-level probability. They say "look at this vertebra on these slices".
+Boxes: for each level whose probability reaches ``threshold``, the slices and the part of the
+vertebra that raised its score (Grad-CAM of ``cam_layer``, see :mod:`.localise`), one box per axial
+(a0) slice, scored with the level probability. When the network has no such layer (TorchScript,
+``cam_layer`` empty), a box is the extent of the level's predicted mask on each slice where the
+level covers at least ``box_min_area_fraction`` of its largest slice: "look at this vertebra here".
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spine_core.errors import ModelLoadError
+from spine_core.inference.localise import find_layer, gradcam, heat_boxes
 from spine_core.inference.preprocess import DEFAULT_WINDOW, Grid, crop_grid, sample_onto
 from spine_core.inference.protocol import PredictedBox
 from spine_core.inference.segmentation import autocast
@@ -66,6 +68,9 @@ class FractureConfig:
             top-hat) is added as channel 2: it lights up dark gaps narrower than the cube inside
             bright bone, i.e. fracture lines; 0 leaves the channel out.
         tophat_gain: factor applied to that channel (its values are small).
+        cam_layer: dotted name of the layer whose Grad-CAM localises a flagged level's fracture
+            (empty: boxes are the level's extent).
+        cam_threshold: share of the Grad-CAM maximum from which a crop voxel is boxed.
     """
 
     levels: tuple[int, ...] = tuple(range(1, 20))
@@ -80,6 +85,8 @@ class FractureConfig:
     context_mm: float = 3.0
     tophat_voxels: int = 3
     tophat_gain: float = 4.0
+    cam_layer: str = "features.5"
+    cam_threshold: float = 0.3
 
     @property
     def channels(self) -> int:
@@ -112,6 +119,9 @@ class FractureConfig:
                 context_mm=float(crop.get("context_mm", cls.context_mm)),
                 tophat_voxels=int(crop.get("tophat_voxels", 0)),
                 tophat_gain=float(crop.get("tophat_gain", cls.tophat_gain)),
+                # Configs written before localisation existed keep extent boxes.
+                cam_layer=str(data.get("localisation", {}).get("cam_layer", "")),
+                cam_threshold=float(data.get("localisation", {}).get("threshold", cls.cam_threshold)),
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise ModelLoadError(
@@ -135,6 +145,7 @@ class FractureConfig:
             "box_min_area_fraction": self.box_min_area_fraction,
             "batch_size": self.batch_size,
             "level_priors": dict(self.level_priors),
+            "localisation": {"cam_layer": self.cam_layer, "threshold": self.cam_threshold},
         }
 
 
@@ -229,6 +240,66 @@ class FractureModel:
         probs = self.probabilities(crops, ids)
         return {level_name(lid): float(p) for lid, p in zip(ids, probs)}
 
+    def localise(
+        self,
+        image: torch.Tensor,
+        image_affine: npt.ArrayLike,
+        labels: npt.NDArray[np.integer],
+        labels_grid: Grid,
+        centres: Mapping[int, Sequence[float]],
+        level_probabilities: Mapping[str, float],
+        levels: Sequence[str] | None = None,
+        seg_mask: npt.NDArray[np.integer] | None = None,
+    ) -> list[PredictedBox] | None:
+        """Grad-CAM boxes on the input's a0 slices for ``levels`` (default: those at or above the
+        threshold), scored with their probability; None when the net has no ``cam_layer``.
+
+        With ``seg_mask`` (level ids on the input grid), boxes on slices where their level has no
+        voxel are dropped (a crop voxel can reach a slice past the vertebra's end).
+        """
+        layer = find_layer(self.net, self.config.cam_layer)
+        if layer is None:
+            return None
+        if levels is None:
+            levels = [n for n, p in level_probabilities.items() if p >= self.config.threshold]
+        wanted = {LEVEL_IDS[n]: centres[LEVEL_IDS[n]] for n in levels if LEVEL_IDS[n] in centres}
+        ids, crops = level_crops(image, image_affine, labels, labels_grid, wanted, self.config)
+        if not ids:
+            return []
+        heat = gradcam(self.net, crops.to(self.device), layer)
+        axes = labels_grid.affine[:3, :3]
+        shape = tuple(int(s) for s in image.shape[2:])
+        boxes: list[PredictedBox] = []
+        for lid, crop, h in zip(ids, crops, heat):
+            grid = crop_grid(centres[lid], axes, self.config.crop_shape, self.config.crop_spacing_mm)
+            name = level_name(lid)
+            boxes += heat_boxes(
+                h, crop[1].numpy() > 0.5, grid, image_affine, shape,
+                threshold=self.config.cam_threshold, score=level_probabilities.get(name, 0.0), level=name,
+            )
+        if seg_mask is not None:
+            boxes = [b for b in boxes if (seg_mask[b.slice_index] == LEVEL_IDS[b.level or ""]).any()]
+        return boxes
+
+    def boxes(
+        self,
+        image: torch.Tensor,
+        image_affine: npt.ArrayLike,
+        seg_mask: npt.NDArray[np.integer],
+        labels: npt.NDArray[np.integer],
+        labels_grid: Grid,
+        centres: Mapping[int, Sequence[float]],
+        level_probabilities: Mapping[str, float],
+    ) -> list[PredictedBox]:
+        """Boxes of the flagged levels: Grad-CAM where the net allows it, else level extents."""
+        found = self.localise(image, image_affine, labels, labels_grid, centres, level_probabilities,
+                              seg_mask=seg_mask)
+        if found is not None:
+            return found
+        return level_boxes(
+            seg_mask, level_probabilities, self.config.threshold, self.config.box_min_area_fraction
+        )
+
 
 def patient_probability(level_probabilities: Mapping[str, float]) -> float:
     """Noisy-OR over the cervical levels: P(any of C1–C7 fractured); 0 if none was found."""
@@ -245,7 +316,7 @@ def level_boxes(
     threshold: float,
     min_area_fraction: float = 0.3,
 ) -> list[PredictedBox]:
-    """One box per a0 slice of each level at or above ``threshold`` (see the module docstring)."""
+    """One box per a0 slice of each level at or above ``threshold``: the level's extent there."""
     from scipy import ndimage
 
     boxes: list[PredictedBox] = []

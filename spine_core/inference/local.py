@@ -18,7 +18,6 @@ from spine_core.errors import InputError, ModelLoadError
 from spine_core.inference.fracture import (
     FractureConfig,
     FractureModel,
-    level_boxes,
     patient_probability,
 )
 from spine_core.inference.loading import LoadedNetwork, default_weights_dir, find_stage, load_network
@@ -151,9 +150,10 @@ class LocalPredictor:
             level_probs = self.fracture.predict_levels(
                 seg.image, volume.affine, seg.model_labels, seg.model_grid, seg.centroids
             )
-            boxes = level_boxes(
-                seg.mask, level_probs, self.fracture.config.threshold,
-                self.fracture.config.box_min_area_fraction,
+            report(0.8, "localising suspected fractures")
+            boxes = self.fracture.boxes(
+                seg.image, volume.affine, seg.mask, seg.model_labels, seg.model_grid,
+                seg.centroids, level_probs,
             )
             timings["fracture"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
