@@ -446,6 +446,9 @@ def main() -> None:
     box_slices = _my_box_slices(user, study_id)  # again: the canvas may have changed them
     boxed = {lvl for _, _, lvls in box_slices for lvl in lvls.split(", ") if lvl != "?"}
     levels = ag.levels_to_call(study.info.mask_levels, boxed)
+    def jump(stored: int) -> None:
+        st.session_state[_slice_key(study_id)] = ag.display_index_of(geo, stored)
+
     with right:
         _box_panel(user, study_id, slice_index, levels, editable)
         st.divider()
@@ -453,14 +456,12 @@ def main() -> None:
                       _saved_on_slice(user, study_id, slice_index),
                       _labels_on(study, prediction, slice_index), editable,
                       functools.partial(_write, user, study_id),
-                      functools.partial(_reload_canvas, study_id))
+                      functools.partial(_reload_canvas, study_id), jump=jump,
+                      slice_number=lambda stored: ag.display_index_of(geo, stored) + 1)
         st.divider()
         _level_panel(user, study_id, levels, boxed, editable)
         st.divider()
         if box_slices:
-            def jump(stored: int) -> None:
-                st.session_state[_slice_key(study_id)] = ag.display_index_of(geo, stored)
-
             with st.expander(f"Slices with my boxes ({len(box_slices)})"):
                 for stored, n, lvls in box_slices:
                     st.button(f"Slice {ag.display_index_of(geo, stored) + 1}: {n} box(es), {lvls}",

@@ -534,10 +534,15 @@ def show_on_canvas(key: str = "annotate_pred") -> bool:
 
 def copy_panel(prediction: ShownPrediction | None, study_id: int, slice_index: int,
                saved: Sequence[Any], labels: npt.NDArray[np.integer] | None, editable: bool,
-               write: Writer, on_copied: Callable[[], None], *, key: str = "annotate_pred"
-               ) -> None:
+               write: Writer, on_copied: Callable[[], None], *, key: str = "annotate_pred",
+               jump: Callable[[int], None] | None = None,
+               slice_number: Callable[[int], int] | None = None) -> None:
     """The model's boxes on this slice, to copy into the reader's own work one by one or all
-    at once (``source="prediction"``; only this reader sees the copies, as any box of theirs)."""
+    at once (``source="prediction"``; only this reader sees the copies, as any box of theirs).
+
+    With ``jump`` (stored slice index -> move the page there) and ``slice_number`` (stored index ->
+    the number shown to the reader), a slice without model boxes offers to go to the nearest one.
+    """
     if prediction is None:
         st.caption("No model prediction for this study yet (the viewer can ask for one).")
         return
@@ -548,6 +553,11 @@ def copy_panel(prediction: ShownPrediction | None, study_id: int, slice_index: i
         on = sorted({b.slice_index for b in prediction.boxes})
         st.caption("The model drew no box on this slice" + (
             f"; it drew on {len(on)} other slice(s)." if on else "."))
+        if on and jump is not None:
+            nearest = min(on, key=lambda k: (abs(k - slice_index), k))
+            shown = slice_number(nearest) if slice_number else nearest + 1
+            st.button(f"Go to slice {shown}, the nearest with model boxes",
+                      key=f"{key}_goto_{study_id}_{slice_index}", on_click=jump, args=(nearest,))
         return
     todo = [b for b in boxes if not is_copied(b, saved)]
     st.button("Copy predicted boxes on this slice", key=f"{key}_all_{study_id}_{slice_index}",

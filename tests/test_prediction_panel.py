@@ -330,3 +330,27 @@ def test_a_reader_copies_predicted_boxes_into_their_own_blinded_work(scene: Scen
                   if "backgroundImageURL" in json.loads(el.proto.json))
     assert model_pixels(pixels(canvas["backgroundImageURL"])) == 0
     assert len(_boxes(scene, "reader1")) == len(on_k)
+
+
+def test_a_slice_without_model_boxes_offers_the_nearest_one(scene: Scene) -> None:
+    ws = scene.imported.ws
+    row = predict_study(ws, BoneThresholdPredictor(), scene.study, actor="admin")
+    assert row is not None
+    boxed = sorted({b["slice_index"] for b in row.boxes})
+    geo = load_study(scene.study).geometry
+    n_slices = geo.slice_count(geo.acquisition_plane)
+    empty = next(k for k in range(n_slices) if k not in boxed)  # a stored slice without boxes
+    nearest = min(boxed, key=lambda k: (abs(k - empty), k))
+    with unit_of_work(ws.sessions) as s:
+        admin = s.scalars(select(m.User).where(m.User.username == "admin")).one()
+        ann.assign(s, admin, scene.study, [scene.users["reader1"].id])
+    at = page("annotate.py", scene.users["reader1"],
+              **{f"annotate_slice_{scene.study}": display_index_of(geo, empty)})
+    assert not at.exception, at.exception
+    shown = display_index_of(geo, nearest) + 1
+    go = button(at, f"Go to slice {shown}, the nearest with model boxes")
+    go.click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[f"annotate_slice_{scene.study}"] == display_index_of(geo, nearest)
+    on_nearest = [b for b in row.boxes if b["slice_index"] == nearest]
+    assert f"Model's boxes on this slice** ({len(on_nearest)})" in texts(at)
