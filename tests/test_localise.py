@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from spine_core import metrics
-from spine_core.inference.fracture import FractureConfig, FractureModel, level_boxes
+from spine_core.inference.fracture import FractureConfig, FractureModel, ScoredLevels, level_boxes
 from spine_core.inference.localise import find_layer, gradcam, heat_boxes
 from spine_core.inference.preprocess import Grid
+from spine_core.inference.segmentation import SegmentationResult
 
 
 class _TwoRegionNet(nn.Module):
@@ -142,12 +143,12 @@ def test_without_a_cam_layer_boxes_are_the_level_extent() -> None:
     """A config without a usable layer (older weights, TorchScript) keeps the extent boxes."""
     mask = np.zeros((6, 20, 30), dtype=np.uint8)
     mask[1:5, 2:8, 3:9] = 2
+    seg = SegmentationResult(mask, mask, Grid((6, 20, 30), np.eye(4)), {2: (2.0, 4.0, 5.0)},
+                             torch.zeros(1, 1, 6, 20, 30))
     net = nn.Sequential(nn.Flatten(), nn.LazyLinear(1))
     model = FractureModel(net, FractureConfig(cam_layer=""), torch.device("cpu"))
-    assert model.localise(torch.zeros(1, 1, 6, 20, 30), np.eye(4), mask, Grid((6, 20, 30), np.eye(4)),
-                          {2: (2.0, 4.0, 5.0)}, {"C2": 0.9}) is None
-    boxes = model.boxes(torch.zeros(1, 1, 6, 20, 30), np.eye(4), mask, mask, Grid((6, 20, 30), np.eye(4)),
-                        {2: (2.0, 4.0, 5.0)}, {"C2": 0.9})
-    assert boxes == level_boxes(mask, {"C2": 0.9}, 0.5)
+    scored = ScoredLevels([2], torch.zeros(1, 3, 32, 56, 56), {"C2": 0.9})
+    assert model.localise(seg, np.eye(4), scored) is None
+    assert model.boxes(seg, np.eye(4), scored) == level_boxes(mask, {"C2": 0.9}, 0.5)
     assert FractureConfig.from_dict({"levels": [1]}).cam_layer == ""
     assert FractureConfig.from_dict(FractureConfig().to_dict()).cam_layer == "features.5"

@@ -36,7 +36,7 @@ from spine_core.errors import ModelLoadError
 from spine_core.inference.localise import find_layer, gradcam, heat_boxes
 from spine_core.inference.preprocess import DEFAULT_WINDOW, Grid, crop_grid, sample_onto
 from spine_core.inference.protocol import PredictedBox
-from spine_core.inference.segmentation import autocast
+from spine_core.inference.segmentation import SegmentationResult, autocast
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
 
 
@@ -227,78 +227,70 @@ class FractureModel:
         shift = np.array([self.config.prior_logit(level_name(int(lid))) for lid in levels])
         return 1.0 / (1.0 + np.exp(-(z + shift)))
 
-    def predict_levels(
-        self,
-        image: torch.Tensor,
-        image_affine: npt.ArrayLike,
-        labels: npt.NDArray[np.integer],
-        labels_grid: Grid,
-        centres: Mapping[int, Sequence[float]],
-    ) -> dict[str, float]:
-        """Level name -> P(fracture) for every scored level the segmentation found."""
-        ids, crops = level_crops(image, image_affine, labels, labels_grid, centres, self.config)
+    def score(self, seg: SegmentationResult, image_affine: npt.ArrayLike) -> "ScoredLevels":
+        """P(fracture) of every scored level the segmentation found, with the crops it came from
+        (kept so :meth:`localise` explains the same crops)."""
+        ids, crops = level_crops(seg.image, image_affine, seg.model_labels, seg.model_grid,
+                                 seg.centroids, self.config)
         probs = self.probabilities(crops, ids)
-        return {level_name(lid): float(p) for lid, p in zip(ids, probs)}
+        return ScoredLevels(ids, crops, {level_name(lid): float(p) for lid, p in zip(ids, probs)})
 
     def localise(
         self,
-        image: torch.Tensor,
+        seg: SegmentationResult,
         image_affine: npt.ArrayLike,
-        labels: npt.NDArray[np.integer],
-        labels_grid: Grid,
-        centres: Mapping[int, Sequence[float]],
-        level_probabilities: Mapping[str, float],
+        scored: "ScoredLevels",
         levels: Sequence[str] | None = None,
-        seg_mask: npt.NDArray[np.integer] | None = None,
     ) -> list[PredictedBox] | None:
         """Grad-CAM boxes on the input's a0 slices for ``levels`` (default: those at or above the
         threshold), scored with their probability; None when the net has no ``cam_layer``.
 
-        With ``seg_mask`` (level ids on the input grid), boxes on slices where their level has no
-        voxel are dropped (a crop voxel can reach a slice past the vertebra's end).
+        Boxes on slices where the segmentation has no voxel of their level are dropped (a crop
+        voxel can reach a slice past the vertebra's end).
         """
         layer = find_layer(self.net, self.config.cam_layer)
         if layer is None:
             return None
+        probs = scored.probabilities
         if levels is None:
-            levels = [n for n, p in level_probabilities.items() if p >= self.config.threshold]
-        wanted = {LEVEL_IDS[n]: centres[LEVEL_IDS[n]] for n in levels if LEVEL_IDS[n] in centres}
-        ids, crops = level_crops(image, image_affine, labels, labels_grid, wanted, self.config)
-        if not ids:
+            levels = [n for n, p in probs.items() if p >= self.config.threshold]
+        rows = [i for i, lid in enumerate(scored.ids) if level_name(lid) in set(levels)]
+        if not rows:
             return []
-        heat = gradcam(self.net, crops.to(self.device), layer)
-        axes = labels_grid.affine[:3, :3]
-        shape = tuple(int(s) for s in image.shape[2:])
+        heat = gradcam(self.net, scored.crops[rows].to(self.device), layer)
+        axes = seg.model_grid.affine[:3, :3]
+        shape = tuple(int(v) for v in seg.image.shape[2:])
         boxes: list[PredictedBox] = []
-        for lid, crop, h in zip(ids, crops, heat):
-            grid = crop_grid(centres[lid], axes, self.config.crop_shape, self.config.crop_spacing_mm)
+        for row, h in zip(rows, heat):
+            lid = scored.ids[row]
+            grid = crop_grid(seg.centroids[lid], axes, self.config.crop_shape, self.config.crop_spacing_mm)
             name = level_name(lid)
             boxes += heat_boxes(
-                h, crop[1].numpy() > 0.5, grid, image_affine, shape,
-                threshold=self.config.cam_threshold, score=level_probabilities.get(name, 0.0), level=name,
+                h, scored.crops[row, 1].numpy() > 0.5, grid, image_affine, shape,
+                threshold=self.config.cam_threshold, score=probs[name], level=name,
             )
-        if seg_mask is not None:
-            boxes = [b for b in boxes if (seg_mask[b.slice_index] == LEVEL_IDS[b.level or ""]).any()]
-        return boxes
+        return [b for b in boxes if (seg.mask[b.slice_index] == LEVEL_IDS[b.level or ""]).any()]
 
     def boxes(
-        self,
-        image: torch.Tensor,
-        image_affine: npt.ArrayLike,
-        seg_mask: npt.NDArray[np.integer],
-        labels: npt.NDArray[np.integer],
-        labels_grid: Grid,
-        centres: Mapping[int, Sequence[float]],
-        level_probabilities: Mapping[str, float],
+        self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: "ScoredLevels"
     ) -> list[PredictedBox]:
         """Boxes of the flagged levels: Grad-CAM where the net allows it, else level extents."""
-        found = self.localise(image, image_affine, labels, labels_grid, centres, level_probabilities,
-                              seg_mask=seg_mask)
+        found = self.localise(seg, image_affine, scored)
         if found is not None:
             return found
         return level_boxes(
-            seg_mask, level_probabilities, self.config.threshold, self.config.box_min_area_fraction
+            seg.mask, scored.probabilities, self.config.threshold, self.config.box_min_area_fraction
         )
+
+
+@dataclass(frozen=True)
+class ScoredLevels:
+    """The classifier's verdict on one study: crops (L, C, *crop_shape) of levels ``ids`` and
+    level name -> P(fracture)."""
+
+    ids: list[int]
+    crops: torch.Tensor
+    probabilities: dict[str, float]
 
 
 def patient_probability(level_probabilities: Mapping[str, float]) -> float:

@@ -147,14 +147,10 @@ class LocalPredictor:
         boxes = []
         if self.fracture is not None:
             report(0.6, "scoring fractures per vertebra")
-            level_probs = self.fracture.predict_levels(
-                seg.image, volume.affine, seg.model_labels, seg.model_grid, seg.centroids
-            )
+            scored = self.fracture.score(seg, volume.affine)
+            level_probs = scored.probabilities
             report(0.8, "localising suspected fractures")
-            boxes = self.fracture.boxes(
-                seg.image, volume.affine, seg.mask, seg.model_labels, seg.model_grid,
-                seg.centroids, level_probs,
-            )
+            boxes = self.fracture.boxes(seg, volume.affine, scored)
             timings["fracture"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")

@@ -33,6 +33,7 @@ from spine_core.errors import InputError
 from spine_core.inference.fracture import (
     FractureConfig,
     FractureModel,
+    ScoredLevels,
     level_boxes,
     level_crops,
     patient_probability,
@@ -55,6 +56,7 @@ from spine_core.inference.preprocess import (
 from spine_core.inference.segmentation import (
     SegmentationConfig,
     SegmentationModel,
+    SegmentationResult,
     centroids_of,
 )
 from spine_core.labels import CERVICAL, level_name
@@ -440,9 +442,8 @@ def evaluate(
         ident.append(metrics.identification_rate(seg.centroids, true_c))
         if fracture is None:
             continue
-        probs = fracture.predict_levels(
-            seg.image, study.image.affine, seg.model_labels, seg.model_grid, seg.centroids
-        )
+        scored = fracture.score(seg, study.image.affine)
+        probs = scored.probabilities
         present = {level_name(lid) for lid in true_c}
         row_true, row_pred = [], []
         for name in CERVICAL:
@@ -458,7 +459,7 @@ def evaluate(
         row_pred.append(patient_probability(filled))
         rsna_true.append(row_true)
         rsna_pred.append(row_pred)
-        for kind, found in _localisation(fracture, seg, study, probs).items():
+        for kind, found in _localisation(fracture, seg, study, scored).items():
             located[kind] += found
         if log:
             log(f"evaluated study seed {study.seed}")
@@ -498,18 +499,17 @@ def evaluate(
 
 
 def _localisation(
-    fracture: FractureModel, seg: Any, study: LabelledStudy, probs: Mapping[str, float]
+    fracture: FractureModel, seg: SegmentationResult, study: LabelledStudy, scored: ScoredLevels
 ) -> dict[str, list[Any]]:
     """Boxes of each truly fractured, segmented level (whatever its score) against its true boxes:
     Grad-CAM boxes and, as the baseline, the level's extent."""
     from spine_core import metrics
 
     out: dict[str, list[Any]] = {"gradcam": [], "extent": []}
-    names = sorted({b[0] for b in study.boxes} & set(probs))
+    names = sorted({b[0] for b in study.boxes} & set(scored.probabilities))
     if not names:
         return out
-    cam = fracture.localise(seg.image, study.image.affine, seg.model_labels, seg.model_grid,
-                            seg.centroids, probs, levels=names, seg_mask=seg.mask) or []
+    cam = fracture.localise(seg, study.image.affine, scored, levels=names) or []
     extent = level_boxes(seg.mask, {n: 1.0 for n in names}, 0.5, fracture.config.box_min_area_fraction)
     for name in names:
         truth = [b[1:] for b in study.boxes if b[0] == name]
