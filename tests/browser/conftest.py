@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,15 +24,11 @@ from typing import Any
 
 import pytest
 
+from tests.backend_helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("SPINE_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -69,7 +64,7 @@ def app_url(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     spine = [sys.executable, "-m", "spine_core.cli"]
     subprocess.run([*spine, "bootstrap", "--no-progress"], env=app_env, cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("app-log") / "streamlit.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
