@@ -252,9 +252,9 @@ class FractureModel:
         if layer is None:
             return None
         probs = scored.probabilities
-        if levels is None:
-            levels = [n for n, p in probs.items() if p >= self.config.threshold]
-        rows = [i for i, lid in enumerate(scored.ids) if level_name(lid) in set(levels)]
+        wanted = set(levels) if levels is not None else {
+            n for n, p in probs.items() if p >= self.config.threshold}
+        rows = [i for i, lid in enumerate(scored.ids) if level_name(lid) in wanted]
         if not rows:
             return []
         heat = gradcam(self.net, scored.crops[rows].to(self.device), layer)
