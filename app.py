@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from pages.common import SignedInUser, current_user, error_boundary, workspace
+from pages.parts.common import SignedInUser, current_user, error_boundary, workspace
 from spine_core import signin_sessions, signin_throttle
 from spine_core.errors import SpineError
+from spine_core.roles import Permission, can
 
 if TYPE_CHECKING:
     from db.models import User
@@ -33,19 +34,19 @@ SIGNED_OUT_NOTICE = "signin_notice"
 SESSION_PARAM = "s"
 SESSION_TOKEN = "session_token"
 
-PAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    # key: (script, title, roles that see it)
-    "cases": ("pages/cases.py", "Cases", ("annotator", "adjudicator", "admin", "viewer")),
-    "viewer": ("pages/viewer.py", "Viewer", ("annotator", "adjudicator", "admin", "viewer")),
-    "annotate": ("pages/annotate.py", "Annotate", ("annotator",)),
-    "adjudicate": ("pages/adjudicate.py", "Adjudication", ("adjudicator", "admin")),
-    "agreement": ("pages/agreement.py", "Agreement", ("adjudicator", "admin")),
-    "dashboard": ("pages/dashboard.py", "Dispute dashboard", ("adjudicator", "admin", "viewer")),
-    "audit": ("pages/audit.py", "Audit log", ("admin",)),
-    "models": ("pages/models.py", "Models", ("adjudicator", "admin", "viewer")),
-    "demo": ("pages/demo.py", "Demonstration", ("admin", "viewer", "adjudicator")),
-    "admin": ("pages/admin.py", "Administration", ("admin",)),
-    "assign": ("pages/assign.py", "Assignments", ("admin",)),
+PAGES: dict[str, tuple[str, str, Permission]] = {
+    # key: (script, title, the permission a role needs to see it; spine_core.roles has the table)
+    "cases": ("pages/cases.py", "Cases", Permission.open_studies),
+    "viewer": ("pages/viewer.py", "Viewer", Permission.open_studies),
+    "annotate": ("pages/annotate.py", "Annotate", Permission.annotate),
+    "adjudicate": ("pages/adjudicate.py", "Adjudication", Permission.read_disputes),
+    "agreement": ("pages/agreement.py", "Agreement", Permission.see_all_readers),
+    "dashboard": ("pages/dashboard.py", "Dispute dashboard", Permission.dispute_dashboard),
+    "audit": ("pages/audit.py", "Audit log", Permission.read_audit),
+    "models": ("pages/models.py", "Models", Permission.see_models),
+    "demo": ("pages/demo.py", "Demonstration", Permission.demonstration),
+    "admin": ("pages/admin.py", "Administration", Permission.manage_users),
+    "assign": ("pages/assign.py", "Assignments", Permission.assign_readers),
 }
 
 
@@ -224,8 +225,8 @@ def main() -> None:
         st.query_params[SESSION_PARAM] = token  # page switches drop query parameters
     pages = [
         st.Page(script, title=title, url_path=key, default=(key == "cases"))
-        for key, (script, title, roles) in PAGES.items()
-        if user.role in roles and (APP_DIR / script).is_file()  # pages not yet written: left out
+        for key, (script, title, permission) in PAGES.items()
+        if can(user.role, permission) and (APP_DIR / script).is_file()  # pages not yet written: left out
     ]
     with st.sidebar:
         st.markdown(f"**{user.display_name}** · {user.role}")

@@ -99,7 +99,7 @@ def run(shape: str, steps: int, studies: int) -> None:
         env.update({"SPINE_DATA_DIR": str(Path(tmp) / "data"), "SPINE_DEMO_STUDIES": str(studies),
                     "SPINE_DEMO_SHAPE": shape, "SPINE_WORKERS": "2"})
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "spine_core.cli", "bootstrap", "--no-progress"],
+        subprocess.run([sys.executable, "-m", "spine_cli.main", "bootstrap", "--no-progress"],
                        env=env, cwd=ROOT, check=True, capture_output=True)
         print(f"bootstrap ({studies} demo studies, {shape}): {time.perf_counter() - t0:.1f} s")
         port = _free_port()

@@ -3,7 +3,7 @@
 Writes one phantom study of ``--shape``, imports it, predicts it with the threshold model of
 ``tests.backend_helpers`` and times:
 
-* centroids — :func:`db.model_metrics.label_centroids` against the reference
+* centroids — :func:`spine_core.metrics.label_centroids` against the reference
   :func:`spine_core.io.verse.centroids_from_labels` on the dataset mask (ratio > 1: faster);
 * first     — :func:`db.model_metrics.segmentation_metrics` reading both masks;
 * cached    — the same call again, answered from ``data_dir/metrics`` (ratio first / cached).
@@ -46,14 +46,15 @@ def main() -> None:
     from sqlalchemy import select
 
     from db import models as m
-    from db.model_metrics import METRICS_DIR, label_centroids, segmentation_metrics
+    from db.model_metrics import METRICS_DIR, segmentation_metrics
+    from spine_core.metrics import label_centroids
     from db.predictions import predict_many
     from db.session import unit_of_work
     from spine_core.io.masks import align_mask_to_image
     from spine_core.io.nifti import load_nifti
     from spine_core.io.verse import centroids_from_labels
     from spine_core.labels import VOCABULARIES
-    from spine_core.phantom import write_rsna_dataset
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
     from spine_core.volume import Volume
     from tests.backend_helpers import BoneThresholdPredictor
     from tests.prediction_helpers import import_dataset

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spine_core.io.dicom_write import SeriesInfo, write_series  # noqa: E402
-from spine_core.io.rsna_write import write_rsna_dataset, write_segmentation  # noqa: E402
+from spine_core.phantom.rsna_layout import write_rsna_dataset, write_segmentation  # noqa: E402
 from spine_core.phantom import anatomy, generate_study  # noqa: E402
 
 TARGET_S_PER_10 = 60.0

@@ -6,7 +6,7 @@ weights and store every prediction (the Ray run with ``replace``, so it does the
 
 * sequential — :func:`db.predictions.predict_many` with one in-process ``LocalPredictor`` using
   ``--cpus`` torch threads (model load included, as ``spine predict`` pays it);
-* ray — :func:`spine_core.inference.ray_batch.predict_many_ray` on a local Ray of ``--cpus``
+* ray — :func:`db.ray_batch.predict_many_ray` on a local Ray of ``--cpus``
   CPUs with ``--actors`` actors of one CPU each (actor start and model loads included; the Ray
   start itself is timed apart).
 
@@ -36,9 +36,9 @@ from db import models as m  # noqa: E402
 from db.predictions import predict_many  # noqa: E402
 from db.session import unit_of_work  # noqa: E402
 from spine_core.config import Settings  # noqa: E402
-from spine_core.importer import import_path  # noqa: E402
-from spine_core.phantom import write_rsna_dataset  # noqa: E402
-from spine_core.workspace import open_workspace  # noqa: E402
+from db.importer import import_path  # noqa: E402
+from spine_core.phantom.rsna_layout import write_rsna_dataset  # noqa: E402
+from db.workspace import open_workspace  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     from spine_core.inference.local import LocalPredictor
-    from spine_core.inference.ray_batch import RayBatchOptions, predict_many_ray
+    from db.ray_batch import RayBatchOptions, predict_many_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         root = Path(tmp)

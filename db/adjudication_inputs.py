@@ -17,16 +17,18 @@ from sqlalchemy.orm import Session
 
 from db import models as m
 from spine_core import adjudication as adj
+from spine_core.adjudication import DisputeStatus, LevelCall
 from spine_core.errors import LabelVocabularyError, NotFound, PermissionDenied
 from spine_core.labels import CERVICAL, level_id, level_name
+from spine_core.roles import Role
 
 #: Kinds answered by the readers and the report (one open dispute per level among these).
 READER_KINDS = frozenset(
     {adj.DisputeKind.readers_disagree.value, adj.DisputeKind.readers_vs_report.value}
 )
 MODEL_KIND = adj.DisputeKind.model_vs_final.value
-OPEN = m.DisputeStatus.open.value
-DECIDED = m.DisputeStatus.decided.value
+OPEN = DisputeStatus.open.value
+DECIDED = DisputeStatus.decided.value
 #: System accounts that own dataset reference boxes; never counted as readers.
 DATASET_READERS = frozenset({"dataset"})
 
@@ -55,13 +57,6 @@ def load_actor(session: Session, actor: ActorLike) -> m.User:
             "your account is missing or deactivated; sign in again or ask an admin"
         )
     return user
-
-
-def check_role(user: m.User, roles: frozenset[str], what: str) -> None:
-    """Raise PermissionDenied (saying who may ``what``) unless ``user`` has one of ``roles``."""
-    if user.role not in roles:
-        allowed = " or ".join(sorted(roles))
-        raise PermissionDenied(f"only {allowed} users may {what}; you are signed in as {user.role}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +141,7 @@ def fill_implicit(readers: Iterable[str], explicit: Mapping[str, Mapping[str, st
     implicit: dict[str, list[str]] = {}
     for reader in readers:
         own = explicit.get(reader, {})
-        calls[reader] = {lvl: own.get(lvl, m.LevelCall.not_fractured.value) for lvl in levels}
+        calls[reader] = {lvl: own.get(lvl, LevelCall.not_fractured.value) for lvl in levels}
         missing = [lvl for lvl in levels if lvl not in own]
         if missing:
             implicit[reader] = missing
@@ -260,7 +255,7 @@ def chair_for(session: Session, voters: Iterable[str]) -> str | None:
     """The committee chair for a round: a chair who voted in it, else the first active chair."""
     chairs = list(session.scalars(
         select(m.User.username).where(m.User.is_chair.is_(True), m.User.active.is_(True),
-                                      m.User.role == m.Role.adjudicator.value)
+                                      m.User.role == Role.adjudicator.value)
         .order_by(m.User.id)
     ))
     voted = set(voters)

@@ -19,8 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import models as m
+from db.access import ReaderScope, reader_scope
 from db.audit import record
-from spine_core.consensus import Box as CoreBox
+from spine_core.adjudication import LevelCall
+from spine_core.boxes import Box
 from spine_core.consensus import validate_box
 from spine_core.errors import (
     ConflictError,
@@ -30,9 +32,9 @@ from spine_core.errors import (
     PermissionDenied,
 )
 from spine_core.labels import level_id, level_name
+from spine_core.roles import Permission, Role, can
 
-READ_ALL_ROLES = frozenset({m.Role.adjudicator.value, m.Role.admin.value})
-CALLS = frozenset(c.value for c in m.LevelCall)
+CALLS = frozenset(c.value for c in LevelCall)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class BoxInput:
     level_from_mask: bool = True
     note: str = ""
     source: str = "drawn"
+    #: The reader's own id of the fracture this box belongs to (None: a box on its own).
+    fracture: str | None = None
+    #: A key box (drawn); interpolated boxes are made by ``db.box_events``, never given.
+    is_key: bool = True
 
 
 def _box_dict(box: m.Box) -> dict[str, object]:
@@ -62,6 +68,9 @@ def _box_dict(box: m.Box) -> dict[str, object]:
         "height": box.height,
         "level": box.level,
         "note": box.note,
+        "fracture": box.fracture,
+        "is_key": box.is_key,
+        "source": box.source,
         "deleted": box.deleted_at is not None,
     }
 
@@ -85,7 +94,7 @@ def assignment_for(session: Session, study_id: int, reader_id: int) -> m.Assignm
 
 
 def _require_writable(session: Session, actor: m.User, study_id: int) -> m.Assignment:
-    if actor.role != m.Role.annotator.value:
+    if not can(actor.role, Permission.annotate):
         raise PermissionDenied(f"only annotators draw boxes and mark levels; you are {actor.role}")
     assignment = assignment_for(session, study_id, actor.id)
     if assignment is None:
@@ -123,7 +132,7 @@ def _advance(session: Session, model: type[m.Assignment] | type[m.Study], row_id
 
 def assign(session: Session, actor: m.User, study_id: int, reader_ids: Iterable[int]) -> list[int]:
     """Assign a study to readers (admins only); returns the reader ids newly assigned."""
-    if actor.role != m.Role.admin.value:
+    if not can(actor.role, Permission.assign_readers):
         raise PermissionDenied("only admins assign studies")
     study = session.get(m.Study, study_id)
     if study is None:
@@ -131,7 +140,7 @@ def assign(session: Session, actor: m.User, study_id: int, reader_ids: Iterable[
     added: list[int] = []
     for reader_id in reader_ids:
         reader = session.get(m.User, reader_id)
-        if reader is None or reader.role != m.Role.annotator.value or not reader.active:
+        if reader is None or not can(reader.role, Permission.annotate) or not reader.active:
             raise InputError(f"user {reader_id} is not an active annotator")
         if assignment_for(session, study_id, reader_id) is not None:
             continue
@@ -188,31 +197,144 @@ def reader_queue(session: Session, reader: m.User) -> list[tuple[m.Study, m.Assi
     return [(s, a) for s, a in rows]
 
 
-def submit(session: Session, actor: m.User, study_id: int) -> None:
-    """The reader is done with this study."""
+@dataclass(frozen=True)
+class SubmitCheck:
+    """What stands between a reader and submitting a study (see :func:`submit_check`).
+
+    ``unlevelled``: slice numbers (DICOM instance numbers, RSNA's slice_number) of the reader's
+    boxes without a level, one entry per box, in slice order; ``contradicted``: (level, number of
+    boxes) for each level the reader called not fractured although they have boxes on it.
+    """
+
+    unlevelled: tuple[int, ...] = ()
+    contradicted: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.unlevelled and not self.contradicted
+
+    def message(self) -> str:
+        """One sentence naming every problem and what to do ('' when there is none)."""
+        if self.ok:
+            return ""
+        return (
+            f"Not submitted: {self.problems()}. Give every box a level and make the calls "
+            "match the boxes, or confirm to submit the study as it is."
+        )
+
+    def problems(self) -> str:
+        """The problems, joined by semicolons ('' when there is none)."""
+        parts: list[str] = []
+        if self.unlevelled:
+            n = len(self.unlevelled)
+            slices = ", ".join(str(s) for s in dict.fromkeys(self.unlevelled))
+            parts.append(f"{n} box{'es have' if n > 1 else ' has'} no level (slice "
+                         f"{'numbers' if n > 1 else 'number'} {slices})")
+        for level, n in self.contradicted:
+            parts.append(f"{level} is called not fractured although you have {n} "
+                         f"box{'es' if n > 1 else ''} on it")
+        return "; ".join(parts)
+
+
+class SubmitNeedsConfirmation(InputError):
+    """:func:`submit` found boxes without a level or calls that contradict the boxes; the page
+    shows the message (``check`` holds the details) and may submit again with ``confirm=True``."""
+
+    def __init__(self, check: SubmitCheck) -> None:
+        super().__init__(check.message())
+        self.check = check
+
+
+def submit_check(session: Session, actor: m.User, study_id: int) -> SubmitCheck:
+    """The reader's boxes without a level and their calls that contradict their boxes."""
+    unlevelled = tuple(session.scalars(
+        select(m.Box.instance_number).where(
+            m.Box.study_id == study_id, m.Box.reader_id == actor.id, m.Box.deleted_at.is_(None),
+            m.Box.source != "dataset", m.Box.level.is_(None),
+        ).order_by(m.Box.slice_index, m.Box.id)
+    ).all())
+    counts = dict(session.execute(
+        select(m.Box.level, func.count()).where(
+            m.Box.study_id == study_id, m.Box.reader_id == actor.id, m.Box.deleted_at.is_(None),
+            m.Box.source != "dataset", m.Box.level.is_not(None),
+        ).group_by(m.Box.level)
+    ).all())
+    not_fractured = session.scalars(
+        select(m.LevelLabel.level).where(
+            m.LevelLabel.study_id == study_id, m.LevelLabel.reader_id == actor.id,
+            m.LevelLabel.call == LevelCall.not_fractured.value,
+        )
+    ).all()
+    contradicted = tuple(sorted(((lvl, int(counts[lvl])) for lvl in not_fractured if counts.get(lvl)),
+                                key=lambda item: level_id(item[0])))
+    return SubmitCheck(tuple(int(n) for n in unlevelled), contradicted)
+
+
+def _lock_own_assignment(session: Session, actor: m.User, study_id: int) -> None:
+    """Lock the reader's assignment row (PostgreSQL ``FOR NO KEY UPDATE``), as every box event
+    does first, so a submission waits for a box event of another tab and then sees its boxes."""
+    session.execute(
+        select(m.Assignment)
+        .where(m.Assignment.study_id == study_id, m.Assignment.reader_id == actor.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def submit(session: Session, actor: m.User, study_id: int, *, confirm: bool = False) -> SubmitCheck:
+    """The reader is done with this study.
+
+    Refused (:class:`SubmitNeedsConfirmation`, one message listing every problem) while the reader
+    has boxes without a level or calls a level not fractured that has their boxes, unless
+    ``confirm`` is True: then the study is submitted as it is and the audit entry records what
+    was confirmed. Returns the check that was made.
+    """
+    from db.reading_time import mark_submitted
+
     _lock_study(session, study_id)
+    _lock_own_assignment(session, actor, study_id)
     assignment = _require_writable(session, actor, study_id)
+    check = submit_check(session, actor, study_id)
+    if not check.ok and not confirm:
+        raise SubmitNeedsConfirmation(check)
+    now = dt.datetime.now(dt.UTC)
     assignment.status = m.AssignmentStatus.submitted.value
-    assignment.submitted_at = dt.datetime.now(dt.timezone.utc)
-    record(session, actor.username, "submit", "assignment", str(assignment.id))
+    assignment.submitted_at = now
+    confirmed = None if check.ok else {
+        "confirmed": {"unlevelled": list(check.unlevelled),
+                      "contradicted": {lvl: n for lvl, n in check.contradicted}},
+    }
+    record(session, actor.username, "submit", "assignment", str(assignment.id), None, confirmed)
+    mark_submitted(session, study_id, actor.id, now)
     update_reading_status(session, study_id)
+    return check
+
+
+#: Once adjudication of a study has started, its readers' submissions are final.
+_LOCKED_STATUSES = frozenset({m.StudyStatus.in_adjudication.value, m.StudyStatus.final.value})
+
+
+def reopen_allowed(study_status: str) -> bool:
+    """Whether a reader may reopen their submitted study: until adjudication of it starts."""
+    return study_status not in _LOCKED_STATUSES
 
 
 def reopen(session: Session, actor: m.User, study_id: int) -> None:
     """Reopen a submitted study — allowed until adjudication of the study has started."""
-    if actor.role != m.Role.annotator.value:
+    from db.reading_time import mark_submitted
+
+    if not can(actor.role, Permission.annotate):
         raise PermissionDenied("only the reader who submitted a study can reopen it")
     assignment = assignment_for(session, study_id, actor.id)
     if assignment is None or assignment.status != m.AssignmentStatus.submitted.value:
         raise InputError("this study is not submitted by you, so there is nothing to reopen")
     study = _lock_study(session, study_id)
-    if study is not None and study.status in (
-        m.StudyStatus.in_adjudication.value, m.StudyStatus.final.value
-    ):
+    if study is not None and not reopen_allowed(study.status):
         raise PermissionDenied("adjudication of this study has started; it can no longer be reopened")
     assignment.status = m.AssignmentStatus.in_progress.value
     assignment.submitted_at = None
     record(session, actor.username, "reopen", "assignment", str(assignment.id))
+    mark_submitted(session, study_id, actor.id, None)
     if study is not None and study.status == m.StudyStatus.read.value:
         study.status = m.StudyStatus.in_reading.value
 
@@ -248,7 +370,7 @@ def _validated(series: m.Series, box: BoxInput) -> BoxInput:
     with its level in canonical spelling ('c5' -> 'C5')."""
     n_slices, rows, cols = (int(v) for v in series.shape)
     validate_box(
-        CoreBox(x=box.x, y=box.y, width=box.width, height=box.height, slice_index=box.slice_index),
+        Box(x=box.x, y=box.y, width=box.width, height=box.height, slice_index=box.slice_index),
         rows=rows, cols=cols, n_slices=n_slices,
     )
     if box.level is None:
@@ -268,61 +390,33 @@ def save_box(
     box_id: int | None = None,
     expected_version: int | None = None,
 ) -> m.Box:
-    """Create a box, or update the reader's own box ``box_id`` (checked against its version)."""
-    _require_writable(session, actor, study_id)
-    series = primary_series(session, study_id)
-    box = _validated(series, box)
-    instance = (
-        int(series.instance_numbers[box.slice_index])
-        if series.instance_numbers else box.slice_index + 1
-    )
-    now = dt.datetime.now(dt.timezone.utc)
+    """Create a box, or update the reader's own box ``box_id`` (checked against its version).
+
+    The older form of ``db.box_events.create_box`` / ``change_box``: a box outside the image is
+    refused rather than clipped, ``expected_version=None`` skips the version check, and an update
+    keeps the box's fracture. Its fracture's interpolated boxes follow either way.
+    """
+    from db import box_events
+
     if box_id is None:
-        row = m.Box(
-            study_id=study_id, series_id=series.id, reader_id=actor.id,
-            slice_index=box.slice_index, instance_number=instance,
-            x=box.x, y=box.y, width=box.width, height=box.height,
-            level=box.level, level_from_mask=box.level_from_mask, note=box.note, source=box.source,
-        )
-        session.add(row)
-        session.flush()
-        record(session, actor.username, "box.create", "box", str(row.id), None, _box_dict(row))
+        event = box_events._create(session, actor, study_id, box, clip=False)
     else:
-        row = _own_box(session, actor, box_id, expected_version)
-        before = _box_dict(row)
-        row.slice_index, row.instance_number = box.slice_index, instance
-        row.x, row.y, row.width, row.height = box.x, box.y, box.width, box.height
-        row.level, row.level_from_mask, row.note = box.level, box.level_from_mask, box.note
-        row.updated_at = now
-        session.flush()
-        record(session, actor.username, "box.update", "box", str(row.id), before, _box_dict(row))
-    if box.level is not None:
-        _mark_fractured_by_box(session, actor, study_id, box.level)
-    return row
-
-
-def _own_box(session: Session, actor: m.User, box_id: int, expected_version: int | None) -> m.Box:
-    row = session.get(m.Box, box_id)
-    if row is None or row.deleted_at is not None or row.reader_id != actor.id:
-        raise NotFound(f"box {box_id} does not exist or is not yours")
-    if expected_version is not None and row.version != expected_version:
-        raise ConflictError(
-            f"box {box_id} was changed elsewhere (another tab?) since you loaded it; "
-            "reload to see the current version"
-        )
+        event = box_events._change(session, actor, box_id, expected_version, box, clip=False,
+                                   keep_fracture=True)
+    assert event.box is not None
+    row = session.get(m.Box, event.box.id)
+    assert row is not None
     return row
 
 
 def delete_box(
     session: Session, actor: m.User, box_id: int, *, expected_version: int | None = None
 ) -> None:
-    """Soft-delete the reader's own box (kept for the audit trail)."""
-    row = _own_box(session, actor, box_id, expected_version)
-    _require_writable(session, actor, row.study_id)
-    before = _box_dict(row)
-    row.deleted_at = dt.datetime.now(dt.timezone.utc)
-    session.flush()
-    record(session, actor.username, "box.delete", "box", str(row.id), before, None)
+    """Soft-delete the reader's own box (kept for the audit trail); its fracture's interpolated
+    boxes follow. ``db.box_events.delete_box`` also says which levels to ask about."""
+    from db import box_events
+
+    box_events._delete(session, actor, box_id, expected_version)
 
 
 def visible_boxes(
@@ -333,10 +427,11 @@ def visible_boxes(
     stmt = select(m.Box).where(m.Box.study_id == study_id, m.Box.deleted_at.is_(None))
     if slice_index is not None:
         stmt = stmt.where(m.Box.slice_index == slice_index)
-    if viewer.role == m.Role.annotator.value:
-        stmt = stmt.where(m.Box.reader_id == viewer.id)
-    elif viewer.role not in READ_ALL_ROLES:
+    visible = reader_scope(viewer)
+    if visible is ReaderScope.nobody:
         return []
+    if visible is ReaderScope.own:
+        stmt = stmt.where(m.Box.reader_id == viewer.id)
     if not include_dataset:
         stmt = stmt.where(m.Box.source != "dataset")
     return list(session.scalars(stmt.order_by(m.Box.slice_index, m.Box.id)))
@@ -363,7 +458,7 @@ def set_level_call(
         raise InputError(f"'{call}' is not a level call; use one of {sorted(CALLS)}")
     name = level_name(level_id(level))
     _require_writable(session, actor, study_id)
-    if call != m.LevelCall.fractured.value:
+    if call != LevelCall.fractured.value:
         n_boxes = session.scalar(
             select(func.count()).select_from(m.Box).where(
                 m.Box.study_id == study_id, m.Box.reader_id == actor.id, m.Box.level == name,
@@ -430,7 +525,7 @@ def _write_call(
     before = {"call": row.call}
     result = session.execute(
         stmt.values(call=call, version=m.LevelLabel.version + 1,
-                    updated_at=dt.datetime.now(dt.timezone.utc))
+                    updated_at=dt.datetime.now(dt.UTC))
         .execution_options(synchronize_session=False)
     )
     changed = result.rowcount > 0  # type: ignore[attr-defined]
@@ -450,7 +545,7 @@ def _write_call(
 def _mark_fractured_by_box(session: Session, actor: m.User, study_id: int, level: str) -> None:
     """A box on a level marks that level fractured (unless the reader already said so)."""
     _write_call(session, actor, study_id, level_name(level_id(level)),
-                m.LevelCall.fractured.value, only_if_different=True)
+                LevelCall.fractured.value, only_if_different=True)
 
 
 def visible_level_calls(session: Session, viewer: m.User, study_id: int) -> dict[str, dict[str, str]]:
@@ -460,10 +555,11 @@ def visible_level_calls(session: Session, viewer: m.User, study_id: int) -> dict
         .join(m.User, m.User.id == m.LevelLabel.reader_id)
         .where(m.LevelLabel.study_id == study_id)
     )
-    if viewer.role == m.Role.annotator.value:
-        stmt = stmt.where(m.LevelLabel.reader_id == viewer.id)
-    elif viewer.role not in READ_ALL_ROLES:
+    visible = reader_scope(viewer)
+    if visible is ReaderScope.nobody:
         return {}
+    if visible is ReaderScope.own:
+        stmt = stmt.where(m.LevelLabel.reader_id == viewer.id)
     out: dict[str, dict[str, str]] = {}
     for username, level, call in session.execute(stmt):
         out.setdefault(username, {})[level] = call
@@ -493,10 +589,11 @@ def visible_calls_by_study(
     )
     if study_ids is not None:
         stmt = stmt.where(m.LevelLabel.study_id.in_(list(study_ids)))
-    if viewer.role == m.Role.annotator.value:
-        stmt = stmt.where(m.LevelLabel.reader_id == viewer.id)
-    elif viewer.role not in READ_ALL_ROLES:
+    visible = reader_scope(viewer)
+    if visible is ReaderScope.nobody:
         return {}
+    if visible is ReaderScope.own:
+        stmt = stmt.where(m.LevelLabel.reader_id == viewer.id)
     out: dict[str, dict[str, dict[str, str]]] = {}
     for uid, username, level, call in session.execute(stmt):
         out.setdefault(uid, {}).setdefault(username, {})[level] = call
@@ -505,8 +602,8 @@ def visible_calls_by_study(
 
 def visible_core_boxes(
     session: Session, viewer: m.User, study_id: int, *, slice_index: int | None = None
-) -> list[CoreBox]:
-    """:func:`visible_boxes` as :class:`spine_core.consensus.Box` values with the reader's user
+) -> list[Box]:
+    """:func:`visible_boxes` as :class:`spine_core.boxes.Box` values with the reader's user
     name (for the union and agreement statistics)."""
     boxes = visible_boxes(session, viewer, study_id, slice_index=slice_index)
     names: dict[int, str] = {
@@ -515,7 +612,7 @@ def visible_core_boxes(
         )
     } if boxes else {}
     return [
-        CoreBox(x=b.x, y=b.y, width=b.width, height=b.height, slice_index=b.slice_index,
+        Box(x=b.x, y=b.y, width=b.width, height=b.height, slice_index=b.slice_index,
                 reader=names[b.reader_id], level=b.level, id=b.id)
         for b in boxes
     ]
@@ -537,7 +634,7 @@ class AssignmentRow:
 
 def assignment_overview(session: Session, actor: m.User) -> list[AssignmentRow]:
     """Every assignment with its reader and progress (admins and adjudicators only)."""
-    if actor.role not in READ_ALL_ROLES:
+    if not can(actor.role, Permission.see_all_readers):
         raise PermissionDenied("only admins and adjudicators see every reader's assignments")
     n_boxes = (
         select(func.count(m.Box.id))
@@ -562,7 +659,7 @@ def assignment_overview(session: Session, actor: m.User) -> list[AssignmentRow]:
 def active_annotators(session: Session) -> list[m.User]:
     """Active annotator accounts, by user name (the readers an admin can assign)."""
     return list(session.scalars(
-        select(m.User).where(m.User.role == m.Role.annotator.value, m.User.active.is_(True))
+        select(m.User).where(m.User.role == Role.annotator.value, m.User.active.is_(True))
         .order_by(m.User.username)
     ))
 
@@ -572,12 +669,12 @@ class AgreementInputs:
     """What the agreement statistics need, per StudyInstanceUID, as ``viewer`` may see it.
 
     ``calls[uid][reader][level]``; ``boxes[uid]`` (core boxes with reader names, dataset boxes
-    excluded); ``final[uid][level]`` the final labels (``spine_core.exporter.final_labels``);
+    excluded); ``final[uid][level]`` the final labels (``db.exporter.final_labels``);
     ``study_ids[uid]`` the database id.
     """
 
     calls: dict[str, dict[str, dict[str, str]]]
-    boxes: dict[str, list[CoreBox]]
+    boxes: dict[str, list[Box]]
     final: dict[str, dict[str, bool]]
     study_ids: dict[str, int]
 
@@ -594,7 +691,7 @@ def agreement_inputs(
     marked (the adjudication rule); otherwise unmarked levels are missing ratings.
     Blinded like :func:`visible_calls_by_study` (an annotator sees only their own work).
     """
-    from spine_core.exporter import final_labels
+    from db.exporter import final_labels
     from spine_core.labels import CERVICAL
 
     stmt = (
@@ -605,10 +702,11 @@ def agreement_inputs(
     )
     if submitted_only:
         stmt = stmt.where(m.Assignment.status == m.AssignmentStatus.submitted.value)
-    if viewer.role == m.Role.annotator.value:
-        stmt = stmt.where(m.Assignment.reader_id == viewer.id)
-    elif viewer.role not in READ_ALL_ROLES:
+    visible = reader_scope(viewer)
+    if visible is ReaderScope.nobody:
         return AgreementInputs({}, {}, {}, {})
+    if visible is ReaderScope.own:
+        stmt = stmt.where(m.Assignment.reader_id == viewer.id)
     readers: dict[str, set[str]] = {}
     study_ids: dict[str, int] = {}
     for uid, study_id, username, _status in session.execute(stmt):
@@ -616,13 +714,13 @@ def agreement_inputs(
         study_ids[uid] = int(study_id)
     explicit = visible_calls_by_study(session, viewer, study_ids.values())
     calls: dict[str, dict[str, dict[str, str]]] = {}
-    boxes: dict[str, list[CoreBox]] = {}
+    boxes: dict[str, list[Box]] = {}
     final: dict[str, dict[str, bool]] = {}
     for uid, names in readers.items():
         own = {r: c for r, c in explicit.get(uid, {}).items() if r in names}
         if unmarked_as_not_fractured:
             scope = set(CERVICAL).union(*(set(c) for c in own.values()))
-            own = {r: {lvl: own.get(r, {}).get(lvl, m.LevelCall.not_fractured.value)
+            own = {r: {lvl: own.get(r, {}).get(lvl, LevelCall.not_fractured.value)
                        for lvl in scope} for r in names}
         calls[uid] = own
         boxes[uid] = [b for b in visible_core_boxes(session, viewer, study_ids[uid])

@@ -43,7 +43,7 @@ def record(
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"audit entry needs a non-empty {name}, got {value!r}")
     entry = AuditEntry(
-        at=dt.datetime.now(dt.timezone.utc),
+        at=dt.datetime.now(dt.UTC),
         actor=actor,
         action=action,
         entity=entity,

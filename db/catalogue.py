@@ -271,6 +271,27 @@ def _row(r: Any) -> CaseRow:
     )
 
 
+def dataset_names(session: Session) -> list[str]:
+    """The dataset names present in the catalogue, sorted."""
+    return sorted(session.scalars(select(Study.dataset).distinct()))
+
+
+def study_ids(session: Session) -> list[int]:
+    """Every study's id, in import order."""
+    return list(session.scalars(select(Study.id).order_by(Study.id)))
+
+
+def studies_by_readers(session: Session) -> list[tuple[int, str, str, int]]:
+    """(id, uid, status, number of assigned readers) of every study, fewest readers first."""
+    n_readers = (select(func.count(Assignment.id))
+                 .where(Assignment.study_id == Study.id).correlate(Study)
+                 .scalar_subquery())
+    rows = session.execute(
+        select(Study.id, Study.study_uid, Study.status, n_readers).order_by(n_readers, Study.study_uid)
+    ).all()
+    return [(int(i), uid, status, int(n or 0)) for i, uid, status, n in rows]
+
+
 def fractured_levels(labels: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The levels a report's ``labels`` (level name -> bool) call fractured, head to foot."""
     rank = {lid: i for i, lid in enumerate(CRANIOCAUDAL_ORDER)}

@@ -1,15 +1,11 @@
-"""`spine disputes list`: the disputes as CSV or as a text table, most urgent first."""
+"""The disputes as rows of text, most urgent first (what `spine disputes list` prints)."""
 
 from __future__ import annotations
-
-import csv
-from typing import IO, Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
-from spine_core.config import Settings
 from spine_core.errors import InputError
 
 LIST_COLUMNS = ("dispute", "StudyInstanceUID", "level", "kind", "status", "round", "priority",
@@ -17,7 +13,8 @@ LIST_COLUMNS = ("dispute", "StudyInstanceUID", "level", "kind", "status", "round
 LIST_STATUSES = ("open", "decided", "all")
 
 
-def _list_query(status: str) -> Select[Any]:
+def list_query(status: str) -> Select[m.Dispute, str]:
+    """(Dispute, study UID) rows with ``status`` ('open', 'decided' or 'all'), most urgent first."""
     if status not in LIST_STATUSES:
         raise InputError(f"unknown dispute status {status!r}; use one of {', '.join(LIST_STATUSES)}")
     stmt = (select(m.Dispute, m.Study.study_uid).join(m.Study, m.Study.id == m.Dispute.study_id)
@@ -30,7 +27,7 @@ def _list_query(status: str) -> Select[Any]:
 def dispute_rows(session: Session, status: str = "open") -> list[dict[str, str]]:
     """One dict per dispute with the :data:`LIST_COLUMNS` (text values), queue order."""
     rows: list[dict[str, str]] = []
-    for dispute, uid in session.execute(_list_query(status)):
+    for dispute, uid in session.execute(list_query(status)):
         votes = session.scalar(select(func.count()).where(
             m.Vote.dispute_id == dispute.id, m.Vote.round == dispute.round)) or 0
         decision = session.scalars(
@@ -51,34 +48,3 @@ def dispute_rows(session: Session, status: str = "open") -> list[dict[str, str]]
             "closed_at": dispute.closed_at.isoformat(timespec="seconds") if dispute.closed_at else "",
         })
     return rows
-
-
-def _rows_for(settings: Settings, status: str) -> list[dict[str, str]]:
-    from spine_core.workspace import open_workspace
-
-    _list_query(status)  # refuse a bad status before opening the database
-    ws = open_workspace(settings)
-    with ws.sessions() as session:
-        return dispute_rows(session, status)
-
-
-def disputes_list_csv(settings: Settings, out_stream: IO[str], status: str = "open") -> int:
-    """Write the disputes (``open``, ``decided`` or ``all``) as CSV; returns the number of rows."""
-    rows = _rows_for(settings, status)
-    writer = csv.DictWriter(out_stream, fieldnames=LIST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return len(rows)
-
-
-def disputes_list_table(settings: Settings, out_stream: IO[str], status: str = "open") -> int:
-    """Write the disputes as an aligned text table for a terminal; returns the number of rows."""
-    rows = _rows_for(settings, status)
-    columns = [c for c in LIST_COLUMNS if c not in ("priority", "closed_at")]
-    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
-    out_stream.write("  ".join(c.ljust(widths[c]) for c in columns).rstrip() + "\n")
-    for row in rows:
-        out_stream.write("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() + "\n")
-    if not rows:
-        out_stream.write(f"(no {'' if status == 'all' else status + ' '}disputes)\n")
-    return len(rows)

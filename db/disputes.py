@@ -54,8 +54,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
+from db.access import check_permission
 from db.adjudication_inputs import (
-    DATASET_READERS,
     DECIDED,
     MODEL_KIND,
     OPEN,
@@ -63,35 +63,24 @@ from db.adjudication_inputs import (
     ActorLike,
     StudyInputs,
     chair_for,
-    check_role,
     decision_source,
     dispute_decisions,
     dispute_state,
-    fill_implicit,
-    get_study,
-    latest_prediction,
     load_actor,
-    mask_levels,
     report_labels,
-    scope_levels,
     study_inputs,
     study_readers,
-    submitted_calls,
-    submitted_readers,
 )
 from db.audit import record, snapshot
-from db.dispute_list import LIST_COLUMNS, dispute_rows, disputes_list_csv, disputes_list_table
 from db.reports import set_report
 from spine_core import adjudication as adj
 from spine_core.config import Settings
 from spine_core.errors import NotFound, VoteRejected
-
-VOTER_ROLES = frozenset({m.Role.adjudicator.value})
-DECIDER_ROLES = frozenset({m.Role.adjudicator.value, m.Role.admin.value})
+from spine_core.roles import Permission
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def lock_study(session: Session, study_id: int) -> m.Study:
@@ -289,12 +278,12 @@ def _sync_model_disputes(session: Session, inputs: StudyInputs, settings: Settin
                               "the model no longer contradicts the final label")
     for level, finding in findings.items():
         details = {**finding.details, "model": inputs.model_name, "kinds": [MODEL_KIND]}
-        dispute = models.get(level)
-        if dispute is None:
+        current = models.get(level)
+        if current is None:
             _open_dispute(session, inputs.study, level, MODEL_KIND, details, finding.priority,
                           actor, result)
-        elif dispute.status == OPEN:
-            _write_details(session, dispute, details, finding.priority, actor, result)
+        elif current.status == OPEN:
+            _write_details(session, current, details, finding.priority, actor, result)
 
 
 def decisions_in_force(session: Session, study_id: int) -> dict[str, tuple[m.Dispute, m.Decision]]:
@@ -419,6 +408,15 @@ def refresh_disputes(session: Session, study_id: int, settings: Settings, *,
     return result
 
 
+def save_report(session: Session, actor: ActorLike, study_id: int, labels: Mapping[str, object],
+                text: str, source: str, settings: Settings) -> RefreshResult:
+    """Store a study's report (:func:`db.reports.set_report`) and bring its disputes up to date
+    with it; returns what the refresh opened and closed."""
+    user = load_actor(session, actor)
+    set_report(session, user, study_id, labels, text, source)
+    return refresh_disputes(session, study_id, settings, actor=user.username)
+
+
 def refresh_all(session: Session, settings: Settings, *, actor: str = "system") -> list[RefreshResult]:
     """:func:`refresh_disputes` for every study whose readers all submitted (or already in
     adjudication / final)."""
@@ -494,7 +492,7 @@ def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str |
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    check_role(user, VOTER_ROLES, "vote on disputes")
+    check_permission(user, Permission.vote)
     dispute = _lock_dispute(session, dispute_id)
     state = dispute_state(session, dispute)
     checked = adj.validate_vote(
@@ -542,7 +540,7 @@ def try_decide(session: Session, actor: ActorLike, dispute_id: int,
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    check_role(user, DECIDER_ROLES, "decide disputes")
+    check_permission(user, Permission.decide)
     dispute = _lock_dispute(session, dispute_id)
     if user.username in study_readers(session, dispute.study_id):
         raise VoteRejected(
@@ -566,7 +564,7 @@ def override(session: Session, actor: ActorLike, dispute_id: int, fractured: boo
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    check_role(user, VOTER_ROLES, "override the report")
+    check_permission(user, Permission.override_report)
     dispute = _lock_dispute(session, dispute_id)
     state = dispute_state(session, dispute)
     if user.username in study_readers(session, dispute.study_id):
@@ -593,7 +591,7 @@ def reopen(session: Session, actor: ActorLike, dispute_id: int, reason: str, *,
     """
     cfg = _settings(settings)
     user = load_actor(session, actor)
-    check_role(user, DECIDER_ROLES, "reopen disputes")
+    check_permission(user, Permission.reopen_disputes)
     dispute = _lock_dispute(session, dispute_id)
     state = adj.reopen(dispute_state(session, dispute), reason=reason, by=user.username)
     before = _dispute_snapshot(dispute)
@@ -669,17 +667,3 @@ def provisional_labels_of(session: Session, study_id: int) -> dict[str, bool]:
         if level in provisional:
             labels[level] = provisional[level][0]
     return labels
-
-
-__all__ = [
-    # re-exported so callers need one import for the whole adjudication service
-    "DATASET_READERS", "DECIDED", "LIST_COLUMNS", "MODEL_KIND", "OPEN", "READER_KINDS",
-    "ActorLike", "StudyInputs", "chair_for", "check_role", "decision_source", "dispute_rows",
-    "dispute_state", "disputes_list_csv", "disputes_list_table", "fill_implicit", "get_study",
-    "latest_prediction", "load_actor", "mask_levels", "report_labels", "scope_levels",
-    "set_report", "study_inputs", "study_readers", "submitted_calls", "submitted_readers",
-    # defined here
-    "RefreshResult", "VoteResult", "refresh_disputes", "refresh_all", "cast_vote", "try_decide",
-    "override", "reopen", "final_labels_of", "provisional_labels_of", "undecided_levels_of",
-    "decisions_in_force", "lock_study",
-]

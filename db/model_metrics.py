@@ -43,12 +43,13 @@ from sqlalchemy.orm import Session
 from db import models as m
 from db.disputes import final_labels_of
 from db.session import unit_of_work
+from db.workspace import Workspace
 from spine_core import metrics as mt
 from spine_core.adjudication import craniocaudal_key
 from spine_core.errors import SpineError
-from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
+from spine_core.labels import CERVICAL, LEVEL_IDS
+from spine_core.progress import Progress
 from spine_core.volume import Volume
-from spine_core.workspace import Workspace
 
 #: The patient-level target's name among the level names.
 PATIENT = "patient"
@@ -57,7 +58,6 @@ METRICS_DIR = "metrics"
 #: Bumped when the cached results change meaning (old files are then recomputed).
 CACHE_VERSION = 1
 
-Progress = Callable[[float, str], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def model_versions(session: Session) -> list[ModelVersionSummary]:
                             _aware(last))
         for v, n, last in rows
     ]
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     return sorted(out, key=lambda v: (v.last_prediction_at or v.created_at or epoch, v.id),
                   reverse=True)
 
@@ -105,7 +105,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
         return None
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class StudySegmentation:
                 "reference": self.reference}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "StudySegmentation":
+    def from_json(cls, data: Mapping[str, Any]) -> StudySegmentation:
         return cls(int(data["prediction_id"]), int(data["study_id"]),
                    {str(k): float(v) for k, v in data["dice"].items()},
                    {str(k): bool(v) for k, v in data["identified"].items()},
@@ -448,13 +448,13 @@ def _inputs(session: Session, prediction_ids: Sequence[int]) -> list[_Inputs]:
         centroids.setdefault(c.study_id, {})[c.level] = (float(c.x), float(c.y), float(c.z))
     out = []
     for prediction, uid in rows:
-        series = series_by_study.get(prediction.study_id)
-        mask = masks.get(series.id) if series is not None else None
-        for row in (series, mask):
+        study_series = series_by_study.get(prediction.study_id)
+        study_mask = masks.get(study_series.id) if study_series is not None else None
+        for row in (study_series, study_mask):
             if row is not None and row in session:
                 session.expunge(row)
         out.append(_Inputs(prediction.id, prediction.study_id, uid, prediction.created_at,
-                           prediction.mask_path or "", series, mask,
+                           prediction.mask_path or "", study_series, study_mask,
                            centroids.get(prediction.study_id, {})))
     return out
 
@@ -467,35 +467,6 @@ def _grid(series: m.Series) -> Volume:
 
 class _NotApplicable(Exception):
     """This prediction has nothing to compare (no predicted mask, or no reference)."""
-
-
-def label_centroids(labels: np.ndarray, grid: Volume) -> dict[str, tuple[float, float, float]]:
-    """Level name -> LPS centre of mass (mm) of every level in a uint8 label map on ``grid``.
-
-    The same centres as :func:`spine_core.io.verse.centroids_from_labels`, in one pass of
-    per-slice histograms (about 6 times faster on a 200 x 256 x 256 mask: no full-size index or
-    ones arrays, no pass per label).
-    """
-    n = int(labels.max(initial=0)) + 1
-    if n == 1:
-        return {}
-    plane = labels.shape[1:]
-    rows = np.broadcast_to(np.arange(plane[0], dtype=np.float64)[:, None], plane).ravel()
-    cols = np.broadcast_to(np.arange(plane[1], dtype=np.float64)[None, :], plane).ravel()
-    count = np.zeros(n)
-    sums = np.zeros((3, n))
-    for k in range(labels.shape[0]):
-        flat = np.asarray(labels[k]).ravel()
-        c = np.bincount(flat, minlength=n)
-        count += c
-        sums[0] += k * c
-        sums[1] += np.bincount(flat, weights=rows, minlength=n)
-        sums[2] += np.bincount(flat, weights=cols, minlength=n)
-    out: dict[str, tuple[float, float, float]] = {}
-    for level in np.flatnonzero(count[1:]) + 1:
-        xyz = grid.index_to_lps(sums[:, level] / count[level])
-        out[level_name(int(level))] = (float(xyz[0]), float(xyz[1]), float(xyz[2]))
-    return out
 
 
 def _compute(inputs: _Inputs) -> StudySegmentation:
@@ -527,18 +498,13 @@ def _compute(inputs: _Inputs) -> StudySegmentation:
         truth = align_mask_to_image(load_nifti(path), grid,
                                     vocabulary=VOCABULARIES[inputs.dataset_mask.vocabulary],
                                     source=str(path)).array
-    dice: dict[str, float] = {}
-    if truth is not None:
-        present = np.flatnonzero(np.bincount(predicted.ravel(), minlength=256)
-                                 + np.bincount(truth.ravel(), minlength=256))
-        dice = {level_name(k): v for k, v in
-                mt.dice_per_label(predicted, truth, [int(v) for v in present if v != 0]).items()}
-    predicted_centres = label_centroids(predicted, grid)
+    dice = mt.dice_of_levels(predicted, truth) if truth is not None else {}
+    predicted_centres = mt.label_centroids(predicted, grid)
     if inputs.centroids:
         true_centres, reference = dict(inputs.centroids), "dataset centroids"
     else:
         assert truth is not None
-        true_centres = label_centroids(truth, grid)
+        true_centres = mt.label_centroids(truth, grid)
         reference = "dataset mask"
     true_centres = {k: v for k, v in true_centres.items() if k in LEVEL_IDS}
     found = mt.identification_rate(predicted_centres, true_centres)

@@ -33,13 +33,17 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from spine_core.adjudication import DisputeStatus
+from spine_core.roles import Role
+
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -61,7 +65,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
                 f"timestamp {value!r} has no time zone; pass an aware UTC datetime, "
                 "e.g. datetime.now(timezone.utc)"
             )
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(
@@ -70,8 +74,8 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
 
 #: Constraint names are deterministic so later migrations (and SQLite batch mode) can name them.
@@ -89,13 +93,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, dt.datetime: UtcDateTime}
 
 
-class Role(str, enum.Enum):
-    annotator = "annotator"
-    adjudicator = "adjudicator"
-    admin = "admin"
-    viewer = "viewer"
-
-
 class StudyStatus(str, enum.Enum):
     new = "new"
     in_reading = "in_reading"
@@ -108,31 +105,6 @@ class AssignmentStatus(str, enum.Enum):
     assigned = "assigned"
     in_progress = "in_progress"
     submitted = "submitted"
-
-
-class LevelCall(str, enum.Enum):
-    """A reader's call on one vertebra level."""
-
-    fractured = "fractured"
-    not_fractured = "not_fractured"
-    unsure = "unsure"
-
-
-class DisputeKind(str, enum.Enum):
-    readers_disagree = "readers_disagree"
-    readers_vs_report = "readers_vs_report"
-    model_vs_final = "model_vs_final"
-
-
-class DisputeStatus(str, enum.Enum):
-    open = "open"
-    decided = "decided"
-
-
-class VoteChoice(str, enum.Enum):
-    fractured = "fractured"
-    not_fractured = "not_fractured"
-    cannot_tell = "cannot_tell"
 
 
 _ENUM_LEN = 32
@@ -294,13 +266,22 @@ class Box(Base):
     level: Mapped[str | None] = mapped_column(String(8), default=None)
     level_from_mask: Mapped[bool] = mapped_column(Boolean, default=True)
     note: Mapped[str] = mapped_column(Text, default="")
-    source: Mapped[str] = mapped_column(String(32), default="drawn")  # drawn | imported | prediction
+    # drawn | imported | prediction | dataset | interpolated (made from a fracture's key boxes)
+    source: Mapped[str] = mapped_column(String(32), default="drawn")
+    # The reader's own id of one fracture (its key boxes and the boxes interpolated between them);
+    # None: a box on its own.
+    fracture: Mapped[str | None] = mapped_column(String(64), default=None)
+    # A box the reader drew (or imported with key=1); False: interpolated (source "interpolated").
+    is_key: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (Index("ix_boxes_study_reader_slice", "study_id", "reader_id", "slice_index"),)
+    __table_args__ = (
+        Index("ix_boxes_study_reader_slice", "study_id", "reader_id", "slice_index"),
+        Index("ix_boxes_study_reader_fracture", "study_id", "reader_id", "fracture"),
+    )
     __mapper_args__ = {"version_id_col": version}
 
 
@@ -319,6 +300,28 @@ class LevelLabel(Base):
 
     __table_args__ = (UniqueConstraint("study_id", "reader_id", "level"),)
     __mapper_args__ = {"version_id_col": version}
+
+
+class ReadingTime(Base):
+    """How long a reader read one study: first opened, submitted, seconds of active reading.
+
+    ``active_s`` grows by the heartbeats the reading page sends (each capped, and never counting
+    a stretch of time twice when two tabs send them: ``active_until`` is the end of the time
+    already counted). ``submitted_at`` mirrors the assignment's (cleared on reopen).
+    """
+
+    __tablename__ = "reading_times"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    opened_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
+    active_s: Mapped[float] = mapped_column(Float, default=0.0)
+    active_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
+    heartbeats: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("study_id", "reader_id"),)
 
 
 class ModelVersion(Base):

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from db.predictions import BatchReport, predict_many
+from db.workspace import Workspace
 from spine_core.errors import ConflictError, SpineError
 from spine_core.inference.protocol import Predictor
-from spine_core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class JobSnapshot:
     problems: tuple[str, ...] = ()
     model: str = ""
     started_by: str = ""
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     finished_at: dt.datetime | None = None
     running: bool = True
     error: str = ""  # the batch could not run at all (e.g. the models failed to load)
@@ -73,7 +73,7 @@ class PredictionJob:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spine-predict-batch", daemon=True)
 
-    def start(self) -> "PredictionJob":
+    def start(self) -> PredictionJob:
         self._thread.start()
         return self
 
@@ -124,7 +124,7 @@ class PredictionJob:
         except Exception as exc:  # noqa: BLE001 - the thread must end with a message, not silently
             log.exception("prediction batch failed")
             error = f"unexpected {type(exc).__name__}: {exc}"
-        self._update(running=False, finished_at=dt.datetime.now(dt.timezone.utc), error=error,
+        self._update(running=False, finished_at=dt.datetime.now(dt.UTC), error=error,
                      problems=tuple(report.problems), stopped=report.stopped)
 
 

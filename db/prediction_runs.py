@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field, replace
 
 from db.predictions import predict_study
+from db.workspace import Workspace
 from spine_core.errors import (
     BackendBusy,
     BackendError,
@@ -30,7 +31,6 @@ from spine_core.errors import (
     SpineError,
 )
 from spine_core.inference.protocol import Predictor
-from spine_core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RunSnapshot:
     prediction_id: int | None = None
     error: str = ""
     kind: str = ""
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     finished_at: dt.datetime | None = None
 
     @property
@@ -147,7 +147,7 @@ class StudyPredictionRun:
                 self._state, running=False, prediction_id=prediction_id, error=error, kind=kind,
                 fraction=1.0 if not error else self._state.fraction,
                 message="stored" if not error else "failed",
-                finished_at=dt.datetime.now(dt.timezone.utc),
+                finished_at=dt.datetime.now(dt.UTC),
             )
 
 

@@ -32,11 +32,12 @@ from sqlalchemy.orm import Session
 from db import models as m
 from db.audit import record
 from db.session import unit_of_work
+from db.workspace import Workspace
 from spine_core.errors import ConflictError, NotFound, PredictionError, SpineError
-from spine_core.inference.protocol import ModelInfo, Predictor, Progress, StudyPrediction
+from spine_core.inference.protocol import ModelInfo, Predictor, StudyPrediction
 from spine_core.labels import LEVEL_NAMES, level_id, level_name
+from spine_core.progress import Progress
 from spine_core.volume import Volume
-from spine_core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def predict_study(
         ConflictError: another run replaced the same prediction at the same moment.
         SpineError subclasses from opening the study or from the predictor (nothing stored then).
     """
-    from spine_core.studies import open_image
+    from db.studies import open_image
 
     info = predictor.info()
     _check_info(info)
@@ -317,7 +318,7 @@ def store_prediction(
             row.timings = timings
             row.backend = backend
             row.created_by = actor
-            row.created_at = dt.datetime.now(dt.timezone.utc)
+            row.created_at = dt.datetime.now(dt.UTC)
             session.flush()
             record(session, actor, "prediction.store", "study", str(study_id), None,
                    {"model": info.name, "version": info.version, "patient_probability": patient,

@@ -1,5 +1,5 @@
 """The radiology report of a study: per-level labels, text and source, entered or edited by an
-admin and audited (CSV imports go through :mod:`spine_core.csv_import`)."""
+admin and audited (CSV imports go through :mod:`db.csv_import`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import models as m
-from db.adjudication_inputs import ActorLike, check_role, get_study, load_actor
+from db.access import check_permission
+from db.adjudication_inputs import ActorLike, get_study, load_actor
 from db.audit import record, snapshot
 from spine_core import adjudication as adj
 from spine_core.errors import InputError, LabelVocabularyError
 from spine_core.labels import level_id, level_name
-
-REPORT_EDITOR_ROLES = frozenset({m.Role.admin.value})
+from spine_core.roles import Permission
 
 
 def _flag(level: str, value: object) -> bool | None:
@@ -45,6 +45,11 @@ def _canonical_labels(labels: Mapping[str, object]) -> dict[str, bool]:
     return dict(sorted(out.items(), key=lambda kv: adj.craniocaudal_key(kv[0])))
 
 
+def report_of(session: Session, study_id: int) -> m.Report | None:
+    """The study's report, or None when it has none."""
+    return session.scalars(select(m.Report).where(m.Report.study_id == int(study_id))).first()
+
+
 def set_report(
     session: Session,
     actor: ActorLike,
@@ -69,7 +74,7 @@ def set_report(
         InputError: an unknown level, a value that is not yes/no, or a contradiction.
     """
     user = load_actor(session, actor)
-    check_role(user, REPORT_EDITOR_ROLES, "enter or edit reports")
+    check_permission(user, Permission.edit_reports)
     study = get_study(session, study_id)
     given = dict(labels)
     overall_value = given.pop("patient_overall", patient_overall)

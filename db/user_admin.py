@@ -19,13 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import users
-from db.adjudication_inputs import ActorLike, check_role, load_actor
-from db.models import Role, User
+from db.access import check_permission
+from db.adjudication_inputs import ActorLike, load_actor
+from db.models import User
 from spine_core.errors import InputError, NotFound
+from spine_core.roles import Permission, Role, can
 
-ADMIN_ROLES = frozenset({Role.admin.value})
 #: Only adjudicators vote, so only an adjudicator can chair the committee.
-CHAIR_ROLE = Role.adjudicator.value
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class UserRow:
 
 def _admin(session: Session, actor: ActorLike) -> User:
     user = load_actor(session, actor)
-    check_role(user, ADMIN_ROLES, "manage user accounts")
+    check_permission(user, Permission.manage_users)
     return user
 
 
@@ -108,7 +108,7 @@ def add_user(
     admin = _admin(session, actor)
     _same_twice(password, password_again)
     role_value = role.value if isinstance(role, Role) else str(role)
-    if is_chair and role_value != CHAIR_ROLE:
+    if is_chair and not can(role_value, Permission.chair_committee):
         raise InputError("only an adjudicator can chair the committee; choose the adjudicator "
                          "role or leave 'committee chair' unticked")
     try:
@@ -134,7 +134,7 @@ def change_role(session: Session, actor: ActorLike, username: str, role: Role | 
     role_value = role.value if isinstance(role, Role) else str(role)
     if role_value != Role.admin.value:
         _keep_an_admin(session, user, "change their role")
-    chair = False if role_value != CHAIR_ROLE and user.is_chair else None
+    chair = False if not can(role_value, Permission.chair_committee) and user.is_chair else None
     return users.set_role(session, user.username, role, actor=admin.username, is_chair=chair)
 
 
@@ -147,7 +147,7 @@ def set_chair(session: Session, actor: ActorLike, username: str, is_chair: bool)
     """
     admin = _admin(session, actor)
     user = _target(session, username)
-    if is_chair and user.role != CHAIR_ROLE:
+    if is_chair and not can(user.role, Permission.chair_committee):
         raise InputError(f"{user.username!r} is {user.role}; only an adjudicator can chair the "
                          "committee (change the role first)")
     return users.set_role(session, user.username, user.role, actor=admin.username,

@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import audit
-from db.models import Role, User
+from db.models import User
 from spine_core.errors import InputError, NotFound, PermissionDenied
+from spine_core.roles import Role, role_names
 
 #: scrypt cost: about 0.1 s and 32 MiB per hash on a current CPU.
 SCRYPT_N = 2**15
@@ -32,7 +33,6 @@ _MAX_N = 2**20  # refuse stored hashes that would take absurd time or memory to 
 MIN_PASSWORD_LENGTH = 4
 MAX_PASSWORD_LENGTH = 1024
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-ROLES: tuple[str, ...] = tuple(r.value for r in Role)
 
 
 # --- demo accounts -------------------------------------------------------------------------------
@@ -157,8 +157,8 @@ def normalize_username(username: str) -> str:
 
 def _check_role(role: Role | str) -> str:
     value = role.value if isinstance(role, Role) else str(role)
-    if value not in ROLES:
-        raise InputError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    if value not in role_names():
+        raise InputError(f"unknown role {role!r}; choose one of {', '.join(role_names())}")
     return value
 
 

@@ -10,13 +10,16 @@ import html
 
 import streamlit as st
 
-from db import dispute_views as views
+from db import dispute_queries as views
 from db import disputes as store
 from db import models as m
 from db.session import unit_of_work
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.dispute_slice import render_slice_view
 from spine_core.adjudication import craniocaudal_key
+from spine_core.colours import UNION_COLOUR
 from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_NAMES
+from spine_core.roles import Permission, can
 
 KIND_LABELS = {
     "readers_vs_report": "Readers vs report",
@@ -105,7 +108,7 @@ def _queue(user: SignedInUser) -> int | None:
 
 
 def _slices(detail: views.DisputeDetail) -> None:
-    from spine_core.studies import open_image
+    from db.studies import open_image
 
     if detail.series_id is None:
         st.warning("This study has no image series; re-import it to see its slices.")
@@ -122,12 +125,12 @@ def _slices(detail: views.DisputeDetail) -> None:
             return
         volume = open_image(ws, series)
     legend = [_swatch(c, r) for r, c in detail.reader_colours.items()]
-    legend.append(_swatch(views.UNION_COLOUR, "union (RSNA ground truth)"))
+    legend.append(_swatch(UNION_COLOUR, "union (RSNA ground truth)"))
     st.markdown("".join(legend), unsafe_allow_html=True)
     columns = st.columns(min(3, len(detail.slices)))
     for n, view in enumerate(detail.slices):
         where = "level centre" if view.why == "centroid" else f"{len(view.boxes)} box(es)"
-        columns[n % len(columns)].image(views.render_slice_view(volume, view),
+        columns[n % len(columns)].image(render_slice_view(volume, view),
                                         caption=f"slice {view.instance_number} · {where}",
                                         width="stretch")
     if detail.other_slices:
@@ -212,7 +215,7 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                     outcome = store.try_decide(session, user, detail.dispute_id, settings)
                 _flash(("Decided: " if outcome.decided else "Not decided yet: ") + outcome.reason,
                        "success" if outcome.decided else "info", keep_in_view=outcome.decided)
-        if detail.policy == "report" and user.role == "adjudicator":
+        if detail.policy == "report" and can(user.role, Permission.override_report):
             with st.form("override"):
                 st.markdown("**Override the report** (report policy)")
                 fractured = st.radio("Label", ["fractured", "not fractured"], horizontal=True,
@@ -252,16 +255,15 @@ def _report_editor(user: SignedInUser, detail: views.DisputeDetail) -> None:
         if st.form_submit_button("Save the report and re-check the study"):
             with error_boundary("Saving the report"):
                 with unit_of_work(ws.sessions) as session:
-                    store.set_report(session, user, detail.study_id, chosen, text, source)
-                    result = store.refresh_disputes(session, detail.study_id, ws.settings,
-                                                    actor=user.username)
+                    result = store.save_report(session, user, detail.study_id, chosen, text, source,
+                                               ws.settings)
                 _flash(f"Report saved. {len(result.opened)} dispute(s) opened, "
                        f"{len(result.withdrawn)} withdrawn, {result.open_disputes} open on this "
                        "study.")
 
 
 def main() -> None:
-    user = require_role("adjudicator", "admin")
+    user = require_permission(Permission.read_disputes)
     st.title("Adjudication")
     _show_flash()
     dispute_id = _queue(user)
@@ -277,7 +279,7 @@ def main() -> None:
     _sides(detail)
     _history(detail)
     _actions(user, detail)
-    if user.role == "admin":
+    if can(user.role, Permission.edit_reports):
         _report_editor(user, detail)
 
 

@@ -13,10 +13,12 @@ from collections.abc import Iterable
 import streamlit as st
 
 from db import disputes, user_admin
-from db.report_view import ReportForm, derived_overall, report_form
+from db.report_form import ReportForm, derived_overall, report_form
 from db.session import unit_of_work
-from db.users import ROLES
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from spine_core.roles import Permission, Role, role_names
+
+ROLES = role_names()
 
 FLASH = "admin_flash"
 LABEL_CHOICES: tuple[bool | None, ...] = (None, True, False)
@@ -56,7 +58,8 @@ def _add_user(user: SignedInUser) -> None:
                                  help="letters, digits, '.', '_', '@' or '-'; case does not matter")
         display = c2.text_input("Display name", key="admin_new_display")
         c3, c4 = st.columns(2)
-        role = c3.selectbox("Role", ROLES, index=ROLES.index("annotator"), key="admin_new_role")
+        role = c3.selectbox("Role", ROLES, index=ROLES.index(Role.annotator.value),
+                            key="admin_new_role")
         chair = c4.checkbox("Committee chair (adjudicators only)", key="admin_new_chair")
         c5, c6 = st.columns(2)
         password = c5.text_input("Password", type="password", key="admin_new_password")
@@ -175,15 +178,14 @@ def _report_fields(user: SignedInUser, form: ReportForm) -> None:
         with error_boundary("Saving the report"):
             ws = workspace()
             with unit_of_work(ws.sessions) as session:
-                disputes.set_report(session, user, form.study_id, chosen, text, source)
-                result = disputes.refresh_disputes(session, form.study_id, ws.settings,
-                                                   actor=user.username)
+                result = disputes.save_report(session, user, form.study_id, chosen, text, source,
+                                              ws.settings)
             _done(f"Report of {form.study_uid} saved. {len(result.opened)} dispute(s) opened, "
                   f"{len(result.withdrawn)} withdrawn, {result.open_disputes} open on this study.")
 
 
 def main() -> None:
-    user = require_role("admin")
+    user = require_permission(Permission.manage_users)
     st.title("Administration")
     message = st.session_state.pop(FLASH, None)
     if message:

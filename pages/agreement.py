@@ -21,11 +21,12 @@ import streamlit as st
 from db import annotations as ann
 from db import models as m
 from db.session import unit_of_work
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from spine_core import annotation_geometry as ag
 from spine_core.consensus import level_agreement, member_ious, reader_performance, union_boxes
 from spine_core.metrics import UndefinedMetricWarning
 from spine_core.render import BONE, ZoomBox, render_slice
+from spine_core.roles import Permission
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -181,7 +182,7 @@ def _consensus(data: ann.AgreementInputs, min_iou: float) -> None:
     boxes = data.boxes[uid]
     unions = union_boxes(boxes, min_iou=min_iou)
     slices = sorted({b.slice_index for b in boxes})
-    from pages.viewer_parts import load_study
+    from pages.parts.viewer_parts import load_study
 
     with unit_of_work(workspace().sessions, readonly=True) as session:
         series = ann.primary_series(session, data.study_ids[uid])
@@ -221,7 +222,7 @@ def _consensus(data: ann.AgreementInputs, min_iou: float) -> None:
 
 
 def main() -> None:
-    user = require_role("adjudicator", "admin")
+    user = require_permission(Permission.see_all_readers)
     st.title("Agreement")
     settings = workspace().settings
     c1, c2, c3, c4 = st.columns(4)

@@ -23,11 +23,13 @@ from streamlit_drawable_canvas import boxes_to_drawing, st_canvas
 from db import annotations as ann
 from db import models as m
 from db.session import unit_of_work
-from pages import prediction_panel as pp
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.parts import prediction_panel as pp
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from spine_core import annotation_geometry as ag
+from spine_core.boxes import Box
 from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
-from spine_core.render import DisplayGeometry, OverlayStyle, Plane, SourceBox, Window, ZoomBox
+from spine_core.render import DisplayGeometry, OverlayStyle, Plane, Window, ZoomBox
+from spine_core.roles import Permission
 
 CANVAS_MAX = 640
 ZOOMS = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -95,9 +97,9 @@ def _write(user: SignedInUser, study_id: int, action: Callable[[Any, m.User], ob
 
 
 def _open(study_id: int) -> tuple[Any, str | None]:
-    """The opened study (``pages.viewer_parts.load_study``, cached per server process); without
+    """The opened study (``pages.parts.viewer_parts.load_study``, cached per server process); without
     its mask, and the reason, when the mask cannot be opened."""
-    from pages.viewer_parts import load_study
+    from pages.parts.viewer_parts import load_study
     from spine_core.errors import MaskError
 
     try:
@@ -168,7 +170,7 @@ def _slice_controls(study_id: int, study: Any, my_slices: list[int]
 
     The first slice shown is the one in the URL (after a reload), else the first slice with the
     reader's boxes, else the middle of the spine."""
-    from pages.viewer_parts import window_controls
+    from pages.parts.viewer_parts import window_controls
 
     geo: DisplayGeometry = study.geometry
     n = geo.slice_count(geo.acquisition_plane)
@@ -225,10 +227,10 @@ def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable:
     image); save what changed since the canvas was loaded."""
     geo = view.geometry
     saved_rows = _saved_on_slice(user, study_id, view.slice_index)
-    saved = [ag.SavedBox(b.id, b.version, SourceBox(b.slice_index, b.x, b.y, b.width, b.height))
+    saved = [ag.SavedBox(b.id, b.version, Box(b.slice_index, b.x, b.y, b.width, b.height))
              for b in saved_rows]
     rows_by_id = {b.id: b for b in saved_rows}
-    from pages.viewer_parts import plane_image
+    from pages.parts.viewer_parts import plane_image
 
     rgb = plane_image(study, geo.acquisition_plane, view.display_index, view.window,
                       OverlayStyle(opacity=0.35, outline=True) if view.overlay else None,
@@ -393,16 +395,25 @@ def _my_box_slices(user: SignedInUser, study_id: int) -> list[tuple[int, int, st
 
 def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: str) -> None:
     if status == "submitted":
-        locked = study_status in (m.StudyStatus.in_adjudication.value, m.StudyStatus.final.value)
+        locked = not ann.reopen_allowed(study_status)
         st.success("You submitted this study.")
         if st.button("Reopen", disabled=locked, key=f"annotate_reopen_{study_id}",
                      help="Adjudication has started: it can no longer be reopened" if locked else None):
             if _write(user, study_id, lambda s, me: ann.reopen(s, me, study_id), "Study reopened"):
                 st.rerun()
         return
-    if st.button("Submit study", type="primary", key=f"annotate_submit_{study_id}",
+    with unit_of_work(workspace().sessions, readonly=True) as session:
+        me = session.get(m.User, user.id)
+        check = ann.submit_check(session, me, study_id) if me is not None else None
+    confirm = check is not None and not check.ok
+    if confirm:
+        st.warning(f"Before you submit: {check.problems()}. Give every box a level and make the "
+                   "calls match the boxes, or submit anyway.")
+    label = "Submit anyway" if confirm else "Submit study"
+    if st.button(label, type="primary", key=f"annotate_submit_{study_id}",
                  help="You can reopen it until adjudication starts"):
-        if _write(user, study_id, lambda s, me: ann.submit(s, me, study_id), "Study submitted"):
+        if _write(user, study_id, lambda s, me: ann.submit(s, me, study_id, confirm=confirm),
+                  "Study submitted"):
             st.rerun()
 
 
@@ -410,7 +421,7 @@ def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: 
 
 
 def main() -> None:
-    user = require_role("annotator")
+    user = require_permission(Permission.annotate)
     _show_flash()
     chosen = _choose_study(user)
     if chosen is None:

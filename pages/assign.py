@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import func, select
 
 from db import annotations as ann
+from db import catalogue
 from db import models as m
 from db.session import unit_of_work
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from spine_core.roles import Permission
 
 FLASH = "assign_flash"
 
@@ -21,14 +22,7 @@ FLASH = "assign_flash"
 def _studies() -> list[tuple[int, str, str, int]]:
     """(id, uid, status, number of readers) of every study, fewest readers first."""
     with unit_of_work(workspace().sessions, readonly=True) as session:
-        n_readers = (select(func.count(m.Assignment.id))
-                     .where(m.Assignment.study_id == m.Study.id).correlate(m.Study)
-                     .scalar_subquery())
-        rows = session.execute(
-            select(m.Study.id, m.Study.study_uid, m.Study.status, n_readers)
-            .order_by(n_readers, m.Study.study_uid)
-        ).all()
-    return [(int(i), uid, status, int(n or 0)) for i, uid, status, n in rows]
+        return catalogue.studies_by_readers(session)
 
 
 def _readers() -> dict[int, str]:
@@ -108,7 +102,7 @@ def _overview(user: SignedInUser) -> None:
 
 
 def main() -> None:
-    user = require_role("admin")
+    user = require_permission(Permission.assign_readers)
     st.title("Assignments")
     message = st.session_state.pop(FLASH, None)
     if message:

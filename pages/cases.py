@@ -11,10 +11,12 @@ from typing import Any
 
 import streamlit as st
 
+from db import catalogue
 from db import models as m
 from db.catalogue import SORT_KEYS, CasePage, CaseRow, list_cases, next_case_for
-from pages.common import SignedInUser, error_boundary, require_role, workspace
-from pages.viewer_parts import open_in_page
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.viewer_parts import open_in_page
+from spine_core.roles import Permission, can
 
 VIEWER_PAGE = "pages/viewer.py"
 PAGE_SIZES = (25, 50, 100)
@@ -31,20 +33,18 @@ STATUS_LABELS = {"assigned": "assigned", "in_progress": "in progress", "submitte
 @st.cache_data(ttl=60, show_spinner=False)
 def _datasets() -> list[str]:
     """Dataset names present in the catalogue (refreshed every minute)."""
-    from sqlalchemy import select
-
     with workspace().sessions() as session:
-        return sorted(session.scalars(select(m.Study.dataset).distinct()))
+        return catalogue.dataset_names(session)
 
 
 def readers_text(row: CaseRow, user: SignedInUser) -> str:
     """Reading status as this user may see it: annotators only their own (blinding)."""
-    if user.role == m.Role.annotator.value:
+    if can(user.role, Permission.annotate):
         mine = row.readers.get(user.username)
         return f"you: {STATUS_LABELS.get(mine, mine)}" if mine else "not assigned to you"
     if not row.readers:
         return "—"
-    if user.role in (m.Role.adjudicator.value, m.Role.admin.value):
+    if can(user.role, Permission.see_all_readers):
         return ", ".join(f"{name}: {STATUS_LABELS.get(s, s)}" for name, s in row.readers.items())
     done = sum(1 for s in row.readers.values() if s == "submitted")
     return f"{done}/{len(row.readers)} submitted"
@@ -76,7 +76,7 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
     page_size = d3.selectbox("Per page", PAGE_SIZES, index=1, key="cases_page_size",
                              on_change=_to_first_page)
     mine_only = False
-    if user.role == m.Role.annotator.value:
+    if can(user.role, Permission.annotate):
         mine_only = d4.toggle("Only studies assigned to me", value=True, key="cases_mine",
                               on_change=_to_first_page)
     return {
@@ -124,7 +124,7 @@ def _next_case(user: SignedInUser) -> None:
 
 def main(user: SignedInUser) -> None:
     st.title("Cases")
-    if user.role == m.Role.annotator.value:
+    if can(user.role, Permission.annotate):
         if st.button("Next case for me", type="primary", key="cases_next"):
             _next_case(user)
         flash = st.session_state.pop("cases_flash", None)
@@ -166,6 +166,6 @@ def main(user: SignedInUser) -> None:
         open_in_page(int(chosen), VIEWER_PAGE)
 
 
-signed_in = require_role()
+signed_in = require_permission()
 with error_boundary("The case list"):
     main(signed_in)

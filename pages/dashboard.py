@@ -11,8 +11,9 @@ import plotly.express as px
 import streamlit as st
 
 from db import dispute_stats as stats
-from pages.common import error_boundary, require_role, workspace
+from pages.parts.common import error_boundary, require_permission, workspace
 from spine_core.adjudication import craniocaudal_key
+from spine_core.roles import Permission
 
 KIND_LABELS = {
     "readers_vs_report": "Readers vs report",
@@ -74,7 +75,7 @@ def _agreement(points: list[stats.AgreementPoint], period: str) -> None:
 
 
 def main() -> None:
-    require_role("adjudicator", "admin", "viewer")
+    require_permission(Permission.dispute_dashboard)
     st.title("Dispute dashboard")
     period = st.radio("Agreement per", ["week", "month", "day"], horizontal=True,
                       key="dashboard_period")

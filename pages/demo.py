@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import streamlit as st
 
 from db import models as m
-from pages.common import SignedInUser, error_boundary, require_role, workspace
-from pages.prediction_panel import (
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.prediction_panel import (
     ShownPrediction,
     load_prediction,
     predicted_mask,
     prediction_boxes,
 )
-from pages.viewer_parts import (
-    PLANE_TITLES,
+from pages.parts.slice_view import PLANE_TITLES, slice_view
+from pages.parts.viewer_parts import (
     ShownBox,
     StudyView,
     box_items,
@@ -30,15 +30,16 @@ from pages.viewer_parts import (
     position_text,
     selected_study_id,
     shown_zoom,
-    slice_view,
     window_controls,
 )
+from spine_core.boxes import Box
+from spine_core.colours import TRUTH_COLOUR
 from spine_core.errors import MaskError
 from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS, LEVEL_NAMES
-from spine_core.render import OverlayStyle, Plane, SourceBox
+from spine_core.render import OverlayStyle, Plane
+from spine_core.roles import Permission
 from spine_core.volume import Volume
 
-TRUTH_COLOUR = (255, 215, 0)
 PLANE_CHOICES = (Plane.SAGITTAL, Plane.AXIAL, Plane.CORONAL)
 MAX_STUDIES = 500
 
@@ -66,15 +67,15 @@ def truth_of(study_id: int, user: SignedInUser) -> Truth:
     from db.adjudication_inputs import report_labels
     from db.annotations import visible_boxes
     from db.disputes import final_labels_of
-    from sqlalchemy import select
+    from db.reports import report_of
 
     with workspace().sessions() as session:
         actor = session.get(m.User, user.id)
         rows = visible_boxes(session, actor, study_id, include_dataset=True) if actor else []
-        boxes = [ShownBox(SourceBox(r.slice_index, r.x, r.y, r.width, r.height), TRUTH_COLOUR,
+        boxes = [ShownBox(Box(r.slice_index, r.x, r.y, r.width, r.height), TRUTH_COLOUR,
                           f"truth {r.level or ''}".strip(), "truth")
                  for r in rows if r.source == "dataset" and r.width > 0 and r.height > 0]
-        report = session.scalars(select(m.Report).where(m.Report.study_id == study_id)).first()
+        report = report_of(session, study_id)
         return Truth(report_labels(session, study_id), final_labels_of(session, study_id),
                      report.patient_overall if report is not None else None, tuple(boxes))
 
@@ -177,6 +178,6 @@ def main(user: SignedInUser) -> None:
                   ("—" if p is None else f"{p:.2f}"))
 
 
-signed_in = require_role("admin", "viewer", "adjudicator")
+signed_in = require_permission(Permission.demonstration)
 with error_boundary("The demonstration"):
     main(signed_in)

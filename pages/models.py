@@ -17,9 +17,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
-from sqlalchemy import select
 
-from db import models as m
+from db import catalogue
 from db.model_metrics import (
     PATIENT,
     ClassificationMetrics,
@@ -35,15 +34,14 @@ from db.model_metrics import (
 )
 from db.prediction_jobs import JOBS, JobSnapshot, PredictionJob
 from db.session import unit_of_work
-from pages.common import SignedInUser, error_boundary, require_role, workspace
+from db.workspace import Workspace
+from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from spine_core.adjudication import craniocaudal_key
 from spine_core.errors import SpineError
 from spine_core.inference.protocol import Predictor
 from spine_core.inference.status import BackendStatus, backend_status
-from spine_core.workspace import Workspace
+from spine_core.roles import Permission, can
 
-VIEW_ROLES = ("adjudicator", "admin", "viewer")
-RUN_ROLES = ("adjudicator", "admin")
 #: Predictions whose Dice is computed on opening the page; more wait for a button.
 AUTO_COMPUTE = 10
 #: Problems listed one by one before "and N more".
@@ -137,11 +135,11 @@ def predict_section(ws: Workspace, user: SignedInUser) -> None:
     job = JOBS.current(ws.settings.database_url)
     running = job is not None and job.running
     (_job_live if running else _job_still)()
-    if user.role not in RUN_ROLES:
+    if not can(user.role, Permission.run_predictions):
         st.caption("Adjudicators and administrators can run the models here (or `spine predict`).")
         return
     with unit_of_work(ws.sessions, readonly=True) as session:
-        study_ids = list(session.scalars(select(m.Study.id).order_by(m.Study.id)))
+        study_ids = catalogue.study_ids(session)
     if not study_ids:
         st.info("No study imported yet: import a dataset first (`spine import PATH`).")
         return
@@ -303,7 +301,7 @@ def level_table(cls: ClassificationMetrics, seg: SegmentationMetrics) -> None:
 
 
 def main() -> None:
-    user = require_role(*VIEW_ROLES)
+    user = require_permission(Permission.see_models)
     st.title("Models")
     ws = workspace()
     backend_line(ws)

@@ -1,7 +1,7 @@
 """Viewer: a study's axial, sagittal and coronal slices (side by side or one large), a linked
 cursor with the HU value, window/level presets, mask overlay with per-vertebra show/hide, the
 fracture boxes this user may see, the model's latest prediction (outlined mask, boxes, per-level
-probabilities; asked for from here: ``pages.prediction_panel``), and the 3-D view.
+probabilities; asked for from here: ``pages.parts.prediction_panel``), and the 3-D view.
 
 Slice stepping (slider, ↑/↓ and PgUp/PgDn keys, clicks) reruns only the slices fragment; only
 the three slices on screen are rendered. The study is opened once per server process
@@ -16,8 +16,8 @@ from typing import Any
 
 import streamlit as st
 
-from pages.common import SignedInUser, error_boundary, require_role
-from pages.prediction_panel import (
+from pages.parts.common import SignedInUser, error_boundary, require_permission
+from pages.parts.prediction_panel import (
     PredictedMask,
     PredictionStyle,
     ShownPrediction,
@@ -26,14 +26,13 @@ from pages.prediction_panel import (
     prediction_png,
     prediction_section,
 )
-from pages.viewer_parts import (
-    PLANE_TITLES,
+from pages.parts.slice_view import PLANE_TITLES, clicked_at, slice_view
+from pages.parts.viewer_parts import (
     PLANES,
     ShownBox,
     StudyView,
     back_to_cases_button,
     box_items,
-    clicked_at,
     cursor_at,
     cursor_item,
     figure_3d,
@@ -48,7 +47,6 @@ from pages.viewer_parts import (
     recent_reader_boxes,
     selected_study_id,
     shown_zoom,
-    slice_view,
     slices_through,
     view_is_current,
     window_controls,
@@ -283,6 +281,6 @@ def main(user: SignedInUser) -> None:
         slices_panel(view, user, prediction, predicted)
 
 
-signed_in = require_role()
+signed_in = require_permission()
 with error_boundary("The viewer"):
     main(signed_in)

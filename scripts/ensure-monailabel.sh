@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make sure the MONAI Label server used by tests/test_monailabel_real.py is installed: the pinned
-# packages of requirements/monailabel.txt, --no-deps, in .venv/monailabel/ (a PYTHONPATH overlay
-# over the project venv; see that file for why). Cached: rebuilt only when the pins change.
+# Make sure the MONAI Label server used by tests/spine_core/inference/test_monailabel_real.py is
+# installed: the pinned packages of requirements/monailabel.txt, --no-deps, in .venv/monailabel/ (a
+# PYTHONPATH overlay over the project venv; see that file for why). Cached: rebuilt only when the
+# pins change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 req=requirements/monailabel.txt

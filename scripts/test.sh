@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install what the tests need (the package with its test extras, Debian's Chromium for the browser
-# tests, the MONAI Label server for tests/test_monailabel_real.py) and run the whole test suite.
-# Extra arguments go to pytest.
+# tests, the MONAI Label server for tests/spine_core/inference/test_monailabel_real.py) and run the
+# whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
 scripts/ensure-chromium.sh
 scripts/ensure-monailabel.sh
 export SPINE_TEST_PG_URL=${SPINE_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}
+echo "ruff: lint and import order (spine_core, db, spine_cli, pages, app.py, tests)"
+.venv/bin/ruff check spine_core db spine_cli pages app.py tests
+echo "mypy: spine_core, db, spine_cli"
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -n "${SPINE_TEST_WORKERS:-2}" --dist loadgroup "$@"

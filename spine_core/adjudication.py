@@ -35,12 +35,13 @@ from typing import Any
 from spine_core.errors import InputError, LabelVocabularyError, VoteRejected
 from spine_core.labels import CRANIOCAUDAL_ORDER, level_id
 
-Reader = str | int
+#: A reader, by user name.
+Reader = str
 Level = str
 
 
 class LevelCall(str, Enum):
-    """A reader's call on one vertebra level (same values as ``db.models.LevelCall``)."""
+    """A reader's call on one vertebra level (the stored value)."""
 
     fractured = "fractured"
     not_fractured = "not_fractured"
@@ -48,7 +49,7 @@ class LevelCall(str, Enum):
 
 
 class VoteChoice(str, Enum):
-    """An adjudicator's vote on a dispute (same values as ``db.models.VoteChoice``)."""
+    """An adjudicator's vote on a dispute (the stored value)."""
 
     fractured = "fractured"
     not_fractured = "not_fractured"

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from spine_core.consensus import Box, UnionBox
+from spine_core.boxes import Box
+from spine_core.colours import READER_PALETTE, RGB, UNION_COLOUR, reader_colours
+from spine_core.consensus import UnionBox
 from spine_core.errors import InputError
 from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_IDS, LEVEL_NAMES
-from spine_core.render import RGB, BoxOverlay, DisplayBox, DisplayGeometry, SourceBox, ZoomBox
+from spine_core.render import BoxOverlay, DisplayBox, DisplayGeometry, ZoomBox
 
 #: Boxes smaller than this (source pixels, either side) are dropped: a click draws a ~2 px box.
 MIN_BOX_SIZE_PX = 4.0
@@ -36,15 +38,6 @@ POSITION_TOLERANCE_PX = 0.05
 #: Decimals kept of drawn coordinates (the canvas is precise to about one screen pixel).
 DECIMALS = 2
 
-#: Union box colour (Figure 1 of the RSNA 2022 dataset paper draws the union in its own colour);
-#: the one source of these colours (the committee page, ``db.dispute_views``, uses them too).
-UNION_COLOUR: RGB = (255, 230, 0)
-
-#: One colour per reader (in reader name order), none close to the union's yellow; more readers
-#: than colours cycle.
-READER_PALETTE: tuple[RGB, ...] = (
-    (64, 160, 255), (255, 80, 80), (90, 220, 110), (200, 120, 255), (255, 150, 40), (0, 215, 215),
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,7 +114,7 @@ def too_small(width: float, height: float, min_size: float = MIN_BOX_SIZE_PX) ->
     return not (width >= min_size and height >= min_size)
 
 
-def clip_to_image(box: SourceBox, rows: int, cols: int) -> SourceBox | None:
+def clip_to_image(box: Box, rows: int, cols: int) -> Box | None:
     """The part of ``box`` inside a ``rows × cols`` slice, rounded to :data:`DECIMALS`; None when
     nothing is left."""
     x0, y0 = max(0.0, box.x), max(0.0, box.y)
@@ -129,7 +122,7 @@ def clip_to_image(box: SourceBox, rows: int, cols: int) -> SourceBox | None:
     x0, y0, x1, y1 = (round(v, DECIMALS) for v in (x0, y0, x1, y1))
     if x1 <= x0 or y1 <= y0:
         return None
-    return SourceBox(box.slice_index, x0, y0, round(x1 - x0, DECIMALS), round(y1 - y0, DECIMALS))
+    return Box(box.slice_index, x0, y0, round(x1 - x0, DECIMALS), round(y1 - y0, DECIMALS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +188,7 @@ def zoom_window(plane_shape: tuple[int, int], factor: float, centre: tuple[float
 
 
 def canvas_to_source(geometry: DisplayGeometry, display_index: int, view: CanvasView,
-                     rect: Mapping[str, float]) -> SourceBox | None:
+                     rect: Mapping[str, float]) -> Box | None:
     """A rectangle drawn on the canvas of display slice ``display_index`` -> the stored-slice box
     (clipped to the image, rounded); None when it lies entirely outside the image."""
     row0, col0, row1, col1 = view.to_display(
@@ -212,7 +205,7 @@ def canvas_to_source(geometry: DisplayGeometry, display_index: int, view: Canvas
     return clip_to_image(source, rows, cols)
 
 
-def source_to_canvas(geometry: DisplayGeometry, box: SourceBox, view: CanvasView
+def source_to_canvas(geometry: DisplayGeometry, box: Box, view: CanvasView
                      ) -> dict[str, float]:
     """A stored-slice box -> canvas ``{left, top, width, height}``."""
     d = geometry.box_to_display(box)
@@ -259,7 +252,7 @@ class SavedBox:
 
     id: int
     version: int
-    box: SourceBox
+    box: Box
 
 
 @dataclass(frozen=True)
@@ -270,8 +263,8 @@ class CanvasChanges:
     image (new ones, or saved ones resized that small); the canvas should be reloaded.
     """
 
-    created: tuple[SourceBox, ...] = ()
-    moved: tuple[tuple[SavedBox, SourceBox], ...] = ()
+    created: tuple[Box, ...] = ()
+    moved: tuple[tuple[SavedBox, Box], ...] = ()
     deleted: tuple[SavedBox, ...] = ()
     rejected: int = 0
 
@@ -280,7 +273,7 @@ class CanvasChanges:
         return not (self.created or self.moved or self.deleted or self.rejected)
 
 
-def _same(a: SourceBox, b: SourceBox, tol: float) -> bool:
+def _same(a: Box, b: Box, tol: float) -> bool:
     return a.slice_index == b.slice_index and all(
         abs(u - v) <= tol for u, v in ((a.x, b.x), (a.y, b.y), (a.width, b.width),
                                        (a.height, b.height))
@@ -289,7 +282,7 @@ def _same(a: SourceBox, b: SourceBox, tol: float) -> bool:
 
 def canvas_changes(
     saved: Sequence[SavedBox],
-    drawn: Sequence[tuple[str, SourceBox | None]],
+    drawn: Sequence[tuple[str, Box | None]],
     *,
     min_size: float = MIN_BOX_SIZE_PX,
     tolerance: float = POSITION_TOLERANCE_PX,
@@ -303,8 +296,8 @@ def canvas_changes(
     """
     by_id = {s.id: s for s in saved}
     seen: set[int] = set()
-    created: list[SourceBox] = []
-    moved: list[tuple[SavedBox, SourceBox]] = []
+    created: list[Box] = []
+    moved: list[tuple[SavedBox, Box]] = []
     rejected = 0
     for label, box in drawn:
         box_id = label_box_id(label)
@@ -326,12 +319,6 @@ def canvas_changes(
 # --------------------------------------------------------------------------------------------
 # Consensus overlays (readers' boxes and their union)
 # --------------------------------------------------------------------------------------------
-
-
-def reader_colours(readers: Iterable[str]) -> dict[str, RGB]:
-    """A stable colour per reader (sorted by name), from :data:`READER_PALETTE`."""
-    names = sorted({str(r) for r in readers})
-    return {name: READER_PALETTE[i % len(READER_PALETTE)] for i, name in enumerate(names)}
 
 
 def consensus_overlays(
@@ -358,7 +345,7 @@ def consensus_overlays(
     palette = dict(colours) if colours is not None else reader_colours(str(b.reader) for b in mine)
     out: list[BoxOverlay] = []
     for b in mine:
-        d = geometry.box_to_display(SourceBox(b.slice_index, b.x, b.y, b.width, b.height))
+        d = geometry.box_to_display(Box(b.slice_index, b.x, b.y, b.width, b.height))
         colour = palette.get(str(b.reader), READER_PALETTE[0])
         out.append(BoxOverlay.from_display_box(
             d, colour=colour, label=str(b.reader) if labels and reader_labels else "",
@@ -366,7 +353,7 @@ def consensus_overlays(
     for u in unions:
         if int(u.slice_index) != int(slice_index):
             continue
-        d = geometry.box_to_display(SourceBox(u.slice_index, u.x, u.y, u.width, u.height))
+        d = geometry.box_to_display(Box(u.slice_index, u.x, u.y, u.width, u.height))
         text = f"union ({u.n_readers})" + (f" {u.level}" if u.level else "")
         g = float(union_margin)
         out.append(BoxOverlay(d.row0 - g, d.col0 - g, d.row1 + g, d.col1 + g,

@@ -39,7 +39,7 @@ class Settings:
         parts = tuple(int(v) for v in self.demo_shape.lower().split("x"))
         if len(parts) != 3 or min(parts) < 16:
             raise ValueError(f"SPINE_DEMO_SHAPE must look like 200x256x256, got '{self.demo_shape}'")
-        return parts  # type: ignore[return-value]
+        return parts
 
     @property
     def database_url(self) -> str:
@@ -51,7 +51,7 @@ class Settings:
     def volume_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
-    def with_overrides(self, **overrides: Any) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given non-None values replaced (CLI flags)."""
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **_coerce(clean))

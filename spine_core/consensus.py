@@ -1,8 +1,8 @@
 """Box geometry, the union ground truth of several readers' boxes, and agreement statistics.
 
-Boxes live in image pixels of one axial slice (``db.models.Box``): ``x`` = column and ``y`` = row of
-the top-left corner, ``width``/``height`` in pixels, ``slice_index`` the position of the slice in
-the series (the Volume's a0 index). A box covers ``[x, x + width) × [y, y + height)``.
+Boxes are :class:`spine_core.boxes.Box`: pixels of one stored axial slice, ``x`` = column and
+``y`` = row of the top-left corner, ``width``/``height`` in pixels, ``slice_index`` the position of
+the slice in the series (the Volume's a0 index). A box covers ``[x, x + width) × [y, y + height)``.
 """
 
 from __future__ import annotations
@@ -17,51 +17,14 @@ from itertools import combinations
 import numpy as np
 import numpy.typing as npt
 
-from spine_core.adjudication import LevelCall, craniocaudal_key, parse_call
+from spine_core.adjudication import LevelCall, Reader, craniocaudal_key, parse_call
+from spine_core.boxes import Box
 from spine_core.errors import InputError
 from spine_core.metrics import Confusion, UndefinedMetricWarning
-
-Reader = str | int
-
 
 # --------------------------------------------------------------------------------------------
 # Boxes
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Box:
-    """A reader's box on one axial slice (pixels; see the module docstring)."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    slice_index: int = 0
-    reader: Reader | None = None
-    level: str | None = None
-    id: int | str | None = None
-
-    @property
-    def x2(self) -> float:
-        return self.x + self.width
-
-    @property
-    def y2(self) -> float:
-        return self.y + self.height
-
-    @property
-    def area(self) -> float:
-        return max(self.width, 0.0) * max(self.height, 0.0)
-
-    def describe(self) -> str:
-        """'box #7 of reader alice on slice 12 (x=10, y=20, width=30, height=40)'."""
-        name = f"box #{self.id}" if self.id is not None else "box"
-        who = f" of reader {self.reader}" if self.reader is not None else ""
-        return (
-            f"{name}{who} on slice {self.slice_index} "
-            f"(x={self.x:g}, y={self.y:g}, width={self.width:g}, height={self.height:g})"
-        )
 
 
 def validate_box(box: Box, rows: int, cols: int, n_slices: int) -> Box:
@@ -155,7 +118,7 @@ class UnionBox:
 
     def as_box(self) -> Box:
         """The union as a plain :class:`Box` (no reader)."""
-        return Box(self.x, self.y, self.width, self.height, self.slice_index, None, self.level)
+        return Box(self.slice_index, self.x, self.y, self.width, self.height, None, self.level)
 
     def member_ious(self) -> tuple[float, ...]:
         """IoU of each member with the union box (1.0 for a box that stayed alone)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from spine_core.colours import RGB
 from spine_core.errors import InputError, MaskError
 from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_COLOURS, LEVEL_NAMES, level_id
 from spine_core.volume import Volume
@@ -20,7 +21,6 @@ from spine_core.volume import Volume
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-RGB = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def box_mesh(
 
 def _mesh3d(
     vertices: npt.NDArray[Any], faces: npt.NDArray[Any], name: str, colour: str, **extra: Any
-) -> "go.Mesh3d":
+) -> go.Mesh3d:
     import plotly.graph_objects as go
 
     return go.Mesh3d(
@@ -303,7 +303,7 @@ def _mesh3d(
 
 def plotly_figure(
     meshes: Sequence[VertebraMesh], boxes: Sequence[BoxMesh] = (), *, height: int = 600
-) -> "go.Figure":
+) -> go.Figure:
     """One named, coloured Mesh3d per vertebra (hover shows the level), translucent boxes.
 
     Axes are LPS mm with true proportions; the camera looks at the patient's front (from

@@ -98,7 +98,7 @@ class Volume:
         pts = np.asarray(point, dtype=np.float64)
         return pts @ inv[:3, :3].T + inv[:3, 3]
 
-    def reoriented(self, axcodes: tuple[str, str, str] = CANONICAL_AXCODES) -> "Volume":
+    def reoriented(self, axcodes: tuple[str, str, str] = CANONICAL_AXCODES) -> Volume:
         """Same voxels, axes permuted/flipped (no resampling) so they point along ``axcodes``.
 
         The affine is updated so every voxel keeps its patient position. Oblique volumes are
@@ -117,7 +117,7 @@ class Volume:
         inv_aff = nio.inv_ornt_aff(transform, self.array.shape)
         return Volume(np.ascontiguousarray(array), self.affine @ inv_aff, dict(self.meta))
 
-    def with_array(self, array: npt.NDArray[Any], **meta: Any) -> "Volume":
+    def with_array(self, array: npt.NDArray[Any], **meta: Any) -> Volume:
         """A volume on the same grid with other voxel values (e.g. a mask of this image)."""
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from the grid {self.array.shape}")

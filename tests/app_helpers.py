@@ -19,10 +19,10 @@ from streamlit.testing.v1 import AppTest
 from db import models as m
 from db import users
 from db.session import unit_of_work
-from pages.common import SignedInUser, workspace
+from db.workspace import Workspace, open_workspace
+from pages.parts.common import SignedInUser, workspace
 from spine_core import signin_throttle
 from spine_core.config import Settings
-from spine_core.workspace import Workspace, open_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60

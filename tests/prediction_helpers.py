@@ -1,7 +1,7 @@
 """A tiny real dataset and a few broken predictors for the prediction and model-metrics tests.
 
-The dataset is written by :func:`spine_core.phantom.write_rsna_dataset` (real DICOM, NIfTI
-segmentations, RSNA CSVs) and imported with :func:`spine_core.importer.import_path` into the
+The dataset is written by :func:`spine_core.phantom.rsna_layout.write_rsna_dataset` (real DICOM, NIfTI
+segmentations, RSNA CSVs) and imported with :func:`db.importer.import_path` into the
 database under test. The predictors wrap :class:`tests.backend_helpers.BoneThresholdPredictor`
 (a real threshold + connected-component model) and break it in one precise way each.
 """
@@ -16,13 +16,13 @@ import numpy as np
 from sqlalchemy import select
 
 from db import models as m
+from db.importer import import_path
 from db.session import unit_of_work
+from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
 from spine_core.errors import InputError
-from spine_core.importer import import_path
 from spine_core.inference.protocol import ModelInfo, Progress, StudyPrediction
 from spine_core.volume import Volume
-from spine_core.workspace import Workspace, open_workspace
 from tests.backend_helpers import BoneThresholdPredictor
 
 #: Smallest shape the phantom generator accepts (fast to write, load and predict).
@@ -31,7 +31,7 @@ TINY_SHAPE = (48, 64, 64)
 
 def write_tiny_dataset(folder: Path, n_studies: int = 3, seed: int = 7) -> Path:
     """An RSNA-layout phantom dataset of ``n_studies`` small studies in ``folder``."""
-    from spine_core.phantom import write_rsna_dataset
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
 
     write_rsna_dataset(folder, n_studies=n_studies, seed=seed, shape=TINY_SHAPE, workers=1)
     return folder

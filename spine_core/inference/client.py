@@ -30,7 +30,8 @@ from spine_core.errors import (
     MaskError,
 )
 from spine_core.inference import wire
-from spine_core.inference.protocol import ModelInfo, Progress, StudyPrediction
+from spine_core.inference.protocol import ModelInfo, StudyPrediction
+from spine_core.progress import Progress
 from spine_core.volume import Volume
 
 #: Longest wait for a TCP/TLS connection, whatever the read timeout is.
@@ -129,8 +130,7 @@ def send(
             ) from exc
         if error is None:
             return response
-        retryable = isinstance(error, (BackendUnreachable, BackendBusy))
-        if not retryable or attempt >= retry.attempts:
+        if not isinstance(error, (BackendUnreachable, BackendBusy)) or attempt >= retry.attempts:
             raise error
         wait = retry.wait_s(attempt, error.retry_after_s if isinstance(error, BackendBusy) else None)
         if on_retry is not None:
@@ -237,9 +237,11 @@ class HttpPredictor:
         self._info: ModelInfo | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> "HttpPredictor":
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> HttpPredictor:
         """From ``SPINE_BACKEND_URL``, ``SPINE_BACKEND_TOKEN`` and ``SPINE_BACKEND_TIMEOUT_S``."""
-        return cls(settings.backend_url, settings.backend_token, timeout_s=settings.backend_timeout_s, **kwargs)
+        return cls(
+            settings.backend_url, settings.backend_token, timeout_s=settings.backend_timeout_s, **kwargs
+        )
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: status, device, whether models are loaded, the server's limits."""
@@ -249,7 +251,9 @@ class HttpPredictor:
     def info(self) -> ModelInfo:
         """``GET /models``: the model(s) the backend runs (cached after the first call)."""
         if self._info is None:
-            response = send(self._client, "GET", f"{self.url}/models", service=self._service, retry=self.retry)
+            response = send(
+                self._client, "GET", f"{self.url}/models", service=self._service, retry=self.retry
+            )
             try:
                 self._info = wire.model_info_from_json(response.json()["model"])
             except (ValueError, KeyError, TypeError, InputError) as exc:
@@ -306,7 +310,7 @@ class HttpPredictor:
         """Close the connection pool."""
         self._client.close()
 
-    def __enter__(self) -> "HttpPredictor":
+    def __enter__(self) -> HttpPredictor:
         return self
 
     def __exit__(self, *exc: object) -> None:

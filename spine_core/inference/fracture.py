@@ -39,7 +39,6 @@ from spine_core.inference.protocol import PredictedBox
 from spine_core.inference.segmentation import SegmentationResult, autocast
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
 
-
 #: Smallest prior used in the logit shift (a level never seen fractured is not impossible).
 PRIOR_FLOOR = 0.005
 
@@ -102,7 +101,7 @@ class FractureConfig:
         return math.log(p / (1.0 - p))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FractureConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> FractureConfig:
         try:
             crop = data.get("crop", {})
             win = crop.get("window", DEFAULT_WINDOW)
@@ -154,7 +153,7 @@ def level_crops(
     image_affine: npt.ArrayLike,
     labels: npt.NDArray[np.integer],
     labels_grid: Grid,
-    centres: Mapping[int, Sequence[float]],
+    centres: Mapping[int, npt.ArrayLike],
     config: FractureConfig,
 ) -> tuple[list[int], torch.Tensor]:
     """(level ids, (L, 2, *crop_shape) crops) for the levels in ``centres`` that ``config`` scores.
@@ -227,7 +226,7 @@ class FractureModel:
         shift = np.array([self.config.prior_logit(level_name(int(lid))) for lid in levels])
         return 1.0 / (1.0 + np.exp(-(z + shift)))
 
-    def score(self, seg: SegmentationResult, image_affine: npt.ArrayLike) -> "ScoredLevels":
+    def score(self, seg: SegmentationResult, image_affine: npt.ArrayLike) -> ScoredLevels:
         """P(fracture) of every scored level the segmentation found, with the crops it came from
         (kept so :meth:`localise` explains the same crops)."""
         ids, crops = level_crops(seg.image, image_affine, seg.model_labels, seg.model_grid,
@@ -239,7 +238,7 @@ class FractureModel:
         self,
         seg: SegmentationResult,
         image_affine: npt.ArrayLike,
-        scored: "ScoredLevels",
+        scored: ScoredLevels,
         levels: Sequence[str] | None = None,
     ) -> list[PredictedBox] | None:
         """Grad-CAM boxes on the input's a0 slices for ``levels`` (default: those at or above the
@@ -272,7 +271,7 @@ class FractureModel:
         return [b for b in boxes if (seg.mask[b.slice_index] == LEVEL_IDS[b.level or ""]).any()]
 
     def boxes(
-        self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: "ScoredLevels"
+        self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: ScoredLevels
     ) -> list[PredictedBox]:
         """Boxes of the flagged levels: Grad-CAM where the net allows it, else level extents."""
         found = self.localise(seg, image_affine, scored)

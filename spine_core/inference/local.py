@@ -21,12 +21,13 @@ from spine_core.inference.fracture import (
     patient_probability,
 )
 from spine_core.inference.loading import LoadedNetwork, default_weights_dir, find_stage, load_network
-from spine_core.inference.protocol import ModelInfo, Progress, StudyPrediction
+from spine_core.inference.protocol import ModelInfo, StudyPrediction
 from spine_core.inference.segmentation import (
     SegmentationConfig,
     SegmentationModel,
     centroids_by_name,
 )
+from spine_core.progress import Progress
 from spine_core.volume import Volume
 
 #: Smallest input the models accept, voxels per axis.
@@ -79,7 +80,7 @@ class LocalPredictor:
         device: str | torch.device = "auto",
         amp: bool = True,
         with_fracture: bool = True,
-    ) -> "LocalPredictor":
+    ) -> LocalPredictor:
         """Load both stages from a folder (default: the shipped demo weights).
 
         The folder holds ``segmentation`` and ``fracture`` in any format of
@@ -117,7 +118,7 @@ class LocalPredictor:
         return cls(seg, frac, ModelInfo(name=name, version=version, card=card))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "LocalPredictor":
+    def from_settings(cls, settings: Settings) -> LocalPredictor:
         """Weights from ``settings.models_dir`` (default: the shipped demo weights) on
         ``settings.device``."""
         return cls.from_dir(settings.models_dir, device=settings.device)

@@ -34,8 +34,9 @@ import numpy.typing as npt
 from spine_core.config import Settings
 from spine_core.errors import BackendError, InputError, LabelVocabularyError, MaskError, ModelLoadError
 from spine_core.inference.client import RetryPolicy, backend_timeout, send
-from spine_core.inference.protocol import ModelInfo, Progress, StudyPrediction
+from spine_core.inference.protocol import ModelInfo, StudyPrediction
 from spine_core.labels import TOTALSEG_NAMES, LabelVocabulary, level_id, level_name
+from spine_core.progress import Progress
 from spine_core.volume import Volume, axcodes_from_affine, from_nifti_arrays
 
 #: Largest difference (mm) between two affines still taken as the same grid (NIfTI stores float32).
@@ -83,7 +84,7 @@ class MonaiLabelPredictor:
         self._model: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> "MonaiLabelPredictor":
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> MonaiLabelPredictor:
         """From ``SPINE_BACKEND_URL=monailabel+http://HOST:PORT[/PATH][?model=NAME]``."""
         base, model = split_monailabel_url(settings.backend_url)
         return cls(base, model, settings.backend_token, timeout_s=settings.backend_timeout_s, **kwargs)
@@ -100,7 +101,8 @@ class MonaiLabelPredictor:
                 data = None
             if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
                 raise BackendError(
-                    f"{self._service} answered /info/ without a 'models' object; is the URL a MONAI Label server?"
+                    f"{self._service} answered /info/ without a 'models' object; "
+                    "is the URL a MONAI Label server?"
                 )
             self._server_info = data
         return self._server_info
@@ -187,7 +189,8 @@ class MonaiLabelPredictor:
                 f"{self._service} answered model '{name}' without a label image (params: "
                 f"{json.dumps(result)[:200]}); is it a segmentation model?"
             )
-        names = result.get("label_names") if isinstance(result.get("label_names"), dict) else declared
+        label_names = result.get("label_names")
+        names = label_names if isinstance(label_names, dict) else declared
         try:
             vocabulary = LabelVocabulary(f"MONAI Label model '{name}'", canonical_label_map(names))
         except (TypeError, ValueError, AttributeError) as exc:
@@ -196,7 +199,9 @@ class MonaiLabelPredictor:
             ) from exc
         label = nifti_bytes_to_volume(label_bytes, source=f"{self._service} label")
         try:
-            canonical = vocabulary.canonical(_integer_labels(label.array), source=f"the label of model '{name}'")
+            canonical = vocabulary.canonical(
+                _integer_labels(label.array), source=f"the label of model '{name}'"
+            )
         except LabelVocabularyError as exc:
             raise LabelVocabularyError(f"{exc} (the model declares: {names})") from None
         mask = onto_grid(label.with_array(canonical), volume)
@@ -215,7 +220,7 @@ class MonaiLabelPredictor:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "MonaiLabelPredictor":
+    def __enter__(self) -> MonaiLabelPredictor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -234,7 +239,8 @@ def split_monailabel_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(f"'{url}' is not a MONAI Label URL; expected monailabel+http://HOST:PORT[?model=NAME]")
-    model = (parse_qs(parts.query).get("model") or [None])[0]
+    models = parse_qs(parts.query).get("model")
+    model = models[0] if models else None
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", "")), model
 
 
@@ -331,7 +337,9 @@ def onto_grid(label: Volume, grid: Volume) -> npt.NDArray[np.uint8]:
         BackendError: the label has voxels but none of them lands inside the grid.
     """
     reoriented = label.reoriented(axcodes_from_affine(grid.affine))
-    if reoriented.shape == grid.shape and np.allclose(reoriented.affine, grid.affine, rtol=0, atol=GRID_TOLERANCE_MM):
+    if reoriented.shape == grid.shape and np.allclose(
+        reoriented.affine, grid.affine, rtol=0, atol=GRID_TOLERANCE_MM
+    ):
         return np.ascontiguousarray(reoriented.array, dtype=np.uint8)
     from scipy import ndimage
 
@@ -349,7 +357,9 @@ def onto_grid(label: Volume, grid: Volume) -> npt.NDArray[np.uint8]:
     return out.astype(np.uint8, copy=False)
 
 
-def level_centroids(mask: npt.NDArray[np.integer], affine: npt.ArrayLike) -> dict[str, tuple[float, float, float]]:
+def level_centroids(
+    mask: npt.NDArray[np.integer], affine: npt.ArrayLike
+) -> dict[str, tuple[float, float, float]]:
     """Level name -> LPS mm centroid of its voxels in ``mask``."""
     from scipy import ndimage
 

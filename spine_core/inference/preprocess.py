@@ -87,12 +87,13 @@ def model_grid(grid: Grid, spacing_mm: float) -> Grid:
     """
     can = canonical_grid(grid)
     sp = can.spacing
-    new_shape = tuple(max(1, int(round(n * s / spacing_mm))) for n, s in zip(can.shape, sp))
+    sizes = [max(1, int(round(n * s / spacing_mm))) for n, s in zip(can.shape, sp)]
+    new_shape = (sizes[0], sizes[1], sizes[2])  # can.shape has 3 axes
     scale = np.array([n / m for n, m in zip(can.shape, new_shape)], dtype=np.float64)
     index_map = np.eye(4)
     index_map[:3, :3] = np.diag(scale)
     index_map[:3, 3] = 0.5 * scale - 0.5
-    return Grid(new_shape, can.affine @ index_map)  # type: ignore[arg-type]
+    return Grid(new_shape, can.affine @ index_map)
 
 
 def _normalise_matrix(shape: Sequence[int]) -> npt.NDArray[np.float64]:
@@ -185,7 +186,8 @@ def crop_grid(
     aff[:3, :3] = directions * spacing_mm
     half = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0
     aff[:3, 3] = np.asarray(center_lps, dtype=np.float64) - aff[:3, :3] @ half
-    return Grid(tuple(int(s) for s in shape), aff)  # type: ignore[arg-type]
+    # ``shape`` has 3 entries: the affine above could not be computed otherwise.
+    return Grid((int(shape[0]), int(shape[1]), int(shape[2])), aff)
 
 
 def grid_of(volume: Volume) -> Grid:

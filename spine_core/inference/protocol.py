@@ -7,17 +7,14 @@ this protocol, so real weights plug in without code changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from spine_core.progress import Progress
 from spine_core.volume import Volume
-
-#: Progress callback: (fraction done 0..1, what is happening now).
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ class PredictedBox:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PredictedBox":
+    def from_json(cls, data: dict[str, Any]) -> PredictedBox:
         return cls(
             int(data["slice_index"]),
             float(data["x"]),

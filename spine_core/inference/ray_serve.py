@@ -79,7 +79,9 @@ class RayServeOptions:
         if self.max_concurrent_jobs < 1:
             raise InputError(f"max_concurrent_jobs must be at least 1, got {self.max_concurrent_jobs}")
         if self.max_request_mb <= 0 or self.job_timeout_s <= 0 or self.queue_wait_s < 0:
-            raise InputError("max_request_mb and job_timeout_s must be positive and queue_wait_s not negative")
+            raise InputError(
+                "max_request_mb and job_timeout_s must be positive and queue_wait_s not negative"
+            )
         if self.cpus_per_replica < 0 or (self.gpus_per_replica is not None and self.gpus_per_replica < 0):
             raise InputError("CPUs and GPUs per replica must not be negative")
 
@@ -166,13 +168,14 @@ def build_app(settings: Settings, token: str, options: RayServeOptions, *, gpus:
     device = settings.device
     if per_replica == 0 and device == "auto":
         device = "cpu"  # a replica without a reserved GPU must not take one that Ray gave another
+    # Options first, then the class: ray annotates deployment() as returning the decorator even
+    # when given the class itself (at run time the two forms are the same call).
     deployment = serve.deployment(
-        serve.ingress()(SpineBackendReplica),
         name="SpineBackend",
         num_replicas=options.replicas,
         max_ongoing_requests=options.max_concurrent_jobs + HEALTH_HEADROOM,
         ray_actor_options=actor_options,
-    )
+    )(serve.ingress()(SpineBackendReplica))
     return deployment.bind(replace(settings, backend_url="", device=device), token, options)
 
 
@@ -205,7 +208,7 @@ def stop() -> None:
 
     try:
         serve.delete(APP_NAME)
-    except Exception as exc:  # noqa: BLE001 - stopping must go on to the shutdown
+    except Exception as exc:  # noqa: BLE001 - best effort: Serve is shut down whatever happened
         log.warning("could not delete the Ray Serve application: %s", exc)
     serve.shutdown()
 

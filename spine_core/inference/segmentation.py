@@ -59,7 +59,7 @@ class SegmentationConfig:
     smooth_upsampling: bool = True
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SegmentationConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SegmentationConfig:
         try:
             pre = data.get("preprocess", {})
             inf = data.get("inference", {})
@@ -189,6 +189,7 @@ class SegmentationModel:
                 overlap=self.config.overlap,
                 mode="gaussian",
             )
+        # monai annotates every output kind; ``self.net`` returns one tensor, so this is a tensor.
         return out  # type: ignore[return-value]
 
     def labels_from_logits(self, logits: torch.Tensor) -> npt.NDArray[np.uint8]:

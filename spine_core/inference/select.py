@@ -15,7 +15,8 @@ import threading
 
 from spine_core.config import Settings
 from spine_core.errors import InputError, ModelLoadError
-from spine_core.inference.protocol import ModelInfo, Predictor, Progress, StudyPrediction
+from spine_core.inference.protocol import ModelInfo, Predictor, StudyPrediction
+from spine_core.progress import Progress
 from spine_core.volume import Volume
 
 MONAILABEL_SCHEMES = ("monailabel+http://", "monailabel+https://")
@@ -59,7 +60,9 @@ def load_local_predictor(settings: Settings) -> Predictor:
         ) from exc
     cls = getattr(local, "LocalPredictor", None)
     if cls is None:
-        raise ModelLoadError("spine_core.inference.local has no LocalPredictor; the installation is incomplete")
+        raise ModelLoadError(
+            "spine_core.inference.local has no LocalPredictor; the installation is incomplete"
+        )
     from_settings = getattr(cls, "from_settings", None)
     predictor = from_settings(settings) if callable(from_settings) else cls(settings)
     if not isinstance(predictor, Predictor):

@@ -183,6 +183,7 @@ def create_app(
         if not_ready is not None:
             return not_ready
         assert state.slots is not None
+        assert state.predictor is not None  # status is "ready": _set_ready stored it
         state.waiting += 1
         try:
             got_slot = await _take_slot(state.slots, queue_wait_s)
@@ -213,7 +214,7 @@ def create_app(
             job = loop.run_in_executor(state.executor, _run_job, state.predictor, volume)
             try:
                 payload = await asyncio.wait_for(asyncio.shield(job), timeout=job_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("job on %s timed out after %.0f s", volume.shape, job_timeout_s)
                 return _error(
                     504,
@@ -284,7 +285,7 @@ async def _take_slot(slots: asyncio.Semaphore, wait_s: float) -> bool:
         return True
     try:
         await asyncio.wait_for(slots.acquire(), timeout=wait_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     return True
 
@@ -338,7 +339,7 @@ def _cuda_available() -> bool | None:
         return None
     try:
         return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken driver must not break /health
+    except Exception:  # noqa: BLE001 - a health probe: a broken CUDA set-up means no GPU
         return False
 
 

@@ -86,12 +86,17 @@ def decode_volume(data: bytes, *, max_decoded_bytes: int | None = None) -> Volum
             f"volume payload header says shape {header.get('shape')} but holds {array.shape}; "
             "the payload is corrupt, send it again"
         )
-    meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
+    raw_meta = header.get("meta")
+    meta = raw_meta if isinstance(raw_meta, dict) else {}
     return Volume(array, affine, dict(meta))
 
 
 def encode_prediction(
-    prediction: StudyPrediction, affine: npt.ArrayLike, shape: tuple[int, int, int], *, compress_level: int = 1
+    prediction: StudyPrediction,
+    affine: npt.ArrayLike,
+    shape: tuple[int, int, int],
+    *,
+    compress_level: int = 1,
 ) -> bytes:
     """Serialise a prediction made on the grid ``(shape, affine)`` of the input volume.
 
@@ -148,10 +153,14 @@ def decode_prediction(
             f"{float(np.max(np.abs(affine - expected))):.4g}); refusing it"
         )
     if list(header.get("shape", [])) != [int(s) for s in expect_shape]:
-        raise MaskError(f"the prediction is for shape {header.get('shape')}, the volume sent has {tuple(expect_shape)}")
+        raise MaskError(
+            f"the prediction is for shape {header.get('shape')}, the volume sent has {tuple(expect_shape)}"
+        )
     if mask is not None:
         if tuple(mask.shape) != tuple(expect_shape):
-            raise MaskError(f"the mask has shape {mask.shape}, the volume sent has {tuple(expect_shape)}; refusing it")
+            raise MaskError(
+                f"the mask has shape {mask.shape}, the volume sent has {tuple(expect_shape)}; refusing it"
+            )
         if mask.dtype != np.uint8:
             raise MaskError(f"the mask has dtype {mask.dtype}; canonical level ids are uint8")
     try:
@@ -213,10 +222,14 @@ def _prediction_from_header(header: dict[str, Any], mask: npt.NDArray[np.uint8] 
     return StudyPrediction(
         model=model_info_from_json(header["model"]),
         mask=mask,
-        level_probabilities={str(k): _probability(v, str(k)) for k, v in header["level_probabilities"].items()},
+        level_probabilities={
+            str(k): _probability(v, str(k)) for k, v in header["level_probabilities"].items()
+        },
         patient_probability=_probability(header["patient_probability"], "patient probability"),
         boxes=[PredictedBox.from_json(b) for b in header.get("boxes", [])],
-        centroids={str(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in header.get("centroids", {}).items()},
+        centroids={
+            str(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in header.get("centroids", {}).items()
+        },
         timings={str(k): float(v) for k, v in header.get("timings", {}).items()},
         device=str(header.get("device", "cpu")),
     )
@@ -241,7 +254,9 @@ def _open_zip(data: bytes, what: str, max_decoded_bytes: int | None) -> zipfile.
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InputError(f"the body is not a SpineReview {what} payload ({exc}); send it with the spine client") from exc
+        raise InputError(
+            f"the body is not a SpineReview {what} payload ({exc}); send it with the spine client"
+        ) from exc
     if max_decoded_bytes is not None:
         total = sum(info.file_size for info in zf.infolist())
         if total > max_decoded_bytes:
@@ -260,7 +275,9 @@ def _read_json(zf: zipfile.ZipFile, name: str, what: str) -> dict[str, Any]:
             raise InputError(f"{what} payload header is {info.file_size} bytes; that is not a header")
         value = json.loads(zf.read(name).decode("utf-8"))
     except KeyError:
-        raise InputError(f"{what} payload has no {name}; it was not written by this version of SpineReview") from None
+        raise InputError(
+            f"{what} payload has no {name}; it was not written by this version of SpineReview"
+        ) from None
     except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{what} payload's {name} is unreadable ({exc})") from exc
     if not isinstance(value, dict):

@@ -198,8 +198,15 @@ def plan_series(
         raise SeriesGeometryError(
             f"{label} has only one slice; a volume needs at least 2 ({names[0] if names else '-'})"
         )
-    missing = [names[i] for i, f in enumerate(frames)
-               if f.geom.position is None or f.geom.orientation is None]
+    positions: list[tuple[float, float, float]] = []
+    orientations: list[tuple[float, float, float, float, float, float]] = []
+    missing: list[str] = []
+    for name, f in zip(names, frames):
+        if f.geom.position is None or f.geom.orientation is None:
+            missing.append(name)
+        else:
+            positions.append(f.geom.position)
+            orientations.append(f.geom.orientation)
     if missing:
         raise SeriesGeometryError(
             f"{label}: {len(missing)} slice(s) lack ImagePositionPatient/ImageOrientationPatient "
@@ -210,18 +217,17 @@ def plan_series(
         raise DicomError(f"{label}: colour images (SamplesPerPixel > 1) are not a CT/MR volume")
     rows, cols = _common([(h.rows, h.columns) for h in headers for _ in h.frames], "image sizes",
                          label, names, lambda a, b: a == b, lambda rc: f"{rc[0]}×{rc[1]}")
-    orientation = _common([f.geom.orientation for f in frames], "slice orientations", label,
-                          names, same_orientation, format_orientation)  # type: ignore[arg-type]
-    spacing_values = [f.geom.pixel_spacing for f in frames]
-    if any(s is None for s in spacing_values):
+    orientation = _common(orientations, "slice orientations", label,
+                          names, same_orientation, format_orientation)
+    spacing_values = [f.geom.pixel_spacing for f in frames if f.geom.pixel_spacing is not None]
+    if len(spacing_values) != len(frames):
         raise SeriesGeometryError(f"{label}: PixelSpacing is missing; the in-plane voxel size "
                                   "is unknown")
     spacing = _common(spacing_values, "pixel spacings", label, names, _close,
-                      lambda ps: f"{ps[0]:g}×{ps[1]:g} mm")  # type: ignore[index]
+                      lambda ps: f"{ps[0]:g}×{ps[1]:g} mm")
     _common([h.bits_allocated for h in headers], "BitsAllocated", label,
             [h.path.name for h in headers], lambda a, b: a == b)
-    geo = stack_geometry([f.geom.position for f in frames], orientation,  # type: ignore[arg-type]
-                         spacing, names, label)  # type: ignore[arg-type]
+    geo = stack_geometry(positions, orientation, spacing, names, label)
     for ts in sorted({h.transfer_syntax for h in headers}):
         check_decodable(ts, where=f"{label}: ")
     return SeriesPlan(

@@ -71,7 +71,7 @@ def check_decodable(transfer_syntax: str, where: str = "") -> None:
 def _read_native(h: FileHeader, out: npt.NDArray[Any]) -> None:
     """Read native 16-bit pixel bytes straight into ``out`` (frames × rows × cols, 16-bit)."""
     assert h.pixel_offset is not None
-    view = memoryview(out).cast("B")  # type: ignore[arg-type]
+    view = out.data.cast("B")  # == memoryview(out); numpy types ndarray as a Buffer only on 3.12+
     with open(h.path, "rb", buffering=0) as f:
         f.seek(h.pixel_offset)
         got = f.readinto(view)
@@ -106,7 +106,7 @@ def _decode_pydicom(h: FileHeader) -> npt.NDArray[Any]:
     try:
         ds = pydicom.dcmread(h.path, force=True)
         if not ds.file_meta.get("TransferSyntaxUID"):
-            ds.file_meta.TransferSyntaxUID = h.transfer_syntax
+            ds.file_meta.TransferSyntaxUID = UID(h.transfer_syntax)
         plugin = _preferred_plugin(h.transfer_syntax)
         try:
             arr = pydicom.pixels.pixel_array(ds, raw=True, decoding_plugin=plugin)

@@ -5,8 +5,9 @@
 specific_tags=HEADER_TAGS)``), and groups images by StudyInstanceUID / SeriesInstanceUID.
 Every file it leaves out is reported with a reason, never raised: not DICOM, truncated,
 unreadable, no pixel data (SR, presentation states, KO...), not an image (SEG, RT Dose...),
-DICOMDIR, localizer/scout, a second copy of an image already found (same SOPInstanceUID). Truncation is detected from the pixel data element itself (declared
-length vs file size; walking the fragments of encapsulated data), without reading pixel values.
+DICOMDIR, localizer/scout, a second copy of an image already found (same SOPInstanceUID).
+Truncation is detected from the pixel data element itself (declared length vs file size; walking
+the fragments of encapsulated data), without reading pixel values.
 
 The header records keep what the pixel pass needs, including the byte offset of native
 little-endian pixel data, so :mod:`spine_core.io.dicom_pixels` can read it without re-parsing.
@@ -21,14 +22,14 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from spine_core.errors import DicomError, NotDicomError
@@ -318,7 +319,14 @@ def _check_fragments(fp: Any, offset: int, size: int, endian: str, path: Path) -
             )
 
 
+@overload
+def _floats(value: Any, n: Literal[2]) -> tuple[float, float] | None: ...
+@overload
+def _floats(value: Any, n: Literal[3]) -> tuple[float, float, float] | None: ...
+@overload
+def _floats(value: Any, n: Literal[6]) -> tuple[float, float, float, float, float, float] | None: ...
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    """``n`` floats (a tuple of exactly that length), or None when missing or malformed."""
     if value is None:
         return None
     try:
@@ -363,9 +371,9 @@ def _frames(ds: dict[str, Any]) -> tuple[FrameGeometry, ...]:
     if per_frame is None and shared is None:
         # A classic multi-frame image has one position for all frames: no per-frame geometry.
         frame = FrameGeometry(
-            _floats(ds.get("ImagePositionPatient"), 3) if n == 1 else None,  # type: ignore[arg-type]
-            _floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
-            _floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+            _floats(ds.get("ImagePositionPatient"), 3) if n == 1 else None,
+            _floats(ds.get("ImageOrientationPatient"), 6),
+            _floats(ds.get("PixelSpacing"), 2),
             _float(ds.get("RescaleSlope"), 1.0),
             _float(ds.get("RescaleIntercept"), 0.0),
         )
@@ -379,9 +387,9 @@ def _frames(ds: dict[str, Any]) -> tuple[FrameGeometry, ...]:
         val = _macro(item, shared, "PixelValueTransformationSequence")
         frames.append(
             FrameGeometry(
-                _floats(pos.get("ImagePositionPatient") if pos else None, 3),  # type: ignore[arg-type]
-                _floats(ori.get("ImageOrientationPatient") if ori else None, 6),  # type: ignore[arg-type]
-                _floats(pix.get("PixelSpacing") if pix else None, 2),  # type: ignore[arg-type]
+                _floats(pos.get("ImagePositionPatient") if pos else None, 3),
+                _floats(ori.get("ImageOrientationPatient") if ori else None, 6),
+                _floats(pix.get("PixelSpacing") if pix else None, 2),
                 _float(val.get("RescaleSlope") if val else ds.get("RescaleSlope"), 1.0),
                 _float(val.get("RescaleIntercept") if val else ds.get("RescaleIntercept"), 0.0),
             )
@@ -440,8 +448,8 @@ def _raw_value(value: bytes, vr: str, little: bool) -> Any:
         return ""
     parts = [p.strip(" \x00") for p in text.split("\\")]
     if vr == "DS":
-        numbers = [float(p) for p in parts]
-        return numbers[0] if len(numbers) == 1 else numbers
+        floats = [float(p) for p in parts]
+        return floats[0] if len(floats) == 1 else floats
     if vr == "IS":
         ints = [int(p) for p in parts]
         return ints[0] if len(ints) == 1 else ints

@@ -16,10 +16,10 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
     PYDICOM_IMPLEMENTATION_UID,
     UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
     generate_uid,
 )
 
@@ -103,7 +103,7 @@ def write_series(
         sop_uid = uid_from_seed(info.series_uid, k)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.MediaStorageSOPInstanceUID = UID(sop_uid)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 

@@ -136,13 +136,17 @@ def detect_layout(root: Path | str) -> DatasetLayout:
     if _verse_rawdata_dirs(r):
         return DatasetLayout("verse", r, "subject", "VerSe subject-based (rawdata/ + derivatives/)")
     if _totalseg_case_dirs(r):
-        return DatasetLayout("totalsegmentator", r, "totalsegmentator", "TotalSegmentator cases (ct + segmentations)")
+        return DatasetLayout(
+            "totalsegmentator", r, "totalsegmentator", "TotalSegmentator cases (ct + segmentations)"
+        )
     if _volumes_labels_pairs(r):
         return DatasetLayout("ctspine1k", r, "volumes-labels", "CTSpine1K (volumes/ + labels/*_seg)")
     flat = _flat_pairs(r)
     if flat:
         if any(pair["centroid"] is not None or _VERSE_NAME.match(pair["key"]) for pair in flat):
-            return DatasetLayout("verse", r, "miccai", "VerSe MICCAI-challenge style (flat *_seg / *_ctd.json)")
+            return DatasetLayout(
+                "verse", r, "miccai", "VerSe MICCAI-challenge style (flat *_seg / *_ctd.json)"
+            )
         return DatasetLayout("ctspine1k", r, "flat", "CTSpine1K style (flat <id>.nii.gz + <id>_seg.nii.gz)")
     if _first_dicom(r) is not None:
         return DatasetLayout("dicom", r, "dicom", "plain DICOM folders")
@@ -196,7 +200,9 @@ def _rsna_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
             ensure_inside(root, study)
             uid = study.name
             seen.add(uid)
-            mask = _first_existing(root, seg_dir, (f"{uid}.nii", f"{uid}.nii.gz")) if seg_dir.is_dir() else None
+            mask = (
+                _first_existing(root, seg_dir, (f"{uid}.nii", f"{uid}.nii.gz")) if seg_dir.is_dir() else None
+            )
             extra: dict[str, Any] = {"split": dirname.split("_")[0]}
             if uid in labels:
                 extra["labels"] = _int_row(labels[uid][0])
@@ -226,7 +232,9 @@ def _read_csv_by_study(root: Path, name: str, *, many: bool = False) -> dict[str
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "StudyInstanceUID" not in reader.fieldnames:
-            raise InputError(f"{path}: no StudyInstanceUID column (columns: {reader.fieldnames}); is this RSNA's CSV?")
+            raise InputError(
+                f"{path}: no StudyInstanceUID column (columns: {reader.fieldnames}); is this RSNA's CSV?"
+            )
         for line, row in enumerate(reader, start=2):
             uid = (row.get("StudyInstanceUID") or "").strip()
             safe_join(root, uid)  # refuses '..', absolute names, blank cells
@@ -244,7 +252,9 @@ def _int_row(row: Mapping[str, str]) -> dict[str, int]:
         try:
             out[key] = int(float(value))
         except (TypeError, ValueError):
-            raise InputError(f"train.csv: {row.get('StudyInstanceUID')}: {key}={value!r} is not 0 or 1") from None
+            raise InputError(
+                f"train.csv: {row.get('StudyInstanceUID')}: {key}={value!r} is not 0 or 1"
+            ) from None
     return out
 
 
@@ -288,7 +298,9 @@ def _verse_subject_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
                 image = ensure_inside(root, dirpath / fname)
                 key = nifti_stem(fname)[: -len("_ct")]
                 subject_dir = derivatives / dirpath.relative_to(rawdata)
-                mask = _first_existing(root, subject_dir, (f"{key}_seg-vert_msk.nii.gz", f"{key}_seg-vert_msk.nii"))
+                mask = _first_existing(
+                    root, subject_dir, (f"{key}_seg-vert_msk.nii.gz", f"{key}_seg-vert_msk.nii")
+                )
                 ctd = _first_existing(root, subject_dir, (f"{key}_seg-subreg_ctd.json", f"{key}_ctd.json"))
                 case_id = key[4:] if key.startswith("sub-") else key
                 if case_id in seen:
@@ -401,8 +413,13 @@ def _flat_pairs(root: Path) -> list[dict[str, Any]]:
                 continue
             stem = nifti_stem(fname)
             key = stem[:-3] if stem.lower().endswith("_ct") else stem
-            mask = _first_name(names, [f"{s}{m}{ext}" for s in (stem, key) for m in ("_seg", "_seg-vert_msk") for ext in (".nii.gz", ".nii")])
-            ctd = _first_name(names, [f"{s}{c}" for s in (stem, key) for c in ("_ctd.json", "_iso-ctd.json", "_seg-subreg_ctd.json")])
+            mask = _first_name(names, [
+                f"{s}{m}{ext}"
+                for s in (stem, key) for m in ("_seg", "_seg-vert_msk") for ext in (".nii.gz", ".nii")
+            ])
+            ctd = _first_name(names, [
+                f"{s}{c}" for s in (stem, key) for c in ("_ctd.json", "_iso-ctd.json", "_seg-subreg_ctd.json")
+            ])
             if mask is None and ctd is None:
                 continue
             pairs.append({

@@ -89,7 +89,8 @@ def align_mask_to_image(
     out = _resample_nearest(oriented, oriented_affine, image)
     if out is None:
         raise MaskError(
-            f"{name}: the mask does not overlap the image at all ({_grid_summary(oriented, oriented_affine, image)}); "
+            f"{name}: the mask does not overlap the image at all "
+            f"({_grid_summary(oriented, oriented_affine, image)}); "
             "it belongs to another series or its header is wrong"
         )
     warnings.append(
@@ -113,7 +114,9 @@ def load_aligned_mask(
     """Read a label-map NIfTI and align it to ``image`` (see :func:`align_mask_to_image`)."""
     from spine_core.io.nifti import load_nifti
 
-    return align_mask_to_image(load_nifti(path), image, vocabulary=vocabulary, atol_mm=atol_mm, source=str(path))
+    return align_mask_to_image(
+        load_nifti(path), image, vocabulary=vocabulary, atol_mm=atol_mm, source=str(path)
+    )
 
 
 def totalseg_class_files(folder: Path) -> dict[Path, int]:
@@ -162,7 +165,9 @@ def combine_class_masks(
         hit = aligned.array != 0
         clash = int(np.count_nonzero(hit & (out != 0) & (out != level)))
         if clash:
-            warnings.append(f"{name}: {clash} voxels were already labelled by another class; {LEVEL_NAMES[level]} kept")
+            warnings.append(
+                f"{name}: {clash} voxels were already labelled by another class; {LEVEL_NAMES[level]} kept"
+            )
         out[hit] = level
         warnings.extend(aligned.warnings)
         resampled |= aligned.resampled
@@ -175,8 +180,12 @@ def load_totalseg_folder(folder: Path, image: Volume, *, atol_mm: float | None =
 
     files = totalseg_class_files(folder)
     if not files:
-        raise MaskError(f"{folder}: no vertebrae_*.nii.gz (or sacrum) files; is this a TotalSegmentator output?")
-    return combine_class_masks(((load_nifti(p), lvl, str(p)) for p, lvl in files.items()), image, atol_mm=atol_mm)
+        raise MaskError(
+            f"{folder}: no vertebrae_*.nii.gz (or sacrum) files; is this a TotalSegmentator output?"
+        )
+    return combine_class_masks(
+        ((load_nifti(p), lvl, str(p)) for p, lvl in files.items()), image, atol_mm=atol_mm
+    )
 
 
 # --- geometry helpers ---------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
@@ -92,9 +93,9 @@ def load_nifti(path: Path | str, *, mmap: bool = True) -> Volume:
 
     meta: dict[str, Any] = {
         "source_path": str(p),
-        "stored_dtype": str(img.dataobj.dtype),
-        "scl_slope": float(img.dataobj.slope),
-        "scl_inter": float(img.dataobj.inter),
+        "stored_dtype": str(_proxy(img).dtype),
+        "scl_slope": float(_proxy(img).slope),
+        "scl_inter": float(_proxy(img).inter),
         **affine_meta,
     }
     try:
@@ -128,7 +129,12 @@ def choose_affine(header: nib.Nifti1Header) -> tuple[npt.NDArray[np.float64], di
             "neither sform nor qform is set (both codes 0): orientation is unknown and only voxel "
             "sizes were used; check left/right before trusting this image"
         )
-    return affine, {"affine_source": source, "sform_code": int(scode), "qform_code": int(qcode), "warnings": warnings}
+    return affine, {
+        "affine_source": source,
+        "sform_code": int(scode),
+        "qform_code": int(qcode),
+        "warnings": warnings,
+    }
 
 
 def save_nifti(volume: Volume, path: Path | str, *, dtype: npt.DTypeLike | None = None) -> Path:
@@ -155,9 +161,15 @@ def _corner_distance(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], sha
     return float(np.max(np.linalg.norm((corners @ (a - b).T)[:, :3], axis=1)))
 
 
+def _proxy(img: nib.Nifti1Image) -> ArrayProxy:
+    """The voxel proxy of an image read by ``nib.load`` (always an ArrayProxy; nibabel's annotation
+    of ``dataobj`` is the wider ``ArrayLike``, which has no ``slope``/``inter``/``get_unscaled``)."""
+    return cast(ArrayProxy, img.dataobj)
+
+
 def _read_voxels(img: nib.Nifti1Image) -> npt.NDArray[Any]:
     """The voxels with the least conversion that is exact (see module docstring)."""
-    proxy = img.dataobj
+    proxy = _proxy(img)
     raw = np.asanyarray(proxy.get_unscaled())
     if not raw.dtype.isnative:
         raw = raw.astype(raw.dtype.newbyteorder("="))
@@ -183,12 +195,13 @@ def _scale_integers(raw: npt.NDArray[np.integer], slope: int, inter: int) -> npt
     lo, hi = int(raw.min()), int(raw.max())
     ends = (lo * slope + inter, hi * slope + inter)
     lo_out, hi_out = min(ends), max(ends)
-    for target in (np.int16, np.int32, np.int64):
+    targets: tuple[type[np.signedinteger[Any]], ...] = (np.int16, np.int32, np.int64)
+    for target in targets:
         info = np.iinfo(target)
         if info.min <= lo_out and hi_out <= info.max:
             break
     bits = np.iinfo(target).bits
-    out = raw.astype(target, casting="unsafe")
+    out: npt.NDArray[np.signedinteger[Any]] = raw.astype(target, casting="unsafe")
     with np.errstate(over="ignore"):
         if slope != 1:
             out *= _wrap(slope, target, bits)

@@ -222,9 +222,9 @@ def centroids_from_labels(labels: npt.NDArray[np.integer], image: Volume) -> tup
         raise ValueError(f"label map shape {labels.shape} differs from the image grid {image.shape}")
     ids = [int(v) for v in np.unique(labels) if v != 0]
     centres = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, ids)
+    points = [image.index_to_lps(np.asarray(centre)) for centre in centres]  # each of shape (3,)
     return tuple(
-        Centroid(level, tuple(float(v) for v in image.index_to_lps(np.asarray(centre))))  # type: ignore[arg-type]
-        for level, centre in zip(ids, centres)
+        Centroid(level, (float(p[0]), float(p[1]), float(p[2]))) for level, p in zip(ids, points)
     )
 
 
@@ -233,7 +233,9 @@ def _point(entry: dict[str, Any], position: int, source: str) -> tuple[int, tupl
         label = entry["label"]
         xyz = (float(entry["X"]), float(entry["Y"]), float(entry["Z"]))
     except KeyError as exc:
-        raise InputError(f"{source}: element {position} lacks {exc.args[0]!r} (needs label, X, Y, Z)") from None
+        raise InputError(
+            f"{source}: element {position} lacks {exc.args[0]!r} (needs label, X, Y, Z)"
+        ) from None
     except (TypeError, ValueError):
         raise InputError(f"{source}: element {position} has non-numeric coordinates: {entry}") from None
     if isinstance(label, bool) or not isinstance(label, (int, float)) or float(label) != int(label):
@@ -251,4 +253,4 @@ def _check_axcodes(codes: Any, *, source: str = "axis codes") -> tuple[str, str,
         raise InputError(
             f"{source}: direction {list(codes)} must name each of the R/L, A/P and I/S axes once"
         )
-    return letters  # type: ignore[return-value]
+    return letters[0], letters[1], letters[2]  # len(codes) == 3 was checked above

@@ -10,6 +10,7 @@ anterior) that turns into the thoracic kyphosis, with a little scoliosis and axi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,8 +50,10 @@ class LevelSpec:
             return "axis"
         return "cervical" if self.name.startswith("C") else "thoracic"
 
-    def scaled(self, s: float) -> "LevelSpec":
-        fields = {k: (v * s if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+    def scaled(self, s: float) -> LevelSpec:
+        fields: dict[str, Any] = {
+            k: (v * s if isinstance(v, float) else v) for k, v in self.__dict__.items()
+        }
         fields["spinous_drop_deg"] = self.spinous_drop_deg
         return LevelSpec(**fields)
 
@@ -265,7 +268,7 @@ class LocalGrid:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.u.shape  # type: ignore[return-value]
+        return self.u.shape
 
     def sub(self, lo: npt.ArrayLike, hi: npt.ArrayLike) -> tuple[slice, slice, slice] | None:
         """Slices of this grid's arrays covering the local box ``lo``–``hi`` (None: outside)."""
@@ -293,7 +296,7 @@ def local_grid(
     anat: Anatomy, frame: Frame, lo: npt.ArrayLike, hi: npt.ArrayLike
 ) -> LocalGrid | None:
     """Voxels of the grid covering the local box ``lo``–``hi`` (mm); None if it misses the grid."""
-    inv = np.linalg.inv(anat.affine)
+    inv = np.asarray(np.linalg.inv(anat.affine), dtype=np.float64)  # stubs: floating[Any]
     start, stop = _index_box(frame, inv, lo, hi)
     start = np.maximum(start, 0)
     stop = np.minimum(stop, anat.shape)

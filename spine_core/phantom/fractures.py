@@ -128,7 +128,8 @@ def _across(rng: np.random.Generator, voxel: float, part: Part, t: float, radius
     if part.kind == "stadium":
         b = np.array([b[0], b[1], a[2]])
     centre = a + t * (b - a)
-    return _crack(rng, voxel, tuple(float(x) for x in centre), _unit(*(b - a)), radius, part.name)
+    return _crack(rng, voxel, (float(centre[0]), float(centre[1]), float(centre[2])), _unit(*(b - a)),
+                  radius, part.name)
 
 
 def _ring_point(vert: Vertebra, u: float, front: bool) -> tuple[Vec3, Vec3]:
@@ -166,16 +167,16 @@ def plan_fracture(rng: np.random.Generator, vert: Vertebra, voxel: float) -> Fra
     if kind == "jefferson" or kind == "posterior_arch":
         k = s.canal_depth / 24.0
         if kind == "jefferson":
-            p, t = _ring_point(vert, side * float(rng.uniform(4.0, 8.0)) * k, front=True)
-            cracks.append(_crack(rng, voxel, p, t, 5.5 * k, "ring"))
+            p, tangent = _ring_point(vert, side * float(rng.uniform(4.0, 8.0)) * k, front=True)
+            cracks.append(_crack(rng, voxel, p, tangent, 5.5 * k, "ring"))
             sides = [-side]
         else:
             sides = [1.0, -1.0]
         for sd in sides:
-            p, t = _ring_point(vert, sd * float(rng.uniform(8.0, 12.0)) * k, front=False)
-            cracks.append(_crack(rng, voxel, p, t, 5.5 * k, "ring"))
+            p, tangent = _ring_point(vert, sd * float(rng.uniform(8.0, 12.0)) * k, front=False)
+            cracks.append(_crack(rng, voxel, p, tangent, 5.5 * k, "ring"))
     elif kind == "dens":
-        r = float(vert.extras["dens_radius"])  # type: ignore[arg-type]
+        r = float(vert.extras["dens_radius"])
         centre = (0.0, -1.0, h + float(rng.uniform(0.0, 2.5)))
         cracks.append(_crack(rng, voxel, centre, (float(rng.uniform(-0.2, 0.2)),
                                                   float(rng.uniform(-0.35, 0.35)), 1.0),

@@ -11,6 +11,7 @@ Shapes combine with :func:`union` (minimum) and :func:`subtract` (maximum with t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ Vec3 = Sequence[float]
 _EPS = np.float32(1e-6)
 
 
-def _f32(x: float) -> np.float32:
+def _f32(x: float | np.floating[Any]) -> np.float32:
     return np.float32(x)
 
 
@@ -69,8 +70,8 @@ def segment_2d(u: Field, v: Field, a: Sequence[float], b: Sequence[float], radiu
     return np.sqrt(qu * qu + qv * qv) - _f32(radius)
 
 
-def extrude(d2: Field, w: Field, w_centre: float | Field, half_height: float | Field,
-            rounding: float = 0.0) -> Field:
+def extrude(d2: Field, w: Field, w_centre: float | np.float32 | Field,
+            half_height: float | np.float32 | Field, rounding: float = 0.0) -> Field:
     """Extrude a 2-D distance along ``w`` between ``w_centre ± half_height``, edges rounded."""
     r = _f32(rounding)
     dz = np.abs(w - w_centre) - half_height + r

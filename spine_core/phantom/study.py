@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from spine_core.boxes import Box
 from spine_core.errors import InputError
 from spine_core.io.dicom_write import uid_from_seed
 from spine_core.labels import CERVICAL, LEVEL_IDS, level_name
@@ -20,7 +21,7 @@ from spine_core.phantom.bones import (
     render_vertebra,
 )
 from spine_core.phantom.fractures import FracturePlan, plan_fracture, sample_fractured_levels
-from spine_core.phantom.readers import Box, ReaderBox, simulate_readers
+from spine_core.phantom.readers import simulate_readers
 from spine_core.phantom.report import report_text
 from spine_core.phantom.tissues import paint_body, paint_canal, paint_discs
 from spine_core.phantom.vertebra import build_vertebra
@@ -64,7 +65,7 @@ class PhantomStudy:
     centroids: dict[str, npt.NDArray[np.float64]]
     instance_numbers: tuple[int, ...]
     superior_first: bool
-    reader_boxes: tuple[ReaderBox, ...]
+    reader_boxes: tuple[Box, ...]
     reader_calls: dict[str, dict[str, int]]
     report: str
     nifti_axcodes: tuple[str, str, str]
@@ -100,7 +101,7 @@ def _boxes(found: FractureVoxels, labels: npt.NDArray[np.uint8], lid: int) -> li
         c0 = max(cols.min() + s2.start - 1, vc.min())
         c1 = min(cols.max() + s2.start + 1, vc.max())
         out.append(Box(int(s0.start + kk), float(c0), float(r0), float(c1 - c0 + 1),
-                       float(r1 - r0 + 1), found.level))
+                       float(r1 - r0 + 1), level=found.level))
     return out
 
 
@@ -206,10 +207,10 @@ def generate_study(
         boxes += _boxes(f, labels, LEVEL_IDS[f.level])
     boxed = {b.level for b in boxes}
     missed: str | None = None
-    positive = [lv for lv in levels if lv in boxed]
+    boxed_levels = [lv for lv in levels if lv in boxed]
     miss = (r_meta.random() < P_REPORT_MISS) if report_miss is None else report_miss
-    if positive and miss:
-        missed = positive[int(r_meta.integers(len(positive)))]
+    if boxed_levels and miss:
+        missed = boxed_levels[int(r_meta.integers(len(boxed_levels)))]
     fractures = tuple(Fracture(lv, plans[lv].kind, lv != missed) for lv in levels)
 
     superior_first = bool(r_meta.random() < 0.5)
@@ -229,7 +230,7 @@ def generate_study(
         image=vol,
         labels=lab_vol,
         fractures=fractures,
-        boxes=tuple(sorted(boxes, key=lambda b: (b.level, b.a0))),
+        boxes=tuple(sorted(boxes, key=lambda b: (b.level, b.slice_index))),
         centroids=centroids,
         instance_numbers=numbers,
         superior_first=superior_first,

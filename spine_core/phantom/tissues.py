@@ -8,6 +8,8 @@ bounding boxes only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -16,14 +18,16 @@ from spine_core.phantom.anatomy import Anatomy, Frame, local_grid
 from spine_core.phantom.vertebra import Part
 
 F32 = npt.NDArray[np.float32]
+F32S = F32 | np.float32  # an array, or one value for all voxels
 
 
-def _blend(img: F32, region: tuple[slice, ...] | None, occ: F32, hu: float | F32) -> None:
+def _blend(img: F32, region: tuple[slice, ...] | None, occ: npt.NDArray[np.floating[Any]],
+           hu: float | F32) -> None:
     target = img if region is None else img[region]
-    target += occ * (np.float32(hu) - target) if np.isscalar(hu) else occ * (hu - target)
+    target += occ * (hu - target) if isinstance(hu, np.ndarray) else occ * (np.float32(hu) - target)
 
 
-def _ellipse(x: F32, y: F32, cx: F32, cy: F32, rx: F32, ry: F32) -> F32:
+def _ellipse(x: F32, y: F32, cx: F32S, cy: F32S, rx: F32S, ry: F32S) -> F32:
     """Signed distance (approx.) to per-slice ellipses; inputs broadcast to (slices, rows, cols)."""
     px, py = (x - cx) / rx, (y - cy) / ry
     q = np.sqrt(px * px + py * py)
@@ -41,7 +45,6 @@ def paint_body(anat: Anatomy, rng: np.random.Generator, slab: int = 12) -> F32:
     Outlines are per-slice ellipses that follow the spine curve; the volume is painted a slab of
     slices at a time (keeps the working arrays in cache).
     """
-    hu = anat.hu
     z, y, x = anat.axis_coords()
     spine = anat.spine_at_z(z)
     z_c1 = anat.frames["C1"].origin[2]

@@ -104,8 +104,8 @@ class Part:
         qv = np.abs(v - np.float32(self.a[1])) - np.float32(hb) + r
         d2 = (np.sqrt(np.maximum(qu, 0) ** 2 + np.maximum(qv, 0) ** 2)
               + np.minimum(np.maximum(qu, qv), 0) - r)
-        centre: float | Field = np.float32(self.a[2])
-        half: float | Field = np.float32(hh)
+        centre: np.float32 | Field = np.float32(self.a[2])
+        half: np.float32 | Field = np.float32(hh)
         if self.concave:
             du = (u - np.float32(self.a[0])) / np.float32(ha)
             dv = (v - np.float32(self.a[1])) / np.float32(hb)
@@ -130,7 +130,7 @@ class Vertebra:
     parts: tuple[Part, ...]
     holes: tuple[Part, ...] = ()
     bounds: tuple[Vec3, Vec3] = ((0, 0, 0), (0, 0, 0))  # local (min, max) corners
-    extras: dict[str, object] = field(default_factory=dict)
+    extras: dict[str, float] = field(default_factory=dict)  # e.g. C2's dens_radius
 
     def part(self, name: str) -> Part:
         for p in self.parts:
@@ -138,7 +138,7 @@ class Vertebra:
                 return p
         raise KeyError(f"{self.spec.name} has no part '{name}'")
 
-    def sdf(self, grid: LocalGrid, displace: "Displacement | None" = None
+    def sdf(self, grid: LocalGrid, displace: Displacement | None = None
             ) -> tuple[Field, Field]:
         """Signed distance on ``grid`` of the whole bone and of its marrow-holding core parts.
 

@@ -61,7 +61,7 @@ def app_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def app_url(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap the embedded default and serve the app; yields its base URL."""
-    spine = [sys.executable, "-m", "spine_core.cli"]
+    spine = [sys.executable, "-m", "spine_cli.main"]
     subprocess.run([*spine, "bootstrap", "--no-progress"], env=app_env, cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     port = free_port()

@@ -64,9 +64,9 @@ def disputed_study(app_url: str, app_env: dict[str, str],
                    tmp_path_factory: pytest.TempPathFactory) -> DisputedStudy:
     """One phantom study imported into the running app's database with readers who disagree
     on LEVEL; its dispute is open."""
+    from db.importer import import_path
     from spine_core.config import load_settings
-    from spine_core.importer import import_path
-    from spine_core.phantom import write_rsna_dataset
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
 
     root = tmp_path_factory.mktemp("e2e-adjudication") / "data"
     write_rsna_dataset(root, n_studies=1, seed=SEED, shape=(48, 112, 112), workers=1, n_readers=0)
@@ -100,9 +100,9 @@ def _level_box(seed: int, level: str) -> tuple[int, tuple[int, int, int, int]]:
     the one-study phantom dataset of ``seed`` (the same study, drawn again)."""
     import numpy as np
 
-    from spine_core.io.rsna_write import study_plans
     from spine_core.labels import LEVEL_IDS
     from spine_core.phantom import generate_study
+    from spine_core.phantom.rsna_layout import study_plans
 
     plan = study_plans(seed, 1)[0]
     study = generate_study(plan.seed, (48, 112, 112), positive=plan.positive,
@@ -205,7 +205,7 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     # -- the real CLI exports the decision and the decided label ---------------------------------
     out = tmp_path / "export"
     for kind in ("decisions", "rsna"):
-        subprocess.run([sys.executable, "-m", "spine_core.cli", "export", kind, str(out)],
+        subprocess.run([sys.executable, "-m", "spine_cli.main", "export", kind, str(out)],
                        env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=120)
     with (out / "decisions.csv").open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["StudyInstanceUID"] == uid]

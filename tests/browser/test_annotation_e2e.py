@@ -31,11 +31,11 @@ UNION_YELLOW = (255, 230, 0)
 def fresh_study(app_url: str, app_env: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> str:
     """A synthetic RSNA study without readers, imported into the running app's database."""
-    from spine_core.phantom import write_rsna_dataset
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
 
     root = tmp_path_factory.mktemp("e2e-annotation") / "data"
     write_rsna_dataset(root, n_studies=1, seed=90210, shape=(48, 112, 112), workers=1, n_readers=0)
-    subprocess.run([sys.executable, "-m", "spine_core.cli", "import", str(root), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
                    env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     with (root / "train.csv").open(newline="") as fh:
         return next(csv.DictReader(fh))["StudyInstanceUID"]
@@ -167,8 +167,11 @@ def test_readers_draw_blinded_and_the_adjudicator_sees_both_and_the_union(
     r2.get_by_text("Boxes on this slice (1)").wait_for()
     assert sorted(b[0] for b in boxes_in_db(app_env, uid)) == ["reader1", "reader2"]
     assert all(b[1] == k for b in boxes_in_db(app_env, uid))  # same slice: the boxes overlap
-    r2.get_by_role("button", name="Submit study").click()
+    # reader2's box lies off the vertebra, so it has no level: submitting asks for a decision
+    r2.get_by_text("1 box has no level").wait_for()
+    r2.get_by_role("button", name="Submit anyway").click()
     settle(r2, 1.5)
+    r2.get_by_text("You submitted this study.").wait_for()
 
     # -- the adjudicator sees both readers' boxes and their union --------------------------------
     adj = contexts()

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
+from spine_core.colours import MODEL_COLOUR
 from tests.browser.conftest import ROOT, app_db, open_page, screenshot, settle, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -47,7 +48,6 @@ except ImportError:  # pragma: no cover - the browser tests need Playwright
 SEED = 4124
 SHAPE = (96, 160, 160)
 MODEL = "spinereview-demo 0.1.0"
-MODEL_COLOUR = (255, 64, 160)  # pages.prediction_panel.MODEL_COLOUR
 HEADER = re.compile(r"^Axial (\d+)/(\d+) ")
 
 
@@ -70,9 +70,9 @@ def flagged_study(app_url: str, app_env: dict[str, str],
     from db import annotations as ann
     from db import models as m
     from db.session import unit_of_work
+    from db.workspace import open_workspace
     from spine_core.config import load_settings
-    from spine_core.io.rsna_write import write_rsna_dataset
-    from spine_core.workspace import open_workspace
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
 
     root = tmp_path_factory.mktemp("e2e-prediction") / "data"
     manifest = write_rsna_dataset(root, n_studies=1, seed=SEED, shape=SHAPE, workers=1,
@@ -82,7 +82,7 @@ def flagged_study(app_url: str, app_env: dict[str, str],
     demo_csv = Path(app_env["SPINE_DATA_DIR"]) / "demo" / "train.csv"
     demo_uids = [line.split(",")[0] for line in demo_csv.read_text().splitlines()[1:]]
     assert study.study_uid > min(demo_uids), "the Demonstration page would open on this study"
-    subprocess.run([sys.executable, "-m", "spine_core.cli", "import", str(root), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
                    env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     ws = open_workspace(load_settings(dict(app_env)))
     with unit_of_work(ws.sessions) as session:

@@ -1,0 +1,70 @@
+"""Start-up and status of an installation: `spine bootstrap` and `spine info`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from db import models as m
+from db.importer import import_path
+from db.users import ensure_demo_users
+from db.workspace import open_workspace
+from spine_core.adjudication import DisputeStatus
+from spine_core.config import Settings
+from spine_core.phantom.rsna_layout import write_rsna_dataset
+
+
+def database_summary(settings: Settings) -> dict[str, Any]:
+    """What `spine info` prints: settings in force and row counts."""
+    ws = open_workspace(settings)
+    out: dict[str, Any] = {
+        "database": _redact(settings.database_url),
+        "data_dir": str(settings.data_dir.resolve()),
+        "cache_dir": str(settings.volume_cache_dir.resolve()),
+        "backend": settings.backend_url or "in-process (CPU unless CUDA is available)",
+    }
+    with ws.sessions() as session:
+        for label, model in (
+            ("studies", m.Study),
+            ("series", m.Series),
+            ("masks", m.Mask),
+            ("users", m.User),
+            ("boxes", m.Box),
+            ("open disputes", m.Dispute),
+            ("predictions", m.Prediction),
+        ):
+            stmt = select(func.count()).select_from(model)
+            if model is m.Dispute:
+                stmt = stmt.where(m.Dispute.status == DisputeStatus.open.value)
+            if model is m.Box:
+                stmt = stmt.where(m.Box.deleted_at.is_(None))
+            out[label] = session.scalar(stmt)
+    return out
+
+
+def _redact(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def bootstrap(settings: Settings, *, progress: bool = True) -> list[str]:
+    """Prepare the embedded default: migrations, demo users, demo studies on first start.
+
+    Idempotent: demo users and demo data are only created when missing (an empty study table).
+    Returns what was done, one line per step.
+    """
+    done: list[str] = []
+    ws = open_workspace(settings)
+    with ws.sessions.begin() as session:
+        created = ensure_demo_users(session)
+        if created:
+            done.append(f"created demo users: {', '.join(created)}")
+        n_studies = session.scalar(select(func.count()).select_from(m.Study)) or 0
+    if n_studies == 0 and settings.demo_studies > 0:
+        demo_dir = settings.data_dir / "demo"
+        write_rsna_dataset(demo_dir, n_studies=settings.demo_studies, seed=settings.demo_seed,
+                           shape=settings.demo_shape_tuple, workers=settings.workers)
+        report = import_path(demo_dir, settings, actor="bootstrap", progress=progress)
+        done.append(f"generated and imported demo data: {report.summary()}")
+    return done

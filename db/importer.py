@@ -1,0 +1,244 @@
+"""`spine import`: bring a dataset folder (or a CSV) into the database.
+
+Two passes, so the database only ever sees checked studies:
+
+1. *Prepare* each case in parallel worker processes: header-only DICOM pass (or NIfTI header),
+   geometry checks, mask alignment through the affines, centroids. Nothing is written.
+2. *Record* each prepared case in its own transaction (one study at a time, so an interrupted
+   import keeps what it finished and a re-run picks up the rest), then the dataset's CSVs.
+
+Re-importing adds nothing twice: studies and series are keyed by their UIDs, and a series whose
+source fingerprint is unchanged is skipped. A broken case is reported with its reason and skipped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import models as m
+from db.audit import record
+from db.workspace import Workspace, open_workspace
+from spine_core.config import Settings
+from spine_core.errors import DatasetLayoutError, InputError, SpineError
+from spine_core.io.prepare import CaseFailure, PreparedCase, prepare_case
+
+
+@dataclass
+class ImportReport:
+    """What an import did; ``problems`` name every skipped case or refused row."""
+
+    dataset: str = ""
+    studies_added: int = 0
+    studies_unchanged: int = 0
+    masks_added: int = 0
+    csv_rows_imported: int = 0
+    csv_rows_unchanged: int = 0
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.dataset or 'import'}: {self.studies_added} studies added",
+            f"{self.studies_unchanged} already imported",
+            f"{self.masks_added} masks",
+            f"{self.csv_rows_imported} CSV rows imported ({self.csv_rows_unchanged} unchanged)",
+        ]
+        if self.warnings:
+            parts.append(f"{len(self.warnings)} warnings")
+        if self.problems:
+            parts.append(f"{len(self.problems)} problems (skipped)")
+        return ", ".join(parts)
+
+
+# --- pass 2: record ------------------------------------------------------------------------------
+
+
+def record_case(session: Session, prepared: PreparedCase, actor: str) -> bool:
+    """Write one prepared case; returns False when it was already there unchanged."""
+    ps = prepared.series
+    study = session.scalars(select(m.Study).where(m.Study.study_uid == ps.study_uid)).first()
+    series = session.scalars(select(m.Series).where(m.Series.series_uid == ps.series_uid)).first()
+    if series is not None and series.fingerprint == ps.fingerprint:
+        return False
+    warnings = [*ps.warnings, *prepared.warnings, *(prepared.mask.warnings if prepared.mask else [])]
+    if study is None:
+        study = m.Study(study_uid=ps.study_uid, dataset=prepared.dataset,
+                        source_path=prepared.source_path, patient_id=ps.patient_id,
+                        description=ps.description, imported_by=actor)
+        session.add(study)
+    before = None if series is None else {"fingerprint": series.fingerprint}
+    study.n_slices = ps.shape[0]
+    study.has_mask = prepared.mask is not None
+    study.warnings = warnings
+    session.flush()
+    if series is None:
+        series = m.Series(study_id=study.id, series_uid=ps.series_uid)
+        session.add(series)
+    series.modality = ps.modality
+    series.source_format = ps.source_format
+    series.source_dir = ps.source_dir
+    series.files = ps.files
+    series.shape = list(ps.shape)
+    series.affine = ps.affine
+    series.instance_numbers = ps.instance_numbers
+    series.fingerprint = ps.fingerprint
+    series.warnings = ps.warnings
+    session.flush()
+    if prepared.mask is not None:
+        pm = prepared.mask
+        mask = session.scalars(
+            select(m.Mask).where(m.Mask.series_id == series.id, m.Mask.source == "dataset")
+        ).first()
+        if mask is None:
+            mask = m.Mask(series_id=series.id, source="dataset")
+            session.add(mask)
+        mask.path, mask.vocabulary, mask.levels = pm.path, pm.vocabulary, pm.levels
+        mask.fingerprint, mask.warnings = pm.fingerprint, pm.warnings
+    for level, (x, y, z) in prepared.centroids.items():
+        row = session.scalars(
+            select(m.Centroid).where(m.Centroid.study_id == study.id, m.Centroid.level == level,
+                                     m.Centroid.source == "dataset")
+        ).first()
+        if row is None:
+            session.add(m.Centroid(study_id=study.id, level=level, x=x, y=y, z=z, source="dataset"))
+        else:
+            row.x, row.y, row.z = x, y, z
+    session.flush()
+    record(session, actor, "study.import" if before is None else "study.reimport", "study",
+           study.study_uid, before,
+           {"series": ps.series_uid, "slices": ps.shape[0], "mask": prepared.mask is not None,
+            "fingerprint": ps.fingerprint, "warnings": warnings})
+    return True
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+
+def _progress_iter(items: Iterator[Any], total: int, enabled: bool, desc: str) -> Iterator[Any]:
+    if not enabled:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, total=total, desc=desc, unit="study")
+
+
+def import_path(
+    path: Path | str,
+    settings: Settings | Workspace,
+    *,
+    actor: str = "cli",
+    progress: bool = True,
+    on_case: Callable[[str, bool], None] | None = None,
+) -> ImportReport:
+    """Import a dataset folder or a CSV file; see the module docstring."""
+    from db.csv_import import import_csv
+    from spine_core.io.layouts import detect_layout, iter_cases
+
+    ws = settings if isinstance(settings, Workspace) else open_workspace(settings)
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{root} does not exist; give a dataset folder or a CSV file")
+    report = ImportReport()
+    if root.is_file() and root.suffix.lower() == ".csv":
+        report.dataset = "csv"
+        _import_csvs(ws, [root], actor, report, import_csv)
+        return report
+
+    layout = detect_layout(root)
+    report.dataset = layout.kind
+    cases = list(iter_cases(root))
+    if not cases:
+        raise DatasetLayoutError(f"{root}: recognised as {layout.kind} but it holds no cases")
+    workers = max(1, ws.settings.workers)
+    prepare = functools.partial(prepare_case, store_dir=ws.settings.data_dir / "masks")
+    results: Iterator[PreparedCase | CaseFailure]
+    if workers == 1 or len(cases) == 1:
+        results = map(prepare, cases)
+        pool = None
+    else:
+        pool = cf.ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(prepare, cases, chunksize=1)
+    try:
+        for result in _progress_iter(results, len(cases), progress, f"import {layout.kind}"):
+            if isinstance(result, CaseFailure):
+                report.problems.append(f"case {result.case_id}: {result.reason}")
+                if on_case:
+                    on_case(result.case_id, False)
+                continue
+            try:
+                with ws.sessions.begin() as session:
+                    added = record_case(session, result, actor)
+            except SpineError as exc:
+                report.problems.append(f"case {result.case_id}: {exc}")
+                continue
+            if added:
+                report.studies_added += 1
+                report.masks_added += int(result.mask is not None)
+            else:
+                report.studies_unchanged += 1
+            report.warnings.extend(f"case {result.case_id}: {w}" for w in result.series.warnings)
+            if on_case:
+                on_case(result.case_id, True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    _import_csvs(ws, dataset_csvs(root), actor, report, import_csv)
+    return report
+
+
+def dataset_csvs(root: Path) -> list[Path]:
+    """Label/box CSVs at the top of a dataset folder whose columns we know (others are ignored)."""
+    from db.csv_import import detect_csv_kind
+
+    found = []
+    for path in sorted(root.glob("*.csv")):
+        try:
+            detect_csv_kind(path)
+        except InputError:
+            continue
+        found.append(path)
+    return found
+
+
+def _import_csvs(ws: Workspace, paths: list[Path], actor: str, report: ImportReport,
+                 import_csv: Callable[..., Any]) -> None:
+    from db.csv_import import CSV_ORDER, READER_KINDS, detect_csv_kind
+
+    kinds = sorted(((detect_csv_kind(p), p) for p in paths), key=lambda kp: CSV_ORDER.index(kp[0]))
+    readers_changed = False
+    for kind, csv_path in kinds:
+        with ws.sessions.begin() as session:
+            outcome = import_csv(session, csv_path, actor, kind)
+        report.csv_rows_imported += outcome.imported
+        report.csv_rows_unchanged += outcome.unchanged
+        report.problems.extend(outcome.problems)
+        readers_changed |= kind in READER_KINDS and outcome.imported > 0
+    if readers_changed:
+        _after_readers_import(ws, actor, report)
+
+
+def _after_readers_import(ws: Workspace, actor: str, report: ImportReport) -> None:
+    """Imported readers' work counts as submitted: update study status, then check disputes."""
+    from db.annotations import update_reading_status
+    from db.disputes import refresh_all
+
+    with ws.sessions.begin() as session:
+        for study_id in session.scalars(select(m.Study.id).where(m.Study.status == m.StudyStatus.new.value)):
+            update_reading_status(session, study_id)
+        results = refresh_all(session, ws.settings, actor=actor)
+    opened = sum(len(r.opened) for r in results)
+    if opened:
+        report.warnings.append(f"{opened} disputes opened for the committee")

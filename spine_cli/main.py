@@ -1,0 +1,440 @@
+"""The `spine` command: batch work on datasets, the database and the models.
+
+Every subcommand has ``--help``. Errors are printed as one clear line on stderr with a non-zero
+exit status (2 for bad input, 1 for an unexpected failure); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from spine_core.config import Settings, load_settings
+from spine_core.errors import SpineError
+from spine_core.roles import role_names
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        db_url=getattr(args, "db", None),
+        data_dir=getattr(args, "data_dir", None),
+        workers=getattr(args, "workers", None),
+    )
+
+
+def _cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    from db.bootstrap import database_summary
+
+    for key, value in database_summary(settings).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from db.bootstrap import bootstrap
+
+    for line in bootstrap(settings, progress=not args.no_progress):
+        print(line)
+    print("ready")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from db import models as m
+    from db.predictions import predict_many
+    from db.workspace import open_workspace
+    from spine_core.inference.select import predictor_from_settings
+
+    if not args.ray and (args.ray_address or args.actors is not None or args.gpus_per_actor is not None):
+        raise SpineError("--ray-address, --actors and --gpus-per-actor need --ray")
+    ws = open_workspace(settings)
+    with ws.sessions() as session:
+        stmt = select(m.Study.id, m.Study.study_uid).order_by(m.Study.id)
+        if args.study:
+            stmt = stmt.where(m.Study.study_uid.in_(args.study))
+        rows = session.execute(stmt).all()
+    if args.study and len(rows) != len(set(args.study)):
+        missing = sorted(set(args.study) - {uid for _, uid in rows})
+        raise SpineError(f"not imported: {', '.join(missing)}")
+    bar = tqdm(total=len(rows), unit="study", disable=args.no_progress, desc="predict")
+
+    def step(study_id: int, outcome: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(outcome)
+
+    ids = [sid for sid, _ in rows]
+    if args.ray:
+        import os
+
+        from db.ray_batch import RayBatchOptions, predict_many_ray
+
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # our progress bar, not Ray Data's log
+
+        options = RayBatchOptions(address=args.ray_address, actors=args.actors,
+                                  gpus_per_actor=args.gpus_per_actor,
+                                  local_cpus=settings.workers if args.workers else None)
+        report = predict_many_ray(ws, ids, actor=args.actor, replace=args.replace, options=options,
+                                  on_study=step)
+    else:
+        predictor = predictor_from_settings(settings)
+        report = predict_many(ws, predictor, ids, actor=args.actor, replace=args.replace,
+                              on_study=step)
+    bar.close()
+    print(report.summary())
+    for problem in report.problems:
+        print(f"failed {problem}", file=sys.stderr)
+    return 0 if not report.problems and not report.stopped else 3
+
+
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.inference.train import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ray:
+        from spine_core.inference.ray_serve import RayServeOptions, serve_ray
+
+        options = RayServeOptions(
+            replicas=args.replicas, max_concurrent_jobs=args.max_concurrent_jobs,
+            max_request_mb=args.max_request_mb,
+            job_timeout_s=args.job_timeout_s if args.job_timeout_s is not None else settings.backend_timeout_s,
+            queue_wait_s=args.queue_wait_s, gpus_per_replica=args.gpus_per_replica,
+        )
+        serve_ray(settings, options, host=args.host, port=args.port, address=args.ray_address)
+        return 0
+    if args.replicas != 1 or args.ray_address or args.gpus_per_replica is not None:
+        raise SpineError("--replicas, --ray-address and --gpus-per-replica need --ray")
+    from spine_core.inference.server import serve
+
+    serve(settings, host=args.host, port=args.port, max_concurrent_jobs=args.max_concurrent_jobs,
+          max_request_mb=args.max_request_mb, job_timeout_s=args.job_timeout_s,
+          queue_wait_s=args.queue_wait_s)
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from db.migrate import current_revision, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    print(f"database at revision {current_revision(settings.database_url)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
+
+    out = Path(args.out)
+    shape = tuple(int(v) for v in args.shape.split("x"))
+    if len(shape) != 3:
+        raise SpineError(f"--shape must be SLICESxROWSxCOLS, got '{args.shape}'")
+    manifest = write_rsna_dataset(
+        out, n_studies=args.studies, seed=args.seed, shape=shape, workers=settings.workers
+    )
+    print(f"wrote {args.studies} synthetic studies in the RSNA layout to {out}")
+    if args.do_import:
+        return _run_import(out, settings, args)
+    del manifest
+    return 0
+
+
+def _run_import(path: Path, settings: Settings, args: argparse.Namespace) -> int:
+    from db.importer import import_path
+
+    report = import_path(
+        path,
+        settings,
+        actor=getattr(args, "actor", "cli"),
+        progress=not getattr(args, "no_progress", False),
+    )
+    print(report.summary())
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return 0 if report.ok else 3
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    return _run_import(Path(args.path), settings, args)
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from db import exporter
+
+    out = Path(args.out)
+    if args.kind == "rsna":
+        result = exporter.export_rsna(settings, out, include_undecided=args.include_undecided)
+        paths = result.paths
+        if result.undecided:
+            print(result.note(), file=sys.stderr)
+    elif args.kind == "nifti":
+        paths = exporter.export_nifti(settings, args.study, out)
+    elif args.kind == "readers":
+        paths = exporter.export_readers(settings, out)
+    elif args.kind == "coco":
+        paths = exporter.export_coco(settings, out)
+    elif args.kind == "decisions":
+        paths = exporter.export_decisions(settings, out)
+    else:  # pragma: no cover - argparse restricts the choices
+        raise SpineError(f"unknown export kind {args.kind}")
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from db.users import create_user, list_users, set_role
+    from db.workspace import open_workspace
+
+    ws = open_workspace(settings)
+    with ws.sessions.begin() as session:
+        if args.users_cmd == "add":
+            password = args.password or _read_password()
+            create_user(session, args.username, password, args.role, actor="cli",
+                        display_name=args.name or args.username)
+            print(f"added {args.username} ({args.role})")
+        elif args.users_cmd == "set-role":
+            set_role(session, args.username, args.role, actor="cli")
+            print(f"{args.username} is now {args.role}")
+        else:
+            for user in list_users(session):
+                state = "" if user.active else " (inactive)"
+                print(f"{user.username}\t{user.role}{state}")
+    return 0
+
+
+def _cmd_disputes(args: argparse.Namespace, settings: Settings) -> int:
+    from db import disputes
+
+    if args.disputes_cmd == "refresh":
+        from db.workspace import open_workspace
+
+        ws = open_workspace(settings)
+        with ws.sessions.begin() as session:
+            results = disputes.refresh_all(session, settings, actor=args.actor)
+        opened = sum(len(r.opened) for r in results)
+        still_open = sum(r.open_disputes for r in results)
+        print(f"{len(results)} studies checked: {opened} disputes opened, {still_open} open in all")
+        return 0
+    from spine_cli.dispute_list import disputes_list_csv, disputes_list_table
+
+    write = disputes_list_csv if args.format == "csv" else disputes_list_table
+    write(settings, sys.stdout, status=args.status)
+    return 0
+
+
+def _read_password() -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if line:
+            return line
+        raise SpineError("no password given: pass --password or type it on standard input")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SpineError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default: SPINE_DB_URL or SQLite under --data-dir)")
+    p.add_argument("--data-dir", help="folder for the database, caches and predictions (default ./var)")
+    p.add_argument("--workers", type=int, help="parallel workers (default: CPU count, at most 4)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `spine` command (exposed for tests and docs).
+
+    The options of ``train`` come from the training module, which imports PyTorch; they are
+    only added when ``argv`` asks for ``train`` (or is not given), so other commands start fast.
+    """
+    parser = argparse.ArgumentParser(
+        prog="spine", description="SpineReview: spine CT datasets, annotations and models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p)
+        p.set_defaults(handler=handler)
+        handlers[name] = handler
+        return p
+
+    add("info", _cmd_info, "Show the settings in force and what the database holds.")
+
+    p = add("bootstrap", _cmd_bootstrap,
+            "Prepare the embedded default: migrations, demo users, demo studies on first start.")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("db", _cmd_db_upgrade, "Database maintenance.")
+    p.add_argument("action", choices=["upgrade"], help="upgrade: apply all migrations")
+
+    p = add("demo", _cmd_demo, "Write synthetic spine CT studies in the RSNA layout.")
+    p.add_argument("--out", default="var/demo", help="output folder (default var/demo)")
+    p.add_argument("--studies", type=int, default=10, help="number of studies (default 10)")
+    p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
+    p.add_argument("--shape", default="200x256x256", help="SLICESxROWSxCOLS (default 200x256x256)")
+    p.add_argument("--import", dest="do_import", action="store_true",
+                   help="import the written studies into the database")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("import", _cmd_import,
+            "Import a dataset folder (RSNA, VerSe, CTSpine1K, TotalSegmentator output or plain "
+            "DICOM), or a readers' boxes / labels CSV.")
+    p.add_argument("path", help="dataset folder or CSV file")
+    p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("export", _cmd_export, "Export labels, boxes and volumes.")
+    p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions"],
+                   help="rsna: train.csv + train_bounding_boxes.csv of the final labels and union "
+                        "boxes; nifti: image and mask of one study; readers: every reader's boxes "
+                        "and labels; coco: axial slices with boxes; decisions: adjudication record")
+    p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti only)")
+    p.add_argument("out", nargs="?", help="output folder (default ./export)")
+    p.add_argument("--include-undecided", action="store_true",
+                   help="rsna only: also export studies with undecided levels (open disputes; "
+                        "left out by default), each such level at its provisional label: the "
+                        "report's label, as the 'report' adjudication policy gives while a "
+                        "dispute is open (0 where the report does not label the level)")
+
+    p = add("users", _cmd_users, "Manage user accounts.")
+    users_sub = p.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
+    ua = users_sub.add_parser("add", help="add a user (password from --password or stdin)")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=role_names())
+    ua.add_argument("--name", help="display name")
+    ua.add_argument("--password", help="password (prefer standard input)")
+    users_sub.add_parser("list", help="list users and roles")
+    us = users_sub.add_parser("set-role", help="change a user's role")
+    us.add_argument("username")
+    us.add_argument("role", choices=role_names())
+
+    p = add("disputes", _cmd_disputes, "Adjudication disputes: list them, or re-check studies.")
+    disputes_sub = p.add_subparsers(dest="disputes_cmd", required=True, metavar="ACTION")
+    dl = disputes_sub.add_parser("list", help="list disputes, most urgent first")
+    dl.add_argument("--format", choices=["table", "csv"], default="table")
+    dl.add_argument("--status", choices=["open", "decided", "all"], default="open")
+    dr = disputes_sub.add_parser("refresh",
+                                 help="re-check every read study: disputes, final labels, status")
+    dr.add_argument("--actor", default="cli", help="user name recorded in the audit log")
+
+    p = add("predict", _cmd_predict,
+            "Run the models on imported studies and store the predictions (resumable: studies "
+            "already predicted by the same model version are skipped).")
+    p.add_argument("--study", action="append", help="StudyInstanceUID (repeatable; default: all)")
+    p.add_argument("--replace", action="store_true", help="predict again even if already predicted")
+    p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", action="store_true",
+                   help="predict on Ray actors (each loads the models once; needs the 'ray' extra); "
+                        "without --ray-address a local Ray is started for the run (all CPUs, or --workers)")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001")
+    p.add_argument("--actors", type=int, help="Ray model actors (default: one per GPU, else per CPU)")
+    p.add_argument("--gpus-per-actor", type=float,
+                   help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
+
+    p = add("train", _cmd_train,
+            "Train the two demo models (vertebra segmentation, fracture classifier) on synthetic "
+            "studies and write small weights with a model card.")
+    if argv is None or "train" in argv:
+        from spine_core.inference.train import add_arguments
+
+        add_arguments(p)
+
+    p = add("serve", _cmd_serve,
+            "Run the HTTP inference backend (loads the models once; GPU when present). "
+            "Clients need SPINE_BACKEND_TOKEN.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs run at once (default 1)")
+    p.add_argument("--max-request-mb", type=float, default=1024.0, help="largest request body in MB")
+    p.add_argument("--job-timeout-s", type=float, default=None, help="seconds before a job answers 504")
+    p.add_argument("--queue-wait-s", type=float, default=0.0,
+                   help="seconds a request waits for a free slot before 503 (default 0)")
+    p.add_argument("--ray", action="store_true",
+                   help="serve the same API from Ray Serve replicas (needs the 'ray' extra); "
+                        "the limits above apply per replica")
+    p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (default 1)")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 "
+                                         "(default: start a local Ray)")
+    p.add_argument("--gpus-per-replica", type=float,
+                   help="GPUs per replica (default: 1 when the cluster has GPUs, else 0)")
+
+    return parser
+
+
+def _fix_export_args(args: argparse.Namespace, extra: list[str],
+                     parser: argparse.ArgumentParser) -> None:
+    """Sort out export's positionals (``nifti STUDY [OUT]``, ``KIND [OUT]``); any other command
+    takes no ``extra`` arguments.
+
+    argparse gives the optional positionals up (``None``) when an option comes before them
+    (``export rsna --include-undecided OUT``): what it left over in ``extra`` fills them.
+    """
+    if args.command != "export" or any(a.startswith("-") for a in extra):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return
+    given = [a for a in (args.study, args.out) if a is not None] + extra
+    if args.include_undecided and args.kind != "rsna":
+        parser.error("--include-undecided applies to export rsna only")
+    if args.kind == "nifti":
+        if not given:
+            parser.error("export nifti needs a StudyInstanceUID: spine export nifti STUDY OUT")
+        if len(given) > 2:
+            parser.error(f"unrecognized arguments: {' '.join(given[2:])}")
+        args.study, args.out = given[0], given[1] if len(given) > 1 else "export"
+        return
+    if len(given) > 1:
+        parser.error(f"export {args.kind} takes only OUT, not a study")
+    args.study, args.out = None, given[0] if given else "export"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args, extra = parser.parse_known_args(arguments)
+    _fix_export_args(args, extra, parser)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        settings = _settings(args)
+        handler: Any = args.handler
+        return int(handler(args, settings))
+    except SpineError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; work committed so far is kept, run the command again to resume",
+              file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI must never show a traceback unasked
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The settings of a training run (:class:`TrainSettings`, recorded in the model card)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spine_core.inference.fracture import FractureConfig
+from spine_core.inference.networks import default_fracture_spec, default_segmentation_spec
+from spine_core.inference.segmentation import SegmentationConfig
+from spine_core.inference.train.data import natural_prevalence
+
+
+@dataclass
+class TrainSettings:
+    """Everything that shapes one training run (recorded in the model card)."""
+
+    n_train: int = 48
+    n_val: int = 12
+    seed: int = 2022
+    shape: tuple[int, int, int] = (200, 256, 256)
+    seg_iterations: int = 450
+    frac_iterations: int = 1000
+    seg_batch_size: int = 2
+    frac_batch_size: int = 16
+    seg_lr: float = 3e-3
+    frac_lr: float = 3e-3
+    train_roi: tuple[int, int, int] | None = None  # None: the inference ROI (same norm statistics)
+    crops_per_level: int = 4
+    enrich_fractures: float = 1.0  # share of training studies forced positive (1-3 levels)
+    device: str = "cpu"
+    threads: int = 2
+    budget_minutes: float = 19.0
+    name: str = "spinereview-demo"
+    version: str = "0.1.0"
+    seg_config: SegmentationConfig = field(default_factory=SegmentationConfig)
+    frac_config: FractureConfig = field(
+        default_factory=lambda: FractureConfig(level_priors=natural_prevalence())
+    )
+    seg_spec: dict[str, Any] = field(default_factory=default_segmentation_spec)
+    frac_spec: dict[str, Any] = field(default_factory=default_fracture_spec)
+
+    def train_seeds(self) -> list[int]:
+        return [self.seed * 1000 + i for i in range(self.n_train)]
+
+    def val_seeds(self) -> list[int]:
+        return [self.seed * 1000 + 500 + i for i in range(self.n_val)]
