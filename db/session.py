@@ -44,7 +44,7 @@ def normalize_url(url: str | URL) -> URL:
     """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError, ValueError
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy.exc.ArgumentError, ValueError, ...: all mean a bad URL
         raise InputError(
             f"database URL {str(url)!r} cannot be parsed ({exc}); expected e.g. "
             "sqlite:///var/spine.db or postgresql://user@host:5432/dbname"

@@ -349,7 +349,8 @@ def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: se
                  editable: bool) -> None:
     with unit_of_work(workspace().sessions, readonly=True) as session:
         me = session.get(m.User, user.id)
-        calls = {lvl: (c.call, c.version) for lvl, c in ann.own_level_calls(session, me, study_id).items()} if me else {}
+        own = ann.own_level_calls(session, me, study_id) if me else {}
+        calls = {lvl: (c.call, c.version) for lvl, c in own.items()}
     st.markdown("**Levels** — a box on a level (▣) marks it fractured")
 
     def set_call(level: str, key: str, version: int | None) -> None:

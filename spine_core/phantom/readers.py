@@ -82,7 +82,7 @@ def simulate_readers(
     calls: dict[str, dict[str, int]] = {}
     for reader in reader_names(n_readers):
         mine: list[Box] = []
-        for level, level_boxes in by_level.items():
+        for level_boxes in by_level.values():
             if rng.random() < P_MISS_FRACTURE:
                 continue
             ends = {level_boxes[0].slice_index, level_boxes[-1].slice_index}

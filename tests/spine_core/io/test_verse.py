@@ -97,7 +97,8 @@ def test_centroids_from_labels_are_centres_of_mass() -> None:
 def test_nan_skipped_unknown_label_and_bad_json_refused(tmp_path: Path) -> None:
     image = _image()
     path = tmp_path / "a_ctd.json"
-    path.write_text('[{"direction": ["P", "I", "R"]}, {"label": 2, "X": NaN, "Y": 1, "Z": 1}, {"label": 3, "X": 1, "Y": 1, "Z": 1}]')
+    path.write_text('[{"direction": ["P", "I", "R"]}, {"label": 2, "X": NaN, "Y": 1, "Z": 1}, '
+                    '{"label": 3, "X": 1, "Y": 1, "Z": 1}]')
     result = read_centroids(path, image)
     assert [c.level_id for c in result.centroids] == [3] and "label 2" in result.warnings[0]
     path.write_text(json.dumps([{"label": 41, "X": 1, "Y": 1, "Z": 1}]))
