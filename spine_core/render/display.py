@@ -127,7 +127,7 @@ class ZoomBox:
     def shape(self) -> tuple[int, int]:
         return self.row1 - self.row0, self.col1 - self.col0
 
-    def clipped(self, shape: tuple[int, int]) -> "ZoomBox":
+    def clipped(self, shape: tuple[int, int]) -> ZoomBox:
         """The part of the box inside a ``shape`` image (raises if nothing is left)."""
         return ZoomBox(
             max(0, self.row0), max(0, self.col0), min(shape[0], self.row1), min(shape[1], self.col1)
@@ -158,13 +158,13 @@ class DisplayGeometry:
     square_pixels: bool = True
 
     @classmethod
-    def from_volume(cls, volume: Volume, *, square_pixels: bool = True) -> "DisplayGeometry":
+    def from_volume(cls, volume: Volume, *, square_pixels: bool = True) -> DisplayGeometry:
         return _geometry_cached(volume.shape, volume.affine.tobytes(), square_pixels)
 
     @classmethod
     def from_affine(
         cls, shape: Sequence[int], affine: npt.ArrayLike, *, square_pixels: bool = True
-    ) -> "DisplayGeometry":
+    ) -> DisplayGeometry:
         import nibabel.orientations as nio
 
         aff = np.asarray(affine, dtype=np.float64)
@@ -307,7 +307,7 @@ class DisplayGeometry:
         self, voxel: Sequence[int]
     ) -> tuple[dict[Plane, int], dict[Plane, tuple[int, int]]]:
         """Stored index -> (slice index of each plane, display (row, col) in each plane)."""
-        for a, (v, n) in enumerate(zip(voxel, self.shape)):
+        for v, n in zip(voxel, self.shape, strict=False):
             if not 0 <= int(v) < n:
                 raise InputError(f"voxel index {tuple(voxel)} is outside the grid {self.shape}")
         dv = self.source_to_display(voxel)
@@ -487,7 +487,7 @@ def _mask_bounds(
     geometry: DisplayGeometry, arr: npt.NDArray[Any]
 ) -> list[tuple[float, float]] | None:
     """Exact edge bounds of the nonzero voxels along each display axis (two passes, no copy)."""
-    plane_any = arr.any(axis=0)
+    plane_any = np.asarray(arr.any(axis=0))
     if not plane_any.any():
         return None
     per_source = [

@@ -165,7 +165,7 @@ class BoxOverlay:
     thickness: int = 2
 
     @classmethod
-    def from_display_box(cls, box: DisplayBox, **style: Any) -> "BoxOverlay":
+    def from_display_box(cls, box: DisplayBox, **style: Any) -> BoxOverlay:
         return cls(box.row0, box.col0, box.row1, box.col1, **style)
 
 

@@ -101,7 +101,7 @@ class CropSet:
     levels: torch.Tensor  # (N,) int64 level ids
 
     @staticmethod
-    def concat(sets: Sequence["CropSet"], config: FractureConfig) -> "CropSet":
+    def concat(sets: Sequence[CropSet], config: FractureConfig) -> CropSet:
         if not sets:
             return CropSet(torch.zeros((0, config.channels, *config.crop_shape), dtype=torch.float16),
                            torch.zeros(0), torch.zeros(0, dtype=torch.int64))

@@ -139,7 +139,7 @@ def _localisation(
         for kind, boxes in (("gradcam", cam), ("extent", extent)):
             pred = [(b.slice_index, b.x, b.y, b.x + b.width, b.y + b.height)
                     for b in boxes if b.level == name]
-            out[kind].append(metrics.box_localisation(pred, truth))  # type: ignore[arg-type]
+            out[kind].append(metrics.box_localisation(pred, truth))
     return out
 
 

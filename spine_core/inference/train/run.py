@@ -224,7 +224,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         raise InputError(f"--shape must be SLICESxROWSxCOLS with each at least 16, got '{args.shape}'")
     return TrainSettings(
         n_train=args.train_studies, n_val=args.val_studies, seed=args.seed,
-        shape=shape,  # type: ignore[arg-type]
+        shape=shape,
         seg_iterations=args.seg_iterations, frac_iterations=args.frac_iterations,
         device=args.device, threads=args.threads, budget_minutes=args.budget_minutes,
     )
