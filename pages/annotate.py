@@ -1,59 +1,40 @@
-"""The reader's screen: draw fracture boxes on axial slices and mark each level.
+"""The reader's screen: draw fracture boxes in the reading workstation and mark each level.
 
-Thin: every change goes to ``db.annotations`` in its own transaction the moment it is made
-(blinding, roles, audit and version checks live there); the canvas <-> database mapping and the
-level of a box come from ``spine_core.annotation_geometry``. The canvas is
-streamlit-drawable-canvas in ``labeled_rect`` mode (see ``/work/shared/notes/box-drawing.md``):
-its initial drawing is fixed per canvas key, and the key changes only when the boxes are reloaded
-from the database (a new box needs its id as label) or the slice/view changes.
+The viewer is ``spine_viewer.workstation`` (the volume is streamed to the browser once; slices,
+window, zoom and the boxes are drawn there). It reports each box change once, with the version
+the tab showed; :func:`_store_event` turns each into exactly one ``db.box_events`` call in its own
+transaction (``pages.parts.annotate_boxes``). A stale tab gets a ConflictError: the page says so
+and shows the database's boxes again; nothing of another tab is overwritten. The viewer and the
+slice's panel live in an ``st.fragment``: stepping through slices never reruns the page; a box
+event reruns it once, so the level calls, fractures and the submit check follow the boxes.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
-from PIL import Image
-from streamlit_drawable_canvas import boxes_to_drawing, st_canvas
 
 from db import annotations as ann
+from db import box_events as be
 from db import models as m
 from db.session import unit_of_work
+from pages.parts import annotate_boxes as ab
 from pages.parts import prediction_panel as pp
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from spine_core import annotation_geometry as ag
-from spine_core.boxes import Box
 from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
-from spine_core.render import DisplayGeometry, OverlayStyle, Plane, Window, ZoomBox
 from spine_core.roles import Permission
+from spine_viewer import BoxEvent, keymap_markdown
 
-CANVAS_MAX = 640
-ZOOMS = (1.0, 1.5, 2.0, 3.0, 4.0)
 CALL_LABELS = {"fractured": "Fractured", "not_fractured": "Not fractured", "unsure": "Unsure"}
-STROKE = "#40a0ff"
-FILL = "rgba(64, 160, 255, 0.10)"
 K_STUDY = "annotate_study"
 K_FLASH = "annotate_flash"
 
 
 # --- state helpers -------------------------------------------------------------------------------
-
-
-def _gen_key(study_id: int) -> str:
-    return f"annotate_gen_{study_id}"
-
-
-def _slice_key(study_id: int) -> str:
-    return f"annotate_slice_{study_id}"
-
-
-def _reload_canvas(study_id: int) -> None:
-    """Remount the canvas from the database on the next run."""
-    st.session_state[_gen_key(study_id)] = st.session_state.get(_gen_key(study_id), 0) + 1
 
 
 def _flash(kind: str, message: str) -> None:
@@ -72,8 +53,8 @@ def _show_flash() -> None:
 
 def _write(user: SignedInUser, study_id: int, action: Callable[[Any, m.User], object],
            done: str | None = None) -> bool:
-    """Run one change in its own transaction; a refused change is shown, and the canvas is
-    reloaded so it shows what is really saved."""
+    """Run one change in its own transaction; a refused change is shown (the page reloads what
+    is saved on its next run)."""
     try:
         with unit_of_work(workspace().sessions) as session:
             me = session.get(m.User, user.id)
@@ -81,12 +62,10 @@ def _write(user: SignedInUser, study_id: int, action: Callable[[Any, m.User], ob
                 raise PermissionDenied("your account no longer exists; sign in again")
             action(session, me)
     except ConflictError as exc:
-        _flash("warning", f"Not saved: {exc}")
-        _reload_canvas(study_id)
+        _flash("warning", f"{CONFLICT}: {exc}")
         return False
     except (InputError, PermissionDenied, NotFound) as exc:
         _flash("error", f"Not saved: {exc}")
-        _reload_canvas(study_id)
         return False
     if done:
         _flash("toast", done)
@@ -106,12 +85,6 @@ def _open(study_id: int) -> tuple[Any, str | None]:
         return load_study(study_id), None
     except MaskError as exc:
         return load_study(study_id, with_mask=False), str(exc)
-
-
-def _instance_numbers(series_id: int) -> tuple[int, ...]:
-    with unit_of_work(workspace().sessions, readonly=True) as session:
-        series = session.get(m.Series, series_id)
-        return tuple(int(n) for n in series.instance_numbers) if series is not None else ()
 
 
 def _choose_study(user: SignedInUser) -> tuple[int, str, str, str] | None:
@@ -151,198 +124,276 @@ def _choose_study(user: SignedInUser) -> tuple[int, str, str, str] | None:
     return by_id[st.session_state[K_STUDY]]
 
 
-# --- the canvas ----------------------------------------------------------------------------------
+# --- the viewer ----------------------------------------------------------------------------------
+
+K_FRACTURE = "annotate_fracture"
+NO_FRACTURE = "—"
+CONFLICT = "The study changed in another tab or device; refreshed. Your last change was not saved"
+HEARTBEAT_S = 10.0  # send the reading time at most this often
+IDLE_CAP_S = 60.0  # at most this much reading counts between two actions in the viewer
 
 
-@dataclass(frozen=True)
-class View:
-    geometry: DisplayGeometry
-    display_index: int
-    slice_index: int
-    canvas: ag.CanvasView
-    window: Window
-    overlay: bool
+def _ask_key(study_id: int) -> str:
+    return f"annotate_ask_{study_id}"
 
 
-def _slice_controls(study_id: int, study: Any, my_slices: list[int]
-                    ) -> tuple[int, Window, bool, float]:
-    """Slice slider with previous/next buttons (K/J), window, zoom, level outlines.
+def _version_key(study_id: int) -> str:
+    return f"annotate_study_version_{study_id}"
 
-    The first slice shown is the one in the URL (after a reload), else the first slice with the
+
+def _own_boxes(user: SignedInUser, study_id: int) -> list[be.BoxState]:
+    """The reader's boxes (blinded: their own only); remembers the study version this tab shows."""
+    with unit_of_work(workspace().sessions, readonly=True) as session:
+        me = session.get(m.User, user.id)
+        if me is None:
+            return []
+        state = be.boxes_state(session, me, study_id)
+    st.session_state[_version_key(study_id)] = state.study_version
+    return state.boxes
+
+
+def _order(study: Any) -> Any:
+    from spine_viewer.transport import display_geometry
+
+    return display_geometry(study.image)
+
+
+def _store_event(user: SignedInUser, study_id: int, study: Any, ev: BoxEvent) -> None:
+    """One viewer event -> one db call, in its own transaction. A stale tab is told and the
+    viewer shows the database's boxes again (the boxes are reloaded after every event)."""
+    labels = study.mask.array[ev.slice] if study.mask is not None else None
+    fracture = st.session_state.get(K_FRACTURE)
+    fracture = None if fracture in (None, NO_FRACTURE) else str(fracture)
+    try:
+        with unit_of_work(workspace().sessions) as session:
+            me = session.get(m.User, user.id)
+            if me is None:
+                raise PermissionDenied("your account no longer exists; sign in again")
+            out = ab.apply_event(session, me, study_id, ev, labels=labels, fracture=fracture,
+                                 base_study_version=st.session_state.get(_version_key(study_id)))
+    except ConflictError as exc:
+        _flash("warning", f"{CONFLICT}: {exc}")
+        return
+    except (InputError, PermissionDenied, NotFound) as exc:
+        _flash("error", f"Not saved: {exc}")
+        return
+    result = out.event
+    if out.off_vertebra:
+        _flash("warning", f"The box on axial slice {_shown(study, ev.slice)} is off the vertebra: it has "
+                          "no level. Move it onto the vertebra, or submit anyway.")
+    if result.superseded:
+        _flash("toast", f"{len(result.superseded)} key box(es) of the fracture on that slice replaced")
+    if result.ask_levels:
+        asked = st.session_state.setdefault(_ask_key(study_id), [])
+        asked += [lvl for lvl in result.ask_levels if lvl not in asked]
+    n = len(result.interpolated)
+    _flash("toast", out.message + (f" · {n} interpolated box(es) in the fracture" if n else ""))
+
+
+def _reading_heartbeat(user: SignedInUser, study_id: int, activity: bool) -> None:
+    """Count active reading from the viewer's own reports (slice settled, box event): the time
+    since the previous one, at most ``IDLE_CAP_S``; sent every ``HEARTBEAT_S`` at most."""
+    import time
+
+    from db.reading_time import record_reading
+
+    now = time.monotonic()
+    key = f"annotate_reading_{study_id}"
+    last, pending, sent = st.session_state.get(key, (now, 0.0, now))
+    if activity:
+        pending += min(now - last, IDLE_CAP_S)
+        last = now
+    if pending >= 1.0 and now - sent >= HEARTBEAT_S:
+        try:
+            with unit_of_work(workspace().sessions) as session:
+                me = session.get(m.User, user.id)
+                if me is not None:
+                    record_reading(session, me, study_id, pending)
+            pending, sent = 0.0, now
+        except (InputError, PermissionDenied, NotFound):
+            pending = 0.0
+    st.session_state[key] = (last, pending, sent)
+
+
+def _open_reading(user: SignedInUser, study_id: int) -> None:
+    """Stamp the first opening of the study (once per browser session and study)."""
+    from db.reading_time import open_study
+
+    key = f"annotate_opened_{study_id}"
+    if st.session_state.get(key):
+        return
+    try:
+        with unit_of_work(workspace().sessions) as session:
+            me = session.get(m.User, user.id)
+            if me is not None:
+                open_study(session, me, study_id)
+    except (InputError, PermissionDenied, NotFound):
+        pass
+    st.session_state[key] = True
+
+
+def _start_slice(study_id: int, study: Any, order: Any, own: Sequence[be.BoxState]) -> int:
+    """The viewer's first axial slice (display index): the URL's, else the first slice with the
     reader's boxes, else the middle of the spine."""
-    from pages.parts.viewer_parts import window_controls
-
-    geo: DisplayGeometry = study.geometry
-    n = geo.slice_count(geo.acquisition_plane)
-    key = _slice_key(study_id)
+    key = f"annotate_goto_{study_id}"
     if key not in st.session_state:
+        n = order.display_shape[0]
         try:
             if st.query_params.get("study") != study.info.study_uid:
                 raise ValueError("the slice in the URL is another study's")
             start = int(st.query_params.get("slice", ""))
         except ValueError:
-            start = ag.display_index_of(geo, my_slices[0]) if my_slices else study.centre[0]
+            start = n // 2
+            if own:
+                start = order.source_to_display((own[0].slice_index, 0, 0))[0]
+            elif study.mask is not None:
+                import numpy as np
+
+                hit = np.flatnonzero(np.asarray(study.mask.array).any(axis=(1, 2)))
+                if hit.size:
+                    start = order.source_to_display((int((hit[0] + hit[-1]) // 2), 0, 0))[0]
         st.session_state[key] = min(max(start, 0), n - 1)
-
-    def step(delta: int) -> None:
-        st.session_state[key] = min(max(st.session_state[key] + delta, 0), n - 1)
-
-    c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1.2, 1.5], vertical_alignment="bottom")
-    c1.button("Prev", on_click=step, args=(-1,), shortcut="K", key="annotate_prev",
-              width="stretch", help="Previous slice (towards the head)")
-    c2.button("Next", on_click=step, args=(1,), shortcut="J", key="annotate_next",
-              width="stretch", help="Next slice (towards the feet)")
-    window = window_controls(key="annotate_win", container=c3)
-    zoom = c4.selectbox("Zoom", list(ZOOMS), key="annotate_zoom", format_func=lambda z: f"{z:g}×")
-    overlay = c5.toggle("Level outlines", value=study.mask is not None,
-                        disabled=study.mask is None, key="annotate_overlay")
-    st.slider("Slice (head to feet)", 0, n - 1, key=key, format="%d",
-              label_visibility="collapsed")
-    return int(st.session_state[key]), window, bool(overlay), float(zoom)
+    return int(st.session_state[key])
 
 
-def _zoom_box(study_id: int, study: Any, factor: float) -> ZoomBox:
-    """The crop shown: the whole slice at 1×, else ``factor`` times around the spine (panned)."""
-    geo: DisplayGeometry = study.geometry
-    h, w = geo.plane_shape(geo.acquisition_plane)
-    if factor <= 1.0:
-        return ZoomBox(0, 0, h, w)
-    spine = study.spine_zoom.get(Plane.AXIAL)
-    centre = ((spine.row0 + spine.row1) / 2, (spine.col0 + spine.col1) / 2) if spine else (h / 2, w / 2)
-    with st.expander("Pan", expanded=False):
-        dr = st.slider("Up / down (pixels)", -h // 2, h // 2, 0, key=f"annotate_pan_r_{study_id}")
-        dc = st.slider("Left / right (pixels)", -w // 2, w // 2, 0, key=f"annotate_pan_c_{study_id}")
-    return ag.zoom_window((h, w), factor, (centre[0] + dr, centre[1] + dc))
+def _shown(study: Any, stored: int) -> int:
+    """The number the viewer shows for stored slice ``stored`` ("Axial n / N")."""
+    return int(_order(study).source_to_display((stored, 0, 0))[0]) + 1
 
 
-def _saved_on_slice(user: SignedInUser, study_id: int, slice_index: int) -> list[m.Box]:
-    with unit_of_work(workspace().sessions, readonly=True) as session:
-        me = session.get(m.User, user.id)
-        return ann.visible_boxes(session, me, study_id, slice_index=slice_index) if me else []
+def _jump(study_id: int, study: Any, stored: int) -> None:
+    st.session_state[f"annotate_goto_{study_id}"] = _order(study).source_to_display((stored, 0, 0))[0]
 
 
-def _canvas(user: SignedInUser, study_id: int, study: Any, view: View, editable: bool,
-            predicted: Sequence[Any] = ()) -> None:
-    """Draw the slice and the reader's boxes (and the model's ``predicted`` boxes, in the
-    image); save what changed since the canvas was loaded."""
-    geo = view.geometry
-    saved_rows = _saved_on_slice(user, study_id, view.slice_index)
-    saved = [ag.SavedBox(b.id, b.version, Box(b.slice_index, b.x, b.y, b.width, b.height))
-             for b in saved_rows]
-    rows_by_id = {b.id: b for b in saved_rows}
-    from pages.parts.viewer_parts import plane_image
+def _slice_panel(user: SignedInUser, study_id: int, study: Any, stored: int,
+                 prediction: pp.ShownPrediction | None, editable: bool) -> None:
+    """What lies on the slice the reader settled on: their boxes and the model's."""
+    own = [b for b in _own_boxes(user, study_id) if b.slice_index == stored]
+    st.markdown(f"**Boxes on this slice** ({len(own)}) · axial {_shown(study, stored)}")
+    if not own:
+        st.caption("Press B (box tool) and drag on the axial image to draw a box; drag a box or "
+                   "its handles to move or resize it; Delete deletes the selected box.")
+    for b in own:
+        kind = "key box" if b.is_key else "interpolated"
+        st.caption(f"#{b.id} · {b.level or 'no level (off the vertebra)'} · {kind}"
+                   + (f" · fracture {b.fracture}" if b.fracture else "")
+                   + f" · {b.width:.0f}×{b.height:.0f} px at ({b.x:.0f}, {b.y:.0f})")
 
-    rgb = plane_image(study, geo.acquisition_plane, view.display_index, view.window,
-                      OverlayStyle(opacity=0.35, outline=True) if view.overlay else None,
-                      view.canvas.zoom)
-    pp.draw_predicted_boxes(rgb, study, predicted, view.display_index, view.canvas.zoom)
-    initial = boxes_to_drawing(
-        [{**ag.source_to_canvas(geo, s.box, view.canvas),
-          "label": ag.box_label(s.id, rows_by_id[s.id].level)} for s in saved],
-        stroke_color=STROKE, stroke_width=2, fill_color=FILL,
-    )
-    z = view.canvas.zoom
-    w = view.window
-    state = (f"{view.display_index}:{z.row0},{z.col0},{z.row1},{z.col1}:{w.width},{w.level}:"
-             f"{view.overlay}:{len(predicted)}")
-    key = "annotate_canvas_" + hashlib.sha1(
-        f"{study_id}:{state}:{st.session_state.get(_gen_key(study_id), 0)}:{editable}".encode()
-    ).hexdigest()[:16]
-    result = st_canvas(
-        background_image=Image.fromarray(rgb), background_image_fit="stretch",
-        width=view.canvas.width, height=view.canvas.height, drawing_mode="labeled_rect",
-        label="new" if editable else "", stroke_width=2, stroke_color=STROKE, fill_color=FILL,
-        initial_drawing=initial, update_streamlit=True, key=key, disabled=not editable,
-        font_size=13,
-    )
-    if not editable:
-        return
-    drawn = [(b["label"], ag.canvas_to_source(geo, view.display_index, view.canvas, b))
-             for b in result.boxes]
-    changes = ag.canvas_changes(saved, drawn)
-    if changes.empty:
-        return
-    labels = study.mask.array[view.slice_index] if study.mask is not None else None
-    for box in changes.created:
-        level = ag.level_of_box(labels, box.x, box.y, box.width, box.height)
-        _write(user, study_id, lambda s, me, b=box, lv=level: ann.save_box(
-            s, me, study_id, ann.BoxInput(b.slice_index, b.x, b.y, b.width, b.height, level=lv)),
-            f"Box saved{f' on {level}' if level else ''}")
-    for old, box in changes.moved:
-        row = rows_by_id[old.id]
-        level = (ag.level_of_box(labels, box.x, box.y, box.width, box.height)
-                 if row.level_from_mask else row.level)
-        _write(user, study_id, lambda s, me, b=box, r=row, lv=level: ann.save_box(
-            s, me, study_id,
-            ann.BoxInput(b.slice_index, b.x, b.y, b.width, b.height, level=lv,
-                         level_from_mask=r.level_from_mask, note=r.note),
-            box_id=r.id, expected_version=r.version), "Box moved")
-    for old in changes.deleted:
-        _write(user, study_id, lambda s, me, o=old: ann.delete_box(
-            s, me, o.id, expected_version=o.version), "Box deleted")
-    if changes.rejected:
-        _flash("warning", f"{changes.rejected} box(es) not saved: smaller than "
-                          f"{ag.MIN_BOX_SIZE_PX:g} pixels or outside the image.")
-    if changes.created or changes.rejected:
-        _reload_canvas(study_id)  # new boxes need their id as label
+    def copied() -> None:
+        st.session_state["annotate_full_rerun"] = True
+
+    pp.copy_panel(prediction, study_id, stored, own, _labels_on(study, prediction, stored),
+                  editable, functools.partial(_write, user, study_id), copied,
+                  jump=lambda k: _jump(study_id, study, k),
+                  slice_number=lambda k: _shown(study, k))
+
+
+def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
+            prediction: pp.ShownPrediction | None) -> None:
+    """The workstation and the slice's panel (a fragment: slice commits and the volume's
+    streaming rerun only this; a box event reruns the page, whose panels follow the boxes)."""
+    from spine_viewer import ViewerSource, VolumeTooLargeError, workstation
+
+    order = _order(study)
+    own = _own_boxes(user, study_id)
+    start = _start_slice(study_id, study, order, own)
+    handled: list[BoxEvent] = []
+
+    def on_event(ev: BoxEvent) -> None:
+        handled.append(ev)
+        _store_event(user, study_id, study, ev)
+
+    def boxes() -> list[Any]:
+        model = prediction.boxes if prediction is not None and pp.show_on_canvas() else ()
+        return ab.viewer_boxes(_own_boxes(user, study_id), model)
+
+    info = study.info
+    viewer, side = st.columns([3, 1.1], gap="small")
+    with viewer:
+        try:
+            result = workstation(
+                f"{info.series_uid}:{study.fingerprint}:{study.mask_id}",
+                lambda: ViewerSource(study.image, study.mask), key=f"annotate_viewer_{study_id}",
+                layout="three", plane="axial", slice=start, window="bone", boxes=boxes,
+                on_event=on_event, editable=editable, height=620)
+        except VolumeTooLargeError as exc:
+            st.warning(f"This study is too large to read in the browser: {exc}")
+            return
+    stored = ab_stored_slice(order, result, start, study_id)
+    if result.slice is not None:
+        st.query_params["slice"] = str(result.slice.index)
+    _reading_heartbeat(user, study_id, activity=bool(handled) or result.slice is not None)
+    with side:
+        _slice_panel(user, study_id, study, stored, prediction, editable)
+    if handled or st.session_state.pop("annotate_full_rerun", False):
         st.rerun()
 
 
-# --- boxes and levels panel -----------------------------------------------------------------------
+def ab_stored_slice(order: Any, result: Any, start: int, study_id: int) -> int:
+    """The stored slice the reader settled on (the start slice until they move)."""
+    if result.slice is not None and result.slice.plane == "axial":
+        return int(result.slice.voxel[0])
+    if result.slice is not None:
+        return order.display_to_source((result.slice.cursor[0], 0, 0))[0]
+    return order.display_to_source((start, 0, 0))[0]
 
 
-def _box_panel(user: SignedInUser, study_id: int, slice_index: int, levels: list[str],
-               editable: bool) -> None:
-    rows = _saved_on_slice(user, study_id, slice_index)
-    st.markdown(f"**Boxes on this slice** ({len(rows)})")
-    if not rows:
-        st.caption("Drag on the image to draw a box. Edit mode (toolbar, top of the image) "
-                   "moves and resizes boxes.")
+def _fracture_picker(user: SignedInUser, study_id: int, own: Sequence[be.BoxState],
+                     editable: bool) -> None:
+    """Which fracture new key boxes join: key boxes of one fracture on different slices
+    interpolate; "—" draws boxes on their own."""
+    used = sorted({b.fracture for b in own if b.fracture},
+                  key=lambda f: (len(f), f))
+    pending = st.session_state.get(f"annotate_new_fracture_{study_id}")
+    options = [NO_FRACTURE, *used, *([pending] if pending and pending not in used else [])]
+    if st.session_state.get(K_FRACTURE) not in options:
+        st.session_state[K_FRACTURE] = NO_FRACTURE
+
+    def new_fracture() -> None:
+        with unit_of_work(workspace().sessions, readonly=True) as session:
+            me = session.get(m.User, user.id)
+            fid = be.next_fracture_id(session, me, study_id) if me is not None else "F1"
+        if fid in used:  # cannot happen, but never reuse a fracture by accident
+            fid = f"F{len(used) + 1}"
+        st.session_state[f"annotate_new_fracture_{study_id}"] = fid
+        st.session_state[K_FRACTURE] = fid
+
+    a, b = st.columns([3, 1.2], vertical_alignment="bottom")
+    a.selectbox("Fracture of new boxes", options, key=K_FRACTURE, disabled=not editable,
+                format_func=lambda f: "none (single boxes)" if f == NO_FRACTURE else f"fracture {f}",
+                help="Key boxes of one fracture on different slices are joined by interpolated "
+                     "boxes on the slices between them")
+    b.button("New fracture", on_click=new_fracture, disabled=not editable,
+             key=f"annotate_new_fracture_btn_{study_id}", width="stretch")
+
+
+def _ask_panel(user: SignedInUser, study_id: int, editable: bool) -> None:
+    """"Is C5 still fractured?" for each level whose last box the reader deleted."""
+    asked: list[str] = st.session_state.get(_ask_key(study_id), [])
+    if not asked or not editable:
         return
-    options = [b.id for b in rows]
-    sel_key = f"annotate_selected_{study_id}_{slice_index}"
-    if st.session_state.get(sel_key) not in options:
-        st.session_state[sel_key] = options[-1]
-    by_id = {b.id: b for b in rows}
-    st.radio("Selected box", options, key=sel_key, horizontal=True,
-             format_func=lambda i: f"#{i} {by_id[i].level or '?'}")
+    level = asked[0]
 
-    def delete_selected() -> None:
-        box_id = st.session_state.get(sel_key)
-        row = by_id.get(box_id)
-        if row is not None and _write(user, study_id, lambda s, me: ann.delete_box(
-                s, me, row.id, expected_version=row.version), f"Box #{row.id} deleted"):
-            _reload_canvas(study_id)
+    def answer(still: bool) -> None:
+        st.session_state[_ask_key(study_id)] = [lvl for lvl in asked if lvl != level]
+        if still:
+            _flash("toast", f"{level} stays fractured")
+            return
+        with unit_of_work(workspace().sessions, readonly=True) as session:
+            me = session.get(m.User, user.id)
+            own = ann.own_level_calls(session, me, study_id) if me else {}
+            version = own[level].version if level in own else None
+        _write(user, study_id, lambda s, me: ann.set_level_call(
+            s, me, study_id, level, "not_fractured", expected_version=version),
+            f"{level}: {CALL_LABELS['not_fractured']}")
 
-    st.button("Delete selected box", on_click=delete_selected, shortcut="Delete",
-              disabled=not editable, key=f"annotate_delete_{study_id}")
-    for b in rows:
-        with st.container(border=True):
-            st.caption(f"#{b.id} · {b.width:.0f}×{b.height:.0f} px at ({b.x:.0f}, {b.y:.0f})"
-                       + (" · level from the mask" if b.level_from_mask and b.level else ""))
-            level_options = ["—", *levels] if b.level in levels or b.level is None else ["—", b.level, *levels]
-            st.selectbox("Level", level_options,
-                         index=level_options.index(b.level) if b.level else 0,
-                         key=f"annotate_level_{b.id}_{b.version}", disabled=not editable,
-                         on_change=_change_box, args=(user, study_id, b, "level"))
-            st.text_input("Note", value=b.note, key=f"annotate_note_{b.id}_{b.version}",
-                          disabled=not editable, on_change=_change_box,
-                          args=(user, study_id, b, "note"))
-
-
-def _change_box(user: SignedInUser, study_id: int, row: m.Box, what: str) -> None:
-    value = st.session_state[f"annotate_{what}_{row.id}_{row.version}"]
-    level, from_mask, note = row.level, row.level_from_mask, row.note
-    if what == "level":
-        level, from_mask = (None if value == "—" else value), False
-    else:
-        note = str(value)
-    if _write(user, study_id, lambda s, me: ann.save_box(
-            s, me, study_id, ann.BoxInput(row.slice_index, row.x, row.y, row.width, row.height,
-                                          level=level, level_from_mask=from_mask, note=note),
-            box_id=row.id, expected_version=row.version),
-            f"Box #{row.id}: {'level ' + (level or 'none') if what == 'level' else 'note'} saved"):
-        _reload_canvas(study_id)
+    with st.container(border=True):
+        st.markdown(f"**Is {level} still fractured?** You deleted its last box.")
+        yes, no = st.columns(2)
+        yes.button(f"Yes, {level} is fractured", on_click=answer, args=(True,),
+                   key=f"annotate_ask_yes_{study_id}_{level}", width="stretch")
+        no.button(f"No, {level} is not fractured", on_click=answer, args=(False,),
+                  key=f"annotate_ask_no_{study_id}_{level}", width="stretch")
 
 
 def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: set[str],
@@ -383,17 +434,6 @@ def _labels_on(study: Any, prediction: pp.ShownPrediction | None, slice_index: i
     return predicted.volume.array[slice_index] if predicted is not None else None
 
 
-def _my_box_slices(user: SignedInUser, study_id: int) -> list[tuple[int, int, str]]:
-    """(stored slice, number of boxes, levels) of every slice carrying the reader's boxes."""
-    with unit_of_work(workspace().sessions, readonly=True) as session:
-        me = session.get(m.User, user.id)
-        boxes = ann.visible_boxes(session, me, study_id) if me else []
-    out: dict[int, list[m.Box]] = {}
-    for b in boxes:
-        out.setdefault(b.slice_index, []).append(b)
-    return [(k, len(v), ", ".join(sorted({b.level or "?" for b in v}))) for k, v in sorted(out.items())]
-
-
 def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: str) -> None:
     if status == "submitted":
         locked = not ann.reopen_allowed(study_status)
@@ -430,55 +470,47 @@ def main() -> None:
     study_id, uid, status, study_status = chosen
     study, mask_problem = _open(study_id)
     if mask_problem:
-        st.warning(f"The vertebra mask could not be opened ({mask_problem}); choose the level of "
-                   "each new box by hand.")
-    geo: DisplayGeometry = study.geometry
-    numbers = _instance_numbers(study.info.series_id)
+        st.warning(f"The vertebra mask could not be opened ({mask_problem}); new boxes get no "
+                   "level (submit anyway, or ask an administrator to fix the mask).")
     editable = status != "submitted"
-    box_slices = _my_box_slices(user, study_id)
+    if editable:
+        _open_reading(user, study_id)
     prediction = pp.load_prediction(study_id)
+    st.query_params["study"] = uid
+    own = _own_boxes(user, study_id)
 
-    st.markdown(f"**Annotate** · study `{uid}` · "
-                f"{'submitted (read-only)' if not editable else status.replace('_', ' ')}")
-    left, right = st.columns([3, 2], gap="medium")
-    with left:
-        k, window, overlay, factor = _slice_controls(study_id, study, [s for s, _, _ in box_slices])
-        zoom = _zoom_box(study_id, study, factor)
-        slice_index = ag.slice_index_of(geo, k)
-        number = numbers[slice_index] if numbers else slice_index + 1
-        st.query_params["study"] = uid
-        st.query_params["slice"] = str(k)
-        view = View(geo, k, slice_index, ag.fit_canvas(zoom, CANVAS_MAX, CANVAS_MAX), window, overlay)
-        _canvas(user, study_id, study, view, editable,
-                prediction.boxes_on(slice_index) if prediction and pp.show_on_canvas() else ())
-        st.caption(f"Slice {k + 1} of {geo.slice_count(geo.acquisition_plane)} (head to feet) · "
-                   f"instance number {number} · keys: J next slice, K previous, N next case, "
-                   "Delete deletes the selected box · the toolbar above the image switches to "
-                   "edit mode (move, resize, delete)")
-    box_slices = _my_box_slices(user, study_id)  # again: the canvas may have changed them
-    boxed = {lvl for _, _, lvls in box_slices for lvl in lvls.split(", ") if lvl != "?"}
+    head, pick = st.columns([2, 2], vertical_alignment="bottom")
+    head.markdown(f"**Annotate** · study `{uid}` · "
+                  f"{'submitted (read-only)' if not editable else status.replace('_', ' ')}")
+    with pick:
+        _fracture_picker(user, study_id, own, editable)
+    _ask_panel(user, study_id, editable)
+    st.fragment(_viewer)(user, study_id, study, editable, prediction)
+    with st.expander("Keys of the viewer (the same on every page; ? inside the viewer)"):
+        st.markdown(keymap_markdown())
+
+    boxed = {b.level for b in own if b.level}
     levels = ag.levels_to_call(study.info.mask_levels, boxed)
-    def jump(stored: int) -> None:
-        st.session_state[_slice_key(study_id)] = ag.display_index_of(geo, stored)
-
-    with right:
-        _box_panel(user, study_id, slice_index, levels, editable)
-        st.divider()
-        pp.copy_panel(prediction, study_id, slice_index,
-                      _saved_on_slice(user, study_id, slice_index),
-                      _labels_on(study, prediction, slice_index), editable,
-                      functools.partial(_write, user, study_id),
-                      functools.partial(_reload_canvas, study_id), jump=jump,
-                      slice_number=lambda stored: ag.display_index_of(geo, stored) + 1)
-        st.divider()
+    calls_col, rest = st.columns([3, 2], gap="medium")
+    with calls_col:
         _level_panel(user, study_id, levels, boxed, editable)
-        st.divider()
-        if box_slices:
-            with st.expander(f"Slices with my boxes ({len(box_slices)})"):
-                for stored, n, lvls in box_slices:
-                    st.button(f"Slice {ag.display_index_of(geo, stored) + 1}: {n} box(es), {lvls}",
-                              key=f"annotate_jump_{study_id}_{stored}", on_click=jump,
-                              args=(stored,))
+    with rest:
+        fractures: dict[str, list[be.BoxState]] = {}
+        for b in own:
+            fractures.setdefault(b.fracture or "", []).append(b)
+        if own:
+            with st.expander(f"My boxes ({len(own)})", expanded=True):
+                for fid, rows in sorted(fractures.items()):
+                    keys = sum(b.is_key for b in rows)
+                    name = f"Fracture {fid}" if fid else "Single boxes"
+                    shown = sorted(_shown(study, b.slice_index) for b in rows)
+                    st.caption(f"{name}: {keys} key box(es), {len(rows) - keys} interpolated · "
+                               f"axial slices {shown[0]}–{shown[-1]}")
+                    for b in rows:
+                        if b.is_key:
+                            st.button(f"Axial {_shown(study, b.slice_index)}: {b.level or 'no level'}",
+                                      key=f"annotate_jump_{study_id}_{b.id}",
+                                      on_click=_jump, args=(study_id, study, b.slice_index))
         _submit_panel(user, study_id, status, study_status)
 
 

@@ -158,7 +158,10 @@ def test_predict_from_the_viewer_shows_progress_stores_and_draws_the_prediction(
     app = create_app(lambda device: predictor, token=TOKEN, device="cpu")
     with running_server(app) as url:
         scene.use_backend(url)
-        reader = page("viewer.py", scene.users["reader1"], viewer_study_id=scene.study)
+        # the server-rendered fallback (a study too large for the browser) draws the predicted
+        # mask and boxes into its PNGs; the client-side viewer's boxes are checked at the end
+        reader = page("viewer.py", scene.users["reader1"], viewer_study_id=scene.study,
+                      vw_browser_limit=1)
         assert not reader.exception, reader.exception
         assert "none yet for this study" in texts(reader)
         assert not [t for t in reader.toggle if t.key == "vw_pred_mask"]  # nothing to draw yet
@@ -176,7 +179,8 @@ def test_predict_from_the_viewer_shows_progress_stores_and_draws_the_prediction(
         assert button(reader, "Predict this study").disabled
         viewer.run()
         assert "asked by reader1" in viewer.get("progress")[0].proto.text  # everyone sees it
-        other_reader = page("viewer.py", scene.users["reader2"], viewer_study_id=scene.study)
+        other_reader = page("viewer.py", scene.users["reader2"], viewer_study_id=scene.study,
+                              vw_browser_limit=1)
         assert "asked by another user" in other_reader.get("progress")[0].proto.text  # blinded
         assert scene.predictions() == []  # nothing stored while it runs
         assert len(views(reader)) == 3  # the slices stay usable meanwhile
@@ -213,6 +217,13 @@ def test_predict_from_the_viewer_shows_progress_stores_and_draws_the_prediction(
     reader.toggle(key="vw_pred_boxes").set_value(False).run()
     assert views(reader)["axial"]["boxes"] == []
     assert not reader.exception, reader.exception
+    # the client-side viewer: the model's boxes, read-only, in the model's colour
+    client = page("viewer.py", scene.users["reader1"], viewer_study_id=scene.study)
+    assert not client.exception, client.exception
+    assert viewer_boxes(client, "model") == corners(row.boxes)
+    model = [b for b in workstation_view(client)["boxes"] if b["kind"] == "model"]
+    assert all(b["colour"] == "#ff40a0" and not b["editable"] for b in model)
+    assert {b["level"] for b in model} == {b["level"] for b in row.boxes}
 
 
 def test_an_unreachable_backend_is_explained_stores_nothing_and_a_retry_works(
@@ -228,7 +239,7 @@ def test_an_unreachable_backend_is_explained_stores_nothing_and_a_retry_works(
     assert "unreachable" in error.value and "SPINE_BACKEND_URL" in error.value
     assert "Nothing was stored" in error.value
     assert scene.predictions() == [] and prediction_files(scene.imported.ws.settings.data_dir) == []
-    assert len(views(at)) == 3  # the viewer keeps working
+    assert len(workstation_view(at)["cursor"]) == 3  # the viewer keeps working
     button(at, "Check the backend").click().run()
     assert any("unreachable" in w.value for w in at.warning)
 
@@ -273,6 +284,36 @@ def _boxes(scene: Scene, username: str) -> list[m.Box]:
         return ann.visible_boxes(s, me, scene.study)
 
 
+def workstation_view(at: AppTest) -> dict[str, Any]:
+    """What the Annotate page passed to the reading workstation this run (its frame's view)."""
+    from spine_viewer.transport import unpack_frame
+
+    frames = [el.proto.bytes for el in at.get("bidi_component") if el.proto.bytes]
+    assert len(frames) == 1, "one workstation on the page"
+    return unpack_frame(frames[0])[0]["view"]
+
+
+def viewer_boxes(at: AppTest, kind: str) -> list[tuple[int, float, float, float, float]]:
+    """The workstation's boxes of one kind ("model", "key", "interpolated") as
+    (stored slice, x0, y0, x1, y1), sorted."""
+    return sorted((b["slice"], b["x0"], b["y0"], b["x1"], b["y1"])
+                  for b in workstation_view(at)["boxes"] if b["kind"] == kind)
+
+
+def corners(boxes: list[dict[str, Any]]) -> list[tuple[int, float, float, float, float]]:
+    return sorted((b["slice_index"], b["x"], b["y"], b["x"] + b["width"], b["y"] + b["height"])
+                  for b in boxes)
+
+
+def annotate(scene: Scene, username: str, display_slice: int) -> AppTest:
+    """The Annotate page of ``username`` opened on display slice ``display_slice`` (the viewer's
+    "Axial n" is that index + 1), the way the page keeps it: ``annotate_goto_<study>``."""
+    at = page("annotate.py", scene.users[username],
+              **{f"annotate_goto_{scene.study}": display_slice})
+    assert not at.exception, at.exception
+    return at
+
+
 def test_a_reader_copies_predicted_boxes_into_their_own_blinded_work(scene: Scene) -> None:
     ws = scene.imported.ws
     row = predict_study(ws, BoneThresholdPredictor(), scene.study, actor="admin")  # in-process
@@ -286,12 +327,15 @@ def test_a_reader_copies_predicted_boxes_into_their_own_blinded_work(scene: Scen
         ann.assign(s, admin, scene.study, [scene.users["reader1"].id, scene.users["reader2"].id])
     shown = display_index_of(load_study(scene.study).geometry, k)
 
-    at = page("annotate.py", scene.users["reader1"], **{f"annotate_slice_{scene.study}": shown})
-    assert not at.exception, at.exception
+    at = annotate(scene, "reader1", shown)
+    assert workstation_view(at)["cursor"][0] == shown  # the viewer opens on that slice
+    assert f"**Boxes on this slice** (0) · axial {shown + 1}" in texts(at)
     assert f"Model's boxes on this slice** ({len(on_k)})" in texts(at)
-    canvas = next(json.loads(el.proto.json) for el in at.get("bidi_component")
-                  if "backgroundImageURL" in json.loads(el.proto.json))
-    assert model_pixels(pixels(canvas["backgroundImageURL"])) > 0  # the model's boxes, in pink
+    # the model's boxes go to the viewer (read-only, in the model's colour) beside the reader's
+    assert viewer_boxes(at, "model") == corners(row.boxes)
+    model = [b for b in workstation_view(at)["boxes"] if b["kind"] == "model"]
+    assert all(b["colour"] == "#ff40a0" and not b["editable"] for b in model)
+    assert viewer_boxes(at, "key") == []
     copy_buttons = [b for b in at.button if b.label == "Copy"]
     assert len(copy_buttons) == len(on_k)
 
@@ -304,14 +348,18 @@ def test_a_reader_copies_predicted_boxes_into_their_own_blinded_work(scene: Scen
         first["x"], first["y"], first["width"], first["height"])
     assert mine.level == first["level"] and not mine.level_from_mask  # the model's level
     assert [b.label for b in at.button if b.label in ("Copy", "Copied")][0] == "Copied"
+    assert viewer_boxes(at, "key") == corners([first])  # the copy is drawn as the reader's box
 
     button(at, "Copy predicted boxes on this slice").click().run()  # the others, not twice
     assert not at.exception, at.exception
     mine = _boxes(scene, "reader1")
     assert sorted((b.x, b.y) for b in mine) == sorted((b["x"], b["y"]) for b in on_k)
     assert {b.source for b in mine} == {"prediction"}
+    assert {b.level for b in mine} == {b["level"] for b in on_k}
     assert button(at, "Copy predicted boxes on this slice").disabled
+    assert [b.label for b in at.button if b.label in ("Copy", "Copied")] == ["Copied"] * len(on_k)
     assert f"**Boxes on this slice** ({len(on_k)})" in texts(at)
+    assert viewer_boxes(at, "key") == corners(on_k)
     with unit_of_work(ws.sessions, readonly=True) as s:  # a box marks its level fractured
         calls = {c.level: c.call for c in s.scalars(select(m.LevelLabel).where(
             m.LevelLabel.reader_id == scene.users["reader1"].id))}
@@ -319,17 +367,21 @@ def test_a_reader_copies_predicted_boxes_into_their_own_blinded_work(scene: Scen
 
     # blinded: the other reader sees none of it (and can copy for themselves), adjudicators see it
     assert _boxes(scene, "reader2") == []
-    other = page("annotate.py", scene.users["reader2"], **{f"annotate_slice_{scene.study}": shown})
+    other = annotate(scene, "reader2", shown)
     assert "**Boxes on this slice** (0)" in texts(other)
     assert [b.label for b in other.button if b.label in ("Copy", "Copied")] == ["Copy"] * len(on_k)
+    assert viewer_boxes(other, "key") == [] and viewer_boxes(other, "interpolated") == []
+    assert viewer_boxes(other, "model") == corners(row.boxes)
     assert len(_boxes(scene, "adjudicator1")) == len(on_k)
 
     # the reader can hide the model's boxes from the image (their own boxes stay as saved)
     at.toggle(key="annotate_pred_show").set_value(False).run()
-    canvas = next(json.loads(el.proto.json) for el in at.get("bidi_component")
-                  if "backgroundImageURL" in json.loads(el.proto.json))
-    assert model_pixels(pixels(canvas["backgroundImageURL"])) == 0
+    assert not at.exception, at.exception
+    assert viewer_boxes(at, "model") == []
+    assert viewer_boxes(at, "key") == corners(on_k)
     assert len(_boxes(scene, "reader1")) == len(on_k)
+    at.toggle(key="annotate_pred_show").set_value(True).run()
+    assert viewer_boxes(at, "model") == corners(row.boxes)
 
 
 def test_a_slice_without_model_boxes_offers_the_nearest_one(scene: Scene) -> None:
@@ -344,13 +396,16 @@ def test_a_slice_without_model_boxes_offers_the_nearest_one(scene: Scene) -> Non
     with unit_of_work(ws.sessions) as s:
         admin = s.scalars(select(m.User).where(m.User.username == "admin")).one()
         ann.assign(s, admin, scene.study, [scene.users["reader1"].id])
-    at = page("annotate.py", scene.users["reader1"],
-              **{f"annotate_slice_{scene.study}": display_index_of(geo, empty)})
-    assert not at.exception, at.exception
-    shown = display_index_of(geo, nearest) + 1
+    at = annotate(scene, "reader1", display_index_of(geo, empty))
+    assert "Model's boxes on this slice** (0)" in texts(at)
+    assert "The model drew no box on this slice" in texts(at)
+    shown = display_index_of(geo, nearest) + 1  # the viewer's "Axial n" (feet to head)
     go = button(at, f"Go to slice {shown}, the nearest with model boxes")
     go.click().run()
     assert not at.exception, at.exception
-    assert at.session_state[f"annotate_slice_{scene.study}"] == display_index_of(geo, nearest)
+    assert at.session_state[f"annotate_goto_{scene.study}"] == shown - 1
+    assert workstation_view(at)["cursor"][0] == shown - 1  # the viewer moves there
     on_nearest = [b for b in row.boxes if b["slice_index"] == nearest]
     assert f"Model's boxes on this slice** ({len(on_nearest)})" in texts(at)
+    assert f"**Boxes on this slice** (0) · axial {shown}" in texts(at)
+    assert len([b for b in at.button if b.label == "Copy"]) == len(on_nearest)
