@@ -16,6 +16,7 @@ from db import models as m
 from db.session import unit_of_work
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from pages.parts.dispute_slice import render_slice_view
+from spine_core import adjudication as adj
 from spine_core.adjudication import craniocaudal_key
 from spine_core.colours import UNION_COLOUR
 from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_NAMES
@@ -262,6 +263,15 @@ def _report_editor(user: SignedInUser, detail: views.DisputeDetail) -> None:
                        "study.")
 
 
+def _in_words(detail: views.DisputeDetail) -> str:
+    """The dispute as one sentence: the readers' calls, the report, the model."""
+    model = detail.details.get("model_probability")
+    final = detail.details.get("final")
+    return adj.describe_dispute(
+        detail.level, detail.details.get("calls") or {}, detail.report_labels.get(detail.level),
+        float(model) if model is not None else None, bool(final) if final is not None else None)
+
+
 def main() -> None:
     user = require_permission(Permission.read_disputes)
     st.title("Adjudication")
@@ -274,6 +284,7 @@ def main() -> None:
         detail = views.dispute_detail(session, user, dispute_id, ws.settings)
     st.subheader(f"{detail.level} · {KIND_LABELS.get(detail.kind, detail.kind)} · study "
                  f"{detail.study_uid}")
+    st.markdown(f"**{_in_words(detail)}**")
     with error_boundary("Showing the slices"):
         _slices(detail)
     _sides(detail)

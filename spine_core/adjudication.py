@@ -280,6 +280,37 @@ def find_disputes(
     return sorted(findings, key=lambda f: (f.priority, craniocaudal_key(f.level), f.kind.value))
 
 
+def describe_dispute(
+    level: Level,
+    calls: Mapping[Reader, LevelCall | str],
+    report: bool | None = None,
+    model_probability: float | None = None,
+    final: bool | None = None,
+) -> str:
+    """The dispute in one sentence, for the committee's first line, e.g. "Readers 2 of 3 call C5
+    fractured; the report says not fractured."."""
+    parts: list[str] = []
+    if calls:
+        parsed = [parse_call(c) for c in calls.values()]
+        fractured = sum(c is LevelCall.fractured for c in parsed)
+        unsure = sum(c is LevelCall.unsure for c in parsed)
+        part = f"readers {fractured} of {len(parsed)} call {level} fractured"
+        if unsure:
+            part += f" ({unsure} unsure)"
+        parts.append(part)
+    if report is not None:
+        parts.append(f"the report says {'fractured' if report else 'not fractured'}")
+    if model_probability is not None:
+        said = f"the model gives {level} a {model_probability:.0%} fracture probability"
+        if final is not None:
+            said += f" against the final label {'fractured' if final else 'not fractured'}"
+        parts.append(said)
+    if not parts:
+        return f"{level} is in dispute."
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
 # --------------------------------------------------------------------------------------------
 # Votes, tally, decisions
 # --------------------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ def test_committee_votes_decides_and_reopens_through_the_page(scene: Scene) -> N
     assert len(images) == 1  # one slice carries both readers' boxes
     legend = " ".join(md.value for md in at.markdown)
     assert "r1" in legend and "r2" in legend and "union" in legend
+    assert "**Readers 2 of 2 call C2 fractured; the report says not fractured.**" in legend
     assert any("No acute fracture." in t.value for t in at.text)
 
     at.radio(key="vote_choice").set_value("fractured")

@@ -342,3 +342,15 @@ def test_final_report_only_levels_and_reader_only_levels() -> None:
     labels = final_labels({"C1": False}, calls, {}, COMMITTEE)
     assert labels == {"C1": (False, "report"), "C5": (True, "readers")}
     assert list(labels) == ["C1", "C5"]
+
+
+def test_describe_dispute_states_it_in_words() -> None:
+    from spine_core.adjudication import describe_dispute
+
+    calls = {"reader1": "fractured", "reader2": F, "reader3": "not_fractured"}
+    assert describe_dispute("C5", calls, report=False) == (
+        "Readers 2 of 3 call C5 fractured; the report says not fractured.")
+    assert describe_dispute("C2", {"r1": U, "r2": N}) == "Readers 0 of 2 call C2 fractured (1 unsure)."
+    assert describe_dispute("C6", {}, model_probability=0.91, final=False) == (
+        "The model gives C6 a 91% fracture probability against the final label not fractured.")
+    assert describe_dispute("C7", {}) == "C7 is in dispute."
