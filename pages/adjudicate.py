@@ -126,7 +126,8 @@ def _slices(detail: views.DisputeDetail) -> None:
             return
         volume = open_image(ws, series)
     legend = [_swatch(c, r) for r, c in detail.reader_colours.items()]
-    legend.append(_swatch(UNION_COLOUR, "union (RSNA ground truth)"))
+    decided = detail.status == "decided"  # the union is ground truth only once a decision makes it final
+    legend.append(_swatch(UNION_COLOUR, "final box (union of the readers' boxes)" if decided else "union"))
     st.markdown("".join(legend), unsafe_allow_html=True)
     columns = st.columns(min(3, len(detail.slices)))
     for n, view in enumerate(detail.slices):
