@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.browser.conftest import screenshot, sign_in, submit_sign_in
+from tests.browser.conftest import screenshot, settle, sign_in, submit_sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -24,28 +25,55 @@ try:
 except ImportError:  # pragma: no cover - the browser tests need Playwright
     expect = None
 
-HEADER = re.compile(r"^(Axial|Sagittal|Coronal) (\d+)/(\d+) · [xyz] = -?\d+\.\d mm$")
+WS_ROOT = "[data-testid=sv-root]"
 
 
-def _header(page: Any, plane: str) -> tuple[int, int]:
-    """(slice number, slice count) shown above a plane."""
-    text = page.locator(f".sv[data-plane={plane}] .sv-head").inner_text()
-    match = HEADER.match(text)
-    assert match, f"unexpected header {text!r}"
-    return int(match.group(2)), int(match.group(3))
+def _index(page: Any, plane: str = "axial") -> int:
+    """The slice index (0-based) the client-side viewer shows in a plane."""
+    return int(page.locator(f"[data-testid=sv-vp-{plane}] .sv-info").get_attribute("data-index"))
 
 
-def _src(page: Any, plane: str) -> str:
-    return str(page.locator(f".sv[data-plane={plane}] .sv-img").get_attribute("src"))
+def _wait_index(page: Any, value: int, plane: str = "axial") -> None:
+    expect(page.locator(f"[data-testid=sv-vp-{plane}] .sv-info")).to_have_attribute(
+        "data-index", str(value), timeout=10_000)
 
 
-def _wait_header(page: Any, plane: str, number: int) -> None:
-    expect(page.locator(f".sv[data-plane={plane}] .sv-head")).to_have_text(
-        re.compile(rf"^\w+ {number}/"))
+def _params(page: Any) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
-def _cursor(page: Any) -> str:
-    return str(page.get_by_text(re.compile(r"^Cursor ")).inner_text())
+def _wait_url_slice(page: Any, number: int) -> None:
+    page.wait_for_function(
+        "n => new URLSearchParams(location.search).get('slice') === String(n)", arg=number,
+        timeout=10_000)
+
+
+def _wait_viewer(page: Any) -> None:
+    page.locator(f"{WS_ROOT}[data-complete='1']").wait_for(timeout=60_000)
+    settle(page, 0.8)
+
+
+def _after_history(page: Any) -> None:
+    """After Back/Forward: the page's run is over (a viewer remounted for a slice the browser
+    had committed lately replaces the old one at its end) and the viewer holds its volume."""
+    settle(page, 1.0)
+    expect(page.locator(WS_ROOT)).to_have_count(1)
+    _wait_viewer(page)
+
+
+def _step_to(page: Any, plane_index: int) -> None:
+    """Step the axial plane with the arrow keys to ``plane_index`` and let it settle (commit)."""
+    page.locator(WS_ROOT).focus()
+    while (current := _index(page)) != plane_index:
+        page.keyboard.press("ArrowUp" if plane_index > current else "ArrowDown")
+        _wait_index(page, current + (1 if plane_index > current else -1))
+    _wait_url_slice(page, plane_index + 1)
+    settle(page, 0.5)
+
+
+def _segment(page: Any, name: str) -> Any:
+    """An option of a segmented control (layout, plane)."""
+    return page.locator("[data-testid=stButtonGroup]").get_by_text(name, exact=True)
 
 
 def _open_first_case(page: Any) -> None:
@@ -54,8 +82,7 @@ def _open_first_case(page: Any) -> None:
     canvas.wait_for()
     box = canvas.bounding_box()
     page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)
-    for plane in ("axial", "sagittal", "coronal"):
-        page.locator(f".sv[data-plane={plane}] .sv-img").wait_for()
+    _wait_viewer(page)
 
 
 def test_wrong_password_is_refused(page: Any, app_url: str) -> None:
@@ -70,7 +97,7 @@ def test_signed_out_visitors_reach_no_page(page: Any, app_url: str, path: str) -
     page.goto(app_url + path)
     expect(page.get_by_label("User name", exact=True)).to_be_visible()
     assert page.locator("[data-testid=stDataFrame]").count() == 0
-    assert page.locator(".sv-img").count() == 0
+    assert page.locator(".sv-img").count() == 0 and page.locator(WS_ROOT).count() == 0
     assert page.get_by_role("button", name="Sign out").count() == 0
 
 
@@ -93,87 +120,152 @@ def test_viewer_journey(page: Any, app_url: str, app_env: dict[str, str]) -> Non
     expect(page.get_by_text(re.compile(r"^Studies 1–1 of 1\."))).to_be_visible()
 
     _open_first_case(page)
-    expect(page.get_by_text(re.compile(r"^Study \d"))).to_be_visible()
-    page.wait_for_timeout(300)  # let the three images paint
-    screenshot(page, "viewer-three-planes")
+    expect(page.get_by_text(f"Study {uid}")).to_be_visible()
+    # the study and its slice are in the address; the viewer, the caption and the address agree
+    params = _params(page)
+    assert params["study"] == uid and params["plane"] == "axial" and params["s"]
+    number = int(params["slice"])
+    assert _index(page) == number - 1
+    n = int(re.search(r"/ ?(\d+)", page.locator("[data-testid=sv-vp-axial] .sv-info").inner_text()
+                      ).group(1))  # type: ignore[union-attr]
+    expect(page.get_by_text(re.compile(rf"^Axial {number}/{n} · z = .* · instance number \d+")
+                            )).to_be_visible()
+    screenshot(page, "viewer-one-plane")
 
-    # keyboard: ↑ steps the active (axial) plane; nothing else on the page reruns
-    axial, n_axial = _header(page, "axial")
-    title_before = page.get_by_text(re.compile(r"^Study \d")).inner_text()
-    page.keyboard.press("ArrowUp")
-    _wait_header(page, "axial", axial + 1)
-    page.keyboard.press("PageDown")
-    _wait_header(page, "axial", max(1, axial + 1 - 10))
-    assert page.get_by_text(re.compile(r"^Study \d")).inner_text() == title_before
+    # keyboard: ↑ steps one slice in the browser; once settled, the address and caption follow
+    _step_to(page, number)  # one slice up
+    expect(page.get_by_text(re.compile(rf"^Axial {number + 1}/{n} · "))).to_be_visible()
 
-    # the slider, by keyboard on its thumb
-    thumb = page.locator("[data-testid=stSlider]").filter(
-        has=page.get_by_role("slider", name="Coronal slice")).get_by_role("slider")
-    coronal, _ = _header(page, "coronal")
-    thumb.focus()
-    page.keyboard.press("ArrowRight")
-    _wait_header(page, "coronal", coronal + 1)
+    # vertebra colours: the viewer's level panel hides one level's colour
+    panel = page.locator("[data-testid=sv-labels-panel]")
+    panel.locator("summary").click()
+    assert panel.locator("input[data-id]").count() >= 5
+    panel.locator("input[data-id]").first.uncheck()
+    expect(panel.locator("input[data-id]").first).not_to_be_checked()
+    panel.locator("input[data-id]").first.check()
+    panel.locator("summary").click()
 
-    # a click in the sagittal plane moves the axial and coronal planes to that point
-    expect(page.get_by_text(re.compile(r"^Cursor "))).to_have_text(
-        re.compile(rf"voxel \(\d+, {coronal}, "))  # the slider's rerun is complete
-    before = {p: _header(page, p)[0] for p in ("axial", "sagittal", "coronal")}
-    cursor_before = _cursor(page)
-    sag = page.locator(".sv[data-plane=sagittal] .sv-img").bounding_box()
-    page.mouse.click(sag["x"] + sag["width"] * 0.3, sag["y"] + sag["height"] * 0.2)
-    # the cursor line is drawn after the three planes: once it changed, all three did
-    expect(page.get_by_text(re.compile(r"^Cursor "))).not_to_have_text(cursor_before)
-    after = {p: _header(page, p)[0] for p in ("axial", "sagittal", "coronal")}
-    assert after["sagittal"] == before["sagittal"]
-    assert after["axial"] > before["axial"]  # the upper part of a sagittal image is superior
-    assert after["coronal"] < before["coronal"]  # left of the image is anterior
-    assert re.search(r"-?\d+ HU", _cursor(page))
-    page.keyboard.press("ArrowUp")  # the clicked plane is now the one the keys step
-    _wait_header(page, "sagittal", after["sagittal"] + 1)
-
-    # window preset
-    bone = _src(page, "axial")
-    page.get_by_label("Window").click()  # the selectbox
-    page.get_by_role("option", name="Soft tissue").click()
-    expect(page.locator(".sv[data-plane=axial] .sv-img")).not_to_have_attribute("src", bone)
-    screenshot(page, "viewer-soft-tissue")
-
-    # hide a vertebra: its name leaves the sagittal plane and the legend strikes it out
-    labels = page.locator(".sv[data-plane=sagittal] .sv-label")
-    assert "C3" in labels.all_inner_texts()
-    page.get_by_role("button", name="C3", exact=True).click()
-    expect(page.locator("s", has_text="C3")).to_be_visible()
-    expect(labels.filter(has_text=re.compile(r"^C3$"))).to_have_count(0)
-    page.get_by_role("button", name="C3", exact=True).click()
-    expect(labels.filter(has_text=re.compile(r"^C3$"))).to_have_count(1)
-
-    # one large plane
-    page.get_by_text("Sagittal", exact=True).click()
-    expect(page.locator(".sv")).to_have_count(1)
+    # three linked planes
+    _segment(page, "Three planes").click()
+    for plane in ("axial", "sagittal", "coronal"):
+        expect(page.locator(f"[data-testid=sv-vp-{plane}]")).to_be_visible()
     page.wait_for_timeout(300)
-    screenshot(page, "viewer-sagittal-large")
+    screenshot(page, "viewer-three-planes")
+    _segment(page, "One plane").click()
+    expect(page.locator("[data-testid=sv-vp-sagittal]")).to_be_hidden()
 
-    # the 3-D view
-    page.get_by_role("radio", name="3D").click()
+    # the 3-D view, in the tab beside the slices
+    page.get_by_role("tab", name="3-D vertebrae").click()
     plot = page.locator(".js-plotly-plot")
     plot.wait_for()
     expect(plot.locator(".legendtext", has_text=re.compile(r"^C2$"))).to_have_count(1)
     page.wait_for_timeout(1500)  # WebGL draws the meshes
     screenshot(page, "viewer-3d")
+    page.get_by_role("tab", name="Slices").click()
+    expect(page.locator(WS_ROOT)).to_be_visible()
 
     # sign out: back to the sign-in form, and no page is reachable any more
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("User name", exact=True)).to_be_visible()
     page.goto(app_url + "/viewer")
     expect(page.get_by_label("User name", exact=True)).to_be_visible()
-    assert page.locator(".sv-img").count() == 0
+    assert page.locator(WS_ROOT).count() == 0
+
+
+def _viewer_url(page: Any, app_url: str, uid: str, number: int, plane: str = "axial") -> str:
+    token = _params(page)["s"]
+    return f"{app_url}/viewer?s={token}&study={uid}&plane={plane}&slice={number}"
+
+
+def test_deep_link_reload_back_and_forward(page: Any, app_url: str, app_env: dict[str, str]
+                                           ) -> None:
+    sign_in(page, app_url, "viewer")
+    uid = _demo_study_uids(app_env)[0]
+    page.goto(_viewer_url(page, app_url, uid, 20))
+    _wait_viewer(page)
+    expect(page.get_by_text(f"Study {uid}")).to_be_visible()
+    assert _index(page) == 19
+    expect(page.get_by_text(re.compile(r"^Axial 20/\d+ · "))).to_be_visible()
+    # reload: the same study and slice
+    page.reload()
+    _wait_viewer(page)
+    assert _index(page) == 19 and _params(page)["slice"] == "20"
+    # two settled places, then Back and Forward between them
+    _step_to(page, 24)
+    _step_to(page, 29)
+    page.go_back()
+    _wait_url_slice(page, 25)
+    _after_history(page)
+    _wait_index(page, 24)
+    expect(page.get_by_text(re.compile(r"^Axial 25/\d+ · "))).to_be_visible()
+    page.go_forward()
+    _wait_url_slice(page, 30)
+    _after_history(page)
+    _wait_index(page, 29)
+    # a deep link to a sagittal slice opens that plane
+    page.goto(_viewer_url(page, app_url, uid, 33, "sagittal"))
+    _wait_viewer(page)
+    assert _index(page, "sagittal") == 32
+
+
+def test_wheel_and_keys_step_without_a_rerun(browser: Any, app_url: str,
+                                             app_env: dict[str, str]) -> None:
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(30_000)
+    sent: list[Any] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
+    sign_in(page, app_url, "viewer")
+    uid = _demo_study_uids(app_env)[0]
+    page.goto(_viewer_url(page, app_url, uid, 40))
+    _wait_viewer(page)
+    page.locator(WS_ROOT).focus()
+    page.wait_for_timeout(800)
+    frames0 = len(sent)
+    img = page.locator("[data-testid=sv-vp-axial] canvas.sv-img").bounding_box()
+    page.mouse.move(img["x"] + img["width"] / 2, img["y"] + img["height"] / 2)
+    page.mouse.wheel(0, 100)
+    _wait_index(page, 38)  # one notch: one slice (towards the feet)
+    page.mouse.wheel(0, -100)
+    _wait_index(page, 39)
+    for _ in range(8):
+        page.keyboard.press("ArrowUp")
+        page.wait_for_timeout(40)
+    _wait_index(page, 47)
+    assert len(sent) == frames0, "stepping sent websocket frames (a Streamlit rerun)"
+    _wait_url_slice(page, 48)  # once settled: one commit for the address
+    ctx.close()
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1440, 900), (1920, 1080)])
+def test_the_large_plane_fits_the_window(browser: Any, app_url: str, app_env: dict[str, str],
+                                         size: tuple[int, int]) -> None:
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]})
+    page = ctx.new_page()
+    page.set_default_timeout(30_000)
+    sign_in(page, app_url, "viewer")
+    uid = _demo_study_uids(app_env)[0]
+    page.goto(_viewer_url(page, app_url, uid, 30))
+    _wait_viewer(page)
+    root = page.locator(WS_ROOT).bounding_box()  # the viewer with its status bar
+    assert root["y"] + root["height"] <= size[1] + 0.5, "the viewer runs below the window"
+    vp = page.locator("[data-testid=sv-vp-axial]").bounding_box()
+    img = page.locator("[data-testid=sv-vp-axial] canvas.sv-img").bounding_box()
+    assert vp["x"] >= 0 and vp["y"] >= 0
+    assert vp["x"] + vp["width"] <= size[0] + 0.5 and vp["y"] + vp["height"] <= size[1] + 0.5
+    assert img["x"] >= vp["x"] - 0.5 and img["y"] >= vp["y"] - 0.5
+    assert img["x"] + img["width"] <= vp["x"] + vp["width"] + 0.5
+    assert img["y"] + img["height"] <= vp["y"] + vp["height"] + 0.5
+    assert min(img["width"], img["height"]) >= 200, "the large plane is too small to read"
+    screenshot(page, f"viewer-page-{size[0]}x{size[1]}")
+    ctx.close()
 
 
 def test_demonstration_page(page: Any, app_url: str) -> None:
     sign_in(page, app_url, "viewer")
     page.get_by_role("link", name="Demonstration").click()
     expect(page.get_by_role("heading", name="Demonstration")).to_be_visible()
-    expect(page.locator(".sv-img")).to_have_count(2)
+    expect(page.locator(".sv-img")).to_have_count(2)  # the demonstration page's own views
     expect(page.get_by_text(re.compile("No prediction yet for this study"))).to_be_visible()
     page.wait_for_timeout(300)
     screenshot(page, "demo")

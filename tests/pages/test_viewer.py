@@ -2,8 +2,10 @@
 SQLite, demo users, three synthetic RSNA-layout studies (real DICOM + NIfTI masks, readers' boxes)
 imported by the importer, and 60 catalogue-only studies for paging, filters and sorting.
 
-The slice images are checked through what the page hands the browser (the slice component's
-data: PNG, overlay items); clicks and keys are exercised in tests/browser/test_viewer_e2e.py.
+The viewer's client-side workstation is checked through the frame the page hands the browser
+(its JSON header: view, boxes, palette) and the address it writes; the server-rendered fallback
+(a study above the browser's memory budget: ``FALLBACK``) through the slice component's data (PNG,
+overlay items). Clicks and keys are exercised in tests/browser/test_viewer_e2e.py.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
 SHAPE = (48, 64, 64)
 N_BARE = 60
+#: session state that makes every study too large for the browser: the server-rendered fallback
+FALLBACK = {"vw_browser_limit": 1}
 
 
 @dataclass
@@ -115,9 +119,25 @@ def slice_data(at: AppTest) -> dict[str, dict[str, Any]]:
     """What the page sent to each slice view, by plane."""
     out = {}
     for el in at.get("bidi_component"):
-        data = json.loads(el.proto.json)
-        out[data["plane"]] = data
+        if el.proto.json:
+            data = json.loads(el.proto.json)
+            out[data["plane"]] = data
     return out
+
+
+def qp(at: AppTest, name: str) -> str:
+    """A query parameter as the page left it (AppTest gives a str or a list)."""
+    value = at.query_params[name]
+    return value[-1] if isinstance(value, list) else value
+
+
+def workstation_view(at: AppTest) -> dict[str, Any]:
+    """The view the page sent to the client-side workstation (its frame's JSON header)."""
+    from spine_viewer.transport import unpack_frame
+
+    frames = [el.proto.bytes for el in at.get("bidi_component") if el.proto.bytes]
+    assert len(frames) == 1, "one workstation on the page"
+    return unpack_frame(frames[0])[0]["view"]
 
 
 def png_pixels(data: dict[str, Any]) -> np.ndarray:
@@ -264,7 +284,8 @@ def _cursor(at: AppTest) -> str:
 
 
 def test_viewer_shows_three_planes_steps_and_reads_hu_at_the_cursor(env: Scene) -> None:
-    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed,
+                  **FALLBACK)
     assert not at.exception, at.exception
     data = slice_data(at)
     assert set(data) == {"axial", "sagittal", "coronal"}
@@ -295,7 +316,8 @@ def test_viewer_shows_three_planes_steps_and_reads_hu_at_the_cursor(env: Scene) 
 
 
 def test_window_presets_layout_zoom_and_vertebra_toggles(env: Scene) -> None:
-    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed,
+                  **FALLBACK)
     bone = png_pixels(slice_data(at)["axial"])
     at.selectbox(key="vw_win_preset").set_value("soft tissue").run()
     soft = png_pixels(slice_data(at)["axial"])
@@ -333,10 +355,16 @@ def _box_slices(scene: Scene, study_id: int) -> dict[str, list[int]]:
 
 
 def _boxes_on(env: Scene, user: str, slice_number: int) -> list[dict[str, Any]]:
-    at = run_page("pages/viewer.py", env.users[user], viewer_study_id=env.boxed)
+    at = run_page("pages/viewer.py", env.users[user], viewer_study_id=env.boxed, **FALLBACK)
     at.slider(key="vw_slice_axial").set_value(slice_number).run()
     assert not at.exception, at.exception
     return slice_data(at)["axial"]["boxes"]
+
+
+def _workstation_boxes(env: Scene, user: str) -> list[dict[str, Any]]:
+    at = run_page("pages/viewer.py", env.users[user], viewer_study_id=env.boxed)
+    assert not at.exception, at.exception
+    return workstation_view(at)["boxes"]
 
 
 def test_boxes_follow_the_blinding_rules(env: Scene) -> None:
@@ -352,12 +380,22 @@ def test_boxes_follow_the_blinding_rules(env: Scene) -> None:
     assert mine and all(b["label"].split()[0] == "you" for b in mine)
     assert _boxes_on(env, "reader4", number) == []  # assigned, but blinded to the others
     assert _boxes_on(env, "viewer", number) == []
+    # the client-side viewer gets the same boxes, each of its kind, read-only
+    every = _workstation_boxes(env, "adjudicator1")
+    assert sorted(b["reader"] for b in every) == sorted(
+        name for name, ks in owners.items() for _ in ks)
+    assert {b["kind"] for b in every} == {"other reader"} and not any(b["editable"] for b in every)
+    assert {b["slice"] for b in every if b["reader"] == reader} == set(slices)
+    own = _workstation_boxes(env, reader)
+    assert own and {b["kind"] for b in own} == {"key"} and {b["reader"] for b in own} == {"you"}
+    assert _workstation_boxes(env, "reader4") == []
+    assert _workstation_boxes(env, "viewer") == []
 
 
 def test_3d_view_has_a_named_mesh_per_vertebra_and_boxes(env: Scene) -> None:
     at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
-    at.button_group(key="vw_mode").set_value("3D").run()
     assert not at.exception, at.exception
+    assert [t.label for t in at.tabs] == ["Slices", "3-D vertebrae"]  # beside the slices
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     traces = spec["data"]
     meshes = [t["name"] for t in traces
@@ -473,7 +511,7 @@ def test_a_mask_that_no_longer_fits_offers_opening_without_it(env: Scene) -> Non
     far = np.eye(4)
     far[:3, 3] = 10_000.0  # ten metres away: overlaps nothing
     save_nifti(Volume(np.ones((8, 8, 8), np.uint8), far), mask_path)
-    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.damaged)
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.damaged, **FALLBACK)
     assert not at.exception, at.exception
     assert any("mask" in e.value and "overlap" in e.value for e in at.error)
     assert not at.get("bidi_component")
@@ -498,7 +536,8 @@ def test_deleted_source_files_give_a_message_and_a_way_back(env: Scene) -> None:
 
 
 def test_a_damaged_cache_file_is_rebuilt_from_the_sources(env: Scene) -> None:
-    first = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    first = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed,
+                  **FALLBACK)
     before = slice_data(first)["axial"]["src"]
     with unit_of_work(open_workspace(env.settings).sessions, readonly=True) as s:
         uid = s.scalars(select(m.Series.series_uid).where(m.Series.study_id == env.boxed)).one()
@@ -509,7 +548,8 @@ def test_a_damaged_cache_file_is_rebuilt_from_the_sources(env: Scene) -> None:
     for npy in entries:  # cut them short under the open memory maps, as a crash or full disk would
         with npy.open("r+b") as fh:
             fh.truncate(sizes[npy] // 2)
-    again = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    again = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed,
+                  **FALLBACK)
     assert not again.exception, again.exception
     assert not again.error
     assert slice_data(again)["axial"]["src"] == before
@@ -529,8 +569,63 @@ def test_unknown_and_imageless_studies_are_explained(env: Scene) -> None:
 
 
 def test_planes_cover_the_volume_in_display_order(env: Scene) -> None:
-    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed,
+                  **FALLBACK)
     at.toggle(key="vw_zoom").set_value(False).run()
     counts = {p: at.slider(key=f"vw_slice_{p}").max for p in ("axial", "sagittal", "coronal")}
     assert counts == {"axial": SHAPE[0], "sagittal": SHAPE[2], "coronal": SHAPE[1]}
     assert Plane.AXIAL.value in slice_data(at)
+
+
+# --- the client-side workstation: address, slice number, fallback ------------------------------
+
+
+def test_the_workstation_gets_the_study_its_palette_and_writes_the_address(env: Scene) -> None:
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed)
+    assert not at.exception, at.exception
+    assert not slice_data(at)  # no server-rendered slice: the browser draws them
+    view = workstation_view(at)
+    assert view["layout"] == "single" and view["plane"] == "axial" and not view["editable"]
+    assert {lab["name"] for lab in view["labels"]} >= {"C1", "C7"}
+    uid = env.uids[env.boxed]
+    number = int(qp(at, "slice"))
+    assert qp(at, "study") == uid and qp(at, "plane") == "axial"
+    assert view["cursor"][0] == number - 1  # the address counts from 1, as the viewer shows
+    caption = next(c.value for c in at.caption if c.value.startswith("**Axial "))
+    assert caption.startswith(f"**Axial {number}/{SHAPE[0]} · z = ")
+    assert "instance number" in caption
+    # the layout switch: three linked planes
+    at.button_group(key="vw_ws_layout").set_value("Three planes").run()
+    assert workstation_view(at)["layout"] == "three"
+
+
+def test_a_deep_link_opens_its_study_plane_and_slice(env: Scene) -> None:
+    at = AppTest.from_file(str(ROOT / "pages/viewer.py"), default_timeout=TIMEOUT)
+    at.session_state["user"] = env.users["viewer"]
+    at.query_params["study"] = env.uids[env.boxed]  # nothing chosen in the case list
+    at.query_params["plane"] = "sagittal"
+    at.query_params["slice"] = "7"
+    at.run()
+    assert not at.exception, at.exception
+    assert any(env.uids[env.boxed] in s.value for s in at.subheader)
+    assert at.session_state["viewer_study_id"] == env.boxed
+    view = workstation_view(at)
+    assert view["plane"] == "sagittal" and view["cursor"][2] == 6  # sagittal runs along L
+    assert qp(at, "slice") == "7" and qp(at, "plane") == "sagittal"
+    # the address changes (Back/Forward rerun the page with the old one): the page follows it
+    at.query_params["slice"] = "12"
+    at.run()
+    assert workstation_view(at)["cursor"][2] == 11
+    # a slice beyond the volume is clamped, junk is ignored
+    at.query_params["slice"] = "9999"
+    at.run()
+    assert workstation_view(at)["cursor"][2] == SHAPE[2] - 1
+
+
+def test_a_study_too_large_for_the_browser_falls_back_to_server_slices(env: Scene) -> None:
+    at = run_page("pages/viewer.py", env.users["admin"], viewer_study_id=env.boxed, **FALLBACK)
+    assert not at.exception, at.exception
+    assert any("server-rendered slices" in i.value for i in at.info)
+    assert set(slice_data(at)) == {"axial", "sagittal", "coronal"}
+    assert not any(el.proto.bytes for el in at.get("bidi_component"))
+    assert [t.label for t in at.tabs] == ["Slices", "3-D vertebrae"]
