@@ -241,7 +241,9 @@ def _start_slice(study_id: int, study: Any, order: Any, own: Sequence[be.BoxStat
         try:
             if st.query_params.get("study") != study.info.study_uid:
                 raise ValueError("the slice in the URL is another study's")
-            start = int(st.query_params.get("slice", ""))
+            start = int(st.query_params.get("slice", "")) - 1  # the URL has the shown number
+            if not 0 <= start < n:
+                raise ValueError("the slice in the URL is outside the study")
         except ValueError:
             start = n // 2
             if own:
@@ -321,7 +323,7 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
             return
     stored = ab_stored_slice(order, result, start, study_id)
     if result.slice is not None:
-        st.query_params["slice"] = str(result.slice.index)
+        st.query_params["slice"] = str(result.slice.index + 1)  # "Axial n": one number everywhere
     _reading_heartbeat(user, study_id, activity=bool(handled) or result.slice is not None)
     with side:
         _slice_panel(user, study_id, study, stored, prediction, editable)

@@ -2,21 +2,20 @@
 pages.
 
 reader1 opens a study in the viewer and asks for its prediction: the progress shows, then the
-result (summary, per-level probabilities, timings), the predicted mask's outline (its own toggle)
-and the model's boxes on the slice of a box. reader1 copies that box into their own work on the
-annotation page; the database holds it as reader1's, with source "prediction", and reader2 does
-not see it (blinding). The admin finds the model version and its charts on the Models page, and
-prediction and truth side by side on the Demonstration page. No page shows a traceback.
+result (summary, per-level probabilities, timings), and in the client-side viewer the model's boxes
+on the slice of a box (their own toggle) and the predicted mask as the overlay. reader1 copies that
+box into their own work on the annotation page; the database holds it as reader1's, with source
+"prediction", and reader2 does not see it (blinding). The admin finds the model version and its
+charts on the Models page, and prediction and truth side by side on the Demonstration page. No page
+shows a traceback.
 
 The study is imported for this test alone: the demo studies are too small for the shipped weights
-to flag a level (no box to copy) and their readers have submitted (nothing to copy into), and
-other browser tests expect them unpredicted.
+to flag a level (no box to copy) and their readers have submitted (nothing to copy into), and other
+browser tests expect them unpredicted.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 import subprocess
@@ -48,7 +47,6 @@ except ImportError:  # pragma: no cover - the browser tests need Playwright
 SEED = 4124
 SHAPE = (96, 160, 160)
 MODEL = "spinereview-demo 0.1.0"
-HEADER = re.compile(r"^Axial (\d+)/(\d+) ")
 
 
 @pytest.fixture(autouse=True)
@@ -114,49 +112,63 @@ def open_study_in_viewer(page: Any, uid: str) -> None:
     canvas = page.locator("[data-testid=stDataFrame] canvas").first
     box = canvas.bounding_box()
     page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)
-    for plane in ("axial", "sagittal", "coronal"):
-        page.locator(f".sv[data-plane={plane}] .sv-img").wait_for()
+    wait_viewer(page)
     expect(page.get_by_text(f"Study {uid}")).to_be_visible()
 
 
-def axial_number(page: Any) -> int:
-    text = page.locator(".sv[data-plane=axial] .sv-head").inner_text()
-    match = HEADER.match(text)
-    assert match, f"unexpected header {text!r}"
-    return int(match.group(1))
+def wait_viewer(page: Any) -> None:
+    """The client-side viewer holds the whole volume and the page's run is over."""
+    settle(page, 1.0)
+    expect(page.locator("[data-testid=sv-root]")).to_have_count(1)
+    page.locator("[data-testid=sv-root][data-complete='1']").wait_for(timeout=60_000)
+
+
+def axial_index(page: Any) -> int:
+    """The axial slice (0-based display index) the client-side viewer shows."""
+    return int(page.locator("[data-testid=sv-vp-axial] .sv-info").get_attribute("data-index"))
 
 
 def go_to_axial(page: Any, number: int) -> None:
-    """Step the axial plane (the keys' plane) to slice ``number`` (1-based) with PgUp/PgDn and
-    the arrow keys, waiting for each step."""
-    head = page.locator(".sv[data-plane=axial] .sv-head")
-    settle(page)
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")
-    while (current := axial_number(page)) != number:
+    """Step the axial plane to slice ``number`` (1-based, as the viewer shows it) with PgUp/PgDn
+    and the arrow keys in the viewer, waiting for each step, then for the address to follow."""
+    info = page.locator("[data-testid=sv-vp-axial] .sv-info")
+    page.locator("[data-testid=sv-root]").focus()
+    while (current := axial_index(page) + 1) != number:
         diff = number - current
         if abs(diff) >= 10:
             key, step = ("PageUp", 10) if diff > 0 else ("PageDown", -10)
         else:
             key, step = ("ArrowUp", 1) if diff > 0 else ("ArrowDown", -1)
         page.keyboard.press(key)
-        expect(head).to_have_text(re.compile(rf"^Axial {current + step}/"))
+        expect(info).to_have_attribute("data-index", str(current + step - 1))
+    page.wait_for_function(
+        "n => new URLSearchParams(location.search).get('slice') === String(n)", arg=number)
+    settle(page)
 
 
-def image_pixels(page: Any, plane: str) -> np.ndarray:
-    """The RGB pixels of a plane's slice image (its PNG data URI)."""
-    from PIL import Image
-
-    src = str(page.locator(f".sv[data-plane={plane}] .sv-img").get_attribute("src"))
-    png = base64.b64decode(src.split(",", 1)[1])
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-
-
-def model_pink(rgb: np.ndarray) -> int:
-    """Pixels of the model's pink (red well above the pixel's grey, green well below); grey CT
-    never counts."""
-    mean = rgb.mean(axis=2)
-    return int(((rgb[..., 0] - mean > 40) & (mean - rgb[..., 1] > 40)
-                & (rgb[..., 2] - rgb[..., 1] > 40)).sum())
+def box_colour_pixels(page: Any, colour: tuple[int, int, int], box: dict[str, Any]) -> int:
+    """Pixels of ``colour`` the viewer's overlay canvas draws around a stored box's outline (a
+    standard axial stack: stored x, y are the axial image's columns and rows)."""
+    vp = page.locator("[data-testid=sv-vp-axial]").bounding_box()
+    img = page.locator("[data-testid=sv-vp-axial] canvas.sv-img").bounding_box()
+    width, height = (int(v) for v in page.locator("[data-testid=sv-vp-axial] canvas.sv-img")
+                     .evaluate("c => [c.width, c.height]"))
+    sx, sy = img["width"] / width, img["height"] / height
+    x0 = img["x"] - vp["x"] + box["x"] * sx - 6
+    y0 = img["y"] - vp["y"] + box["y"] * sy - 6
+    w, h = box["width"] * sx + 12, box["height"] * sy + 12
+    return int(page.locator("[data-testid=sv-vp-axial] canvas.sv-ov").evaluate(
+        """(c, a) => {
+          const dpr = c.width / c.getBoundingClientRect().width;
+          const d = c.getContext('2d').getImageData(Math.max(0, a.x * dpr), Math.max(0, a.y * dpr),
+                                                    Math.max(1, a.w * dpr), Math.max(1, a.h * dpr)).data;
+          let n = 0;
+          for (let i = 0; i < d.length; i += 4) {
+            if (d[i + 3] > 200 && Math.abs(d[i] - a.r) < 40 && Math.abs(d[i + 1] - a.g) < 40
+                && Math.abs(d[i + 2] - a.b) < 40) n++;
+          }
+          return n;
+        }""", {"x": x0, "y": y0, "w": w, "h": h, "r": colour[0], "g": colour[1], "b": colour[2]}))
 
 
 def flip(page: Any, name: str) -> None:
@@ -188,13 +200,15 @@ def token_of(page: Any) -> str:
 
 
 def open_annotation_at(page: Any, app_url: str, uid: str, display_index: int) -> None:
-    """Reload the annotation page on ``uid`` at display slice ``display_index`` (what the page keeps
-    in its URL), staying signed in with the session token."""
-    page.goto(f"{app_url}/annotate?s={token_of(page)}&study={uid}&slice={display_index}")
+    """Reload the annotation page on ``uid`` at display slice ``display_index`` (0-based; the URL
+    carries the number the viewer shows, ``display_index + 1``), staying signed in with the
+    session token."""
+    page.goto(f"{app_url}/annotate?s={token_of(page)}&study={uid}&slice={display_index + 1}")
     page.get_by_role("button", name="Sign out").wait_for()
     settle(page, 1.5)
     page.get_by_text(uid).first.wait_for()
-    page.locator("canvas.upper-canvas").first.wait_for()
+    wait_viewer(page)
+    assert axial_index(page) == display_index
 
 
 # --- database helpers ------------------------------------------------------------------------
@@ -297,39 +311,38 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     # -- the predicted box's slice: the box, its label and the mask outline -------------------------
     boxes = sorted(row["boxes"], key=lambda b: b["slice_index"])
     target = boxes[len(boxes) // 2]
-    label = f"model {target['level']} {target['score']:.2f}"
     display = axial_display_index(app_env, uid, target["slice_index"])
     go_to_axial(r1, display + 1)
-    axial = r1.locator(".sv[data-plane=axial]")
-    expect(axial.locator(".sv-boxlabel")).to_have_text([label])
-    assert axial.locator(".sv-box").evaluate("el => getComputedStyle(el).borderTopColor") == \
-        "rgb({}, {}, {})".format(*MODEL_COLOUR)
-    with_mask = image_pixels(r1, "axial")
-    axial.scroll_into_view_if_needed()
+    assert axial_index(r1) == display
+    expect(r1.get_by_text(re.compile(rf"^Axial {display + 1}/\d+ · "))).to_be_visible()
+    # the model's box, in the model's colour, on its slice (the overlay canvas draws it)
+    assert box_colour_pixels(r1, MODEL_COLOUR, target) > 20
     r1.wait_for_timeout(300)  # let the images paint
     screenshot(r1, "prediction-03-viewer-box-and-mask")
-    flip(r1, "Predicted mask")  # off: the outline leaves the image, the box stays
-    expect(axial.locator(".sv-boxlabel")).to_have_text([label])
-    without_mask = image_pixels(r1, "axial")
-    assert model_pink(with_mask) > model_pink(without_mask) + 20, (
-        model_pink(with_mask), model_pink(without_mask))
     flip(r1, "Predicted boxes")  # off: no model box
-    expect(axial.locator(".sv-box")).to_have_count(0)
+    r1.wait_for_timeout(300)
+    assert box_colour_pixels(r1, MODEL_COLOUR, target) == 0
     flip(r1, "Predicted boxes")
-    flip(r1, "Predicted mask")
-    expect(axial.locator(".sv-boxlabel")).to_have_text([label])
+    r1.wait_for_timeout(300)
+    assert box_colour_pixels(r1, MODEL_COLOUR, target) > 20
+    # the model's mask instead of the dataset's in the viewer's level colours
+    r1.get_by_role("combobox", name="Overlay").click()  # the selectbox
+    r1.get_by_role("option", name="Model's mask").click()
+    wait_viewer(r1)
+    assert ":prediction" in str(r1.locator("[data-testid=sv-root]").get_attribute("data-volume"))
+    assert axial_index(r1) == display  # the same slice
     no_traceback(r1)
 
     # -- 2. reader1 copies the box into their own work ------------------------------------------------
     assert reader_boxes(app_env, uid) == []
     open_annotation_at(r1, app_url, uid, display)
     expect(r1.get_by_text(f"Model's boxes on this slice (1) · {MODEL}")).to_be_visible()
-    expect(r1.get_by_text("Boxes on this slice (0)", exact=True)).to_be_visible()
+    expect(r1.get_by_text(re.compile(r"^Boxes on this slice \(0\) · axial \d+$"))).to_be_visible()
     expect(r1.get_by_text(re.compile(
         rf"^{target['level']} · score {target['score']:.2f} · "))).to_be_visible()
     r1.get_by_role("button", name="Copy", exact=True).click()
     settle(r1, 1.5)
-    expect(r1.get_by_text("Boxes on this slice (1)", exact=True)).to_be_visible()
+    expect(r1.get_by_text(re.compile(r"^Boxes on this slice \(1\) · axial \d+$"))).to_be_visible()
     expect(r1.get_by_role("button", name="Copied", exact=True)).to_be_disabled()
     saved = reader_boxes(app_env, uid)
     assert len(saved) == 1, saved
@@ -346,7 +359,7 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     sign_in(r2, app_url, "reader2")
     open_annotation_at(r2, app_url, uid, display)
     expect(r2.get_by_text(f"Model's boxes on this slice (1) · {MODEL}")).to_be_visible()
-    expect(r2.get_by_text("Boxes on this slice (0)", exact=True)).to_be_visible()
+    expect(r2.get_by_text(re.compile(r"^Boxes on this slice \(0\) · axial \d+$"))).to_be_visible()
     expect(r2.get_by_role("button", name="Copy", exact=True)).to_be_enabled()
     assert r2.get_by_role("button", name="Copied", exact=True).count() == 0
     no_traceback(r2)
