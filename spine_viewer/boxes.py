@@ -4,7 +4,7 @@ Pages speak in **stored** coordinates, as the database keeps boxes (:class:`spin
 slice ``a0`` of the stored array, ``x`` along columns (a2) and ``y`` along rows (a1), edges in
 voxels (pixel ``(r, c)`` covers ``[c, c + 1) × [r, r + 1)``; fractions allowed). The browser speaks
 in **display** coordinates (axial slice index, columns and rows of the axial image, see
-:mod:`spine_viewer.orientation`). :func:`to_display` and :func:`event_from_browser` convert; for a
+:class:`spine_core.render.display.DisplayGeometry`). :func:`to_display` and :func:`event_from_browser` convert; for a
 standard axial series both are the identity.
 
 Boxes are drawn on stored slices, so they are shown (and editable) only when the stored slices are
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from spine_core.errors import InputError
-from spine_viewer.orientation import DisplayOrder
+from spine_core.render.display import DisplayGeometry
 
 BoxKind = Literal["key", "interpolated", "union", "model", "other reader", "other"]
 EventType = Literal["created", "changed", "deleted"]
@@ -88,12 +88,12 @@ class BoxEvent:
         return self.y1 - self.y0
 
 
-def boxes_drawable(order: DisplayOrder) -> bool:
+def boxes_drawable(order: DisplayGeometry) -> bool:
     """Whether the stored slices are the axial display plane (the only plane with boxes)."""
     return order.axial_is_stored
 
 
-def _display_rect(order: DisplayOrder, x0: float, y0: float, x1: float, y1: float
+def _display_rect(order: DisplayGeometry, x0: float, y0: float, x1: float, y1: float
                   ) -> tuple[float, float, float, float]:
     """Stored (x0, y0, x1, y1) -> display (col0, row0, col1, row1) on an axial slice."""
     spans: dict[int, tuple[float, float]] = {}
@@ -103,7 +103,7 @@ def _display_rect(order: DisplayOrder, x0: float, y0: float, x1: float, y1: floa
     return spans[2][0], spans[1][0], spans[2][1], spans[1][1]
 
 
-def _source_rect(order: DisplayOrder, c0: float, r0: float, c1: float, r1: float
+def _source_rect(order: DisplayGeometry, c0: float, r0: float, c1: float, r1: float
                  ) -> tuple[float, float, float, float]:
     """Display (col0, row0, col1, row1) on an axial slice -> stored (x0, y0, x1, y1)."""
     spans: dict[int, tuple[float, float]] = {}
@@ -113,7 +113,7 @@ def _source_rect(order: DisplayOrder, c0: float, r0: float, c1: float, r1: float
     return spans[2][0], spans[1][0], spans[2][1], spans[1][1]
 
 
-def to_display(boxes: Iterable[ViewerBox], order: DisplayOrder,
+def to_display(boxes: Iterable[ViewerBox], order: DisplayGeometry,
                editable: bool) -> list[dict[str, Any]]:
     """The boxes as the browser takes them (display axial slice, columns/rows), JSON-ready."""
     if not boxes_drawable(order):
@@ -143,7 +143,7 @@ def _number(value: Any, name: str) -> float:
     return out
 
 
-def event_from_browser(raw: Mapping[str, Any], order: DisplayOrder) -> BoxEvent:
+def event_from_browser(raw: Mapping[str, Any], order: DisplayGeometry) -> BoxEvent:
     """A browser event (display coordinates) as a :class:`BoxEvent` (stored coordinates).
 
     Raises InputError for anything malformed (the browser is not trusted).

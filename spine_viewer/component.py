@@ -14,9 +14,10 @@ server. Python talks to it only:
 
 Mount it inside ``st.fragment`` on heavy pages: the chunk reruns then rerun only the fragment.
 
-Coordinates: ``plane``/``slice``/``cursor`` are display indices of :mod:`spine_viewer.orientation` (axial
-slices Inferior→Superior, rows Anterior→Posterior, columns patient Right→Left); boxes and box
-events are in stored coordinates (see :mod:`spine_viewer.boxes`).
+Coordinates: ``plane``/``slice``/``cursor`` are display indices of
+:class:`spine_core.render.display.DisplayGeometry`, the server viewer's convention (axial slices
+Inferior→Superior, rows Anterior→Posterior, columns patient Right→Left); boxes and box events are
+in stored coordinates (see :mod:`spine_viewer.boxes`).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ import streamlit as st
 
 from spine_core.errors import InputError
 from spine_core.labels import LEVEL_COLOURS, LEVEL_NAMES
+from spine_core.render.display import DisplayGeometry
 from spine_core.volume import Volume
 from spine_viewer import transport
 from spine_viewer.boxes import BoxEvent, ViewerBox, boxes_drawable, event_from_browser, to_display
 from spine_viewer.bundle import bundle_js
 from spine_viewer.chunks import ChunkStore, default_store
 from spine_viewer.keymap import gestures_json, keymap_json
-from spine_viewer.orientation import DisplayOrder
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _palette(labels: Mapping[int, str] | None,
     return out
 
 
-def _cursor(geometry: DisplayOrder, plane: str, index: int | None,
+def _cursor(geometry: DisplayGeometry, plane: str, index: int | None,
             cursor: Sequence[int] | None) -> list[int]:
     shape = geometry.display_shape
     cur = [n // 2 for n in shape] if cursor is None else [int(v) for v in cursor]
@@ -196,7 +197,7 @@ def _cursor(geometry: DisplayOrder, plane: str, index: int | None,
     return [min(max(v, 0), n - 1) for v, n in zip(cur, shape)]
 
 
-def _commit(raw: Any, geometry: DisplayOrder) -> SliceCommit | None:
+def _commit(raw: Any, geometry: DisplayGeometry) -> SliceCommit | None:
     if not isinstance(raw, Mapping):
         return None
     try:

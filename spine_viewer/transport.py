@@ -6,7 +6,7 @@ into floats): the browser viewer receives the volume slice range by slice range,
 
 Display order
 -------------
-The browser holds the volume in the display order of :mod:`spine_viewer.orientation` (axis 0
+The browser holds the volume in the display order of :class:`spine_core.render.display.DisplayGeometry` (axis 0
 towards Superior, 1 towards Posterior, 2 towards the patient's Left; one display pixel per voxel).
 A chunk is a range ``[a, b)`` of display axial slices; for a standard axial series it is a plain
 slab of the memory map, for other orientations a strided view (still one chunk at a time).
@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from spine_core.errors import InputError
+from spine_core.render.display import DisplayGeometry
 from spine_core.volume import Volume
-from spine_viewer.orientation import DisplayOrder
 
 MAGIC = b"SPV1"
 FORMAT_VERSION = 1
@@ -97,9 +97,9 @@ class EncodedChunk:
 # ---- geometry and budget ---------------------------------------------------------------------
 
 
-def display_geometry(volume: Volume) -> DisplayOrder:
+def display_geometry(volume: Volume) -> DisplayGeometry:
     """How ``volume`` is shown: one display pixel per voxel (no resampling)."""
-    return DisplayOrder.from_volume(volume)
+    return DisplayGeometry.from_volume(volume, square_pixels=False)
 
 
 def browser_bytes(shape: Sequence[int], has_mask: bool) -> int:
@@ -228,7 +228,7 @@ def decode_part(part_bytes: bytes, codec: str) -> npt.NDArray[Any]:
 # ---- header and frames -----------------------------------------------------------------------
 
 
-def volume_header(volume_id: str, geometry: DisplayOrder, has_mask: bool,
+def volume_header(volume_id: str, geometry: DisplayGeometry, has_mask: bool,
                   plan: Sequence[SliceRange], source_dtype: str = "int16") -> dict[str, Any]:
     """What the browser needs to allocate and place the volume (JSON-ready)."""
     shape = [int(s) for s in geometry.display_shape]

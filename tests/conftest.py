@@ -11,7 +11,7 @@ import pytest
 
 pytest_plugins: list[str] = [
     module
-    for module in ("tests.db_fixtures", "tests.dicom_fixtures")
+    for module in ("tests.db_fixtures", "tests.dicom_fixtures", "tests.chromium_fixtures")
     if importlib.util.find_spec(module) is not None
 ]
 

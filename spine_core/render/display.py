@@ -226,6 +226,23 @@ class DisplayGeometry:
             dv[d] = self.shape[a] - 1 - int(voxel[a]) if self.flip[d] else int(voxel[a])
         return tuple(dv)  # type: ignore[return-value]
 
+    @property
+    def axial_is_stored(self) -> bool:
+        """Whether the display's axial slices are the stored slices ``array[k]`` (a0)."""
+        return self.perm[0] == 0
+
+    def edges_to_display(self, axis: int, lo: float, hi: float) -> tuple[int, float, float]:
+        """A span of edge coordinates along stored axis ``axis`` -> (display axis, lo, hi)."""
+        d = self.perm.index(axis)
+        n = self.shape[axis]
+        return (d, n - hi, n - lo) if self.flip[d] else (d, lo, hi)
+
+    def edges_to_source(self, display_axis: int, lo: float, hi: float) -> tuple[int, float, float]:
+        """A span of edge coordinates along a display axis -> (stored axis, lo, hi)."""
+        a = self.perm[display_axis]
+        n = self.shape[a]
+        return (a, n - hi, n - lo) if self.flip[display_axis] else (a, lo, hi)
+
     # ---- planes -----------------------------------------------------------------------------
 
     def slice_count(self, plane: Plane | str) -> int:

@@ -1,5 +1,6 @@
 """Fixtures of the viewer's browser tests: the demo app ``viewer_app.py`` served on a free loopback
-port (one per configuration), and Debian's Chromium from tests/browser/conftest.py."""
+port (one per configuration); the Chromium is the suite's one ``browser`` fixture
+(tests/chromium_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.backend_helpers import free_port
-from tests.browser.conftest import _wait_http, browser  # noqa: F401 - the shared Chromium fixture
+from tests.browser.conftest import _wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "viewer_app.py"

@@ -102,25 +102,6 @@ def test_shuffle_is_the_byte_planes_of_little_endian_int16() -> None:
     np.testing.assert_array_equal(transport.unshuffle16(raw), values)
 
 
-def test_display_order_matches_the_server_renderer() -> None:
-    """The viewer's own display order is the one of spine_core.render (the server viewer)."""
-    render = pytest.importorskip("spine_core.render")
-    from spine_viewer.orientation import DisplayOrder
-
-    rng = np.random.default_rng(5)
-    oblique = []
-    for _ in range(20):  # random rotations and spacings: the closest orientation must agree
-        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-        oblique.append(np.vstack([np.hstack([q * rng.uniform(0.3, 3, 3), rng.normal(size=(3, 1))]),
-                                  [0, 0, 0, 1]]))
-    for affine in (AXIAL_SPL, np.array([[1.5, 0, 0, 0], [0, 0, -0.5, 0], [0, -0.7, 0, 0], [0, 0, 0, 1]]),
-                   np.array([[0, 0, -0.5, 0], [0, -0.6, 0, 0], [-2.0, 0, 0, 0], [0, 0, 0, 1]]), *oblique):
-        ours = DisplayOrder.from_affine((8, 9, 10), affine)
-        theirs = render.DisplayGeometry.from_affine((8, 9, 10), affine, square_pixels=False)
-        assert (ours.perm, ours.flip) == (tuple(theirs.perm), tuple(theirs.flip))
-        np.testing.assert_allclose(ours.display_affine, theirs.display_affine)
-
-
 def test_other_orientations_travel_in_display_order(tmp_path) -> None:
     # stored sagittal slices (a0 towards patient Left), rows towards Inferior, cols Anterior
     affine = np.array([[1.5, 0, 0, 0], [0, 0, -0.5, 0], [0, -0.7, 0, 0], [0, 0, 0, 1]])
