@@ -381,44 +381,6 @@ def _validated(series: m.Series, box: BoxInput) -> BoxInput:
         raise InputError(f"box on slice {box.slice_index}: {exc}") from None
 
 
-def save_box(
-    session: Session,
-    actor: m.User,
-    study_id: int,
-    box: BoxInput,
-    *,
-    box_id: int | None = None,
-    expected_version: int | None = None,
-) -> m.Box:
-    """Create a box, or update the reader's own box ``box_id`` (checked against its version).
-
-    The older form of ``db.box_events.create_box`` / ``change_box``: a box outside the image is
-    refused rather than clipped, ``expected_version=None`` skips the version check, and an update
-    keeps the box's fracture. Its fracture's interpolated boxes follow either way.
-    """
-    from db import box_events
-
-    if box_id is None:
-        event = box_events._create(session, actor, study_id, box, clip=False)
-    else:
-        event = box_events._change(session, actor, box_id, expected_version, box, clip=False,
-                                   keep_fracture=True)
-    assert event.box is not None
-    row = session.get(m.Box, event.box.id)
-    assert row is not None
-    return row
-
-
-def delete_box(
-    session: Session, actor: m.User, box_id: int, *, expected_version: int | None = None
-) -> None:
-    """Soft-delete the reader's own box (kept for the audit trail); its fracture's interpolated
-    boxes follow. ``db.box_events.delete_box`` also says which levels to ask about."""
-    from db import box_events
-
-    box_events._delete(session, actor, box_id, expected_version)
-
-
 def visible_boxes(
     session: Session, viewer: m.User, study_id: int, *, slice_index: int | None = None,
     include_dataset: bool = False,

@@ -50,6 +50,7 @@ from db.annotations import (
     _require_writable,
     _validated,
     primary_series,
+    visible_boxes,
 )
 from db.audit import record
 from spine_core.adjudication import LevelCall
@@ -213,8 +214,6 @@ def boxes_state(
     """The boxes ``viewer`` may see (blinded like ``db.annotations.visible_boxes``: an annotator
     their own, adjudicators and admins everyone's, viewers none), key and interpolated, by slice,
     with the study's version stamp (:func:`study_version`)."""
-    from db.annotations import visible_boxes
-
     rows = visible_boxes(session, viewer, study_id, slice_index=slice_index)
     names = _usernames(session, {r.reader_id for r in rows})
     return StudyBoxes([_state(r, names[r.reader_id]) for r in rows],
@@ -622,3 +621,40 @@ def refresh_fracture(
                    "superseded": [r.id for r in out.superseded],
                })
     return out
+
+
+# --- the older row-returning API (imports, the copy of predicted boxes, tests) -------------------
+
+
+def save_box(
+    session: Session,
+    actor: m.User,
+    study_id: int,
+    box: BoxInput,
+    *,
+    box_id: int | None = None,
+    expected_version: int | None = None,
+) -> m.Box:
+    """Create a box, or update the reader's own box ``box_id`` (checked against its version).
+
+    The older form of :func:`create_box` / :func:`change_box`: a box outside the image is
+    refused rather than clipped, ``expected_version=None`` skips the version check, and an update
+    keeps the box's fracture. Its fracture's interpolated boxes follow either way.
+    """
+    if box_id is None:
+        event = _create(session, actor, study_id, box, clip=False)
+    else:
+        event = _change(session, actor, box_id, expected_version, box, clip=False,
+                                   keep_fracture=True)
+    assert event.box is not None
+    row = session.get(m.Box, event.box.id)
+    assert row is not None
+    return row
+
+
+def delete_saved_box(
+    session: Session, actor: m.User, box_id: int, *, expected_version: int | None = None
+) -> None:
+    """Soft-delete the reader's own box (kept for the audit trail); its fracture's interpolated
+    boxes follow. :func:`delete_box` also says which levels to ask about."""
+    _delete(session, actor, box_id, expected_version)

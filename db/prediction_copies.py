@@ -10,7 +10,8 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from db import models as m
-from db.annotations import BoxInput, save_box
+from db.annotations import BoxInput
+from db.box_events import save_box
 from spine_core.annotation_geometry import level_of_box
 from spine_core.inference.protocol import PredictedBox
 from spine_core.labels import LEVEL_IDS

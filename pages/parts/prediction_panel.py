@@ -12,7 +12,7 @@
   (its own toggle, opacity and colour, so it never looks like the dataset's filled mask);
   :func:`prediction_boxes` gives the predicted boxes in their own colour with their score.
 * :func:`copy_panel` lets a reader copy predicted boxes into their own work
-  (``db.annotations.save_box`` with ``source="prediction"``); :func:`draw_predicted_boxes`
+  (``db.box_events.save_box`` with ``source="prediction"``); :func:`draw_predicted_boxes`
   marks them on the reader's canvas image.
 """
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import annotations as ann
+from db import box_events
 from db import models as m
 from db.csv_import import import_csv
 from db.session import unit_of_work
@@ -36,7 +37,7 @@ def box(slice_index: int = 3, x: float = 10, y: float = 12, w: float = 8, h: flo
 
 def save(sessions: sessionmaker[Session], uid: int, study: int, b: ann.BoxInput, **kw: object) -> m.Box:
     with unit_of_work(sessions) as s:
-        return ann.save_box(s, user(s, uid), study, b, **kw)  # type: ignore[arg-type]
+        return box_events.save_box(s, user(s, uid), study, b, **kw)  # type: ignore[arg-type]
 
 
 # --- assignments ---------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def test_box_lifecycle_is_saved_audited_and_marks_its_level(world) -> None:
                  expected_version=1)
     assert (moved.x, moved.level, moved.version) == (11, "C6", 2)
     with unit_of_work(sessions) as s:
-        ann.delete_box(s, user(s, ids["reader1"]), row.id, expected_version=2)
+        box_events.delete_saved_box(s, user(s, ids["reader1"]), row.id, expected_version=2)
     with unit_of_work(sessions, readonly=True) as s:
         reader1 = user(s, ids["reader1"])
         assert ann.visible_boxes(s, reader1, s1) == []
@@ -121,7 +122,7 @@ def test_stale_version_is_a_conflict_with_a_clear_message(world) -> None:
         save(sessions, ids["reader1"], s1, box(x=30), box_id=row.id, expected_version=1)  # tab B
     with pytest.raises(ConflictError):
         with unit_of_work(sessions) as s:
-            ann.delete_box(s, user(s, ids["reader1"]), row.id, expected_version=1)
+            box_events.delete_saved_box(s, user(s, ids["reader1"]), row.id, expected_version=1)
     with unit_of_work(sessions, readonly=True) as s:
         current = s.get(m.Box, row.id)
         assert current is not None and (current.x, current.version, current.deleted_at) == (20, 2, None)
@@ -189,7 +190,7 @@ def test_a_reader_never_sees_or_touches_another_readers_work(world) -> None:
         save(sessions, ids["reader2"], s1, box(x=1), box_id=mine.id)
     with pytest.raises(NotFound, match="does not exist or is not yours"):
         with unit_of_work(sessions) as s:
-            ann.delete_box(s, user(s, ids["reader2"]), mine.id)
+            box_events.delete_saved_box(s, user(s, ids["reader2"]), mine.id)
     with unit_of_work(sessions, readonly=True) as s:
         still = s.get(m.Box, mine.id)
         assert still is not None and (still.x, still.deleted_at) == (10, None)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db import annotations as ann
+from db import box_events
 from db import models as m
 from db.session import make_engine, make_sessionmaker, unit_of_work
 from spine_core.errors import ConflictError
@@ -39,7 +40,7 @@ def test_twenty_concurrent_writers_lose_nothing(migrated_db_url: str) -> None:
             level = LEVELS[i % 3]  # tabs of one reader mark the same levels at once
             barrier.wait(timeout=60)
             with unit_of_work(sessions) as s:  # one session, one transaction per write
-                row = ann.save_box(s, user(s, reader), study,
+                row = box_events.save_box(s, user(s, reader), study,
                                    ann.BoxInput(i, 2.0 + i, 3.0 + i, 10.0, 12.0, level=level,
                                                 note=f"writer {i}"))
                 box_id = row.id
@@ -83,7 +84,7 @@ def test_two_tabs_editing_one_box_at_once_is_a_conflict_not_a_silent_overwrite(
         with unit_of_work(sessions) as s:
             study = add_study(s, "1.2.840.78").id
             ann.assign(s, user(s, ids["admin"]), study, [ids["reader1"]])
-            row = ann.save_box(s, user(s, ids["reader1"]), study, ann.BoxInput(1, 5, 5, 10, 10))
+            row = box_events.save_box(s, user(s, ids["reader1"]), study, ann.BoxInput(1, 5, 5, 10, 10))
             box_id, version = row.id, row.version
 
         barrier = threading.Barrier(2)
@@ -92,7 +93,7 @@ def test_two_tabs_editing_one_box_at_once_is_a_conflict_not_a_silent_overwrite(
             barrier.wait(timeout=30)
             try:
                 with unit_of_work(sessions) as s:
-                    ann.save_box(s, user(s, ids["reader1"]), study, ann.BoxInput(1, x, 5, 10, 10),
+                    box_events.save_box(s, user(s, ids["reader1"]), study, ann.BoxInput(1, x, 5, 10, 10),
                                  box_id=box_id, expected_version=version)
             except ConflictError as exc:
                 return f"conflict: {exc}"
@@ -130,7 +131,7 @@ def test_first_writes_from_two_tabs_do_not_conflict_on_bookkeeping(
             barrier.wait(timeout=30)
             with unit_of_work(sessions) as s:
                 ann.set_level_call(s, user(s, ids["reader1"]), study, "C2", "fractured")
-                ann.save_box(s, user(s, ids["reader1"]), study,
+                box_events.save_box(s, user(s, ids["reader1"]), study,
                              ann.BoxInput(tab, 5, 5, 10, 10, level="C2"))
 
         with ThreadPoolExecutor(max_workers=n_tabs) as pool:

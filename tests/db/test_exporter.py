@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from db import annotations as ann
+from db import box_events
 from db import models as m
 from db.exporter import export_coco, export_readers, export_rsna
 from db.importer import import_path
@@ -63,12 +64,12 @@ def drawn(dataset: Path, migrated_db_url: str, tmp_path: Path) -> tuple[Workspac
         for k, x, y, w, h, level in boxes:
             with unit_of_work(ws.sessions) as s:
                 reader = s.scalars(select(m.User).where(m.User.username == name)).one()
-                ann.save_box(s, reader, study_id, ann.BoxInput(k, x, y, w, h, level=level, note="n"))
+                box_events.save_box(s, reader, study_id, ann.BoxInput(k, x, y, w, h, level=level, note="n"))
     with unit_of_work(ws.sessions) as s:
         reader1 = s.scalars(select(m.User).where(m.User.username == "reader1")).one()
-        gone = ann.save_box(s, reader1, study_id, ann.BoxInput(30, 1, 1, 9, 9, level="C7"))
+        gone = box_events.save_box(s, reader1, study_id, ann.BoxInput(30, 1, 1, 9, 9, level="C7"))
     with unit_of_work(ws.sessions) as s:
-        ann.delete_box(s, user(s, reader1.id), gone.id)
+        box_events.delete_saved_box(s, user(s, reader1.id), gone.id)
     return ws, uid, numbers
 
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from db import annotations
+from db import annotations, box_events
 from db import disputes as store
 from db import models as m
 from db.importer import import_path
@@ -74,7 +74,7 @@ def scene(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         annotations.assign(s, admin, study.id, [users["r1"].id, users["r2"].id])
         for reader, x in (("r1", 14.0), ("r2", 20.0)):
             actor = s.get(m.User, users[reader].id)
-            annotations.save_box(s, actor, study.id, annotations.BoxInput(2, x, 14.0, 12.0, 10.0,
+            box_events.save_box(s, actor, study.id, annotations.BoxInput(2, x, 14.0, 12.0, 10.0,
                                                                             level="C2"))
             annotations.submit(s, actor, study.id)
         store.refresh_disputes(s, study.id, settings)
