@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from app_server import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SPINE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -49,26 +49,6 @@ ARM = """(img) => {
     setTimeout(() => reject(new Error('no new image within 10 s')), 10000);
   });
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"the app did not answer at {url}")
 
 
 def _measure(page: Any, steps: int, keys: tuple[str, str]) -> list[float]:
@@ -97,12 +77,14 @@ def run(shape: str, steps: int, studies: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_")}
         env.update({"SPINE_DATA_DIR": str(Path(tmp) / "data"), "SPINE_DEMO_STUDIES": str(studies),
-                    "SPINE_DEMO_SHAPE": shape, "SPINE_WORKERS": "2"})
+                    "SPINE_DEMO_SHAPE": shape, "SPINE_WORKERS": "2",
+                    # the server-rendered slices: the path the client-side viewer replaced
+                    "SPINE_VIEWER_MAX_BROWSER_MB": "0"})
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "spine_cli.main", "bootstrap", "--no-progress"],
                        env=env, cwd=ROOT, check=True, capture_output=True)
         print(f"bootstrap ({studies} demo studies, {shape}): {time.perf_counter() - t0:.1f} s")
-        port = _free_port()
+        port = free_port()
         log = open(Path(tmp) / "streamlit.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -111,7 +93,7 @@ def run(shape: str, steps: int, studies: int) -> None:
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait(f"{url}/_stcore/health", proc)
+            wait_http(f"{url}/_stcore/health", proc)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM,
                                              args=["--no-sandbox", "--disable-gpu"])

@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from app_server import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SPINE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -102,26 +101,6 @@ PROBE = """() => {
 }"""
 
 VIEWER = "[data-testid=sv-root]"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"the app did not answer at {url}")
 
 
 def _p90(xs: list[float]) -> float:
@@ -212,7 +191,7 @@ def run(args: argparse.Namespace) -> None:
         app.write_text(textwrap.dedent(APP.format(root=str(ROOT), image=str(image), mask=str(labels),
                                                   affine=str(affine),
                                                   chunk_bytes=int(args.chunk_mb * 2**20))))
-        port = _free_port()
+        port = free_port()
         log = open(Path(tmp) / "streamlit.log", "wb")  # closed below
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
@@ -223,7 +202,7 @@ def run(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{port}"
         results: dict[str, Any] = {}
         try:
-            _wait(f"{url}/_stcore/health", proc)
+            wait_http(f"{url}/_stcore/health", proc)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 results["cold"] = open_study(browser, f"{url}/?vid=cold")
