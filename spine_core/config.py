@@ -33,6 +33,9 @@ class Settings:
     demo_studies: int = 6
     demo_shape: str = "200x256x256"  # SLICESxROWSxCOLS of generated demo studies
     demo_seed: int = 2022
+    #: Largest study (int16 volume + labels, MiB) sent to the browser viewer; bigger ones are shown
+    #: as server-rendered slices (0: always server-rendered).
+    viewer_max_browser_mb: int = 1024
 
     @property
     def demo_shape_tuple(self) -> tuple[int, int, int]:

@@ -24,7 +24,6 @@ from spine_core.colours import MODEL_COLOUR
 from spine_core.inference.protocol import PredictedBox
 from spine_core.render import Plane
 from spine_viewer import ViewerBox, VolumeTooLargeError, check_browser_memory
-from spine_viewer.transport import DEFAULT_MAX_BROWSER_BYTES
 
 #: session key: a smaller browser memory budget (bytes), e.g. to exercise the fallback in tests
 LIMIT_KEY = "vw_browser_limit"
@@ -64,7 +63,9 @@ def viewer_boxes(readers: Sequence[ShownBox], model: Sequence[PredictedBox]) -> 
 
 
 def browser_limit() -> int:
-    return int(st.session_state.get(LIMIT_KEY, DEFAULT_MAX_BROWSER_BYTES))
+    """Bytes the browser may hold: ``SPINE_VIEWER_MAX_BROWSER_MB`` (a test may override it)."""
+    configured = workspace().settings.viewer_max_browser_mb << 20
+    return int(st.session_state.get(LIMIT_KEY, configured))
 
 
 def browser_refusal(view: StudyView, with_mask: bool) -> VolumeTooLargeError | None:
