@@ -34,11 +34,12 @@ def box_label(b: be.BoxState) -> str:
 
 
 def viewer_boxes(own: Sequence[be.BoxState], model: Sequence[Any] = ()) -> list[ViewerBox]:
-    """The reader's boxes (key: editable; interpolated: read-only, dashed) and the model's."""
+    """The reader's boxes and the model's. Key and interpolated boxes are both editable: moving
+    or resizing an interpolated box (shown dashed) makes it a key box of its fracture."""
     out = [
         ViewerBox(str(b.id), b.version, b.slice_index, b.x, b.y, b.x1, b.y1,
                   kind="key" if b.is_key else "interpolated", level=b.level or "",
-                  label=box_label(b), reader=b.reader, colour=KEY_COLOUR)
+                  label=box_label(b), reader=b.reader, colour=KEY_COLOUR, editable=True)
         for b in own
     ]
     out += [

@@ -98,6 +98,10 @@ def test_two_key_boxes_ten_slices_apart_interpolate_and_export(
     page.get_by_text("Boxes on this slice (1)").wait_for()
     page.get_by_text("interpolated · fracture F1").first.wait_for()
     screenshot(page, "annotation-10-interpolated")
+    # moving the interpolated box makes it a key box: the fracture is re-interpolated around it
+    drag(page, axial(page), 0.48, 0.47, 0.50, 0.49)
+    page.get_by_text("Fracture F1: 3 key box(es), 8 interpolated").wait_for()
+    assert sorted(r[1] for r in rows(app_env, uid, "reader1") if r[2]) == [first, first + 5, first + 10]
     page.set_viewport_size({"width": 1440, "height": 900})
     settle(page, 1.5)
     screenshot(page, "annotation-12-annotate-1440x900")
@@ -109,7 +113,7 @@ def test_two_key_boxes_ten_slices_apart_interpolate_and_export(
         exported = [r for r in csv.DictReader(fh) if r["StudyInstanceUID"] == uid]
     assert len(exported) == 11
     assert {r["fracture"] for r in exported} == {"F1"}
-    assert sorted(r["key"] for r in exported) == ["0"] * 9 + ["1"] * 2
+    assert sorted(r["key"] for r in exported) == ["0"] * 8 + ["1"] * 3
     with (out / "readers_studies.csv").open(newline="") as fh:
         mine = [r for r in csv.DictReader(fh)
                 if r["StudyInstanceUID"] == uid and r["reader"] == "reader1"]

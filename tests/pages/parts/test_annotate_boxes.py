@@ -69,7 +69,14 @@ def test_key_boxes_of_one_fracture_interpolate_and_show_distinctly(
     assert sum(b.is_key for b in boxes) == 2 and sum(not b.is_key for b in boxes) == 9
     shown = ab.viewer_boxes(boxes, [])
     assert {v.kind for v in shown} == {"key", "interpolated"}
-    assert all(v.is_editable == (v.kind == "key") for v in shown)
+    assert all(v.is_editable for v in shown)
+    # adjusting an interpolated box (slice 10) makes it a key box: 3 keys, 4 + 4 interpolated
+    middle = next(b for b in boxes if not b.is_key and b.slice_index == 10)
+    adjusted = apply(world, BoxEvent("changed", str(middle.id), middle.version, 10, 16, 16, 28, 34))
+    assert adjusted.event.box is not None and adjusted.event.box.is_key
+    after = state(world)
+    assert sorted(b.slice_index for b in after if b.is_key) == [5, 10, 15]
+    assert sum(not b.is_key for b in after) == 8
 
 
 def test_a_change_to_a_box_deleted_elsewhere_is_a_conflict(
