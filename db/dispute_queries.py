@@ -218,6 +218,11 @@ class DisputeDetail:
     final_label: tuple[bool, str] | None
     other_slices: int = 0  # slices with boxes beyond MAX_SLICES, not shown
     study_readers: tuple[str, ...] = field(default_factory=tuple)
+    #: every slice with boxes at the level (the viewer shows them all), in stored order
+    all_slices: tuple[SliceView, ...] = ()
+    #: the stored slice to open at: the one most readers boxed (then head to feet), else the
+    #: level's centroid; None when neither is known
+    focus_slice: int | None = None
 
     @property
     def current_votes(self) -> tuple[VoteView, ...]:
@@ -252,7 +257,9 @@ def _centroid_slice(session: Session, study_id: int, level: str, series: m.Serie
 
 
 def _slices(session: Session, study_id: int, level: str, series: m.Series | None,
-            colours: dict[str, RGB], min_iou: float) -> tuple[list[SliceView], int]:
+            colours: dict[str, RGB], min_iou: float) -> tuple[list[SliceView], list[SliceView]]:
+    """(the most-read slices, at most MAX_SLICES, most-read first; every slice with boxes in
+    stored order), or the centroid's slice in both when no reader boxed the level."""
     rows = session.execute(
         select(m.Box, m.User.username).join(m.User, m.User.id == m.Box.reader_id)
         .where(m.Box.study_id == study_id, m.Box.level == level, m.Box.deleted_at.is_(None),
@@ -267,21 +274,21 @@ def _slices(session: Session, study_id: int, level: str, series: m.Series | None
     if not by_slice:
         centroid = _centroid_slice(session, study_id, level, series)
         if centroid is None:
-            return [], 0
-        return [SliceView(centroid, _instance(series, centroid), why="centroid")], 0
-    # Most-read slices first (where readers overlap), then head to feet in stored order.
-    order = sorted(by_slice, key=lambda k: (-len({b.reader for b in by_slice[k]}), k))
-    shown = sorted(order[:MAX_SLICES])
-    out: list[SliceView] = []
-    for k in shown:
+            return [], []
+        only = [SliceView(centroid, _instance(series, centroid), why="centroid")]
+        return only, list(only)
+    views: dict[int, SliceView] = {}
+    for k in sorted(by_slice):
         boxes = by_slice[k]
         core = [Box(k, b.x, b.y, b.width, b.height, b.reader, level, b.box_id) for b in boxes]
         unions = tuple(
             UnionView(u.x, u.y, u.width, u.height, tuple(str(r) for r in u.readers))
             for u in union_boxes(core, min_iou=min_iou)
         )
-        out.append(SliceView(k, _instance(series, k), tuple(boxes), unions))
-    return out, max(0, len(order) - MAX_SLICES)
+        views[k] = SliceView(k, _instance(series, k), tuple(boxes), unions)
+    # Most-read slices first (where readers overlap), then head to feet in stored order.
+    order = sorted(by_slice, key=lambda k: (-len({b.reader for b in by_slice[k]}), k))
+    return [views[k] for k in order[:MAX_SLICES]], list(views.values())
 
 
 def _vote_refusal(session: Session, user: m.User, dispute: m.Dispute, state: adj.DisputeState,
@@ -315,8 +322,9 @@ def dispute_detail(session: Session, viewer: ActorLike, dispute_id: int,
     series = _series(session, study.id)
     readers = study_readers(session, study.id)
     colours = reader_colours(submitted_readers(session, study.id))
-    slices, hidden = _slices(session, study.id, dispute.level, series, colours,
-                             float(settings.union_min_iou))
+    most_read, every = _slices(session, study.id, dispute.level, series, colours,
+                               float(settings.union_min_iou))
+    slices = sorted(most_read, key=lambda v: v.slice_index)
     state = dispute_state(session, dispute)
     votes = tuple(
         VoteView(v.round, name, v.choice, v.rationale, v.created_at)
@@ -359,5 +367,6 @@ def dispute_detail(session: Session, viewer: ActorLike, dispute_id: int,
         policy=adj.Policy.parse(settings.adjudication_policy).value, tally=tally,
         vote_refusal=_vote_refusal(session, user, dispute, state, readers),
         final_label=(final_row.fractured, final_row.source) if final_row is not None else None,
-        other_slices=hidden, study_readers=tuple(sorted(readers)),
+        other_slices=len(every) - len(slices), study_readers=tuple(sorted(readers)),
+        all_slices=tuple(every), focus_slice=most_read[0].slice_index if most_read else None,
     )

@@ -1,7 +1,10 @@
 """Committee page: the dispute queue, one dispute in full, and vote / decide / override / reopen.
 
-Thin: what to show comes from ``db.dispute_views``, every action goes to ``db.disputes`` (which
-checks roles and rules and writes the audit trail); slices are drawn by ``spine_core.render``.
+Thin: what to show comes from ``db.dispute_queries``, every action goes to ``db.disputes`` (which
+checks roles and rules and writes the audit trail). The study is shown in the reading workstation
+(``spine_viewer``), opened at the slice most readers boxed and zoomed to the disputed region, with
+each reader's boxes labelled large and the union; a study too big for the browser falls back to
+server-rendered slices (``pages.parts.dispute_slice``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from db import models as m
 from db.session import unit_of_work
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from pages.parts.dispute_slice import render_slice_view
+from pages.parts.dispute_viewer import boxed_range, dispute_boxes, dispute_region, opening_slice
 from spine_core import adjudication as adj
 from spine_core.adjudication import craniocaudal_key
 from spine_core.colours import UNION_COLOUR
@@ -44,15 +48,21 @@ def _swatch(rgb: tuple[int, int, int], text: str) -> str:
             f"{html.escape(text)}</span>")
 
 
-def _flash(message: str, kind: str = "success", *, keep_in_view: bool = False) -> None:
-    st.session_state[FLASH] = (kind, message)
+def _flash(message: str, kind: str = "success", *, keep_in_view: bool = False,
+           where: str = "top") -> None:
+    """Show ``message`` after the rerun, at ``where``: "top", or "actions" (beside the vote,
+    decide and override controls, where the action was taken)."""
+    st.session_state[FLASH] = (kind, message, where)
     if keep_in_view:
         st.session_state[KEEP_IN_VIEW] = True
     st.rerun()
 
 
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
+def _show_flash(where: str = "top") -> None:
+    flash = st.session_state.get(FLASH)
+    if not flash or (flash[2] if len(flash) > 2 else "top") != where:
+        return
+    kind, message = st.session_state.pop(FLASH)[:2]
     if kind == "success":
         st.success(message)
     elif kind == "info":
@@ -108,9 +118,57 @@ def _queue(user: SignedInUser) -> int | None:
 # --- one dispute --------------------------------------------------------------------------------
 
 
+def _workstation(detail: views.DisputeDetail) -> bool:
+    """The study in the reading workstation at the disputed region; False when it cannot be
+    shown there (no position known, too big for the browser, not an axial stack)."""
+    from pages.parts.viewer_parts import load_study
+    from pages.parts.viewer_workstation import browser_limit, browser_refusal, slice_caption
+    from spine_viewer import ViewerSource, VolumeTooLargeError, workstation
+    from spine_viewer.boxes import boxes_drawable
+
+    start = opening_slice(detail)
+    if start is None:
+        return False
+    try:
+        view = load_study(detail.study_id)
+    except Exception:  # noqa: BLE001 - the server-rendered slices below say what is wrong
+        return False
+    refusal = browser_refusal(view, view.mask is not None)
+    if refusal is not None or not boxes_drawable(view.geometry):
+        if refusal is not None:
+            st.info(f"{refusal}. The slices are rendered on the server instead.")
+        return False
+    index = view.geometry.source_to_display((start, 0, 0))[0]
+    legend = [_swatch(c, r) for r, c in detail.reader_colours.items()]
+    decided = detail.status == "decided"  # the union is ground truth only once a decision makes it final
+    legend.append(_swatch(UNION_COLOUR, "final box (union of the readers' boxes)" if decided else "union"))
+    st.markdown("".join(legend), unsafe_allow_html=True)
+    span = boxed_range(detail)
+    where = ("the slice most readers boxed" if detail.all_slices and detail.all_slices[0].boxes
+             else f"the centre of {detail.level} (no reader boxed it)")
+    extent = ""
+    if span is not None:
+        lo, hi = (view.geometry.source_to_display((k, 0, 0))[0] + 1 for k in span)
+        extent = f" · boxes at {detail.level} on Axial {min(lo, hi)}–{max(lo, hi)}"
+    st.caption(f"Opened at **{slice_caption(view, 'axial', index)}**, {where}{extent}. ↑/↓ step, "
+               "R shows the whole slice, ? the keys.")
+    try:
+        workstation(f"{view.info.series_uid}:{view.fingerprint}:{view.mask_id}",
+                    lambda: ViewerSource(view.image, view.mask), key="adjudicate_viewer",
+                    layout="single", plane="axial", slice=index, window="bone",
+                    boxes=dispute_boxes(detail), focus=dispute_region(detail), large_labels=True,
+                    editable=False, height=560, max_browser_bytes=browser_limit())
+    except VolumeTooLargeError as exc:
+        st.info(f"{exc}. The slices are rendered on the server instead.")
+        return False
+    return True
+
+
 def _slices(detail: views.DisputeDetail) -> None:
     from db.studies import open_image
 
+    if detail.series_id is not None and _workstation(detail):
+        return
     if detail.series_id is None:
         st.warning("This study has no image series; re-import it to see its slices.")
         return
@@ -195,6 +253,7 @@ def _history(detail: views.DisputeDetail) -> None:
 def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
     ws = workspace()
     settings = ws.settings
+    _show_flash("actions")  # the outcome of a vote, decision or override, where it was taken
     if detail.status == "open":
         if detail.vote_refusal is None:
             with st.form("vote"):
@@ -207,7 +266,7 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                             result = store.cast_vote(session, user, detail.dispute_id, choice,
                                                      rationale, settings=settings)
                         _flash(f"Vote recorded. {result.outcome.reason}",
-                               keep_in_view=result.decision_id is not None)
+                               keep_in_view=result.decision_id is not None, where="actions")
         else:
             st.caption(f"You cannot vote: {detail.vote_refusal}")
         if st.button("Decide now", key="decide",
@@ -216,7 +275,8 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                 with unit_of_work(ws.sessions) as session:
                     outcome = store.try_decide(session, user, detail.dispute_id, settings)
                 _flash(("Decided: " if outcome.decided else "Not decided yet: ") + outcome.reason,
-                       "success" if outcome.decided else "info", keep_in_view=outcome.decided)
+                       "success" if outcome.decided else "info", keep_in_view=outcome.decided,
+                       where="actions")
         if detail.policy == "report" and can(user.role, Permission.override_report):
             with st.form("override"):
                 st.markdown("**Override the report** (report policy)")
@@ -229,7 +289,7 @@ def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
                             store.override(session, user, detail.dispute_id,
                                            fractured == "fractured", reason, settings=settings)
                         _flash("The report was overridden; the final label is updated.",
-                               keep_in_view=True)
+                               keep_in_view=True, where="actions")
     else:
         with st.form("reopen"):
             reason = st.text_area("Reason to reopen (required)", key="reopen_reason")
@@ -279,6 +339,7 @@ def main() -> None:
     _show_flash()
     dispute_id = _queue(user)
     if dispute_id is None:
+        _show_flash("actions")  # the dispute acted on left the queue's filter
         return
     ws = workspace()
     with ws.sessions() as session:

@@ -133,6 +133,18 @@ def to_display(boxes: Iterable[ViewerBox], order: DisplayGeometry,
     return out
 
 
+def focus_to_display(focus: tuple[float, float, float, float] | None,
+                     order: DisplayGeometry) -> list[float] | None:
+    """A stored region (x0, y0, x1, y1) on the axial slices as the browser's display
+    [col0, row0, col1, row1], or None (no focus, or the stored slices are not axial)."""
+    if focus is None or not boxes_drawable(order):
+        return None
+    x0, y0, x1, y1 = (float(v) for v in focus)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise InputError("focus region: coordinates must be finite numbers")
+    return list(_display_rect(order, x0, y0, x1, y1))
+
+
 def _number(value: Any, name: str) -> float:
     try:
         out = float(value)

@@ -36,7 +36,14 @@ from spine_core.labels import LEVEL_COLOURS, LEVEL_NAMES
 from spine_core.render.display import DisplayGeometry
 from spine_core.volume import Volume
 from spine_viewer import transport
-from spine_viewer.boxes import BoxEvent, ViewerBox, boxes_drawable, event_from_browser, to_display
+from spine_viewer.boxes import (
+    BoxEvent,
+    ViewerBox,
+    boxes_drawable,
+    event_from_browser,
+    focus_to_display,
+    to_display,
+)
 from spine_viewer.bundle import bundle_js
 from spine_viewer.chunks import ChunkStore, default_store
 from spine_viewer.keymap import gestures_json, keymap_json
@@ -231,6 +238,8 @@ def workstation(
     label_colours: Mapping[int, Sequence[int] | str] | None = None,
     overlay: bool = True,
     overlay_opacity: float = 0.35,
+    focus: tuple[float, float, float, float] | None = None,
+    large_labels: bool = False,
     height: int | Literal["fill"] = "fill",
     max_browser_bytes: int = transport.DEFAULT_MAX_BROWSER_BYTES,
     chunk_bytes: int = transport.DEFAULT_CHUNK_BYTES,
@@ -261,6 +270,9 @@ def workstation(
             canonical vertebra levels and their colours).
         overlay, overlay_opacity: initial state of the label overlay (the reader toggles levels
             and opacity inside the viewer).
+        focus: a region (x0, y0, x1, y1, stored coordinates of the axial slices) the axial view
+            zooms to, centred with a margin (applied when it changes; R resets to the whole slice).
+        large_labels: draw box labels large (the committee's view of each reader's boxes).
         height: pixels, or "fill": down to the bottom of the window.
         max_browser_bytes: refuse volumes whose int16 voxels (+ mask) exceed this in the browser.
         chunk_bytes, level: raw size and zlib level of the streamed chunks.
@@ -333,6 +345,7 @@ def workstation(
             "editable": bool(editable and drawable), "boxes": to_display(box_list, geometry, editable),
             "labels": _palette(labels, label_colours), "overlay": bool(overlay),
             "opacity": float(min(max(overlay_opacity, 0.0), 1.0)),
+            "focus": focus_to_display(focus, geometry), "large_labels": bool(large_labels),
             "height": height if height == "fill" else int(height),
             "keymap": keymap_json(), "gestures": gestures_json(),
         },

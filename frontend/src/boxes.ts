@@ -54,6 +54,8 @@ export class BoxLayer {
   pending = new Map<string, { box: BoxSpec | null; seq: number }>();
   selected: string | null = null;
   drag: Drag | null = null;
+  /** labels drawn large and boxes thicker (the committee's view) */
+  largeLabels = false;
   private newCount = 0;
 
   setBoxes(boxes: BoxSpec[], ackSeq: number): void {
@@ -166,20 +168,32 @@ export class BoxLayer {
   draw(ctx: CanvasRenderingContext2D, vp: Viewport, k: number): void {
     for (const b of this.onSlice(k)) {
       const n = normalised(b);
-      const [x0, y0] = vp.toScreen(n.x0, n.y0);
-      const [x1, y1] = vp.toScreen(n.x1, n.y1);
+      const big = this.largeLabels;
+      // a union is framed just outside its edges, so it never hides a reader's box
+      const out = b.kind === "union" ? (big ? 4 : 2) : 0;
+      const [sx0, sy0] = vp.toScreen(n.x0, n.y0);
+      const [sx1, sy1] = vp.toScreen(n.x1, n.y1);
+      const x0 = sx0 - out, y0 = sy0 - out, x1 = sx1 + out, y1 = sy1 + out;
       const interpolated = b.kind === "interpolated";
       ctx.save();
       ctx.globalAlpha = interpolated ? 0.55 : 1;
-      ctx.setLineDash(interpolated ? [6, 4] : b.kind === "other reader" ? [2, 3] : []);
-      ctx.lineWidth = b.id === this.selected ? 2.5 : 1.5;
+      ctx.setLineDash(interpolated ? [6, 4] : b.kind === "other reader" && !big ? [2, 3] : []);
+      ctx.lineWidth = (b.id === this.selected ? 2.5 : 1.5) * (big ? 1.6 : 1);
       ctx.strokeStyle = b.colour || "#ffcc00";
       ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
       const text = [b.level, b.reader || b.label].filter(Boolean).join(" · ");
       if (text) {
-        ctx.font = "11px system-ui, sans-serif";
+        ctx.font = big ? "bold 16px system-ui, sans-serif" : "11px system-ui, sans-serif";
         ctx.fillStyle = b.colour || "#ffcc00";
-        ctx.fillText(text, x0 + 2, y0 - 4);
+        // the union's label goes below it, so it never covers the readers' labels above
+        const ty = b.kind === "union" ? y1 + (big ? 18 : 13) : y0 - (big ? 5 : 4);
+        if (big) {  // a dark halo keeps large labels legible on bone
+          ctx.lineWidth = 3;
+          ctx.strokeStyle = "rgba(0, 0, 0, 0.75)";
+          ctx.setLineDash([]);
+          ctx.strokeText(text, x0 + 2, ty);
+        }
+        ctx.fillText(text, x0 + 2, ty);
       }
       if (b.id === this.selected && b.editable) {
         ctx.setLineDash([]);

@@ -75,6 +75,10 @@ export interface ViewSpec {
   labels: LabelSpec[];
   overlay: boolean;
   opacity: number;
+  /** display axial region [col0, row0, col1, row1] to zoom to, or null */
+  focus: [number, number, number, number] | null;
+  /** box labels drawn large */
+  large_labels: boolean;
   height: number | "fill";
   keymap: Binding[];
   gestures: [string, string][];

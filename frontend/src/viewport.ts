@@ -35,6 +35,8 @@ export class Viewport {
   overlayDirty = true;
   /** last painted slice index (-1: none) */
   shownIndex = -1;
+  /** a region [x0, y0, x1, y1] (image px) to zoom to once the viewport has a size */
+  private pendingFocus: [number, number, number, number] | null = null;
 
   constructor(readonly plane: PlaneName) {
     const el = document.createElement("div");
@@ -90,6 +92,27 @@ export class Viewport {
     return true;
   }
 
+  /**
+   * Zoom and pan so the image region [x0, y0, x1, y1] fills about 60 % of the viewport, centred
+   * (never below the whole-image fit). Deferred until the viewport has a size.
+   */
+  focusOn(rect: [number, number, number, number]): void {
+    this.pendingFocus = rect;
+    this.layout();
+  }
+
+  private applyFocus(fit: number): void {
+    const g = this.geom!;
+    const [x0, y0, x1, y1] = this.pendingFocus!;
+    this.pendingFocus = null;
+    const rw = Math.max(1, Math.abs(x1 - x0)) * g.spx * fit;
+    const rh = Math.max(1, Math.abs(y1 - y0)) * g.spy * fit;
+    this.zoom = Math.min(40, Math.max(1, Math.min(0.6 * this.vw / rw, 0.6 * this.vh / rh)));
+    const s = fit * this.zoom;
+    this.panX = (g.width / 2 - (x0 + x1) / 2) * s * g.spx;
+    this.panY = (g.height / 2 - (y0 + y1) / 2) * s * g.spy;
+  }
+
   /** Fit (then zoom and pan) the image into the viewport, keeping the voxel aspect. */
   layout(): void {
     const g = this.geom;
@@ -97,6 +120,7 @@ export class Viewport {
     const mmW = g.width * g.spx;
     const mmH = g.height * g.spy;
     const fit = Math.min(this.vw / mmW, this.vh / mmH);
+    if (this.pendingFocus) this.applyFocus(fit);
     const s = fit * this.zoom;
     this.sx = s * g.spx;
     this.sy = s * g.spy;

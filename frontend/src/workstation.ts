@@ -36,6 +36,7 @@ interface PyView {
   opacity: number;
   labels: string;
   keymap: string;
+  focus: string;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
@@ -181,6 +182,12 @@ export class Workstation {
       }
     }
     if (!prev || prev.window[0] !== v.window[0] || prev.window[1] !== v.window[1]) this.setWindow(v.window[0], v.window[1]);
+    const focusKey = JSON.stringify(v.focus ?? null);
+    if (v.focus && (!prev || prev.focus !== focusKey)) {
+      this.vps.axial.focusOn(v.focus);
+      this.invalidate(["axial"], false);
+    }
+    this.boxes.largeLabels = !!v.large_labels;
     const labelsKey = JSON.stringify(v.labels);
     if (!prev || prev.overlay !== v.overlay || prev.opacity !== v.opacity || prev.labels !== labelsKey) {
       if (!prev || prev.overlay !== v.overlay) this.labels.enabled = v.overlay;
@@ -189,7 +196,8 @@ export class Workstation {
       this.labelsChanged();
     }
     this.py = { layout: v.layout, plane: v.plane, cursor: [...v.cursor] as Vec3, window: [...v.window] as [number, number],
-                overlay: v.overlay, opacity: v.opacity, labels: labelsKey, keymap: keymapKey };
+                overlay: v.overlay, opacity: v.opacity, labels: labelsKey, keymap: keymapKey,
+                focus: focusKey };
   }
 
   private loaded(range: Range): void {

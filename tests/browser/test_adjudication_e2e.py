@@ -149,8 +149,19 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     sign_in(a1, app_url, "adjudicator1")
     open_dispute(a1, uid)
     a1.get_by_text("No votes yet.").wait_for()
-    a1.get_by_text(f"slice {disputed_study.box_slice} · 1 box(es)", exact=True).wait_for()
-    a1.locator("[data-testid=stImage] img").first.wait_for()
+    # the workstation opens at the boxed slice, zoomed to the disputed region
+    a1.get_by_text(re.compile(rf"^Opened at Axial \d+/\d+ · .* · instance number "
+                              rf"{disputed_study.box_slice}, the slice most readers boxed")).wait_for()
+    viewer = a1.locator("[data-testid=sv-root]")
+    a1.locator("[data-testid=sv-root][data-complete='1']").wait_for()
+    settle(a1, 1.0)
+    assert a1.locator("[data-testid=sv-vp-axial] canvas.sv-img").bounding_box()["width"] > 700
+    zoom = viewer.evaluate("r => r.svWorkstation.vps.axial.zoom")
+    assert zoom > 1.5, zoom
+    shown = viewer.evaluate("r => r.svWorkstation.boxes.onSlice(r.svWorkstation.cursor[0])"
+                            ".map(b => [b.kind, b.reader])")
+    assert ["other reader", "reader1"] in shown and ["union", "union"] in shown, shown
+    assert not a1.locator("[data-testid=stImage] img").count()
     screenshot(a1, "adjudication-01-dispute-opened")
 
     # -- a vote without rationale is refused, and nothing is recorded -----------------------------
@@ -164,6 +175,10 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     # -- with a rationale the vote is recorded; one vote is below the quorum of 2 ----------------
     cast_vote(a1, "Fractured", RATIONALE_1)
     a1.get_by_text("Vote recorded. 1 of 2 votes needed for quorum", exact=True).wait_for()
+    # the confirmation stands where the vote was cast: below the viewer, with the vote controls
+    note = a1.get_by_text("Vote recorded. 1 of 2 votes needed for quorum", exact=True)
+    assert note.bounding_box()["y"] > viewer.bounding_box()["y"] + viewer.bounding_box()["height"]
+    assert a1.get_by_text("Votes (round 1").bounding_box()["y"] < note.bounding_box()["y"]
     assert _votes(app_env, dispute_id) == [("adjudicator1", "fractured", RATIONALE_1)]
     assert _decisions(app_env, dispute_id) == []
     a1.get_by_text(RATIONALE_1).wait_for()

@@ -30,6 +30,7 @@ from spine_core.colours import UNION_COLOUR
 from spine_core.config import Settings
 from spine_core.io.dicom_write import SeriesInfo, ct_affine, uid_from_seed, write_series
 from spine_core.volume import Volume
+from tests.pages.test_viewer import workstation_view
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_UID = uid_from_seed("adjudicate-page-study")
@@ -109,8 +110,15 @@ def test_committee_votes_decides_and_reopens_through_the_page(scene: Scene) -> N
     assert at.selectbox(key="adjudicate_dispute").value == scene.dispute_id
     assert "readers vs report" in at.selectbox(key="adjudicate_dispute").format_func(
         scene.dispute_id).lower()
-    images = at.get("image")
-    assert len(images) == 1  # one slice carries both readers' boxes
+    # the study in the workstation, opened at the boxed slice, zoomed to the boxes, both readers'
+    # boxes labelled large and their union
+    view = workstation_view(at)
+    assert view["cursor"][0] == 2 and view["layout"] == "single" and view["large_labels"]
+    shown = {(b["kind"], b["reader"], b["x0"]) for b in view["boxes"]}
+    assert shown == {("union", "union", 14.0), ("other reader", "r1", 14.0),
+                     ("other reader", "r2", 20.0)}
+    assert view["focus"] == [14.0, 14.0, 32.0, 24.0]
+    assert not at.get("image")  # no server-rendered slices beside it
     legend = " ".join(md.value for md in at.markdown)
     assert "r1" in legend and "r2" in legend and "union" in legend
     assert "**Readers 2 of 2 call C2 fractured; the report says not fractured.**" in legend
@@ -151,6 +159,19 @@ def test_committee_votes_decides_and_reopens_through_the_page(scene: Scene) -> N
     with unit_of_work(scene.ws.sessions, readonly=True) as s:
         dispute = s.get(m.Dispute, scene.dispute_id)
         assert dispute is not None and (dispute.status, dispute.round) == ("open", 2)
+
+
+def test_a_study_too_big_for_the_browser_shows_server_slices(scene: Scene) -> None:
+    from pages.parts.viewer_workstation import LIMIT_KEY
+
+    at = AppTest.from_file(str(ROOT / "pages" / "adjudicate.py"), default_timeout=TIMEOUT)
+    at.session_state["user"] = scene.users["adj1"]
+    at.session_state[LIMIT_KEY] = 1024  # bytes: no volume fits
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 1  # one slice carries both readers' boxes
+    assert not [el for el in at.get("bidi_component") if el.proto.bytes]
+    assert any("rendered on the server" in i.value for i in at.info)
 
 
 def test_queue_filters_and_roles(scene: Scene) -> None:
