@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -178,4 +180,31 @@ def reading_time_rows(session: Session, *, study_id: int | None = None) -> list[
             active_s=float(reading.active_s) if reading else 0.0,
             heartbeats=int(reading.heartbeats) if reading else 0,
         ))
+    return out
+
+
+@dataclass(frozen=True)
+class ReaderSummary:
+    """One reader's reading times over all their assignments (what a reading study reports)."""
+
+    reader: str
+    assigned: int
+    opened: int
+    submitted: int
+    median_active_s: float | None  # over submitted readings; None before the first submission
+    total_active_s: float
+
+
+def reader_summaries(rows: Sequence[ReadingTimeRow]) -> list[ReaderSummary]:
+    """Per reader, by name: assignments, opened, submitted, median and total active time."""
+    by_reader: dict[str, list[ReadingTimeRow]] = {}
+    for row in rows:
+        by_reader.setdefault(row.reader, []).append(row)
+    out = []
+    for reader, mine in sorted(by_reader.items()):
+        done = [r.active_s for r in mine if r.submitted_at is not None]
+        out.append(ReaderSummary(
+            reader=reader, assigned=len(mine), opened=sum(r.opened_at is not None for r in mine),
+            submitted=len(done), median_active_s=float(statistics.median(done)) if done else None,
+            total_active_s=float(sum(r.active_s for r in mine))))
     return out

@@ -184,6 +184,37 @@ def _report_fields(user: SignedInUser, form: ReportForm) -> None:
                   f"{len(result.withdrawn)} withdrawn, {result.open_disputes} open on this study.")
 
 
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60.0, 1)
+
+
+def _reading_times(user: SignedInUser) -> None:
+    """Each reader's active reading time (what a reading study reports), and per study."""
+    from db import models as m
+    from db.reading_time import reader_summaries, reading_times
+
+    st.subheader("Reading times")
+    ws = workspace()
+    with ws.sessions() as session:
+        me = session.get(m.User, user.id)
+        rows = reading_times(session, me) if me is not None else []
+    if not rows:
+        st.caption("No study is assigned to a reader yet.")
+        return
+    st.caption("Active time counts while the Annotate page is open and the reader works (at most a "
+               "minute between two signs of activity); `spine export readers` writes it to "
+               "readers_studies.csv.")
+    st.dataframe([{"Reader": s.reader, "Assigned": s.assigned, "Opened": s.opened,
+                   "Submitted": s.submitted, "Median active min (submitted)": _minutes(s.median_active_s),
+                   "Total active min": _minutes(s.total_active_s)} for s in reader_summaries(rows)],
+                 hide_index=True, key="admin_reading_summary")
+    with st.expander(f"Per study ({len(rows)} readings)"):
+        st.dataframe([{"Study": r.study_uid, "Reader": r.reader, "Status": r.status,
+                       "Opened (UTC)": r.opened_at, "Submitted (UTC)": r.submitted_at,
+                       "Active min": _minutes(r.active_s)} for r in rows],
+                     hide_index=True, key="admin_reading_rows")
+
+
 def main() -> None:
     user = require_permission(Permission.manage_users)
     st.title("Administration")
@@ -194,6 +225,9 @@ def main() -> None:
     rows = _user_table(user)
     _add_user(user)
     _edit_user(user, rows)
+    st.divider()
+    with error_boundary("The reading times"):
+        _reading_times(user)
     st.divider()
     with error_boundary("The report editor"):
         _report_editor(user)

@@ -196,3 +196,28 @@ def test_report_editor(ws: Workspace) -> None:
     assert again.selectbox(key=f"{prefix}_C5").value is True
     assert again.selectbox(key=f"{prefix}_C1").value is None
     assert again.text_area(key=f"{prefix}_text").value == "Fracture of C5."
+
+
+def test_admins_see_each_readers_reading_time(ws: Workspace) -> None:
+    import datetime as dt
+
+    from db import annotations, reading_time
+
+    t0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    with unit_of_work(ws.sessions) as s:
+        study, _ = get_or_create_study(s, "1.2.826.0.1.3680043.2.77", "rsna")
+        admin = s.scalars(select(m.User).where(m.User.username == "admin")).one()
+        reader = s.scalars(select(m.User).where(m.User.username == "reader1")).one()
+        annotations.assign(s, admin, study.id, [reader.id])
+        reading_time.open_study(s, reader, study.id, now=t0)
+        for n in range(1, 5):  # four heartbeats of 30 s, 30 s apart: two minutes of reading
+            reading_time.record_reading(s, reader, study.id, 30.0, now=t0 + dt.timedelta(seconds=30 * n))
+    at = admin_page(ws)
+    summary = next(d for d in at.dataframe if "Total active min" in d.value.columns).value
+    row = summary[summary["Reader"] == "reader1"].iloc[0]
+    assert (row["Assigned"], row["Opened"], row["Submitted"]) == (1, 1, 0)
+    assert row["Total active min"] == 2.0
+    per_study = next(d for d in at.dataframe if "Active min" in d.value.columns).value
+    assert per_study[per_study["Study"] == "1.2.826.0.1.3680043.2.77"]["Active min"].tolist() == [2.0]
+    # readers do not see the page at all
+    assert texts(app(signed_in(ws, "reader1"), script="pages/admin.py").run(), "error")
