@@ -56,13 +56,28 @@ export class Luts {
   }
 }
 
+/** Where each label lies in a sagittal or coronal image: row sum, pixel count, last column. */
+export class LabelStats {
+  readonly sumY = new Float64Array(256);
+  readonly count = new Uint32Array(256);
+  readonly maxX = new Int32Array(256);
+
+  reset(): this {
+    this.sumY.fill(0);
+    this.count.fill(0);
+    this.maxX.fill(-1);
+    return this;
+  }
+}
+
 /**
  * Paint slice `index` of plane `p` into `out` (width × height pixels). Labels seen are flagged
- * in `seen` (when given) so the viewer can name the levels in view.
+ * in `seen` (when given) so the viewer can name the levels in view; `stats` (sagittal and coronal
+ * planes) gathers where each label lies, to write its name beside it.
  */
 export function rasterPlane(
   vol: VolumeStore, p: PlaneGeom, index: number, luts: Luts, out: Uint32Array,
-  withLabels: boolean, seen: Uint8Array | null,
+  withLabels: boolean, seen: Uint8Array | null, stats: LabelStats | null = null,
 ): void {
   const [K, R, C] = vol.shape;
   const img = vol.image;
@@ -108,8 +123,17 @@ export function rasterPlane(
       for (let x = 0; x < w; x++, src += stride) {
         const m = mask[src];
         const v = img[src] + OFFSET;
-        out[o + x] = m === 0 ? lut[v] : blend[(m << 8) | gray[v]];
-        if (m !== 0 && seen) seen[m] = 1;
+        if (m === 0) {
+          out[o + x] = lut[v];
+          continue;
+        }
+        out[o + x] = blend[(m << 8) | gray[v]];
+        if (seen) seen[m] = 1;
+        if (stats) {
+          stats.sumY[m] += y;
+          stats.count[m]++;
+          if (x > stats.maxX[m]) stats.maxX[m] = x;
+        }
       }
     }
   }

@@ -35,6 +35,8 @@ export class Viewport {
   overlayDirty = true;
   /** last painted slice index (-1: none) */
   shownIndex = -1;
+  /** level names to write beside their vertebra (image px: right edge, centre row) */
+  marks: { name: string; x: number; y: number; colour: string }[] = [];
   /** a region [x0, y0, x1, y1] (image px) to zoom to once the viewport has a size */
   private pendingFocus: [number, number, number, number] | null = null;
 

@@ -12,7 +12,7 @@ import { LabelsPanel } from "./labelsPanel";
 import { drawMeasurement, lengthMm, type Measurement } from "./measure";
 import { imageToVoxelIndex, insideImage, PLANES, planeGeom, voxelToImage } from "./planes";
 import { parseFrame, type PlaneName, type Range, type Vec3, type ViewSpec, type VolumeHeader } from "./protocol";
-import { Luts, rasterPlane } from "./raster";
+import { LabelStats, Luts, rasterPlane } from "./raster";
 import { Streamer } from "./streaming";
 import { Viewport } from "./viewport";
 import { VolumeStore } from "./volume";
@@ -77,6 +77,7 @@ export class Workstation {
   measurement: Measurement | null = null;
   hover: { plane: PlaneName; x: number; y: number } | null = null;
   private readonly present = new Uint8Array(256);
+  private readonly stats = new LabelStats();
   private readonly dirtyImg = new Set<PlaneName>();
   private readonly dirtyOv = new Set<PlaneName>();
   private raf = 0;
@@ -425,14 +426,18 @@ export class Workstation {
       const index = this.cursor[g.axis];
       if (this.dirtyImg.has(p) || vp.shownIndex !== index) {
         const seen = withLabels ? new Uint8Array(256) : null;
-        rasterPlane(vol, g, index, this.luts, vp.pixels!, withLabels, seen);
+        const stats = withLabels && p !== "axial" ? this.stats.reset() : null;
+        rasterPlane(vol, g, index, this.luts, vp.pixels!, withLabels, seen, stats);
         vp.paint(index);
+        vp.marks = stats && this.view ? this.levelMarks(stats) : [];
+        this.dirtyOv.add(p);
         this.paints++;
         const pending = p === "axial" ? !vol.loaded[index] : vol.loadedCount === 0;
         vp.el.classList.toggle("pending", pending);
         setText(vp.info, `${g.title} ${index + 1} / ${g.count}`);
         if (vp.info.dataset.index !== String(index)) vp.info.dataset.index = String(index);
-        setText(vp.levels, seen && this.view
+        // axial: the levels in view as one line; sagittal and coronal: each name beside its level
+        setText(vp.levels, seen && this.view && p === "axial"
           ? this.view.labels.filter((l) => seen[l.id]).map((l) => l.name).join(" ") : "");
         if (p === "axial" && !pending && !this.root.dataset.firstPaint) {
           this.root.dataset.firstPaint = performance.now().toFixed(1);
@@ -445,6 +450,37 @@ export class Workstation {
     this.updateBar();
   }
 
+  /** Each visible label's name at its centre row, just right of its last column. */
+  private levelMarks(stats: LabelStats): { name: string; x: number; y: number; colour: string }[] {
+    const out = [];
+    for (const l of this.view!.labels) {
+      const n = stats.count[l.id];
+      if (n < 8) continue; // a sliver at the plane's edge: no name
+      out.push({ name: l.name, x: stats.maxX[l.id] + 1, y: stats.sumY[l.id] / n + 0.5,
+                 colour: `rgb(${l.colour[0]},${l.colour[1]},${l.colour[2]})` });
+    }
+    return out;
+  }
+
+  private drawMarks(ctx: CanvasRenderingContext2D, vp: Viewport): void {
+    ctx.save();
+    ctx.font = "600 12px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
+    let lastY = -Infinity;
+    for (const m of [...vp.marks].sort((a, b) => a.y - b.y)) {
+      const [sx, sy] = vp.toScreen(m.x, m.y);
+      if (sy < 14 || sy > vp.vh - 14 || sy - lastY < 12) continue; // off screen, or on the last name
+      lastY = sy;
+      const x = Math.min(sx + 6, vp.vw - ctx.measureText(m.name).width - 18);
+      ctx.strokeText(m.name, x, sy);
+      ctx.fillStyle = m.colour;
+      ctx.fillText(m.name, x, sy);
+    }
+    ctx.restore();
+  }
+
   private drawOverlay(plane: PlaneName): void {
     const vp = this.vps[plane];
     const g = vp.geom!;
@@ -453,7 +489,8 @@ export class Workstation {
     const m = this.measurement;
     const hasMeasure = !!m && m.plane === plane && m.index === index;
     const hasBoxes = plane === "axial" && this.boxes.onSlice(index).length > 0;
-    const hasContent = this.layout === "three" || hasMeasure || hasBoxes;
+    const hasMarks = plane !== "axial" && vp.marks.length > 0;
+    const hasContent = this.layout === "three" || hasMeasure || hasBoxes || hasMarks;
     // an empty overlay stays untouched: clearing a viewport-sized layer costs a texture upload
     if (!hasContent && !vp.overlayDirty) return;
     vp.overlayDirty = hasContent;
@@ -472,6 +509,7 @@ export class Workstation {
       ctx.stroke();
       ctx.restore();
     }
+    if (hasMarks) this.drawMarks(ctx, vp);
     if (hasBoxes) this.boxes.draw(ctx, vp, index);
     if (hasMeasure && m) drawMeasurement(ctx, vp, m, lengthMm(m, g.spx, g.spy));
   }

@@ -475,6 +475,20 @@ def test_label_overlay_names_and_toggles(open_viewer: Any) -> None:
     assert page.locator("[data-testid=sv-vp-axial] .sv-levels").inner_text() == ""
 
 
+def test_sagittal_and_coronal_name_each_level_beside_it(open_viewer: Any) -> None:
+    page = open_viewer("layout=three")
+    for plane in ("sagittal", "coronal"):
+        vp = page.locator(f"[data-testid=sv-vp-{plane}]")
+        marks = page.locator("[data-testid=sv-root]").evaluate(
+            f"r => r.svWorkstation.vps.{plane}.marks.map(m => [m.name, m.y])")
+        # head to feet: C1 at the top of the image, C7 at the bottom, one name per level
+        assert [name for name, _ in sorted(marks, key=lambda m: m[1])] == [
+            "C1", "C2", "C3", "C4", "C5", "C6", "C7"], marks
+        # written beside the levels, not as one line in the corner (where the letters are)
+        assert vp.locator(".sv-levels").inner_text() == ""
+    assert page.locator("[data-testid=sv-vp-axial] .sv-levels").inner_text() == "C4"
+
+
 # ---- streaming, fragments, refusal --------------------------------------------------------------
 
 
