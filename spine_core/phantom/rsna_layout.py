@@ -46,8 +46,10 @@ READER_BOX_COLUMNS = ("StudyInstanceUID", "slice_number", "x", "y", "width", "he
 READER_LEVEL_COLUMNS = ("StudyInstanceUID", "reader", "level", "call")
 REPORT_COLUMNS = ("StudyInstanceUID", "text")
 MANIFEST = "manifest.json"
+#: Everything a demo dataset of any layout writes (replaced when a new one is written there).
 _OWNED = ("train_images", "segmentations", "train.csv", "train_bounding_boxes.csv",
-          "readers_boxes.csv", "readers_levels.csv", "reports.csv", MANIFEST)
+          "readers_boxes.csv", "readers_levels.csv", "reports.csv", MANIFEST,
+          "rawdata", "derivatives", "raw_data", "metadata", "genant_grades.csv")
 
 
 @dataclass(frozen=True)
