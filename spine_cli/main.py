@@ -132,19 +132,24 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from spine_core.phantom.rsna_layout import write_rsna_dataset
+    from spine_core.phantom.demo import DEFAULT_SHAPES, check_region_layout, write_demo_dataset
 
+    check_region_layout(args.region, args.layout)
     out = Path(args.out)
-    shape = tuple(int(v) for v in args.shape.split("x"))
+    text = args.shape or "x".join(str(v) for v in DEFAULT_SHAPES[args.region])
+    try:
+        shape = tuple(int(v) for v in text.split("x"))
+    except ValueError:
+        shape = ()
     if len(shape) != 3:
         raise SpineError(f"--shape must be SLICESxROWSxCOLS, got '{args.shape}'")
-    manifest = write_rsna_dataset(
-        out, n_studies=args.studies, seed=args.seed, shape=shape, workers=settings.workers
-    )
-    print(f"wrote {args.studies} synthetic studies in the RSNA layout to {out}")
+    write_demo_dataset(out, region=args.region, layout=args.layout, n_studies=args.studies,
+                       seed=args.seed, shape=shape, workers=settings.workers)
+    names = {"rsna": "RSNA", "verse": "VerSe 2020", "ctspine1k": "CTSpine1K"}
+    print(f"wrote {args.studies} synthetic {args.region} studies in the {names[args.layout]} "
+          f"layout to {out}")
     if args.do_import:
         return _run_import(out, settings, args)
-    del manifest
     return 0
 
 
@@ -281,11 +286,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = add("db", _cmd_db_upgrade, "Database maintenance.")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply all migrations")
 
-    p = add("demo", _cmd_demo, "Write synthetic spine CT studies in the RSNA layout.")
+    p = add("demo", _cmd_demo, "Write synthetic spine CT studies in a published dataset layout.")
     p.add_argument("--out", default="var/demo", help="output folder (default var/demo)")
     p.add_argument("--studies", type=int, default=10, help="number of studies (default 10)")
     p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
-    p.add_argument("--shape", default="200x256x256", help="SLICESxROWSxCOLS (default 200x256x256)")
+    p.add_argument("--region", choices=["cervical", "thoracolumbar", "whole"], default="cervical",
+                   help="part of the spine (default cervical)")
+    p.add_argument("--layout", choices=["rsna", "verse", "ctspine1k"], default="rsna",
+                   help="dataset layout: rsna (DICOM + CSVs, cervical only), verse (VerSe 2020), "
+                        "ctspine1k (default rsna)")
+    p.add_argument("--shape", default=None,
+                   help="SLICESxROWSxCOLS (default 200x256x256 cervical, 320x256x256 "
+                        "thoracolumbar, 512x256x256 whole)")
     p.add_argument("--import", dest="do_import", action="store_true",
                    help="import the written studies into the database")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
