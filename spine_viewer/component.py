@@ -240,6 +240,7 @@ def workstation(
     overlay_opacity: float = 0.35,
     focus: tuple[float, float, float, float] | None = None,
     large_labels: bool = False,
+    go_to: int = 0,
     height: int | Literal["fill"] = "fill",
     max_browser_bytes: int = transport.DEFAULT_MAX_BROWSER_BYTES,
     chunk_bytes: int = transport.DEFAULT_CHUNK_BYTES,
@@ -273,6 +274,9 @@ def workstation(
         focus: a region (x0, y0, x1, y1, stored coordinates of the axial slices) the axial view
             zooms to, centred with a margin (applied when it changes; R resets to the whole slice).
         large_labels: draw box labels large (the committee's view of each reader's boxes).
+        go_to: a counter; a new value makes the browser take ``plane``/``slice``/``cursor`` even
+            when they equal a slice it reported lately (which it otherwise reads as the echo of
+            its own commit): bump it for Back/Forward or an edited address.
         height: pixels, or "fill": down to the bottom of the window.
         max_browser_bytes: refuse volumes whose int16 voxels (+ mask) exceed this in the browser.
         chunk_bytes, level: raw size and zlib level of the streamed chunks.
@@ -346,6 +350,7 @@ def workstation(
             "labels": _palette(labels, label_colours), "overlay": bool(overlay),
             "opacity": float(min(max(overlay_opacity, 0.0), 1.0)),
             "focus": focus_to_display(focus, geometry), "large_labels": bool(large_labels),
+            "go_to": int(go_to),
             "height": height if height == "fill" else int(height),
             "keymap": keymap_json(), "gestures": gestures_json(),
         },

@@ -74,6 +74,11 @@ export class Channel {
     }, delayMs);
   }
 
+  /** Python moved the viewer on purpose (Back/Forward): earlier commits are no echo to skip. */
+  forgetCommits(): void {
+    this.recentCommits = [];
+  }
+
   dispose(): void {
     window.clearTimeout(this.commitTimer);
   }

@@ -79,6 +79,8 @@ export interface ViewSpec {
   focus: [number, number, number, number] | null;
   /** box labels drawn large */
   large_labels: boolean;
+  /** a counter: a new value means "take the cursor", even if it looks like an echo of a commit */
+  go_to: number;
   height: number | "fill";
   keymap: Binding[];
   gestures: [string, string][];

@@ -37,6 +37,7 @@ interface PyView {
   labels: string;
   keymap: string;
   focus: string;
+  goTo: number;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
@@ -176,11 +177,16 @@ export class Workstation {
     if (!prev || prev.plane !== v.plane) this.setPlane(v.plane);
     if (prev) {
       const recent = this.channel.recentCommits;
+      const jump = (v.go_to ?? 0) !== prev.goTo; // Back/Forward: take the cursor as it is
+      let moved = false;
       for (let i = 0; i < 3; i++) {
-        if (v.cursor[i] !== prev.cursor[i] && !recent.some((c) => c[i] === v.cursor[i])) {
+        if (jump ? v.cursor[i] !== this.cursor[i]
+                 : v.cursor[i] !== prev.cursor[i] && !recent.some((c) => c[i] === v.cursor[i])) {
           this.cursor[i] = Math.min(this.vol!.shape[i] - 1, Math.max(0, v.cursor[i]));
+          moved = true;
         }
       }
+      if (jump && moved) this.channel.forgetCommits();
     }
     if (!prev || prev.window[0] !== v.window[0] || prev.window[1] !== v.window[1]) this.setWindow(v.window[0], v.window[1]);
     const focusKey = JSON.stringify(v.focus ?? null);
@@ -198,7 +204,7 @@ export class Workstation {
     }
     this.py = { layout: v.layout, plane: v.plane, cursor: [...v.cursor] as Vec3, window: [...v.window] as [number, number],
                 overlay: v.overlay, opacity: v.opacity, labels: labelsKey, keymap: keymapKey,
-                focus: focusKey };
+                focus: focusKey, goTo: v.go_to ?? 0 };
   }
 
   private loaded(range: Range): void {

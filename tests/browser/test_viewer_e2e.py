@@ -193,6 +193,9 @@ def test_deep_link_reload_back_and_forward(page: Any, app_url: str, app_env: dic
     # two settled places, then Back and Forward between them
     _step_to(page, 24)
     _step_to(page, 29)
+    # Back and Forward move the viewer that holds the volume: nothing is streamed again
+    page.locator(WS_ROOT).evaluate("r => { r.dataset.kept = 'yes'; }")
+    chunks = page.locator(WS_ROOT).evaluate("r => r.svTimeline.length")
     page.go_back()
     _wait_url_slice(page, 25)
     _after_history(page)
@@ -202,6 +205,8 @@ def test_deep_link_reload_back_and_forward(page: Any, app_url: str, app_env: dic
     _wait_url_slice(page, 30)
     _after_history(page)
     _wait_index(page, 29)
+    assert page.locator(WS_ROOT).get_attribute("data-kept") == "yes"
+    assert page.locator(WS_ROOT).evaluate("r => r.svTimeline.length") == chunks
     # a deep link to a sagittal slice opens that plane
     page.goto(_viewer_url(page, app_url, uid, 33, "sagittal"))
     _wait_viewer(page)
