@@ -290,10 +290,24 @@ def _slice_panel(user: SignedInUser, study_id: int, study: Any, stored: int,
                   slice_number=lambda k: _shown(study, k))
 
 
+def _server_fallback(user: SignedInUser, study: Any, why: Exception) -> None:
+    """A study too big for the browser: read it in server-rendered slices; say that drawing
+    boxes needs the workstation (level calls below still work)."""
+    from pages.parts.server_slices import reset_for, server_slices_panel
+
+    st.warning(f"{str(why)[0].upper()}{str(why)[1:]}. Its slices are rendered on the server "
+               "instead (each step waits for the server), and boxes cannot be drawn here: an "
+               "administrator can raise SPINE_VIEWER_MAX_BROWSER_MB for this workstation. Level "
+               "calls below work as usual.")
+    reset_for(study)
+    server_slices_panel(study, user)
+
+
 def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
             prediction: pp.ShownPrediction | None) -> None:
     """The workstation and the slice's panel (a fragment: slice commits and the volume's
     streaming rerun only this; a box event reruns the page, whose panels follow the boxes)."""
+    from pages.parts.viewer_workstation import browser_limit, browser_refusal
     from spine_viewer import ViewerSource, VolumeTooLargeError, workstation
 
     order = _order(study)
@@ -310,6 +324,10 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
         return ab.viewer_boxes(_own_boxes(user, study_id), model)
 
     info = study.info
+    refusal = browser_refusal(study, study.mask is not None)
+    if refusal is not None:
+        _server_fallback(user, study, refusal)
+        return
     viewer, side = st.columns([3, 1.1], gap="small")
     with viewer:
         try:
@@ -317,9 +335,9 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
                 f"{info.series_uid}:{study.fingerprint}:{study.mask_id}",
                 lambda: ViewerSource(study.image, study.mask), key=f"annotate_viewer_{study_id}",
                 layout="three", plane="axial", slice=start, window="bone", boxes=boxes,
-                on_event=on_event, editable=editable, height=620)
+                on_event=on_event, editable=editable, height=620, max_browser_bytes=browser_limit())
         except VolumeTooLargeError as exc:
-            st.warning(f"This study is too large to read in the browser: {exc}")
+            _server_fallback(user, study, exc)
             return
     stored = ab_stored_slice(order, result, start, study_id)
     if result.slice is not None:

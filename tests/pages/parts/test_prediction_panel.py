@@ -409,3 +409,21 @@ def test_a_slice_without_model_boxes_offers_the_nearest_one(scene: Scene) -> Non
     assert f"Model's boxes on this slice** ({len(on_nearest)})" in texts(at)
     assert f"**Boxes on this slice** (0) · axial {shown}" in texts(at)
     assert len([b for b in at.button if b.label == "Copy"]) == len(on_nearest)
+
+
+def test_a_study_too_big_for_the_browser_is_read_in_server_slices(scene: Scene) -> None:
+    from pages.parts.viewer_workstation import LIMIT_KEY
+
+    ws = scene.imported.ws
+    with unit_of_work(ws.sessions) as s:
+        admin = s.scalars(select(m.User).where(m.User.username == "admin")).one()
+        ann.assign(s, admin, scene.study, [scene.users["reader1"].id])
+    at = page("annotate.py", scene.users["reader1"], **{LIMIT_KEY: 1024})
+    assert not at.exception, at.exception
+    assert "rendered on the server instead" in texts(at) and "boxes cannot be drawn" in texts(at)
+    assert not [el for el in at.get("bidi_component") if el.proto.bytes]  # no workstation frame
+    assert set(views(at)) == {"axial", "sagittal", "coronal"}  # the server-rendered planes
+    before = views(at)["axial"]["index"]
+    button(at, "▲").click().run()
+    assert not at.exception, at.exception
+    assert views(at)["axial"]["index"] == before + 1
