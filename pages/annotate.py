@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -275,11 +276,15 @@ def _slice_panel(user: SignedInUser, study_id: int, study: Any, stored: int,
     if not own:
         st.caption("Press B (box tool) and drag on the axial image to draw a box; drag a box or "
                    "its handles to move or resize it; Delete deletes the selected box.")
+    fractures = sorted({b.fracture for b in _own_boxes(user, study_id) if b.fracture},
+                       key=lambda f: (len(f), f))
     for b in own:
         kind = "key box" if b.is_key else "interpolated"
         st.caption(f"#{b.id} · {b.level or 'no level (off the vertebra)'} · {kind}"
                    + (f" · fracture {b.fracture}" if b.fracture else "")
                    + f" · {b.width:.0f}×{b.height:.0f} px at ({b.x:.0f}, {b.y:.0f})")
+        if b.is_key and editable:
+            _box_fracture(user, study_id, b, fractures)
 
     def copied() -> None:
         st.session_state["annotate_full_rerun"] = True
@@ -288,6 +293,30 @@ def _slice_panel(user: SignedInUser, study_id: int, study: Any, stored: int,
                   editable, functools.partial(_write, user, study_id), copied,
                   jump=lambda k: _jump(study_id, study, k),
                   slice_number=lambda k: _shown(study, k))
+
+
+def _box_fracture(user: SignedInUser, study_id: int, box: be.BoxState,
+                  fractures: Sequence[str]) -> None:
+    """Move a key box to another fracture (or to none): both fractures are re-interpolated."""
+    options = [NO_FRACTURE, *fractures]
+    current = box.fracture or NO_FRACTURE
+    key = f"annotate_box_fracture_{box.id}_{box.version}"
+
+    def moved() -> None:
+        chosen = st.session_state.get(key)
+        target = None if chosen in (None, NO_FRACTURE) else str(chosen)
+        if target == box.fracture:
+            return
+        _write(user, study_id,
+               lambda session, me: be.change_box(session, me, box.id, box.version,
+                                                 replace(box.as_input(), fracture=target)),
+               f"Box #{box.id} moved to " + (f"fracture {target}" if target else "no fracture"))
+        st.session_state["annotate_full_rerun"] = True
+
+    st.selectbox(f"Fracture of box #{box.id}", options, index=options.index(current), key=key,
+                 on_change=moved, label_visibility="collapsed",
+                 format_func=lambda f: "no fracture (single box)" if f == NO_FRACTURE else f"fracture {f}",
+                 help="Which fracture this key box belongs to; its interpolated boxes follow")
 
 
 def _server_fallback(user: SignedInUser, study: Any, why: Exception) -> None:

@@ -427,3 +427,27 @@ def test_a_study_too_big_for_the_browser_is_read_in_server_slices(scene: Scene) 
     button(at, "▲").click().run()
     assert not at.exception, at.exception
     assert views(at)["axial"]["index"] == before + 1
+
+
+def test_a_key_box_moves_to_another_fracture_and_both_reinterpolate(scene: Scene) -> None:
+    from db import box_events as be
+    from db.annotations import BoxInput
+
+    ws = scene.imported.ws
+    with unit_of_work(ws.sessions) as s:
+        admin = s.scalars(select(m.User).where(m.User.username == "admin")).one()
+        ann.assign(s, admin, scene.study, [scene.users["reader1"].id])
+        me = s.get(m.User, scene.users["reader1"].id)
+        for k in (2, 6):
+            be.create_box(s, me, scene.study, BoxInput(k, 10.0, 10.0, 8.0, 8.0, fracture="F1"))
+    geo = load_study(scene.study).geometry
+    at = annotate(scene, "reader1", display_index_of(geo, 6))
+    box = next(b for b in _boxes(scene, "reader1") if b.slice_index == 6 and b.is_key)
+    picker = next(sb for sb in at.selectbox if sb.key == f"annotate_box_fracture_{box.id}_{box.version}")
+    assert picker.value == "F1"
+    picker.set_value("—").run()
+    assert not at.exception, at.exception
+    live = _boxes(scene, "reader1")
+    moved = next(b for b in live if b.id == box.id)
+    assert moved.fracture is None and moved.is_key
+    assert not [b for b in live if not b.is_key]  # F1 has one key box left: nothing between
