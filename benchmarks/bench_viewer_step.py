@@ -21,7 +21,8 @@ first slice <= 1.0 s, whole volume <= 5 s; memory <= 2.5x. The machine load is p
 on the same cores slows everything here.
 
 Usage: ``.venv/bin/python benchmarks/bench_viewer_step.py [--shape 300x512x512] [--steps 50]
-[--synthetic] [--chunk-mb 16] [--server-path]``
+[--synthetic | --region cervical|thoracolumbar|whole] [--chunk-mb 16] [--server-path]``
+(a whole spine: ``--region whole --shape 640x512x512``)
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def _p90(xs: list[float]) -> float:
     return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
 
 
-def make_study(folder: Path, shape: tuple[int, int, int], synthetic: bool) -> tuple[Path, Path, Path]:
-    """image.npy (int16), labels.npy (uint8) and affine.npy of a study, written to ``folder``."""
+def make_study(folder: Path, shape: tuple[int, int, int], synthetic: bool,
+               region: str = "cervical") -> tuple[Path, Path, Path]:
+    """image.npy (int16), labels.npy (uint8) and affine.npy of a study, written to ``folder``
+    (``region``: the cervical phantom, or the thoracolumbar / whole-spine one)."""
     image, labels, affine = folder / "image.npy", folder / "labels.npy", folder / "affine.npy"
     if synthetic:
         rng = np.random.default_rng(7)
@@ -124,6 +127,13 @@ def make_study(folder: Path, shape: tuple[int, int, int], synthetic: bool) -> tu
         arr.flush()
         lab.flush()
         np.save(affine, np.array([[0, 0, 0.4, 0], [0, 0.4, 0, 0], [0.7, 0, 0, 0], [0, 0, 0, 1.0]]))
+    elif region != "cervical":
+        from spine_core.phantom.spine_study import generate_spine_study
+
+        whole = generate_spine_study(7, shape, region=region)
+        np.save(image, np.asarray(whole.image.array))
+        np.save(labels, np.asarray(whole.labels.array))
+        np.save(affine, whole.image.affine)
     else:
         from spine_core.phantom import generate_study
 
@@ -202,8 +212,9 @@ def run(args: argparse.Namespace) -> None:
           f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
         t0 = time.perf_counter()
-        image, labels, affine = make_study(Path(tmp), shape, args.synthetic)  # type: ignore[arg-type]
-        print(f"study {args.shape} ({'synthetic' if args.synthetic else 'phantom'}): "
+        image, labels, affine = make_study(Path(tmp), shape, args.synthetic,  # type: ignore[arg-type]
+                                           args.region)
+        print(f"study {args.shape} ({'synthetic' if args.synthetic else args.region + ' phantom'}): "
               f"{time.perf_counter() - t0:.1f} s to make; int16 {int16_bytes / 2**20:.0f} MiB")
         app = Path(tmp) / "bench_app.py"
         app.write_text(textwrap.dedent(APP.format(root=str(ROOT), image=str(image), mask=str(labels),
@@ -339,6 +350,8 @@ def main() -> None:
     parser.add_argument("--shape", default="300x512x512", help="study SLICESxROWSxCOLS")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--synthetic", action="store_true", help="NumPy noise instead of the phantom")
+    parser.add_argument("--region", default="cervical", choices=["cervical", "thoracolumbar", "whole"],
+                        help="which phantom (default cervical; whole: a full-length spine)")
     parser.add_argument("--chunk-mb", type=float, default=16.0, help="raw MiB per streamed chunk")
     parser.add_argument("--server-path", action="store_true",
                         help="also run benchmarks/bench_browser_step.py (today's server-rendered viewer)")
