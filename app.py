@@ -30,9 +30,13 @@ APP_DIR = Path(__file__).resolve().parent
 REFUSAL_DELAY_S = signin_throttle.REFUSAL_DELAY_S
 #: Message shown on the sign-in page after the app signed someone out.
 SIGNED_OUT_NOTICE = "signin_notice"
-#: URL query parameter carrying the sign-in session token (so a reload keeps the user signed in).
-SESSION_PARAM = "s"
+#: Old addresses carried the session token in this query parameter; it is dropped on sight.
+LEGACY_SESSION_PARAM = "s"
 SESSION_TOKEN = "session_token"
+#: The one-time ticket the browser still has to exchange for the session cookie.
+HANDOFF = "session_handoff"
+#: Set on sign-out: the browser deletes its session cookie on the next run.
+CLEAR_COOKIE = "session_clear_cookie"
 
 PAGES: dict[str, tuple[str, str, Permission]] = {
     # key: (script, title, the permission a role needs to see it; spine_core.roles has the table)
@@ -170,46 +174,62 @@ def _recheck(user: SignedInUser | None) -> SignedInUser | None:
 
 
 def _start_session(user: SignedInUser) -> None:
-    """Sign ``user`` in for this browser tab and issue the token that survives a reload."""
+    """Sign ``user`` in for this browser tab and issue the token that survives a reload: the
+    browser gets it as an HttpOnly cookie through a one-time ticket (never in the URL)."""
     st.session_state["user"] = user
     token = signin_sessions.TOKENS.issue(user.id)
     st.session_state[SESSION_TOKEN] = token
-    st.query_params[SESSION_PARAM] = token
+    st.session_state[HANDOFF] = signin_sessions.TICKETS.issue(token)
 
 
 def _restore_session() -> SignedInUser | None:
-    """After a reload: the user of the token in the URL, if it is still live and the account active."""
+    """After a reload: the user of the session cookie's token, if it is live and the account
+    active. A token in the address (older versions put it there) is dropped, never used."""
     from db.users import active_user
+    from spine_web import COOKIE
 
-    token = st.query_params.get(SESSION_PARAM)
+    if LEGACY_SESSION_PARAM in st.query_params:
+        del st.query_params[LEGACY_SESSION_PARAM]
+    token = st.context.cookies.get(COOKIE)
     user_id = signin_sessions.TOKENS.resolve(token)
     if user_id is None:
-        if token:
-            del st.query_params[SESSION_PARAM]
         return None
     with workspace().sessions() as session:
         row = active_user(session, user_id)
         user = None if row is None else _signed_in(row)
     if user is None:
         signin_sessions.TOKENS.revoke(token)
-        del st.query_params[SESSION_PARAM]
         return None
     st.session_state["user"] = user
     st.session_state[SESSION_TOKEN] = token
     return user
 
 
+def _hand_over_cookie() -> None:
+    """Until the browser confirms it, have it exchange the sign-in ticket for the cookie."""
+    from pages.parts.session_cookie import hand_over
+
+    ticket = st.session_state.get(HANDOFF)
+    if ticket and hand_over(ticket) is not None:
+        st.session_state.pop(HANDOFF, None)  # done (or refused: a reload then asks to sign in)
+
+
 def _sign_out() -> None:
     signin_sessions.TOKENS.revoke(st.session_state.get(SESSION_TOKEN))
     for key in list(st.session_state):
         del st.session_state[key]
-    st.query_params.clear()
+    st.session_state[CLEAR_COOKIE] = True
     if getattr(st.user, "is_logged_in", False):
         st.logout()
 
 
 def _signed_out_navigation() -> None:
     """Only the sign-in form, under every page address (a bookmarked page asks to sign in)."""
+    if st.session_state.get(CLEAR_COOKIE):
+        from pages.parts.session_cookie import clear
+
+        if clear() is not None:
+            st.session_state.pop(CLEAR_COOKIE, None)
     pages = [st.Page(_sign_in_form, title="Sign in", url_path="signin", default=True)]
     pages += [st.Page(_sign_in_form, title="Sign in", url_path=key) for key in PAGES]
     st.navigation(pages, position="hidden").run()
@@ -220,9 +240,8 @@ def main() -> None:
     if user is None:
         _signed_out_navigation()
         return
-    token = st.session_state.get(SESSION_TOKEN)
-    if token and st.query_params.get(SESSION_PARAM) != token:
-        st.query_params[SESSION_PARAM] = token  # page switches drop query parameters
+    if HANDOFF in st.session_state:
+        _hand_over_cookie()
     pages = [
         st.Page(script, title=title, url_path=key, default=(key == "cases"))
         for key, (script, title, permission) in PAGES.items()

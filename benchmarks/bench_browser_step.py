@@ -87,7 +87,7 @@ def run(shape: str, steps: int, studies: int) -> None:
         port = free_port()
         log = open(Path(tmp) / "streamlit.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "server.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 .venv/bin/spine bootstrap
-exec .venv/bin/streamlit run app.py --server.headless true --server.port "${SPINE_PORT:-8501}" \
+exec .venv/bin/streamlit run server.py --server.headless true --server.port "${SPINE_PORT:-8501}" \
   --browser.gatherUsageStats false

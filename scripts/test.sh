@@ -8,8 +8,8 @@ scripts/install.sh test
 scripts/ensure-chromium.sh
 scripts/ensure-monailabel.sh
 export SPINE_TEST_PG_URL=${SPINE_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}
-echo "ruff: lint and import order (spine_core, db, spine_cli, spine_viewer, pages, app.py, tests)"
-.venv/bin/ruff check spine_core db spine_cli spine_viewer pages app.py tests
-echo "mypy: spine_core, db, spine_cli, spine_viewer"
+echo "ruff: lint and import order (spine_core, db, spine_cli, spine_viewer, spine_web, pages, app.py, server.py, tests)"
+.venv/bin/ruff check spine_core db spine_cli spine_viewer spine_web pages app.py server.py tests
+echo "mypy: spine_core, db, spine_cli, spine_viewer, spine_web"
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -n "${SPINE_TEST_WORKERS:-2}" --dist loadgroup "$@"

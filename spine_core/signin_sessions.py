@@ -1,9 +1,11 @@
 """Server-side sign-in sessions that survive a page reload.
 
 A browser reload starts a new Streamlit session, which would sign the user out in the middle of
-their reading. On sign-in the app issues an opaque random token, kept in the page URL; on a
-reload the token is looked up here. Tokens live in this process's memory only (a server restart
-signs everybody out), expire after a period of inactivity, and are revoked on sign-out.
+their reading. On sign-in the app issues an opaque random token, which the browser keeps as an
+HttpOnly, SameSite=Strict cookie (never in the URL: a copied address signs nobody in; see
+:class:`HandoffTickets`); on a reload the cookie's token is looked up here. Tokens live in this
+process's memory only (a server restart signs everybody out), expire after a period of
+inactivity, and are revoked on sign-out.
 """
 
 from __future__ import annotations
@@ -80,3 +82,41 @@ class SessionTokens:
 
 #: The one store of this server process.
 TOKENS = SessionTokens()
+
+
+class HandoffTickets:
+    """One-time tickets that hand a session token to the browser's cookie.
+
+    The sign-in form runs inside Streamlit, which cannot set an HttpOnly cookie. So, once the
+    password is checked, the app issues a ticket for the new session token; the browser posts the
+    ticket (in a request body, never a URL) to the server's session route, which redeems it once
+    and answers with the token as an HttpOnly, SameSite=Strict cookie.
+    """
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, token: str) -> str:
+        ticket = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            for t in [t for t, (_, at) in self._entries.items() if now - at > self.ttl_s]:
+                del self._entries[t]
+            self._entries[ticket] = (token, now)
+        return ticket
+
+    def redeem(self, ticket: str | None) -> str | None:
+        """The session token of a live ticket, once; None for an unknown, used or old ticket."""
+        if not ticket:
+            return None
+        with self._lock:
+            entry = self._entries.pop(ticket, None)
+        if entry is None or time.monotonic() - entry[1] > self.ttl_s:
+            return None
+        return entry[0]
+
+
+#: The tickets of this server process.
+TICKETS = HandoffTickets()

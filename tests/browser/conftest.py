@@ -66,7 +66,7 @@ def app_url(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     log = tmp_path_factory.mktemp("app-log") / "streamlit.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "server.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false"],
             env=app_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -145,6 +145,18 @@ def sign_in(page: Any, base_url: str, username: str, password: str | None = None
     submit_sign_in(page, base_url, username, username if password is None else password)
     page.get_by_role("button", name="Sign out").wait_for()
     settle(page)
+    session_cookie(page)  # a reload or a deep link from here on stays signed in
+
+
+def session_cookie(page: Any, timeout_s: float = 15.0) -> dict[str, Any]:
+    """The browser's session cookie, once the app has handed it over (fails after the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for cookie in page.context.cookies():
+            if cookie["name"] == "spine_session":
+                return dict(cookie)
+        time.sleep(0.2)
+    raise AssertionError("the app never set the session cookie")
 
 
 def open_page(page: Any, title: str, pause: float = 1.5) -> None:

@@ -23,7 +23,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -195,15 +194,11 @@ def watch_progress(page: Any) -> None:
     }""")
 
 
-def token_of(page: Any) -> str:
-    return parse_qs(urlparse(page.url).query)["s"][0]
-
-
 def open_annotation_at(page: Any, app_url: str, uid: str, display_index: int) -> None:
     """Reload the annotation page on ``uid`` at display slice ``display_index`` (0-based; the URL
     carries the number the viewer shows, ``display_index + 1``), staying signed in with the
-    session token."""
-    page.goto(f"{app_url}/annotate?s={token_of(page)}&study={uid}&slice={display_index + 1}")
+    browser's session cookie."""
+    page.goto(f"{app_url}/annotate?study={uid}&slice={display_index + 1}")
     page.get_by_role("button", name="Sign out").wait_for()
     settle(page, 1.5)
     page.get_by_text(uid).first.wait_for()
