@@ -53,7 +53,7 @@ CSV_ORDER: tuple[str, ...] = ("rsna_labels", "reports", "rsna_boxes", "reader_le
 READER_KINDS = frozenset({"reader_boxes", "reader_levels"})
 
 #: The system account that owns a dataset's own reference boxes (e.g. RSNA's union boxes).
-DATASET_USER = "dataset"
+DATASET_USER = "dataset"  # one of db.users.SYSTEM_ACCOUNTS
 
 #: How far (pixels) a key=0 row may lie from the box interpolated between its key rows (exports
 #: round to 1e-4 px).

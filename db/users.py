@@ -171,10 +171,25 @@ def get_user(session: Session, username: str) -> User | None:
     return session.scalars(select(User).where(User.username == name)).one_or_none()
 
 
+#: Accounts the system owns (the dataset's reference boxes): never signed in, never given a role,
+#: a password or an active state.
+SYSTEM_ACCOUNTS: frozenset[str] = frozenset({"dataset"})
+
+
 def _require_user(session: Session, username: str) -> User:
     user = get_user(session, username)
     if user is None:
         raise NotFound(f"no user named {username!r}; see the list of users")
+    return user
+
+
+def _require_person(session: Session, username: str) -> User:
+    """The user to change, refusing the system's own accounts."""
+    user = _require_user(session, username)
+    if user.username in SYSTEM_ACCOUNTS:
+        raise PermissionDenied(f"{user.username!r} is a system account (it owns the dataset's "
+                               "reference boxes): it cannot sign in, so it has no role, password "
+                               "or active state to change")
     return user
 
 
@@ -225,7 +240,7 @@ def set_role(
         NotFound: no such user.  InputError: unknown role.
     """
     role_value = _check_role(role)
-    user = _require_user(session, username)
+    user = _require_person(session, username)
     before = audit.snapshot(user, ["role", "is_chair"])
     user.role = role_value
     if is_chair is not None:
@@ -238,7 +253,7 @@ def set_role(
 
 def set_password(session: Session, username: str, password: str, *, actor: str) -> User:
     """Replace a user's password; audited as ``user.set_password`` (the hash is never logged)."""
-    user = _require_user(session, username)
+    user = _require_person(session, username)
     user.password_hash = hash_password(password)
     session.flush()
     audit.record(session, actor, "user.set_password", "user", user.id)
@@ -247,7 +262,7 @@ def set_password(session: Session, username: str, password: str, *, actor: str) 
 
 def set_active(session: Session, username: str, active: bool, *, actor: str) -> User:
     """Enable or disable an account (disabled users cannot sign in); audited."""
-    user = _require_user(session, username)
+    user = _require_person(session, username)
     before = audit.snapshot(user, ["active"])
     user.active = active
     session.flush()
@@ -275,6 +290,8 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
     ok = verify_password(password if isinstance(password, str) else "", stored)
     if user is None or not user.password_hash or not user.active or not ok:
+        return None
+    if user.username in SYSTEM_ACCOUNTS:
         return None
     return user
 

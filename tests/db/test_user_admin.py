@@ -188,3 +188,22 @@ def test_report_form_and_derived_overall(sessions: sessionmaker[Session]) -> Non
     assert derived_overall({"C1": None, "C2": False}) is False
     assert derived_overall({"C1": None, "C2": False, "T4": True}) is True
     assert derived_overall({"C1": None}) is None
+
+
+def test_the_system_account_cannot_sign_in_or_be_given_a_role(sessions: sessionmaker[Session]) -> None:
+    from db.csv_import import dataset_user
+
+    with unit_of_work(sessions) as s:
+        dataset_user(s)
+    admin = _user(sessions, "boss")
+    for change in (lambda s: user_admin.change_role(s, admin, "dataset", "admin"),
+                   lambda s: user_admin.set_account_active(s, admin, "dataset", True),
+                   lambda s: user_admin.reset_password(s, admin, "dataset", "long enough pw",
+                                                       "long enough pw")):
+        with pytest.raises(PermissionDenied, match="'dataset' is a system account"):
+            with unit_of_work(sessions) as s:
+                change(s)
+    with unit_of_work(sessions, readonly=True) as s:
+        row = users.get_user(s, "dataset")
+        assert row is not None and (row.role, row.active, row.password_hash) == ("viewer", False, "!")
+        assert users.authenticate(s, "dataset", "!") is None
