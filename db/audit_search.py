@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.access import check_permission
 from db.adjudication_inputs import ActorLike, load_actor
 from db.models import AuditEntry
+from spine_core.csv_safe import safe_dict
 from spine_core.errors import InputError
 from spine_core.roles import Permission
 
@@ -127,6 +128,6 @@ def write_audit_csv(entries: Iterable[AuditEntry], out_stream: IO[str]) -> int:
     writer.writeheader()
     n = 0
     for entry in entries:
-        writer.writerow(audit_row(entry))
+        writer.writerow(safe_dict(audit_row(entry)))  # no cell a spreadsheet runs as a formula
         n += 1
     return n

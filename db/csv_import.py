@@ -33,6 +33,7 @@ from db.audit import record
 from spine_core.adjudication import LevelCall
 from spine_core.boxes import Box
 from spine_core.consensus import validate_box
+from spine_core.csv_safe import restore
 from spine_core.errors import InputError, SpineError
 from spine_core.labels import CERVICAL, level_id, level_name
 from spine_core.roles import Role
@@ -94,7 +95,10 @@ def _header(path: Path) -> list[str]:
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         for line, row in enumerate(csv.DictReader(fh), start=2):
-            yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            # spaces around a cell go; a leading tab stays (a reader's text is kept as written),
+            # and the quote our own exports put before formula-like text is taken off again
+            yield line, {k.strip(): restore((v or "").strip(" ")) for k, v in row.items()
+                         if k is not None}
 
 
 class _Studies:

@@ -33,6 +33,7 @@ from db.workspace import Workspace, open_workspace
 from spine_core.boxes import Box
 from spine_core.config import Settings
 from spine_core.consensus import UnionBox, union_boxes
+from spine_core.csv_safe import safe_row
 from spine_core.errors import InputError, NotFound
 from spine_core.labels import CERVICAL
 
@@ -53,12 +54,13 @@ def format_number(value: float) -> str:
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    """Write a CSV atomically (temp file + rename)."""
+    """Write a CSV atomically (temp file + rename); formula-like text cells are neutralised
+    (:mod:`spine_core.csv_safe`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows(safe_row(row) for row in rows)  # no cell a spreadsheet runs as a formula
     _atomic_write(path, buffer.getvalue().encode())
     return path
 

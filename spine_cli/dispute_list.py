@@ -8,6 +8,7 @@ from typing import IO
 from db.dispute_list import LIST_COLUMNS, dispute_rows, list_query
 from db.workspace import open_workspace
 from spine_core.config import Settings
+from spine_core.csv_safe import safe_dict
 
 
 def _rows_for(settings: Settings, status: str) -> list[dict[str, str]]:
@@ -22,7 +23,7 @@ def disputes_list_csv(settings: Settings, out_stream: IO[str], status: str = "op
     rows = _rows_for(settings, status)
     writer = csv.DictWriter(out_stream, fieldnames=LIST_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(safe_dict(r) for r in rows)  # no cell a spreadsheet runs as a formula
     return len(rows)
 
 

@@ -527,3 +527,25 @@ def test_reader_csv_with_fracture_and_key_columns_is_interpolated_checked_and_ro
         back = import_csv(s, exported, "admin")
     assert (back.imported, back.problems, back.unchanged) == (0, [], 17)
     assert len(audit(sessions)) == n_audit
+
+
+def test_formula_like_notes_are_neutralised_in_the_export_and_read_back_as_written(
+    world, workspace: Workspace, tmp_path: Path,
+) -> None:
+    sessions, ids = world
+    s1, r1 = ids["S1"], ids["reader1"]
+    notes = ["=HYPERLINK(\"http://x\",\"click\")", "\t=1+1", "+cmd|' /C calc'!A0", "@SUM(A1)",
+             "-2+3", "plain text"]
+    for n, note in enumerate(notes):
+        act(sessions, r1, ev.create_box, s1,
+            replace(key(2 * n + 1, 10, 10, 8, 8, fracture=None), note=note))
+    export_readers(workspace, tmp_path / "out")
+    path = tmp_path / "out" / "readers_boxes.csv"
+    raw = [row[8] for row in csv.reader(path.open(newline=""))][1:]  # the note column, as written
+    assert sorted(raw) == sorted("'" + t if t != "plain text" else t for t in notes)
+    with unit_of_work(sessions) as s:  # the export reads back as the same boxes, notes unchanged
+        back = import_csv(s, path, "admin")
+    assert (back.imported, back.problems, back.unchanged) == (0, [], len(notes))
+    with unit_of_work(sessions, readonly=True) as s:
+        stored = {b.note for b in ann.visible_boxes(s, user(s, ids["admin"]), s1)}
+    assert stored == set(notes)
