@@ -31,6 +31,7 @@ from db.models import (
     User,
 )
 from spine_core.errors import InputError
+from spine_core.io.uids import check_uid
 from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS
 
 MAX_PAGE_SIZE = 1000
@@ -314,9 +315,7 @@ def next_case_for(session: Session, reader_id: int) -> Study | None:
 
 # --- idempotent creation by natural key (UIDs) ---------------------------------------------------
 def _check_uid(kind: str, uid: str) -> str:
-    if not isinstance(uid, str) or not uid.strip() or len(uid.strip()) > 128:
-        raise InputError(f"{kind} must be a non-empty text of at most 128 characters, got {uid!r}")
-    return uid.strip()
+    return check_uid(uid.strip() if isinstance(uid, str) else uid, kind, "new study")
 
 
 def _check_fields(model: type[Any], fields: Mapping[str, Any], fixed: set[str]) -> None:

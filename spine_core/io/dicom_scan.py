@@ -34,6 +34,7 @@ from pydicom.uid import UID
 
 from spine_core.errors import DicomError, NotDicomError
 from spine_core.io.dicom_geometry import format_orientation, orientation_groups
+from spine_core.io.uids import MAX_UID_LENGTH, is_uid
 
 #: A series's main orientation must hold at least this share of its files for files with another
 #: orientation to be dropped as scouts; below it the series is "mixed orientations".
@@ -513,6 +514,11 @@ def _non_image_reason(h: FileHeader) -> str | None:
         return f"no pixel data ({h.sop_class_name}, modality {h.modality or '?'}){hint}"
     if not h.series_uid or not h.study_uid:
         return "image without StudyInstanceUID/SeriesInstanceUID; cannot be grouped into a series"
+    for what, uid in (("StudyInstanceUID", h.study_uid), ("SeriesInstanceUID", h.series_uid)):
+        if not is_uid(uid):
+            shown = uid if len(uid) <= 80 else uid[:77] + "..."
+            return (f"{what} {shown!r} is not a DICOM UID (at most {MAX_UID_LENGTH} characters, "
+                    "digits and dots); fix or remove the file")
     return None
 
 

@@ -101,6 +101,7 @@ def _prepare(case: Any, store_dir: Path) -> PreparedCase:
 def _prepare_dicom(folder: Path, case: Any) -> PreparedSeries:
     from spine_core.io.cache import fingerprint_files
     from spine_core.io.dicom import plan_series, scan_dicom_tree
+    from spine_core.io.uids import check_uid
 
     scan = scan_dicom_tree(folder)
     if not scan.series:
@@ -109,6 +110,9 @@ def _prepare_dicom(folder: Path, case: Any) -> PreparedSeries:
     # The CT image series with the most slices is the one to annotate.
     candidates = sorted(scan.series, key=lambda s: (s.modality != "CT", -s.n_frames))
     chosen = candidates[0]
+    where = f"{folder.name}/{chosen.files[0].name}"  # the scan already skipped files with bad UIDs
+    check_uid(chosen.study_uid, "StudyInstanceUID", where)
+    check_uid(chosen.series_uid, "SeriesInstanceUID", where)
     plan = plan_series(chosen)
     files = [str(Path(p).relative_to(folder)) for p in plan.files]
     warnings = list(plan.warnings)

@@ -260,8 +260,9 @@ def test_existing_study_is_returned_unchanged(db_sessions: sessionmaker[Session]
 
 def test_get_or_create_refuses_bad_input(db_sessions: sessionmaker[Session]) -> None:
     with unit_of_work(db_sessions) as session:
-        with pytest.raises(InputError, match="non-empty"):
-            get_or_create_study(session, "  ", "rsna")
+        for bad in ("  ", "../../../../PWNED", "1.2." + "3" * 70):
+            with pytest.raises(InputError, match="is not a DICOM UID"):
+                get_or_create_study(session, bad, "rsna")
         with pytest.raises(InputError, match="no field"):
             get_or_create_study(session, "1.2.3", "rsna", colour="red")
         one, _ = get_or_create_study(session, "1.2.3", "rsna")
