@@ -21,6 +21,7 @@ same slice the later line wins; the earlier is refused with a message naming the
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ CSV_KINDS: dict[str, frozenset[str]] = {
     "reader_levels": frozenset({"StudyInstanceUID", "reader", "level", "call"}),
     "reports": frozenset({"StudyInstanceUID", "text"}),
 }
+
+#: Columns only a readers' boxes CSV has (never RSNA's bounding_boxes.csv).
+READER_BOX_EXTRAS = frozenset({"level", "note", "fracture", "key"})
 
 #: Order in which a dataset's CSVs are imported (labels before boxes: boxes mark levels).
 CSV_ORDER: tuple[str, ...] = ("rsna_labels", "reports", "rsna_boxes", "reader_levels", "reader_boxes")
@@ -75,6 +79,15 @@ class CsvOutcome:
 def detect_csv_kind(path: Path) -> str:
     """Which kind of CSV a file is, from its header (reader boxes before RSNA boxes: superset)."""
     header = set(_header(path))
+    readers_only = header & READER_BOX_EXTRAS
+    if (CSV_KINDS["rsna_boxes"] <= header and "reader" not in header
+            and (readers_only or path.name.lower().startswith("readers"))):
+        why = (f"columns {', '.join(sorted(readers_only))} are readers' columns" if readers_only
+               else "its name says it holds readers' work")
+        raise InputError(
+            f"{path.name}: a readers' boxes CSV needs a reader column (who drew each box), and "
+            f"{why}; add the reader column, or, if these are the dataset's own reference boxes, "
+            "remove those columns and name the file bounding_boxes.csv")
     for kind in ("reader_boxes", "reader_levels", "rsna_labels", "rsna_boxes", "reports"):
         if CSV_KINDS[kind] <= header:
             return kind
@@ -129,16 +142,19 @@ def _flag(value: str, column: str) -> bool:
 
 def _number(value: str, column: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise InputError(f"column {column} must be a number, got '{value}'") from None
+        raise InputError(f"column {column} must be a number, got '{value[:40]}'") from None
+    if not math.isfinite(number):
+        raise InputError(f"column {column} must be a finite number, got '{value[:40]}'")
+    return number
 
 
 def _slice_index(series: m.Series, slice_number: str) -> int:
-    try:
-        number = int(float(slice_number))
-    except ValueError:
-        raise InputError(f"slice_number must be an integer, got '{slice_number}'") from None
+    value = _number(slice_number, "slice_number")
+    if value != int(value):
+        raise InputError(f"slice_number must be an integer, got '{slice_number[:40]}'")
+    number = int(value)
     numbers = [int(n) for n in series.instance_numbers]
     if number not in numbers:
         raise InputError(

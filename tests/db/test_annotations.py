@@ -249,6 +249,23 @@ def test_submit_locks_work_reopen_until_adjudication(world) -> None:
 # --- CSV import of readers' work -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("name", "header"), [
+    ("boxes.csv", "StudyInstanceUID,slice_number,x,y,width,height,level,note"),
+    ("readers_boxes.csv", "StudyInstanceUID,slice_number,x,y,width,height"),
+])
+def test_a_readers_csv_without_its_reader_column_is_refused_whole(world, tmp_path: Path, name: str,
+                                                                 header: str) -> None:
+    sessions, ids, s1 = world
+    path = tmp_path / name
+    path.write_text(header + "\n1.2.3.1,104,10,12,8,6" + (",C5,x" if "level" in header else "") + "\n")
+    with unit_of_work(sessions) as s:
+        n_boxes = len(s.scalars(select(m.Box)).all())
+        with pytest.raises(InputError, match=rf"^{name}: a readers' boxes CSV needs a reader column"):
+            import_csv(s, path, "admin")
+    with unit_of_work(sessions, readonly=True) as s:
+        assert len(s.scalars(select(m.Box)).all()) == n_boxes  # nothing stored as dataset boxes
+
+
 def test_reader_csv_rows_with_unknown_study_or_reader_are_refused_by_line(world, tmp_path: Path) -> None:
     sessions, ids, s1 = world
     path = tmp_path / "readers_boxes.csv"
@@ -262,17 +279,23 @@ def test_reader_csv_rows_with_unknown_study_or_reader_are_refused_by_line(world,
         "1.2.3.1,104,45,12,8,6,reader2,C5,\n"  # line 7: outside the image
         "1.2.3.1,104,10,12,0,6,reader2,C5,\n"  # line 8: zero size
         "1.2.3.1,105,20,22,5,5,reader2,C6,ok too\n"  # line 9: imported
+        "1.2.3.1,1e400,10,12,8,6,reader2,C5,\n"  # line 10: slice number out of any range
+        "1.2.3.1,104,nan,12,8,6,reader2,C5,\n"  # line 11: not a finite number
+        "1.2.3.1,104.5,10,12,8,6,reader2,C5,\n"  # line 12: not an integer
     )
     with unit_of_work(sessions) as s:
         outcome = import_csv(s, path, "admin")
     assert outcome.imported == 2
     by_line = {int(p.split(" line ")[1].split(":")[0]): p for p in outcome.problems}
-    assert sorted(by_line) == [3, 4, 5, 6, 7, 8] and len(outcome.problems) == 6
+    assert sorted(by_line) == [3, 4, 5, 6, 7, 8, 10, 11, 12] and len(outcome.problems) == 9
     assert all(p.startswith("readers_boxes.csv line ") for p in outcome.problems)
     for line, text in [(3, "study '9.9.9' is not imported"), (4, "reader 'nobody' is not a user"),
                        (5, "user 'viewer' is viewer, not an annotator"),
                        (6, "slice_number 999 does not exist"), (7, "lies outside"),
-                       (8, "width and height must be positive")]:
+                       (8, "width and height must be positive"),
+                       (10, "slice_number must be a finite number, got '1e400'"),
+                       (11, "column x must be a finite number, got 'nan'"),
+                       (12, "slice_number must be an integer, got '104.5'")]:
         assert text in by_line[line]
     with unit_of_work(sessions, readonly=True) as s:
         adjudicator = user(s, ids["adjudicator"])
