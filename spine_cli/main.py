@@ -149,8 +149,23 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"wrote {args.studies} synthetic {args.region} studies in the {names[args.layout]} "
           f"layout to {out}")
     if args.do_import:
+        _ensure_demo_readers(settings)
         return _run_import(out, settings, args)
     return 0
+
+
+def _ensure_demo_readers(settings: Settings) -> None:
+    """The demo's readers' work names reader1..3: create the demo accounts first (those that are
+    missing), so it is imported instead of refused row by row."""
+    from db.session import unit_of_work
+    from db.users import ensure_demo_users
+    from db.workspace import open_workspace
+
+    with unit_of_work(open_workspace(settings).sessions) as session:
+        made = ensure_demo_users(session, actor="spine demo")
+    if made:
+        print(f"created the demo accounts {', '.join(made)} (password = user name; change them "
+              "with `spine users`)")
 
 
 def _run_import(path: Path, settings: Settings, args: argparse.Namespace) -> int:

@@ -83,3 +83,17 @@ def test_db_upgrade_and_info(tmp_path: Path) -> None:
     info = run_spine("info", data_dir=tmp_path)
     assert info.returncode == 0, info.stderr
     assert "studies: 0" in info.stdout
+
+
+def test_a_demo_imported_into_an_empty_database_brings_its_readers_work(tmp_path: Path) -> None:
+    import sqlite3
+
+    result = run_spine("demo", "--studies", "2", "--shape", "48x64x64", "--out", str(tmp_path / "d"),
+                       "--import", "--no-progress", data_dir=tmp_path / "var")
+    assert result.returncode == 0, result.stderr
+    assert "is not a user" not in result.stderr and "created the demo accounts" in result.stdout
+    con = sqlite3.connect(tmp_path / "var" / "spine.db")
+    readers = con.execute("SELECT COUNT(DISTINCT u.username) FROM boxes b JOIN users u "
+                          "ON u.id = b.reader_id WHERE u.username LIKE 'reader%'").fetchone()[0]
+    calls = con.execute("SELECT COUNT(*) FROM level_labels").fetchone()[0]
+    assert readers >= 1 and calls > 0
