@@ -15,6 +15,7 @@ little-endian pixel data, so :mod:`spine_core.io.dicom_pixels` can read it witho
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -519,6 +520,41 @@ def _non_image_reason(h: FileHeader) -> str | None:
             shown = uid if len(uid) <= 80 else uid[:77] + "..."
             return (f"{what} {shown!r} is not a DICOM UID (at most {MAX_UID_LENGTH} characters, "
                     "digits and dots); fix or remove the file")
+    return _implausible_reason(h)
+
+
+#: Largest image side accepted (rows, columns), in pixels.
+MAX_SIDE = 16384
+
+
+def _implausible_reason(h: FileHeader) -> str | None:
+    """Why an image header cannot describe real data (sizes against the bytes present, geometry
+    that is not finite, zero or singular), or None. Checked before any pixel is decoded."""
+    if not (0 < h.rows <= MAX_SIDE and 0 < h.columns <= MAX_SIDE):
+        return (f"Rows×Columns {h.rows}×{h.columns} is outside 1..{MAX_SIDE}; the header is "
+                "corrupt")
+    if h.pixel_length is not None and h.bits_allocated:
+        need = h.rows * h.columns * max(1, h.samples_per_pixel) * h.bits_allocated // 8 * max(1, h.n_frames)
+        if h.pixel_length < need:
+            return (f"pixel data holds {h.pixel_length} bytes but Rows×Columns×frames "
+                    f"{h.rows}×{h.columns}×{max(1, h.n_frames)} need {need}: the file is truncated "
+                    "or its header is wrong")
+    for n, frame in enumerate(h.frames):
+        where = f" (frame {n + 1})" if h.n_frames > 1 else ""
+        if frame.pixel_spacing is not None and not all(
+                math.isfinite(v) and v > 0 for v in frame.pixel_spacing):
+            return f"PixelSpacing {list(frame.pixel_spacing)}{where} must be two positive numbers"
+        if frame.position is not None and not all(math.isfinite(v) for v in frame.position):
+            return f"ImagePositionPatient {list(frame.position)}{where} is not finite"
+        if frame.orientation is not None:
+            o = frame.orientation
+            row, col = o[:3], o[3:]
+            norm_r = math.sqrt(sum(v * v for v in row)) if all(map(math.isfinite, o)) else float("nan")
+            norm_c = math.sqrt(sum(v * v for v in col)) if all(map(math.isfinite, o)) else float("nan")
+            dot = sum(a * b for a, b in zip(row, col))
+            if not (abs(norm_r - 1) < 0.01 and abs(norm_c - 1) < 0.01 and abs(dot) < 0.01):
+                return (f"ImageOrientationPatient {list(o)}{where} is not two orthogonal unit "
+                        "vectors")
     return None
 
 

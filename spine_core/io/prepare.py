@@ -118,6 +118,12 @@ def _prepare_dicom(folder: Path, case: Any) -> PreparedSeries:
     warnings = list(plan.warnings)
     if len(scan.series) > 1:
         warnings.append(f"{len(scan.series) - 1} other series in the folder were not imported")
+    refused = [s for s in scan.skipped if not s.reason.startswith(("not an image", "DICOMDIR"))]
+    if refused:
+        listed = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        warnings.append(f"{len(refused)} file(s) in the folder were left out ({listed}{more}); "
+                        "the series may miss slices")
     return PreparedSeries(
         study_uid=chosen.study_uid, series_uid=chosen.series_uid, source_format="dicom",
         source_dir=str(folder.resolve()), files=files, shape=plan.shape,
