@@ -8,6 +8,7 @@ float64 copy of a volume.
 
 from __future__ import annotations
 
+import gzip
 import os
 import zlib
 from pathlib import Path
@@ -66,6 +67,8 @@ def load_nifti(path: Path | str, *, mmap: bool = True) -> Volume:
         raise NiftiError(f"{p}: no such file; check the path")
     if not is_nifti_name(p):
         raise NiftiError(f"{p}: not a NIfTI file name (expected .nii or .nii.gz)")
+    if p.name.lower().endswith(".gz"):
+        _verify_gzip(p)
     try:
         img = nib.load(str(p), mmap="r" if mmap else False)
     except _READ_ERRORS as exc:
@@ -83,7 +86,13 @@ def load_nifti(path: Path | str, *, mmap: bool = True) -> Volume:
             "split it and give one 3-D volume"
         )
 
-    ras_affine, affine_meta = choose_affine(header)
+    try:
+        ras_affine, affine_meta = choose_affine(header)
+    except NiftiError as exc:
+        raise NiftiError(f"{p}: {exc}") from None
+    if not np.all(np.isfinite(ras_affine)) or abs(np.linalg.det(ras_affine[:3, :3])) < 1e-12:
+        raise NiftiError(f"{p}: the header's affine (sform, qform and voxel sizes) is not finite or "
+                         "is singular, so the image has no place in space; fix the header")
     try:
         data = _read_voxels(img)
     except _READ_ERRORS as exc:
@@ -104,14 +113,32 @@ def load_nifti(path: Path | str, *, mmap: bool = True) -> Volume:
         raise NiftiError(f"{p}: {exc}; the header's voxel sizes or orientation are broken") from exc
 
 
+def _verify_gzip(path: Path, chunk: int = 1 << 22) -> None:
+    """Read a ``.gz`` file to its end so its CRC-32 and length are checked (nibabel stops reading
+    after the voxels and never looks at the trailer, so a corrupt file would load as garbage)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(chunk):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise NiftiError(f"{path}: the compressed file is corrupt ({exc}); re-export or "
+                         "re-download it") from exc
+
+
 def choose_affine(header: nib.Nifti1Header) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """(RAS affine, meta) from a NIfTI header: sform if coded, else qform if coded, else fallback.
+
+    Raises NiftiError when a coded sform or qform holds NaN or infinity.
 
     ``meta`` holds ``affine_source`` ("sform" | "qform" | "fallback") and ``warnings``.
     """
     warnings: list[str] = []
     sform, scode = header.get_sform(coded=True)
     qform, qcode = header.get_qform(coded=True)
+    for name, form, code in (("sform", sform, scode), ("qform", qform, qcode)):
+        if form is not None and int(code) > 0 and not np.all(np.isfinite(form)):
+            raise NiftiError(f"the header's {name} holds non-finite numbers (NaN or infinity), so "
+                             "the image has no trustworthy place in space; fix the header")
     if sform is not None and int(scode) > 0:
         affine, source = np.asarray(sform, dtype=np.float64), "sform"
         if qform is not None and int(qcode) > 0:
