@@ -31,7 +31,7 @@ from spine_core.phantom.spine_anatomy import (
 )
 from spine_core.phantom.tissues import paint_canal, paint_discs
 from spine_core.phantom.torso import paint_torso
-from spine_core.phantom.trunk import build_sacrum, render_ribs, sacralise
+from spine_core.phantom.trunk import build_sacrum, render_pelvis, render_ribs, sacralise
 from spine_core.phantom.vertebra import Vertebra, build_vertebra
 from spine_core.volume import Volume
 
@@ -182,6 +182,7 @@ def generate_spine_study(
     for spec in anat.levels:
         render_vertebra(canvas, verts[spec.name], plans.get(spec.name), r_bone)
     render_ribs(canvas, r_bone, tr.n_thoracic)
+    render_pelvis(canvas, r_bone)
     if region == "whole":
         render_skull_base(canvas, r_bone)
     canvas.composite(img)

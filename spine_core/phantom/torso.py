@@ -30,8 +30,8 @@ def _profiles(anat: Anatomy, rng: np.random.Generator, z: F64) -> dict[str, F64]
     z_tl, z_l3, z_s = _z(anat, last_t), _z(anat, "L3"), _z(anat, "S")
     spine = anat.spine_at_z(z)
     xs, ys = spine[:, 0], spine[:, 1]
-    girth = float(rng.uniform(0.85, 1.15))
-    depth = float(rng.uniform(0.85, 1.15))
+    girth = float(rng.uniform(0.95, 1.2))
+    depth = float(rng.uniform(0.95, 1.2))
     # Knots from the bottom (pelvis) up to the head, z ascending.
     kz = [z_s - 120.0, z_s, z_l3, z_tl, z_t5, z_t1 - 15.0, z_t1 + 25.0, z_c1]
     ra = np.interp(z, kz, np.array([175, 170, 150, 160, 165, 170, 70, 62]) * girth)
@@ -107,9 +107,10 @@ def _paint_slab(anat: Anatomy, p: dict[str, F32], xg: F32, yg: F32) -> F32:
         _paint(out, anat, xg, yg, xs + f(side) * (p["psoas"] + 18), ys - f(4.0),
                p["psoas"] * f(0.8), p["psoas"], hu["muscle"])
         lung = p["lung"]
-        _paint(out, anat, xg, yg, xs + f(side) * ra * f(0.4), ys - f(55.0),
-               ra * f(0.34) * lung, rb * f(0.68) * lung, hu["lung"], weight=(lung > 0.05).astype(np.float32))
-    _paint(out, anat, xg, yg, xs, ys - f(42.0), f(9.0) * p["trachea"], f(8.0) * p["trachea"],
+        # Inside the rib cage (see trunk.rib_parts), not the body outline.
+        _paint(out, anat, xg, yg, xs + f(side * 56.0), ys - f(44.0), f(50.0) * lung,
+               f(62.0) * lung, hu["lung"], weight=(lung > 0.05).astype(np.float32))
+    _paint(out, anat, xg, yg, xs, ys - f(34.0), f(9.0) * p["trachea"], f(8.0) * p["trachea"],
            hu["air"])
     _paint(out, anat, xg, yg, xs + f(22.0), ys - f(32.0), f(12.0) * p["aorta"],
            f(12.0) * p["aorta"], hu["blood"])

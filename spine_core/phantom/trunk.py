@@ -1,8 +1,9 @@
-"""Bones of the trunk below the neck: the sacrum, a sacralised L5, and the ribs.
+"""Bones of the trunk below the neck: the sacrum, a sacralised L5, ribs, sternum and pelvis.
 
 Shapes are :class:`~spine_core.phantom.vertebra.Part` unions in a level's local frame (``u``
 left, ``v`` posterior, ``w`` superior; see :mod:`spine_core.phantom.anatomy`). The sacrum is
-labelled like a vertebra (VerSe 26); ribs are bone without a label, as in VerSe's masks.
+labelled like a vertebra (VerSe 26); ribs, sternum, hip bones and femora are bone without a
+label, as in VerSe's masks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from spine_core.phantom.anatomy import Anatomy, LevelSpec, local_grid
+from spine_core.phantom import sdf
+from spine_core.phantom.anatomy import Anatomy, Frame, LevelSpec, local_grid
 from spine_core.phantom.bones import BoneCanvas
 from spine_core.phantom.vertebra import Part, Vec3, Vertebra, _bilateral
 
@@ -67,8 +69,8 @@ def rib_parts(spec: LevelSpec, index: int, n_thoracic: int, side: float) -> list
     """
     a, b, tp = spec.a, spec.b, spec.tp_reach
     t = min(index - 1, 7) / 7.0
-    wr = 55.0 + 75.0 * float(np.sin(np.pi / 2 * t))
-    dr = 40.0 + 55.0 * float(np.sin(np.pi / 2 * t))
+    wr = 55.0 + 65.0 * float(np.sin(np.pi / 2 * t))
+    dr = 40.0 + 40.0 * float(np.sin(np.pi / 2 * t))
     from_last = n_thoracic - index
     end = 150.0 if index <= 7 else 130.0
     if from_last == 1:
@@ -89,26 +91,101 @@ def rib_parts(spec: LevelSpec, index: int, n_thoracic: int, side: float) -> list
             for i, (p, q) in enumerate(zip(pts[:-1], pts[1:]))]
 
 
+def _render_parts(canvas: BoneCanvas, rng: np.random.Generator, frame: Frame,
+                  parts: list[Part], cortex_mm: float) -> None:
+    """Unlabelled bone made of ``parts`` (in ``frame``), each evaluated on its own box only."""
+    anat: Anatomy = canvas.anat
+    lo, hi = _bounds(parts, 3.0)
+    g = local_grid(anat, frame, lo, hi)
+    if g is None:
+        return
+    d = np.full(g.shape, np.float32(4.0), dtype=np.float32)
+    for p in parts:
+        rs = g.sub(*p.bounds(3.0))
+        if rs is not None:
+            np.minimum(d[rs], p.sdf(g.u[rs], g.v[rs], g.w[rs]), out=d[rs])
+    canvas.add(g, d, canvas._bone_hu(d, rng, cortex_mm), 0)
+
+
 def render_ribs(canvas: BoneCanvas, rng: np.random.Generator, n_thoracic: int) -> None:
-    """Every rib of the thoracic levels in the field of view (bone, label 0)."""
+    """Every rib of the thoracic levels in the field of view, and the sternum (bone, label 0)."""
     anat: Anatomy = canvas.anat
     cortex_mm = max(1.3, anat.voxel)
+    fronts: dict[int, Vec3] = {}
     for spec in anat.levels:
         if not spec.name.startswith("T"):
             continue
         index = int(spec.name[1:])
         for side in (1.0, -1.0):
             parts = rib_parts(spec, index, n_thoracic, side)
-            lo, hi = _bounds(parts, 3.0)
-            g = local_grid(anat, anat.frames[spec.name], lo, hi)
-            if g is None:
-                continue
-            d = np.full(g.shape, np.float32(4.0), dtype=np.float32)
-            for p in parts:
-                rs = g.sub(*p.bounds(3.0))
-                if rs is not None:
-                    np.minimum(d[rs], p.sdf(g.u[rs], g.v[rs], g.w[rs]), out=d[rs])
-            canvas.add(g, d, canvas._bone_hu(d, rng, cortex_mm), 0)
+            if side > 0:
+                fronts[index] = tuple(anat.frames[spec.name].to_lps(parts[-1].b))
+            _render_parts(canvas, rng, anat.frames[spec.name], parts, cortex_mm)
+    if 2 in fronts and 7 in fronts:
+        # The sternum: manubrium at the second ribs' ends, body down to the seventh's.
+        top, bottom = np.asarray(fronts[2]), np.asarray(fronts[7])
+        x_mid = float(anat.frames["T4"].origin[0])
+        upright = Frame(np.array([x_mid, min(top[1], bottom[1]) + 2.0, top[2] + 25.0]),
+                        np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]),
+                        np.array([0.0, 0.0, 1.0]))
+        length = float(top[2] + 25.0 - bottom[2])
+        parts = [Part("manubrium", "capsule", (0.0, 0.0, 0.0), (0.0, 0.0, -20.0), (20.0, 6.0, 12.0)),
+                 Part("sternum", "capsule", (0.0, 0.0, -20.0), (0.0, 4.0, -length), (13.0, 5.5, 8.0))]
+        _render_parts(canvas, rng, upright, parts, cortex_mm)
+
+
+def pelvis_parts(s: LevelSpec, side: float) -> list[Part]:
+    """One hip bone and the top of its femur, in an upright frame at the sacrum's centre."""
+    k = s.a / 25.0
+
+    def pt(u: float, v: float, w: float) -> Vec3:
+        return (side * u * k, v * k, w * k)
+
+    si, psis, crest, asis = pt(42, 15, -25), pt(38, 35, 8), pt(88, 8, 35), pt(105, -45, 2)
+    acet, tuber, pubis = pt(88, -45, -88), pt(62, 2, -140), pt(10, -92, -112)
+    parts = [Part("crest0", "capsule", psis, crest, (7.0, 7.0, 7.0)),
+             Part("crest1", "capsule", crest, asis, (7.0, 7.0, 7.0)),
+             Part("ilium", "capsule", si, acet, (13.0, 13.0, 13.0)),
+             Part("asis_acet", "capsule", asis, acet, (8.0, 8.0, 8.0)),
+             Part("ischium", "capsule", acet, tuber, (9.0, 9.0, 9.0)),
+             Part("ramus_sup", "capsule", acet, pubis, (7.0, 7.0, 7.0)),
+             Part("ramus_inf", "capsule", tuber, pubis, (6.0, 6.0, 6.0))]
+    head = pt(93, -45, -91)
+    neck = pt(120, -40, -118)
+    parts += [Part("femoral_head", "capsule", head, head, (22.0, 22.0, 22.0)),
+              Part("femoral_neck", "capsule", head, neck, (14.0, 14.0, 14.0)),
+              Part("femur", "capsule", neck, pt(132, -35, -260), (15.0, 15.0, 15.0))]
+    return parts
+
+
+def _iliac_wings(canvas: BoneCanvas, rng: np.random.Generator, frame: Frame, k: float) -> None:
+    """Both iliac wings: a thin shell of one bowl-shaped ellipsoid, cut to the wings' extent."""
+    anat: Anatomy = canvas.anat
+    lo, hi = (-125 * k, -60 * k, -75 * k), (125 * k, 45 * k, 42 * k)
+    g = local_grid(anat, frame, lo, hi)
+    if g is None:
+        return
+    centre = (0.0, -15 * k, 25 * k)
+    thick = 7.0
+    outer = sdf.ellipsoid(g.u, g.v, g.w, centre, (100 * k, 62 * k, 62 * k))
+    inner = sdf.ellipsoid(g.u, g.v, g.w, centre, (100 * k - thick, 62 * k - thick, 62 * k - thick))
+    shell = np.maximum(outer, -inner)
+    # Keep the lateral walls between the sacroiliac joints and the anterior spines, below the crest.
+    keep = sdf.box(g.u, g.v, g.w, (0.0, -8 * k, -12 * k), (130 * k, 44 * k, 48 * k), 4.0)
+    middle = sdf.box(g.u, g.v, g.w, (0.0, 0.0, 0.0), (40 * k, 200.0, 200.0))
+    d = np.maximum(np.maximum(shell, keep), -middle)
+    canvas.add(g, d, canvas._bone_hu(d, rng, max(1.5, anat.voxel)), 0)
+
+
+def render_pelvis(canvas: BoneCanvas, rng: np.random.Generator) -> None:
+    """Both hip bones and femoral heads, where the field of view reaches them (label 0)."""
+    anat: Anatomy = canvas.anat
+    spec = next(s for s in anat.levels if s.name == "S")
+    upright = Frame(anat.frames["S"].origin, np.array([1.0, 0.0, 0.0]),
+                    np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+    _iliac_wings(canvas, rng, upright, spec.a / 25.0)
+    for side in (1.0, -1.0):
+        _render_parts(canvas, rng, upright, pelvis_parts(spec, side), max(1.5, anat.voxel))
 
 
 def with_body(vert: Vertebra, body: Part) -> Vertebra:
