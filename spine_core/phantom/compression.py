@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from spine_core.genant import GenantGrade, Morphology, check_grade, grade_from_height_loss
+from spine_core.phantom.anatomy import local_grid
+from spine_core.phantom.bones import BoneCanvas
 from spine_core.phantom.trunk import with_body
 from spine_core.phantom.vertebra import Vertebra
 
@@ -111,3 +113,20 @@ def top_loss_mm(vert: Vertebra, c: Compression) -> float:
     if c.morphology is Morphology.WEDGE:
         return lost / (1.0 - MEASURE_INSET / (2.0 * body.radii[1]))
     return lost / 2.0 if c.morphology is Morphology.BICONCAVE else lost
+
+
+def render_compressed(canvas: BoneCanvas, vert: Vertebra, rng: np.random.Generator) -> None:
+    """Draw a compressed vertebra: as any other, plus the dense band of impacted trabeculae
+    (a few mm under the superior endplate, denser the more height was lost)."""
+    anat = canvas.anat
+    g = local_grid(anat, anat.frames[vert.spec.name], *vert.bounds)
+    if g is None:
+        return
+    d, core = vert.sdf(g)
+    cortex_mm = max(anat.hu["cortex_mm"], 0.9 * anat.voxel)
+    bone_hu = canvas._bone_hu(d, rng, cortex_mm, core)
+    body = vert.part("body")
+    below_top = body.sdf(g.u, g.v, g.w + np.float32(4.0)) > 0
+    band = below_top & (body.sdf(g.u, g.v, g.w) < -cortex_mm) & (d < -cortex_mm)
+    bone_hu += band.astype(np.float32) * np.float32(260.0)
+    canvas.add(g, d, bone_hu, vert.spec.level_id)

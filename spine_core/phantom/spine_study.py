@@ -22,7 +22,13 @@ from spine_core.io.dicom_write import uid_from_seed
 from spine_core.labels import LEVEL_IDS
 from spine_core.phantom.anatomy import Anatomy
 from spine_core.phantom.bones import BoneCanvas, render_skull_base, render_vertebra
-from spine_core.phantom.compression import Compression, compress, sample_compressions, top_loss_mm
+from spine_core.phantom.compression import (
+    Compression,
+    compress,
+    render_compressed,
+    sample_compressions,
+    top_loss_mm,
+)
 from spine_core.phantom.fractures import FracturePlan, plan_fracture, sample_fractured_levels
 from spine_core.phantom.spine_anatomy import (
     Transitional,
@@ -180,7 +186,10 @@ def generate_spine_study(
 
     canvas = BoneCanvas(anat)
     for spec in anat.levels:
-        render_vertebra(canvas, verts[spec.name], plans.get(spec.name), r_bone)
+        if spec.name in by_level:
+            render_compressed(canvas, verts[spec.name], r_bone)
+        else:
+            render_vertebra(canvas, verts[spec.name], plans.get(spec.name), r_bone)
     render_ribs(canvas, r_bone, tr.n_thoracic)
     render_pelvis(canvas, r_bone)
     if region == "whole":
