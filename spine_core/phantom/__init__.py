@@ -1,8 +1,14 @@
-"""Synthetic cervical-spine CT studies for demos and tests.
+"""Synthetic spine CT studies for demos and tests, written in the published dataset layouts.
 
-:func:`generate_study` draws one study (image, vertebra labels, fractures with per-slice boxes,
-simulated readers, a report), deterministic per seed; :mod:`spine_core.phantom.rsna_layout` writes
-many of them in the RSNA 2022 cervical-fracture layout (real DICOM, NIfTI segmentations, CSVs).
+* :func:`generate_study` draws one cervical study (image, vertebra labels, trauma fractures with
+  per-slice boxes, simulated readers, a report), deterministic per seed;
+  :mod:`spine_core.phantom.rsna_layout` writes many in the RSNA 2022 layout (DICOM, NIfTI, CSVs).
+* :func:`~spine_core.phantom.spine_study.generate_spine_study` draws a thoracolumbar or whole
+  spine (ribs, sacrum, pelvis, transitional anatomy, Genant-graded osteoporotic compression
+  fractures); :mod:`spine_core.phantom.nifti_layouts` writes any region in the VerSe 2020 or
+  CTSpine1K layout.
+* :func:`~spine_core.phantom.demo.write_demo_dataset` is the one entry point (``spine demo``):
+  a region in a layout.
 """
 
 from __future__ import annotations
