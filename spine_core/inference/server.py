@@ -209,6 +209,9 @@ def create_app(
             except InputError as exc:
                 return _error(422, "bad_volume", str(exc))
             del body
+            too_big = implausible_extent(volume)  # before the models resample it
+            if too_big is not None:
+                return _error(422, "bad_volume", too_big)
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             job = loop.run_in_executor(state.executor, _run_job, state.predictor, volume)
@@ -294,6 +297,34 @@ def _release(state: _State) -> None:
     state.running -= 1
     assert state.slots is not None
     state.slots.release()
+
+
+#: Longest axis a CT may span (a whole body is about 1.8 m), in mm.
+MAX_EXTENT_MM = 2000.0
+#: Largest field of view, in mm³ (2 m × 0.6 m × 0.6 m); the models resample to about 2.5 mm voxels,
+#: so this bounds their working grid (about 46 million voxels) whatever the voxel count sent.
+MAX_VOLUME_MM3 = 2000.0 * 600.0 * 600.0
+#: Plausible CT voxel sizes, in mm.
+VOXEL_MM = (0.05, 20.0)
+
+
+def implausible_extent(volume: Any) -> str | None:
+    """Why the volume cannot be a CT the models should resample (voxel sizes outside
+    :data:`VOXEL_MM`, an axis longer than :data:`MAX_EXTENT_MM`, a field of view above
+    :data:`MAX_VOLUME_MM3`), or None. Checked before any resampling allocates."""
+    spacing = [float(v) for v in volume.spacing]
+    extent = [n * s for n, s in zip(volume.shape, spacing)]
+    sizes = "×".join(f"{s:g}" for s in spacing)
+    spans = "×".join(f"{e:.0f}" for e in extent)
+    lo, hi = VOXEL_MM
+    if not all(lo <= s <= hi for s in spacing):
+        return (f"voxels of {sizes} mm are not a CT's (each side {lo:g}–{hi:g} mm); check the "
+                "spacing in the image header")
+    if max(extent) > MAX_EXTENT_MM or extent[0] * extent[1] * extent[2] > MAX_VOLUME_MM3:
+        return (f"the volume spans {spans} mm, more than any CT the models take (at most "
+                f"{MAX_EXTENT_MM:.0f} mm along an axis and 2000×600×600 mm in all); check the "
+                "spacing in the image header or crop the volume")
+    return None
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes | None:

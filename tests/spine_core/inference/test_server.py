@@ -109,6 +109,24 @@ def test_oversize_streamed_body_without_content_length_is_refused(server: str) -
     assert response.json()["error"] == "too_large"
 
 
+@pytest.mark.parametrize(("voxel_mm", "said"), [
+    (125.0, "voxels of 125×125×125 mm are not a CT's"),
+    (1e6, "voxels of 1e+06×1e+06×1e+06 mm are not a CT's"),
+    (19.0, "the volume spans 152×2280×2280 mm, more than any CT the models take"),
+])
+def test_a_tiny_volume_with_huge_voxels_is_refused_before_resampling(server: str, voxel_mm: float,
+                                                                      said: str) -> None:
+    """A few KB that would resample to gigabytes: refused with a reason, the job slot free."""
+    shape = (8, 120, 120) if voxel_mm == 19.0 else (8, 8, 8)
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    body = wire.encode_volume(Volume(np.zeros(shape, dtype=np.int16), affine))
+    response = post(server, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "bad_volume" and said in response.json()["message"]
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["jobs_running"] == 0
+
+
 def test_garbage_body_is_422_with_a_message(server: str) -> None:
     response = post(server, b"this is not a volume")
     assert response.status_code == 422
