@@ -181,3 +181,9 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="not grade"):
         Compression("L1", 1, Morphology.WEDGE, 0.3)
 
+
+
+def test_whole_spine_can_carry_cervical_trauma_fractures_too() -> None:
+    s = generate_spine_study(13, (128, 48, 48), region="whole")
+    assert s.trauma and all(lv.startswith("C") for lv in s.trauma)
+    assert not generate_spine_study(13, (128, 48, 48), region="thoracolumbar").trauma
