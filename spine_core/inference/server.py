@@ -21,7 +21,8 @@ Behaviour:
 * Inference runs in a thread pool, so the event loop keeps answering ``/health``. A job that runs
   longer than ``job_timeout_s`` is answered 504; its slot stays taken until the model actually
   returns (a Python thread cannot be killed), so the GPU is never over-committed.
-* Errors are JSON ``{"error": code, "message": text}``: 401 (token), 413 (size), 422 (unusable
+* Errors are JSON ``{"error": code, "message": text}``: 401 (token), 413 (size), 415 (the body
+  is not a volume of :data:`wire.VOLUME_MEDIA_TYPE`), 422 (unusable
   volume: bad payload or the predictor's :class:`~spine_core.errors.InputError`), 500 (predictor
   failure, with its message), 503 (busy/loading), 504 (job timeout).
 """
@@ -179,6 +180,11 @@ def create_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             return _too_large(int(declared), max_request_mb)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != wire.VOLUME_MEDIA_TYPE:
+            return _error(415, "unsupported_media",
+                          f"the body must be a volume of type {wire.VOLUME_MEDIA_TYPE} (got "
+                          f"{media or 'no Content-Type'}); send it with spine_core.inference.client")
         not_ready = _not_ready(state)
         if not_ready is not None:
             return not_ready

@@ -40,7 +40,7 @@ if os.environ.get("CI"):
 else:
     ray = pytest.importorskip("ray")
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": wire.VOLUME_MEDIA_TYPE}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from tests.backend_helpers import (
     wait_for,
 )
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": wire.VOLUME_MEDIA_TYPE}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,17 @@ def test_a_tiny_volume_with_huge_voxels_is_refused_before_resampling(server: str
     assert response.json()["error"] == "bad_volume" and said in response.json()["message"]
     health = httpx.get(f"{server}/health", timeout=10).json()
     assert health["jobs_running"] == 0
+
+
+def test_a_body_of_another_media_type_is_415(server: str, volume_body: bytes) -> None:
+    for media in ("application/json", None):
+        headers = {"Authorization": AUTH["Authorization"]}
+        if media:
+            headers["Content-Type"] = media
+        response = httpx.post(f"{server}/predict", content=volume_body, headers=headers, timeout=10)
+        assert response.status_code == 415, response.text
+        assert response.json()["error"] == "unsupported_media"
+        assert wire.VOLUME_MEDIA_TYPE in response.json()["message"]
 
 
 def test_garbage_body_is_422_with_a_message(server: str) -> None:
