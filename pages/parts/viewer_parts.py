@@ -584,7 +584,19 @@ def figure_3d(view: StudyView, boxes: Sequence[ShownBox] = (), levels: Iterable[
         trace.update(legendgroup=group, name=group, showlegend=group not in seen,
                      hovertemplate=f"box: {html.escape(b.label)}<extra></extra>")
         seen.add(group)
-    # a long column seen from 2 scene units away overflows the frame: step back to see it all
-    fig.update_layout(scene_camera={"eye": {"x": 0.0, "y": -2.6, "z": 0.0},
+    # a long column seen from 2 scene units away overflows the frame: step back to see it all,
+    # the further the longer the column is against its width (a whole spine: about 10 times)
+    fig.update_layout(scene_camera={"eye": {"x": 0.0, "y": -2.6 * _slenderness(meshes), "z": 0.0},
                                     "up": {"x": 0.0, "y": 0.0, "z": 1.0}})
     return fig
+
+
+def _slenderness(meshes: Sequence[VertebraMesh]) -> float:
+    """How much further than for a neck the camera stands: 1 up to a column 2.5 times as long as
+    it is wide, then growing with the square root of that ratio."""
+    if not meshes:
+        return 1.0
+    points = np.concatenate([m.vertices for m in meshes])
+    span = points.max(axis=0) - points.min(axis=0)
+    ratio = float(span[2]) / max(float(span[0]), float(span[1]), 1.0)
+    return max(1.0, ratio / 2.5) ** 0.5
