@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     Float,
@@ -139,6 +140,8 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=StudyStatus.new.value, index=True)
     n_slices: Mapped[int] = mapped_column(Integer, default=0)
     has_mask: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    #: which calls readers make: "fracture" (fractured / not / unsure) or "genant" (grade 0-3)
+    call_scheme: Mapped[str] = mapped_column(String(16), default="fracture", server_default="fracture")
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     imported_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     imported_by: Mapped[str] = mapped_column(String(64), default="")
@@ -299,6 +302,26 @@ class LevelLabel(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __table_args__ = (UniqueConstraint("study_id", "reader_id", "level"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class LevelGrade(Base):
+    """A reader's Genant grade (0-3) and morphology on one level of one study (the dataset's
+    own grades belong to the system account ``dataset``)."""
+
+    __tablename__ = "level_grades"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    level: Mapped[str] = mapped_column(String(8))
+    grade: Mapped[int] = mapped_column(Integer)
+    morphology: Mapped[str | None] = mapped_column(String(16), default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (UniqueConstraint("study_id", "reader_id", "level"),
+                      CheckConstraint("grade >= 0 AND grade <= 3", name="grade_0_3"))
     __mapper_args__ = {"version_id_col": version}
 
 

@@ -89,3 +89,14 @@ def check_grade(grade: object, morphology: str | Morphology | None) -> None:
     morph = parse_morphology(morphology)
     if grade == 0 and morph is not None:
         raise GenantError(f"a grade-0 (normal) vertebra has no morphology, got {morph.value!r}")
+
+
+#: Which calls readers make on a study's levels.
+CALL_SCHEMES: tuple[str, ...] = ("fracture", "genant")
+#: Datasets read with Genant grades by default (whole-spine datasets that grade by Genant).
+GENANT_DATASETS: frozenset[str] = frozenset({"verse", "ctspine1k"})
+
+
+def scheme_for_dataset(dataset: str) -> str:
+    """The default reading scheme of a dataset: "genant" for VerSe and CTSpine1K, else "fracture"."""
+    return "genant" if dataset in GENANT_DATASETS else "fracture"

@@ -462,3 +462,41 @@ def box_localisation(predicted: Iterable[SliceBox], true: Iterable[SliceBox]) ->
         iou_mean=float(np.mean([box_iou(pred[k], truth[k]) for k in common])) if common else nan,
         centre_hit=float(np.mean(hits)) if hits else nan,
     )
+
+
+# --- agreement on ordinal grades (Genant) --------------------------------------------------------
+
+
+def grade_confusion(a: npt.ArrayLike, b: npt.ArrayLike, n_grades: int = 4) -> npt.NDArray[np.int64]:
+    """``n_grades`` × ``n_grades`` counts: row = reader A's grade, column = reader B's grade."""
+    x = np.asarray(a, dtype=np.int64)
+    y = np.asarray(b, dtype=np.int64)
+    _same_length(x, y, "grades of reader A and reader B")
+    if x.size and (x.min() < 0 or y.min() < 0 or x.max() >= n_grades or y.max() >= n_grades):
+        raise InputError(f"grades must lie in 0..{n_grades - 1}")
+    out = np.zeros((n_grades, n_grades), dtype=np.int64)
+    np.add.at(out, (x, y), 1)
+    return out
+
+
+def weighted_kappa(a: npt.ArrayLike, b: npt.ArrayLike, weights: str = "quadratic",
+                   n_grades: int = 4) -> float:
+    """Cohen's weighted kappa of two readers' ordinal grades (``linear`` or ``quadratic``
+    disagreement weights |i-j| or (i-j)² over the full 0..n_grades-1 scale).
+
+    1 is perfect agreement, 0 what chance gives; NaN (with a warning) when it is undefined, e.g.
+    both readers gave one and the same grade to every level.
+    """
+    if weights not in ("linear", "quadratic"):
+        raise InputError(f"weights must be 'linear' or 'quadratic', got {weights!r}")
+    observed = grade_confusion(a, b, n_grades).astype(np.float64)
+    n = observed.sum()
+    if n == 0:
+        return _undefined("no level was graded by both readers")
+    i, j = np.indices((n_grades, n_grades))
+    w = np.abs(i - j) if weights == "linear" else (i - j) ** 2
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / n
+    denominator = float((w * expected).sum())
+    if denominator == 0:
+        return _undefined("no disagreement is possible by chance (every grade was the same)")
+    return 1.0 - float((w * observed).sum()) / denominator

@@ -16,6 +16,9 @@ from db.migrate import current_revision, downgrade, head_revision, upgrade
 from db.models import Base
 from db.session import make_engine
 
+#: The newest revision (db/migrations/versions/).
+HEAD = "0004"
+
 
 def _tables(url: str) -> set[str]:
     engine = make_engine(url)
@@ -31,7 +34,7 @@ def test_upgrade_from_empty_creates_every_table(db_url: str, tmp_path: Path,
     monkeypatch.chdir(tmp_path)  # the migrations are found from any working directory
     assert current_revision(db_url) is None
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0003"
+    assert current_revision(db_url) == head_revision() == HEAD
     assert _tables(db_url) == set(Base.metadata.tables) | {"alembic_version"}
 
 
@@ -47,14 +50,14 @@ def test_migrated_schema_matches_the_models(migrated_db_url: str) -> None:
 
 def test_upgrade_is_idempotent_and_downgrade_reverses_it(migrated_db_url: str) -> None:
     upgrade(migrated_db_url)
-    assert current_revision(migrated_db_url) == "0003"
+    assert current_revision(migrated_db_url) == HEAD
     downgrade(migrated_db_url, "base")
     assert current_revision(migrated_db_url) is None
     assert _tables(migrated_db_url) == {"alembic_version"}
     upgrade(migrated_db_url, "0001")
     assert current_revision(migrated_db_url) == "0001"
     upgrade(migrated_db_url)
-    assert current_revision(migrated_db_url) == "0003"
+    assert current_revision(migrated_db_url) == HEAD
 
 
 def test_concurrent_upgrades_from_two_processes_apply_each_revision_once(db_url: str) -> None:
@@ -68,7 +71,7 @@ def test_concurrent_upgrades_from_two_processes_apply_each_revision_once(db_url:
     ]
     outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
     assert [code for code, _ in outcomes] == [0, 0], outcomes
-    assert current_revision(db_url) == "0003"
+    assert current_revision(db_url) == HEAD
 
 
 def test_concurrent_upgrades_from_two_threads(db_url: str) -> None:
@@ -86,4 +89,4 @@ def test_concurrent_upgrades_from_two_threads(db_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert current_revision(db_url) == "0003"
+    assert current_revision(db_url) == HEAD

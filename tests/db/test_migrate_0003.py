@@ -37,7 +37,7 @@ def _insert_box(url: str) -> None:
 def test_existing_boxes_become_key_boxes_and_downgrade_keeps_them(db_url: str) -> None:
     upgrade(db_url, "0002")
     _insert_box(db_url)
-    upgrade(db_url)
+    upgrade(db_url, "0003")
     assert current_revision(db_url) == "0003"
     engine = make_engine(db_url)
     try:
