@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from db.audit import record
 from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
 from spine_core.errors import DatasetLayoutError, InputError, SpineError
+from spine_core.genant import scheme_for_dataset
+from spine_core.io.genant_csv import FILE_NAME as GRADES_FILE
+from spine_core.io.genant_csv import read_grades, subject_key
 from spine_core.io.prepare import CaseFailure, PreparedCase, prepare_case
 
 
@@ -75,6 +78,7 @@ def record_case(session: Session, prepared: PreparedCase, actor: str) -> bool:
     warnings = [*ps.warnings, *prepared.warnings, *(prepared.mask.warnings if prepared.mask else [])]
     if study is None:
         study = m.Study(study_uid=ps.study_uid, dataset=prepared.dataset,
+                        call_scheme=scheme_for_dataset(prepared.dataset),
                         source_path=prepared.source_path, patient_id=ps.patient_id,
                         description=ps.description, imported_by=actor)
         session.add(study)
@@ -171,6 +175,7 @@ def import_path(
     else:
         pool = cf.ProcessPoolExecutor(max_workers=workers)
         results = pool.map(prepare, cases, chunksize=1)
+    case_studies: dict[str, str] = {}  # case id -> StudyInstanceUID, for the grades file
     try:
         for result in _progress_iter(results, len(cases), progress, f"import {layout.kind}"):
             if isinstance(result, CaseFailure):
@@ -184,6 +189,7 @@ def import_path(
             except SpineError as exc:
                 report.problems.append(f"case {result.case_id}: {exc}")
                 continue
+            case_studies[result.case_id] = result.series.study_uid
             if added:
                 report.studies_added += 1
                 report.masks_added += int(result.mask is not None)
@@ -196,7 +202,32 @@ def import_path(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     _import_csvs(ws, dataset_csvs(root), actor, report, import_csv)
+    if (root / GRADES_FILE).is_file():
+        _import_grades(ws, root / GRADES_FILE, case_studies, actor, report)
     return report
+
+
+def _import_grades(ws: Workspace, path: Path, case_studies: Mapping[str, str], actor: str,
+                   report: ImportReport) -> None:
+    """The dataset's Genant grades (``genant_grades.csv``) onto the studies of its cases; bad rows
+    and subjects without a study are named, the rest stored."""
+    from db.grades import store_dataset_grades
+
+    rows, problems = read_grades(path)
+    report.problems.extend(problems)
+    by_key = {subject_key(case): uid for case, uid in case_studies.items()}
+    per_study: dict[str, dict[str, tuple[int, str | None]]] = {}
+    for row in rows:
+        uid = by_key.get(subject_key(row.subject))
+        if uid is None:
+            report.problems.append(f"{path.name} line {row.line}: subject {row.subject!r} is not a "
+                                   "case of this folder; its grade was not imported")
+            continue
+        per_study.setdefault(uid, {})[row.level] = (row.grade, row.morphology)
+    for uid, grades in per_study.items():
+        with ws.sessions.begin() as session:
+            study = session.scalars(select(m.Study).where(m.Study.study_uid == uid)).one()
+            report.csv_rows_imported += store_dataset_grades(session, study.id, grades, actor)
 
 
 def dataset_csvs(root: Path) -> list[Path]:
