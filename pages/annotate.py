@@ -475,6 +475,57 @@ def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: se
         st.caption(f"Not marked yet: {', '.join(unmarked)}")
 
 
+GRADE_LABELS = {0: "0 normal", 1: "1 mild", 2: "2 moderate", 3: "3 severe"}
+MORPHOLOGIES = ("wedge", "biconcave", "crush")
+
+
+def _grade_panel(user: SignedInUser, study_id: int, levels: list[str], editable: bool) -> None:
+    """Genant grade 0-3 and morphology per level (VerSe-style reading)."""
+    from db import grades as gr
+
+    with unit_of_work(workspace().sessions, readonly=True) as session:
+        me = session.get(m.User, user.id)
+        own = gr.grades_of(session, me, study_id) if me else {}
+    st.markdown("**Levels: Genant grade** — height loss 20–25 % mild, 25–40 % moderate, over 40 % "
+                "severe; the morphology says where it is lost")
+
+    def save(level: str, grade_key: str, morph_key: str, version: int | None) -> None:
+        grade = st.session_state.get(grade_key)
+        if grade is None:
+            return
+        morph = None if grade == 0 else st.session_state.get(morph_key)
+        text = f"{level}: grade {grade}" + (f", {morph}" if morph else "")
+        _write(user, study_id, lambda s, me: gr.set_grade(s, me, study_id, level, int(grade), morph,
+                                                          expected_version=version), text)
+
+    for level in levels:
+        have = own.get(level)
+        version = have.version if have else None
+        grade_key = f"annotate_grade_{study_id}_{level}_{version}"
+        morph_key = f"annotate_morph_{study_id}_{level}_{version}"
+        name, grade_col, morph_col = st.columns([1, 6, 5], vertical_alignment="center")
+        name.markdown(f"**{level}**")
+        grade_col.segmented_control(
+            f"{level} grade", list(GRADE_LABELS), default=have.grade if have else None,
+            format_func=GRADE_LABELS.__getitem__, key=grade_key, disabled=not editable,
+            on_change=save, args=(level, grade_key, morph_key, version), label_visibility="collapsed")
+        morph_col.segmented_control(
+            f"{level} morphology", MORPHOLOGIES, default=have.morphology if have else None,
+            key=morph_key, disabled=not editable or not have or have.grade == 0,
+            on_change=save, args=(level, grade_key, morph_key, version), label_visibility="collapsed",
+            help="Wedge: anterior height lost; biconcave: the middle; crush: the whole body")
+    unmarked = [lvl for lvl in levels if lvl not in own]
+    if unmarked:
+        st.caption(f"Not graded yet: {', '.join(unmarked)}")
+
+
+def _scheme(study_id: int) -> str:
+    from db.grades import scheme_of
+
+    with unit_of_work(workspace().sessions, readonly=True) as session:
+        return scheme_of(session, study_id)
+
+
 def _labels_on(study: Any, prediction: pp.ShownPrediction | None, slice_index: int) -> Any:
     """The level labels of a stored slice: the dataset's mask, else the predicted one."""
     if study.mask is not None:
@@ -542,7 +593,12 @@ def main() -> None:
     levels = ag.levels_to_call(study.info.mask_levels, boxed)
     calls_col, rest = st.columns([3, 2], gap="medium")
     with calls_col:
-        _level_panel(user, study_id, levels, boxed, editable)
+        if _scheme(study_id) == "genant":  # every vertebra in the field of view (not the sacrum)
+            present = set(study.info.mask_levels or ())
+            graded = [lvl for lvl in levels if lvl in present and lvl not in ("S", "Co")]
+            _grade_panel(user, study_id, graded or levels, editable)
+        else:
+            _level_panel(user, study_id, levels, boxed, editable)
     with rest:
         fractures: dict[str, list[be.BoxState]] = {}
         for b in own:
