@@ -23,6 +23,7 @@ from db.models import (
     AssignmentStatus,
     Dispute,
     DisputeStatus,
+    LevelGrade,
     Prediction,
     Report,
     Series,
@@ -32,7 +33,7 @@ from db.models import (
 )
 from spine_core.errors import InputError
 from spine_core.io.uids import check_uid
-from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS
+from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_IDS, REGIONS
 
 MAX_PAGE_SIZE = 1000
 _READER_SEP = "\x1f"  # between "user=status" items; user names cannot contain it
@@ -136,6 +137,8 @@ def _filters(
     has_disputes: bool | None,
     has_predictions: bool | None,
     reader_id: int | None,
+    region: str | None = None,
+    min_grade: int | None = None,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     text = search.strip()
@@ -161,6 +164,13 @@ def _filters(
             exists().where(Assignment.study_id == Study.id, Assignment.reader_id == reader_id)
             .correlate(Study)
         )
+    if region is not None:
+        if region not in REGIONS:
+            raise InputError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
+        conditions.append(Study.region == region)
+    if min_grade is not None:  # any reader's or the dataset's Genant grade
+        conditions.append(exists().where(LevelGrade.study_id == Study.id, LevelGrade.grade >= int(min_grade))
+                          .correlate(Study))
     return conditions
 
 
@@ -174,6 +184,8 @@ def list_cases(
     has_disputes: bool | None = None,
     has_predictions: bool | None = None,
     reader_id: int | None = None,
+    region: str | None = None,
+    min_grade: int | None = None,
     sort: str = "imported_at",
     descending: bool = True,
     page: int = 0,
@@ -183,7 +195,9 @@ def list_cases(
 
     ``search`` matches part of the StudyInstanceUID, patient id or description, ignoring case
     (``%`` and ``_`` are literal). ``has_disputes`` means open disputes. ``reader_id`` keeps the
-    studies assigned to that reader. Rows with equal sort keys are ordered by id, so pages never
+    studies assigned to that reader. ``region``: cervical, thoracolumbar or whole; ``min_grade``:
+    studies where some reader (or the dataset) gave a Genant grade of at least that. Rows with
+    equal sort keys are ordered by id, so pages never
     overlap.
 
     Raises:
@@ -194,7 +208,7 @@ def list_cases(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InputError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
     conditions = _filters(search, dataset, status, has_mask, has_disputes, has_predictions,
-                          reader_id)
+                          reader_id, region, min_grade)
     sort_col = _sort_column(sort)
 
     def ordered(key: Any, id_col: Any) -> list[Any]:
@@ -236,7 +250,7 @@ def list_cases(
 def count_cases(session: Session, **filters: Any) -> int:
     """How many studies match the filters of :func:`list_cases` (same keyword names)."""
     allowed = {"search", "dataset", "status", "has_mask", "has_disputes", "has_predictions",
-               "reader_id"}
+               "reader_id", "region", "min_grade"}
     unknown = set(filters) - allowed
     if unknown:
         raise InputError(f"unknown case filter(s) {sorted(unknown)}; use {sorted(allowed)}")

@@ -32,6 +32,7 @@ from spine_core.genant import scheme_for_dataset
 from spine_core.io.genant_csv import FILE_NAME as GRADES_FILE
 from spine_core.io.genant_csv import read_grades, subject_key
 from spine_core.io.prepare import CaseFailure, PreparedCase, prepare_case
+from spine_core.labels import region_of
 
 
 @dataclass
@@ -85,6 +86,7 @@ def record_case(session: Session, prepared: PreparedCase, actor: str) -> bool:
     before = None if series is None else {"fingerprint": series.fingerprint}
     study.n_slices = ps.shape[0]
     study.has_mask = prepared.mask is not None
+    study.region = region_of(prepared.mask.levels) if prepared.mask is not None else ""
     study.warnings = warnings
     session.flush()
     if series is None:

@@ -140,6 +140,8 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(_ENUM_LEN), default=StudyStatus.new.value, index=True)
     n_slices: Mapped[int] = mapped_column(Integer, default=0)
     has_mask: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    #: the part of the spine the mask covers: cervical | thoracolumbar | whole ('' without a mask)
+    region: Mapped[str] = mapped_column(String(16), default="", server_default="", index=True)
     #: which calls readers make: "fracture" (fractured / not / unsure) or "genant" (grade 0-3)
     call_scheme: Mapped[str] = mapped_column(String(16), default="fracture", server_default="fracture")
     warnings: Mapped[list[Any]] = mapped_column(default=list)

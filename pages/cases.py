@@ -16,6 +16,7 @@ from db import models as m
 from db.catalogue import SORT_KEYS, CasePage, CaseRow, list_cases, next_case_for
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from pages.parts.viewer_parts import open_in_page
+from spine_core.labels import REGIONS
 from spine_core.roles import Permission, can
 
 VIEWER_PAGE = "pages/viewer.py"
@@ -69,15 +70,21 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
                             on_change=_to_first_page)
     predictions = c6.selectbox("Prediction", list(TRI_STATE), key="cases_predictions",
                                on_change=_to_first_page)
-    d1, d2, d3, d4 = st.columns([2, 1, 1, 2])
+    d1, d2, d3, d4, d5, d6 = st.columns([2, 1, 1, 1.2, 1.3, 2])
     sort = d1.selectbox("Sort by", SORT_KEYS, key="cases_sort", format_func=SORT_LABELS.get,
                         on_change=_to_first_page)
     descending = d2.toggle("Descending", value=True, key="cases_desc", on_change=_to_first_page)
     page_size = d3.selectbox("Per page", PAGE_SIZES, index=1, key="cases_page_size",
                              on_change=_to_first_page)
+    region = d4.selectbox("Region", [ANY, *REGIONS], key="cases_region", on_change=_to_first_page,
+                          help="The part of the spine the study's vertebra mask covers")
+    graded = False
+    if can(user.role, Permission.see_all_readers):  # readers are blinded to each other's grades
+        graded = d5.toggle("Has grade ≥ 2", key="cases_grade2", on_change=_to_first_page,
+                           help="A reader or the dataset graded some vertebra Genant 2 or 3")
     mine_only = False
     if can(user.role, Permission.annotate):
-        mine_only = d4.toggle("Only studies assigned to me", value=True, key="cases_mine",
+        mine_only = d6.toggle("Only studies assigned to me", value=True, key="cases_mine",
                               on_change=_to_first_page)
     return {
         "search": search,
@@ -87,6 +94,8 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
         "has_disputes": TRI_STATE[disputes],
         "has_predictions": TRI_STATE[predictions],
         "reader_id": user.id if mine_only else None,
+        "region": None if region == ANY else region,
+        "min_grade": 2 if graded else None,
         "sort": sort,
         "descending": descending,
         "page_size": int(page_size),

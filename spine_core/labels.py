@@ -8,7 +8,7 @@ Every reader of a mask maps the dataset's own values onto these ids through a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,3 +225,24 @@ VOCABULARIES: dict[str, LabelVocabulary] = {
     "ctspine1k": CTSPINE1K,
     "totalsegmentator": totalseg_multilabel_vocabulary(),
 }
+
+
+#: Regions a study covers (the case browser's filter).
+REGIONS: tuple[str, ...] = ("cervical", "thoracolumbar", "whole")
+
+
+def region_of(levels: Iterable[str]) -> str:
+    """The part of the spine a study's levels cover: "whole" (cervical and lumbar or sacrum),
+    "cervical" (cervical levels, at most the upper thoracic T1-T5 below them), "thoracolumbar"
+    (anything else), or "" when no level is known."""
+    names = {str(n) for n in levels if str(n) in LEVEL_IDS}
+    if not names:
+        return ""
+    cervical = any(n.startswith("C") and n != "Co" for n in names)
+    lumbar = any(n.startswith("L") or n in ("S", "Co") for n in names)
+    lower_thoracic = any(n in {f"T{i}" for i in range(6, 14)} for n in names)
+    if cervical and lumbar:
+        return "whole"
+    if cervical and not lower_thoracic:
+        return "cervical"
+    return "thoracolumbar"

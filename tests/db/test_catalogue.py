@@ -17,6 +17,7 @@ from db.migrate import upgrade
 from db.models import (
     Assignment,
     Dispute,
+    LevelGrade,
     ModelVersion,
     Prediction,
     Report,
@@ -58,6 +59,7 @@ def _populate(session: Session) -> dict[str, int]:
             status="new" if i < 4 else "in_reading" if i < 8 else "final",
             n_slices=100 + (7 * i) % N,  # all different, not in index order
             has_mask=i % 2 == 0,
+            region=("cervical", "thoracolumbar", "whole", "")[i % 4],
             patient_id=f"PAT{i:03d}",
             description=descriptions.get(i, ""),
             imported_at=T0 + dt.timedelta(minutes=i),
@@ -84,6 +86,9 @@ def _populate(session: Session) -> dict[str, int]:
     session.flush()
     for i in (1, 9):
         session.add(Prediction(study_id=studies[i].id, model_version_id=model.id))
+    for i, grade in ((2, 2), (6, 1), (10, 3)):  # Genant grades of r3 (or the dataset)
+        session.add(LevelGrade(study_id=studies[i].id, reader_id=readers["r3"].id, level="L1",
+                               grade=grade, morphology="wedge"))
     return {name: user.id for name, user in readers.items()}
 
 
@@ -150,6 +155,11 @@ def test_pages_partition_the_result(cat: Catalogue) -> None:
         ({"search": "100%"}, [5]),  # % is a literal, not a wildcard
         ({"search": "ct_neck"}, [5]),  # so is _
         ({"search": "   "}, list(range(N))),
+        ({"region": "whole"}, [2, 6, 10]),
+        ({"region": "cervical", "has_mask": True}, [0, 4, 8]),
+        ({"min_grade": 2}, [2, 10]),
+        ({"min_grade": 2, "region": "whole"}, [2, 10]),
+        ({"min_grade": 1}, [2, 6, 10]),
     ],
 )
 def test_filters_and_search(cat: Catalogue, filters: dict[str, Any], expected: list[int]) -> None:

@@ -42,7 +42,8 @@ def test_the_grades_file_imports_as_the_datasets_grades(verse: Path, migrated_db
     assert report.csv_rows_imported == expected
     ws = Workspace(settings)
     with unit_of_work(ws.sessions, readonly=True) as s:
-        assert {st.call_scheme for st in s.scalars(select(m.Study))} == {"genant"}
+        assert {(st.call_scheme, st.region) for st in s.scalars(select(m.Study))} == {
+            ("genant", "thoracolumbar")}
         owner = s.scalars(select(m.User).where(m.User.username == "dataset")).one()
         stored = s.scalars(select(m.LevelGrade).where(m.LevelGrade.reader_id == owner.id)).all()
         assert len(stored) == expected and all(0 <= g.grade <= 3 for g in stored)

@@ -27,11 +27,22 @@ def test_existing_whole_spine_studies_become_genant_and_grades_stay_in_range(db_
                     "status, n_slices, has_mask, warnings, imported_at, imported_by, version) VALUES "
                     f"({sid}, '1.{sid}', '{dataset}', '', '', '', 'new', 10, false, '[]', "
                     "'2026-01-01 00:00:00', '', 1)"))
+            conn.execute(text(
+                "INSERT INTO series (id, study_id, series_uid, modality, source_format, source_dir, "
+                "files, shape, affine, instance_numbers, fingerprint, warnings, created_at) VALUES "
+                "(1, 1, '1.1.1', 'CT', 'nifti', '/', '[]', '[10, 8, 8]', '[]', '[]', '-', '[]', "
+                "'2026-01-01 00:00:00')"))
+            conn.execute(text(
+                "INSERT INTO masks (id, series_id, path, vocabulary, source, levels, fingerprint, "
+                "warnings, created_at) VALUES (1, 1, '/m.nii.gz', 'verse', 'dataset', "
+                "'[\"C7\", \"T1\", \"L1\", \"S\"]', '', '[]', '2026-01-01 00:00:00')"))
         upgrade(db_url)
         assert current_revision(db_url) == "0004"
         with engine.begin() as conn:
             schemes = dict(conn.execute(text("SELECT dataset, call_scheme FROM studies")).all())
             assert schemes == {"verse": "genant", "rsna": "fracture", "ctspine1k": "genant"}
+            regions = dict(conn.execute(text("SELECT dataset, region FROM studies")).all())
+            assert regions == {"verse": "whole", "rsna": "", "ctspine1k": ""}
             conn.execute(text("INSERT INTO level_grades (study_id, reader_id, level, grade, morphology, "
                               "updated_at, version) VALUES (1, 1, 'L1', 2, 'wedge', "
                               "'2026-01-01 00:00:00', 1)"))

@@ -75,3 +75,13 @@ def test_adjacent_levels_have_distinct_colours() -> None:
     order = [i for i in CRANIOCAUDAL_ORDER if i in LEVEL_COLOURS]
     for a, b in zip(order, order[1:]):
         assert LEVEL_COLOURS[a] != LEVEL_COLOURS[b]
+
+
+def test_region_of_the_levels_present() -> None:
+    from spine_core.labels import region_of
+
+    assert region_of([f"C{i}" for i in range(1, 8)] + ["T1", "T2"]) == "cervical"
+    assert region_of(["T10", "T11", "T12", "L1", "L2"]) == "thoracolumbar"
+    assert region_of(["C6", "C7", "T1", "T8", "T9"]) == "thoracolumbar"  # a cervicothoracic scan
+    assert region_of(["C1", "T12", "L5", "S"]) == "whole"
+    assert region_of([]) == "" and region_of(["nonsense"]) == ""

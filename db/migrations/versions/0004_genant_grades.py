@@ -1,5 +1,7 @@
 """Genant grading: the study's reading scheme and each reader's grade per level.
 
+* ``studies.region``: the part of the spine the study's mask covers (cervical, thoracolumbar,
+  whole; '' without a mask), filled from each study's mask levels;
 * ``studies.call_scheme``: which calls readers make on the study's levels: ``fracture``
   (fractured / not / unsure, RSNA) or ``genant`` (grade 0-3 with morphology, VerSe-style);
   existing VerSe and CTSpine1K studies become ``genant``;
@@ -34,6 +36,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("call_scheme", sa.String(length=16), server_default="fracture",
                                    nullable=False))
     op.execute("UPDATE studies SET call_scheme = 'genant' WHERE dataset IN ('verse', 'ctspine1k')")
+    with op.batch_alter_table("studies") as batch:
+        batch.add_column(sa.Column("region", sa.String(length=16), server_default="", nullable=False))
+        batch.create_index("ix_studies_region", ["region"], unique=False)
+    _fill_regions()
     op.create_table(
         "level_grades",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -54,7 +60,32 @@ def upgrade() -> None:
     )
 
 
+def _fill_regions() -> None:
+    """Each study's region from the levels of its dataset masks (the rule of
+    spine_core.labels.region_of, repeated here so later code changes never alter the migration)."""
+    import json
+
+    conn = op.get_bind()
+    rows = conn.execute(sa.text(
+        "SELECT se.study_id, ma.levels FROM masks ma JOIN series se ON se.id = ma.series_id "
+        "WHERE ma.source = 'dataset'")).all()
+    levels: dict[int, set[str]] = {}
+    for study_id, raw in rows:
+        value = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        levels.setdefault(int(study_id), set()).update(str(v) for v in value)
+    for study_id, names in levels.items():
+        cervical = any(n.startswith("C") and n != "Co" for n in names)
+        lumbar = any(n.startswith("L") or n in ("S", "Co") for n in names)
+        lower = any(n in {f"T{i}" for i in range(6, 14)} for n in names)
+        region = ("whole" if cervical and lumbar else "cervical" if cervical and not lower
+                  else "thoracolumbar" if names else "")
+        conn.execute(sa.text("UPDATE studies SET region = :r WHERE id = :i"),
+                     {"r": region, "i": study_id})
+
+
 def downgrade() -> None:
     op.drop_table("level_grades")
     with op.batch_alter_table("studies") as batch:
+        batch.drop_index("ix_studies_region")
+        batch.drop_column("region")
         batch.drop_column("call_scheme")
