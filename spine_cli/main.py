@@ -204,6 +204,13 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         paths = exporter.export_coco(settings, out)
     elif args.kind == "decisions":
         paths = exporter.export_decisions(settings, out)
+    elif args.kind in ("verse", "ctspine1k"):
+        from db.layout_export import export_layout
+
+        written = export_layout(settings, args.kind, out)
+        for line in written.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        paths = written.paths
     else:  # pragma: no cover - argparse restricts the choices
         raise SpineError(f"unknown export kind {args.kind}")
     for p in paths:
@@ -325,10 +332,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("export", _cmd_export, "Export labels, boxes and volumes.")
-    p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions"],
+    p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions", "verse",
+                                    "ctspine1k"],
                    help="rsna: train.csv + train_bounding_boxes.csv of the final labels and union "
                         "boxes; nifti: image and mask of one study; readers: every reader's boxes "
-                        "and labels; coco: axial slices with boxes; decisions: adjudication record")
+                        "and labels; coco: axial slices with boxes; decisions: adjudication record; "
+                        "verse / ctspine1k: images, masks, centroids and final Genant grades in "
+                        "that dataset's layout")
     p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti only)")
     p.add_argument("out", nargs="?", help="output folder (default ./export)")
     p.add_argument("--include-undecided", action="store_true",
