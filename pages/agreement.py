@@ -221,6 +221,41 @@ def _consensus(data: ann.AgreementInputs, min_iou: float) -> None:
     } for i, u in enumerate(here)]), hide_index=True, width="stretch")
 
 
+def _grades(user: SignedInUser) -> None:
+    """Weighted kappa of Genant grades for every pair of readers (the dataset counts as one)."""
+    from db import grades as gr
+    from db import models as m
+
+    st.subheader("Genant grades: agreement between readers")
+    with workspace().sessions() as session:
+        me = session.get(m.User, user.id)
+        pairs = gr.grade_agreement(session, me) if me is not None else []
+    if not pairs:
+        st.info("No two readers graded the same vertebrae yet (Genant grades are read on VerSe and "
+                "CTSpine1K studies; the dataset's own grades count as a reader).")
+        return
+    st.caption("Cohen's weighted kappa over the vertebrae both graded (1: perfect, 0: chance); "
+               "quadratic weights count a two-grade disagreement four times a one-grade one.")
+    st.dataframe([{"reader A": p.reader_a, "reader B": p.reader_b, "vertebrae": p.n,
+                   "kappa (linear)": _nan(p.kappa_linear),
+                   "kappa (quadratic)": _nan(p.kappa_quadratic)} for p in pairs],
+                 hide_index=True, key="agreement_grade_pairs")
+    chosen = st.selectbox("Pair", range(len(pairs)), key="agreement_grade_pair",
+                          format_func=lambda i: f"{pairs[i].reader_a} / {pairs[i].reader_b}")
+    pair = pairs[chosen]
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Grade confusion** (rows: {pair.reader_a}, columns: {pair.reader_b})")
+        st.dataframe(pd.DataFrame(pair.confusion, index=[f"{pair.reader_a} {g}" for g in range(4)],
+                                  columns=[f"{pair.reader_b} {g}" for g in range(4)]),
+                     key="agreement_grade_confusion")
+    with right:
+        st.markdown("**Per vertebra** (quadratic kappa)")
+        st.dataframe([{"level": lvl, "vertebrae": n, "kappa": _nan(k)}
+                      for lvl, (n, k) in pair.per_level.items()], hide_index=True,
+                     key="agreement_grade_levels")
+
+
 def main() -> None:
     user = require_permission(Permission.see_all_readers)
     st.title("Agreement")
@@ -238,9 +273,12 @@ def main() -> None:
     data = _inputs(user, submitted_only, unmarked)
     if not data.calls and not data.boxes:
         st.info("No reader has " + ("submitted " if submitted_only else "") + "work yet.")
+        _grades(user)
         return
     st.caption(f"{len(data.calls)} studies with readers' work.")
-    tabs = st.tabs(["Levels", "Readers", "Boxes", "Consensus view"])
+    tabs = st.tabs(["Levels", "Readers", "Boxes", "Consensus view", "Genant grades"])
+    with tabs[4]:
+        _grades(user)
     with tabs[0]:
         _levels(data, unsure_missing)
     with tabs[1]:
