@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
 scripts/ensure-chromium.sh
+scripts/ensure-orthanc.sh
 scripts/ensure-monailabel.sh
 export SPINE_TEST_PG_URL=${SPINE_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}
 echo "ruff: lint and import order (spine_core, db, spine_cli, spine_viewer, spine_web, pages, app.py, server.py, tests)"

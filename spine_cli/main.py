@@ -184,6 +184,12 @@ def _run_import(path: Path, settings: Settings, args: argparse.Namespace) -> int
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_cli.pacs_commands import cmd_import_dicomweb, dicomweb_options_given
+
+    if args.path == "dicomweb":
+        return cmd_import_dicomweb(args, settings)
+    if dicomweb_options_given(args):
+        raise SpineError("URL, --study, --patient, --modality and --since apply to `spine import dicomweb` only")
     return _run_import(Path(args.path), settings, args)
 
 
@@ -191,6 +197,12 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from db import exporter
 
     out = Path(args.out)
+    if args.kind in ("seg", "sr"):
+        from spine_cli.pacs_commands import cmd_export_dicom
+
+        return cmd_export_dicom(args, settings)
+    if args.source:
+        raise SpineError("--source applies to export seg only")
     if args.kind == "rsna":
         result = exporter.export_rsna(settings, out, include_undecided=args.include_undecided)
         paths = result.paths
@@ -327,25 +339,34 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = add("import", _cmd_import,
             "Import a dataset folder (RSNA, VerSe, CTSpine1K, TotalSegmentator output or plain "
             "DICOM), or a readers' boxes / labels CSV.")
-    p.add_argument("path", help="dataset folder or CSV file")
+    p.add_argument("path", help="dataset folder or CSV file, or 'dicomweb' to import from a PACS")
     p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from spine_cli.pacs_commands import add_dicomweb_import_options, add_push_parser
+
+    add_dicomweb_import_options(p)
 
     p = add("export", _cmd_export, "Export labels, boxes and volumes.")
     p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions", "verse",
-                                    "ctspine1k"],
+                                    "ctspine1k", "seg", "sr"],
                    help="rsna: train.csv + train_bounding_boxes.csv of the final labels and union "
                         "boxes; nifti: image and mask of one study; readers: every reader's boxes "
                         "and labels; coco: axial slices with boxes; decisions: adjudication record; "
                         "verse / ctspine1k: images, masks, centroids and final Genant grades in "
-                        "that dataset's layout")
-    p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti only)")
+                        "that dataset's layout; seg: a vertebra mask as DICOM SEG; sr: readers' boxes, "
+                        "calls and final labels as a DICOM TID 1500 Structured Report")
+    p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti, seg and sr only)")
     p.add_argument("out", nargs="?", help="output folder (default ./export)")
     p.add_argument("--include-undecided", action="store_true",
                    help="rsna only: also export studies with undecided levels (open disputes; "
                         "left out by default), each such level at its provisional label: the "
                         "report's label, as the 'report' adjudication policy gives while a "
                         "dispute is open (0 where the report does not label the level)")
+
+    p.add_argument("--source", help="seg only: final (the study's vertebra mask, default), "
+                                    "reader:NAME, or prediction (the latest model's mask)")
+
+    add_push_parser(add)
 
     p = add("users", _cmd_users, "Manage user accounts.")
     users_sub = p.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
@@ -428,9 +449,9 @@ def _fix_export_args(args: argparse.Namespace, extra: list[str],
     given = [a for a in (args.study, args.out) if a is not None] + extra
     if args.include_undecided and args.kind != "rsna":
         parser.error("--include-undecided applies to export rsna only")
-    if args.kind == "nifti":
+    if args.kind in ("nifti", "seg", "sr"):
         if not given:
-            parser.error("export nifti needs a StudyInstanceUID: spine export nifti STUDY OUT")
+            parser.error(f"export {args.kind} needs a StudyInstanceUID: spine export {args.kind} STUDY OUT")
         if len(given) > 2:
             parser.error(f"unrecognized arguments: {' '.join(given[2:])}")
         args.study, args.out = given[0], given[1] if len(given) > 1 else "export"

@@ -36,6 +36,17 @@ class Settings:
     #: Largest study (int16 volume + labels, MiB) sent to the browser viewer; bigger ones are shown
     #: as server-rendered slices (0: always server-rendered).
     viewer_max_browser_mb: int = 1024
+    #: PACS over DICOMweb (QIDO-RS, WADO-RS, STOW-RS), e.g. http://127.0.0.1:8042/dicom-web.
+    #: Credentials come from here (environment), never from the command line: HTTP basic with user
+    #: and password, or a bearer token.
+    dicomweb_url: str = ""
+    dicomweb_user: str = ""
+    dicomweb_password: str = ""
+    dicomweb_token: str = ""
+    dicomweb_timeout_s: float = 60.0
+    #: Organisational root of the UIDs of the DICOM objects we create (SEG, SR). The default is
+    #: pydicom's test root; a site sets its own (at most 40 characters, digits and dots, ending '.').
+    dicom_uid_root: str = "1.2.826.0.1.3680043.8.498."
 
     @property
     def demo_shape_tuple(self) -> tuple[int, int, int]:

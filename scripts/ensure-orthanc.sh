@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Make sure Debian's Orthanc and its DICOMweb plugin are installed, for `spine import dicomweb`,
+# `spine push` and the PACS integration tests (never a downloaded build).
+set -euo pipefail
+if command -v Orthanc >/dev/null 2>&1 && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing Debian's orthanc and orthanc-dicomweb for the PACS tests" >&2
+$SUDO apt-get update -qq
+# The package's own service start is denied in containers (policy-rc.d); that is fine: we start
+# Orthanc ourselves with our configuration (scripts/start-orthanc.sh).
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null
