@@ -327,6 +327,44 @@ class LevelGrade(Base):
     __mapper_args__ = {"version_id_col": version}
 
 
+class ReaderRelabel(Base):
+    """A reader's renumbering of a study's vertebrae: mask level name -> the reader's level name
+    (only the levels it changes; ``spine_core.relabel``), with the statement it came from."""
+
+    __tablename__ = "reader_relabels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    mapping: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: how the reader said it: {"at": "L1", "says": "T13"} for a shift, {} for a mapping
+    rule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (UniqueConstraint("study_id", "reader_id"),)
+
+
+class FinalGrade(Base):
+    """The final Genant grade of a study level (feeds the VerSe / CTSpine1K exports), with where
+    it came from: ``readers`` (every submitted reader agreed), ``dataset`` or ``decision``."""
+
+    __tablename__ = "final_grades"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8))
+    grade: Mapped[int] = mapped_column(Integer)
+    morphology: Mapped[str | None] = mapped_column(String(16), default=None)
+    source: Mapped[str] = mapped_column(String(32))
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+
+    __table_args__ = (UniqueConstraint("study_id", "level"),
+                      CheckConstraint("grade >= 0 AND grade <= 3", name="grade_0_3"))
+
+
 class ReadingTime(Base):
     """How long a reader read one study: first opened, submitted, seconds of active reading.
 
@@ -425,6 +463,9 @@ class Decision(Base):
     dispute_id: Mapped[int] = mapped_column(ForeignKey("disputes.id", ondelete="CASCADE"), index=True)
     round: Mapped[int] = mapped_column(Integer, default=1)
     fractured: Mapped[bool | None] = mapped_column(Boolean)  # None: cannot tell
+    #: grade disputes: the Genant grade decided (None: cannot tell) and its morphology
+    grade: Mapped[int | None] = mapped_column(Integer, default=None)
+    morphology: Mapped[str | None] = mapped_column(String(16), default=None)
     policy: Mapped[str] = mapped_column(String(_ENUM_LEN))
     reason: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[str] = mapped_column(String(64))

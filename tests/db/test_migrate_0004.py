@@ -50,10 +50,20 @@ def test_existing_whole_spine_studies_become_genant_and_grades_stay_in_range(db_
             conn.execute(text("INSERT INTO level_grades (study_id, reader_id, level, grade, morphology, "
                               "updated_at, version) VALUES (1, 1, 'L2', 4, NULL, "
                               "'2026-01-01 00:00:00', 1)"))
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            assert {"reader_relabels", "final_grades"} <= set(insp.get_table_names())
+            assert {"grade", "morphology"} <= {c["name"] for c in insp.get_columns("decisions")}
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO final_grades (study_id, level, grade, morphology, source, "
+                              "updated_at, updated_by) VALUES (1, 'L2', -1, NULL, 'dataset', "
+                              "'2026-01-01 00:00:00', '')"))
         downgrade(db_url, "0003")
         with engine.connect() as conn:
             insp = inspect(conn)
             assert "level_grades" not in insp.get_table_names()
+            assert not {"reader_relabels", "final_grades"} & set(insp.get_table_names())
+            assert "grade" not in {c["name"] for c in insp.get_columns("decisions")}
             assert "call_scheme" not in {c["name"] for c in insp.get_columns("studies")}
     finally:
         engine.dispose()

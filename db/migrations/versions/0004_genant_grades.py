@@ -8,6 +8,11 @@
 * table ``level_grades``: per study, reader and level, the Genant grade (0-3) and morphology
   (wedge / biconcave / crush, none at grade 0), with a version column; the dataset's own grades
   belong to the system account ``dataset``.
+* table ``reader_relabels``: per study and reader, the reader's renumbering of the mask's
+  vertebrae (mask level -> reader's level) and the statement it came from, with a version column;
+* ``decisions.grade`` / ``decisions.morphology``: what a grade dispute's committee decided;
+* table ``final_grades``: the final Genant grade per study level, with its source (readers,
+  dataset, decision) and the decision it came from.
 
 Written by hand; it does not import db.models, so later model changes never alter it.
 
@@ -58,6 +63,43 @@ def upgrade() -> None:
         sa.UniqueConstraint("study_id", "reader_id", "level",
                             name=op.f("uq_level_grades_study_id_reader_id_level")),
     )
+    op.create_table(
+        "reader_relabels",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("reader_id", sa.Integer(), nullable=False),
+        sa.Column("mapping", sa.JSON(), nullable=False),
+        sa.Column("rule", sa.JSON(), nullable=False),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["reader_id"], ["users.id"], name=op.f("fk_reader_relabels_reader_id_users")),
+        sa.ForeignKeyConstraint(["study_id"], ["studies.id"],
+                                name=op.f("fk_reader_relabels_study_id_studies"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reader_relabels")),
+        sa.UniqueConstraint("study_id", "reader_id", name=op.f("uq_reader_relabels_study_id_reader_id")),
+    )
+    with op.batch_alter_table("decisions") as batch:
+        batch.add_column(sa.Column("grade", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("morphology", sa.String(length=16), nullable=True))
+    op.create_table(
+        "final_grades",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("level", sa.String(length=8), nullable=False),
+        sa.Column("grade", sa.Integer(), nullable=False),
+        sa.Column("morphology", sa.String(length=16), nullable=True),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("decision_id", sa.Integer(), nullable=True),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.CheckConstraint("grade >= 0 AND grade <= 3", name=op.f("ck_final_grades_grade_0_3")),
+        sa.ForeignKeyConstraint(["decision_id"], ["decisions.id"],
+                                name=op.f("fk_final_grades_decision_id_decisions")),
+        sa.ForeignKeyConstraint(["study_id"], ["studies.id"],
+                                name=op.f("fk_final_grades_study_id_studies"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_final_grades")),
+        sa.UniqueConstraint("study_id", "level", name=op.f("uq_final_grades_study_id_level")),
+    )
 
 
 def _fill_regions() -> None:
@@ -84,6 +126,11 @@ def _fill_regions() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("final_grades")
+    with op.batch_alter_table("decisions") as batch:
+        batch.drop_column("morphology")
+        batch.drop_column("grade")
+    op.drop_table("reader_relabels")
     op.drop_table("level_grades")
     with op.batch_alter_table("studies") as batch:
         batch.drop_index("ix_studies_region")
