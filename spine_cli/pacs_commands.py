@@ -48,16 +48,17 @@ def cmd_import_dicomweb(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export_dicom(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from db.dicom_export import export_seg, export_sr
+    from db import dicom_export
 
     out = Path(args.out)
     if args.kind == "seg":
-        path = export_seg(settings, args.study, out, source=args.source or "final")
+        paths = [dicom_export.export_seg(settings, args.study, out, source=args.source or "final")]
     else:
         if args.source:
             raise SpineError("--source applies to export seg only")
-        path = export_sr(settings, args.study, out)
-    print(path)
+        paths = dicom_export.export_sr(settings, args.study, out)
+    for path in paths:
+        print(path)
     return 0
 
 
