@@ -33,6 +33,7 @@ from enum import Enum
 from typing import Any
 
 from spine_core.errors import InputError, LabelVocabularyError, VoteRejected
+from spine_core.genant import Morphology, check_grade, parse_morphology
 from spine_core.labels import CRANIOCAUDAL_ORDER, level_id
 
 #: A reader, by user name.
@@ -60,6 +61,15 @@ class DisputeKind(str, Enum):
     readers_disagree = "readers_disagree"
     readers_vs_report = "readers_vs_report"
     model_vs_final = "model_vs_final"
+    #: Genant studies: submitted readers' grades differ by at least one grade
+    grades_disagree = "grades_disagree"
+    #: Genant studies: a submitted reader's grade differs from the dataset's grade
+    grades_vs_dataset = "grades_vs_dataset"
+
+
+#: Kinds about Genant grades (a grade dispute is voted on with grades, not fracture calls).
+GRADE_KINDS: frozenset[DisputeKind] = frozenset(
+    {DisputeKind.grades_disagree, DisputeKind.grades_vs_dataset})
 
 
 class DisputeStatus(str, Enum):
@@ -172,6 +182,8 @@ KIND_RANK: dict[DisputeKind, int] = {
     DisputeKind.readers_vs_report: 0,
     DisputeKind.readers_disagree: 1,
     DisputeKind.model_vs_final: 2,
+    DisputeKind.grades_vs_dataset: 0,
+    DisputeKind.grades_disagree: 1,
 }
 
 
@@ -327,6 +339,23 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class GradeVote:
+    """One adjudicator's vote in one round of a grade dispute: a Genant grade (0-3) with its
+    morphology, or ``grade`` None for *cannot tell*."""
+
+    voter: Reader
+    grade: int | None
+    morphology: str | None = None
+    rationale: str = ""
+    round: int = 1
+
+    @property
+    def choice(self) -> str:
+        """The stored value: ``grade_2_wedge``, ``grade_0``, ``cannot_tell``."""
+        return grade_choice(self.grade, self.morphology)
+
+
+@dataclass(frozen=True)
 class Override:
     """An adjudicator replacing the report's label (report-decides policy); the reason is required."""
 
@@ -363,6 +392,9 @@ class Decision:
     decided_by: Reader
     source: str
     superseded: bool = False
+    #: grade disputes: the grade decided (None: cannot tell) and its morphology
+    grade: int | None = None
+    morphology: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,11 +408,18 @@ class DisputeState:
     votes: tuple[Vote, ...] = ()
     decisions: tuple[Decision, ...] = ()
     reopen_reasons: tuple[str, ...] = ()
+    #: grade disputes (:data:`GRADE_KINDS`) hold their votes here, never in ``votes``
+    grade_votes: tuple[GradeVote, ...] = ()
 
     @property
     def current_votes(self) -> tuple[Vote, ...]:
         """Votes of the current round."""
         return tuple(v for v in self.votes if v.round == self.round)
+
+    @property
+    def current_grade_votes(self) -> tuple[GradeVote, ...]:
+        """Grade votes of the current round (grade disputes)."""
+        return tuple(v for v in self.grade_votes if v.round == self.round)
 
     @property
     def decision(self) -> Decision | None:
@@ -429,27 +468,39 @@ def validate_vote(
             or the voter already voted in this round.
     """
     choice = parse_choice(vote.choice)
+    if state.kind in GRADE_KINDS:
+        raise VoteRejected(f"{state.describe()} is about a Genant grade: vote with a grade (0-3) "
+                           "and morphology, or cannot tell")
+    _check_voter(state, str(vote.voter), vote.rationale, choice.value, study_readers,
+                 require_rationale, [str(v.voter) for v in state.current_votes])
+    return replace(vote, choice=choice, round=state.round, rationale=str(vote.rationale).strip())
+
+
+def _check_voter(state: DisputeState, voter: str, rationale: str | None, said: str,
+                 study_readers: Collection[Reader], require_rationale: bool,
+                 already: Collection[str]) -> None:
+    """The refusals every vote shares: a decided dispute, no rationale, a reader of the study,
+    a second vote in the round."""
     where = state.describe()
     if state.status is not DisputeStatus.open:
         raise VoteRejected(
             f"{where} is already decided: votes are closed; reopen it with a reason to vote again"
         )
-    if require_rationale and _blank(vote.rationale):
+    if require_rationale and _blank(rationale):
         raise VoteRejected(
-            f"vote by {vote.voter} on {where} has no rationale: write what you saw that supports "
-            f"'{choice.value}'"
+            f"vote by {voter} on {where} has no rationale: write what you saw that supports "
+            f"'{said}'"
         )
-    if str(vote.voter) in {str(r) for r in study_readers}:
+    if voter in {str(r) for r in study_readers}:
         raise VoteRejected(
-            f"{vote.voter} read this study and cannot vote on its {where}: adjudicators must be "
+            f"{voter} read this study and cannot vote on its {where}: adjudicators must be "
             "independent of the readers"
         )
-    if any(str(v.voter) == str(vote.voter) for v in state.current_votes):
+    if voter in set(already):
         raise VoteRejected(
-            f"{vote.voter} already voted in round {state.round} of this {where}: one vote per "
+            f"{voter} already voted in round {state.round} of this {where}: one vote per "
             "person per round (a reopened dispute starts a new round)"
         )
-    return replace(vote, choice=choice, round=state.round, rationale=str(vote.rationale).strip())
 
 
 def cast_vote(
@@ -691,4 +742,292 @@ def final_labels(
             continue
         if rule is Policy.REPORT_DECIDES or not calls or decision is not None:
             out[level] = (reported, "report")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Genant grades: disputes, votes, final grades
+# --------------------------------------------------------------------------------------------
+
+#: A grade with its morphology (None at grade 0), as readers and the dataset give it.
+GradeCall = tuple[int, str | None]
+CANNOT_TELL = VoteChoice.cannot_tell.value
+
+
+def grade_choice(grade: int | None, morphology: str | None = None) -> str:
+    """The stored value of a grade vote: ``grade_2_wedge``, ``grade_0``, ``cannot_tell``.
+
+    Raises:
+        GenantError (an InputError): a grade outside 0-3, a morphology on grade 0 or on
+            *cannot tell*, an unknown morphology.
+    """
+    if grade is None:
+        if morphology:
+            raise InputError("a 'cannot tell' vote has no morphology")
+        return CANNOT_TELL
+    check_grade(grade, morphology)
+    morph = parse_morphology(morphology)
+    return f"grade_{grade}" + (f"_{morph.value}" if morph else "")
+
+
+def parse_grade_choice(value: str) -> GradeCall | None:
+    """(grade, morphology) of a stored grade vote, None for *cannot tell*.
+
+    Raises:
+        InputError: a value :func:`grade_choice` never writes.
+    """
+    text = str(value).strip()
+    if text == CANNOT_TELL:
+        return None
+    parts = text.split("_")
+    if len(parts) not in (2, 3) or parts[0] != "grade" or not parts[1].isdigit():
+        raise InputError(f"'{value}' is not a grade vote: use grade_0 .. grade_3 with a "
+                         "morphology (grade_2_wedge), or cannot_tell")
+    grade = int(parts[1])
+    morph = parts[2] if len(parts) == 3 else None
+    check_grade(grade, morph)
+    return grade, morph
+
+
+def _grade_call(value: GradeCall | int) -> GradeCall:
+    if isinstance(value, tuple):
+        grade, morph = value
+    else:
+        grade, morph = value, None
+    check_grade(grade, morph)
+    parsed = parse_morphology(morph)
+    return int(grade), parsed.value if parsed else None
+
+
+def find_grade_disputes(
+    reader_grades: Mapping[Reader, Mapping[Level, GradeCall | int]],
+    dataset: Mapping[Level, GradeCall | int] | None = None,
+    *,
+    min_difference: int = 1,
+) -> list[DisputeFinding]:
+    """Every disputed level of a Genant study, most urgent first.
+
+    * ``grades_disagree``: two readers' grades differ by ``min_difference`` grades or more;
+    * ``grades_vs_dataset``: a reader's grade differs from the dataset's by that much.
+
+    A level a reader did not grade is not that reader's call (Genant readers grade each level in
+    the field of view explicitly). Morphology alone does not open a dispute; it is in the details.
+    ``details``: ``grades`` (reader -> grade), ``morphologies`` (reader -> morphology or None),
+    ``spread`` (max - min reader grade) and, with a dataset grade, ``dataset`` and
+    ``dataset_morphology``.
+    """
+    if int(min_difference) < 1:
+        raise InputError(f"min_difference {min_difference} must be at least one grade")
+    truth = {lvl: _grade_call(v) for lvl, v in (dataset or {}).items()}
+    by_level: dict[Level, dict[Reader, GradeCall]] = {}
+    for reader, grades in reader_grades.items():
+        for level, value in grades.items():
+            by_level.setdefault(level, {})[reader] = _grade_call(value)
+    findings: list[DisputeFinding] = []
+    for level, calls in by_level.items():
+        ordered = sorted(calls.items(), key=lambda kv: str(kv[0]))
+        values = [g for g, _ in calls.values()]
+        details: dict[str, Any] = {
+            "grades": {str(r): g for r, (g, _) in ordered},
+            "morphologies": {str(r): mo for r, (_, mo) in ordered},
+            "spread": max(values) - min(values),
+        }
+        if max(values) - min(values) >= min_difference:
+            kind = DisputeKind.grades_disagree
+            findings.append(DisputeFinding(level, kind, dict(details), _priority(kind, level)))
+        if level in truth:
+            grade, morph = truth[level]
+            if any(abs(g - grade) >= min_difference for g in values):
+                kind = DisputeKind.grades_vs_dataset
+                findings.append(DisputeFinding(
+                    level, kind, {**details, "dataset": grade, "dataset_morphology": morph},
+                    _priority(kind, level)))
+    return sorted(findings, key=lambda f: (f.priority, craniocaudal_key(f.level), f.kind.value))
+
+
+def describe_grade_dispute(level: Level, grades: Mapping[Reader, int],
+                           dataset: int | None = None) -> str:
+    """One sentence for the committee, e.g. "Readers grade L1 1 and 3; the dataset says 2."."""
+    parts = []
+    if grades:
+        said = " and ".join(str(g) for g in sorted(int(g) for g in grades.values()))
+        parts.append(f"readers grade {level} {said}")
+    if dataset is not None:
+        parts.append(f"the dataset says {dataset}")
+    if not parts:
+        return f"The grade of {level} is in dispute."
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
+def validate_grade_vote(state: DisputeState, vote: GradeVote, *,
+                        study_readers: Collection[Reader],
+                        require_rationale: bool = True) -> GradeVote:
+    """The grade vote as it will be recorded (checked, round set to the current one).
+
+    Raises:
+        VoteRejected: not a grade dispute, the dispute is decided, no rationale, the voter read
+            the study, or a second vote in this round.
+        GenantError: a grade outside 0-3 or a morphology on grade 0.
+    """
+    choice = grade_choice(vote.grade, vote.morphology)
+    if state.kind not in GRADE_KINDS:
+        raise VoteRejected(f"{state.describe()} is about fracture calls: vote fractured, not "
+                           "fractured or cannot tell")
+    _check_voter(state, str(vote.voter), vote.rationale, choice, study_readers, require_rationale,
+                 [str(v.voter) for v in state.current_grade_votes])
+    parsed = parse_morphology(vote.morphology)
+    return replace(vote, morphology=parsed.value if parsed else None, round=state.round,
+                   rationale=str(vote.rationale).strip())
+
+
+@dataclass(frozen=True)
+class GradeOutcome:
+    """Result of a grade tally. ``grade`` None with ``decided`` True: the committee cannot tell.
+    ``source``: 'majority', 'chair' or 'pending'; ``counts``: votes per grade choice."""
+
+    decided: bool
+    grade: int | None
+    morphology: str | None
+    reason: str
+    source: str
+    counts: dict[str, int] = field(default_factory=dict, compare=False)
+    policy: Policy = Policy.COMMITTEE_DECIDES
+
+
+def tally_grades(votes: Iterable[GradeVote], quorum: int, chair: Reader | None) -> GradeOutcome:
+    """Decide a grade dispute from the votes of its current round, by the committee rules.
+
+    Fewer than ``quorum`` votes: undecided. The grade (or *cannot tell*) with most votes wins; a
+    tie goes to the chair's vote when the chair voted for one of the tied grades, else undecided.
+    The morphology is the one most of the winning grade's votes gave (the chair's on a tie, else
+    the first of wedge, biconcave, crush). The report policy does not apply: a grade dispute is
+    always the committee's (the dataset's grade is one side of it).
+
+    Raises:
+        InputError: quorum below 1, a bad grade. VoteRejected: two votes by one person.
+    """
+    if int(quorum) < 1:
+        raise InputError(f"quorum {quorum} must be at least 1 vote")
+    checked = list(votes)
+    for v in checked:
+        grade_choice(v.grade, v.morphology)
+    voters = Counter(str(v.voter) for v in checked)
+    repeated = sorted(name for name, n in voters.items() if n > 1)
+    if repeated:
+        raise VoteRejected(
+            f"{', '.join(repeated)} voted more than once in this round: keep one vote per person")
+    shown = dict(Counter(v.choice for v in checked))
+
+    def word(g: int | None) -> str:
+        return "cannot tell" if g is None else f"grade {g}"
+
+    if len(checked) < int(quorum):
+        return GradeOutcome(False, None, None, f"{len(checked)} of {quorum} votes needed for quorum",
+                            "pending", shown)
+    counts = Counter(v.grade for v in checked)
+    summary = ", ".join(f"{n} {word(g)}" for g, n in sorted(
+        counts.items(), key=lambda kv: (-kv[1], -1 if kv[0] is None else kv[0])))
+    top = max(counts.values())
+    leaders = sorted((g for g, n in counts.items() if n == top), key=lambda g: -1 if g is None else g)
+    chair_vote = next((v for v in checked if chair is not None and str(v.voter) == str(chair)), None)
+    if len(leaders) == 1:
+        winner, source = leaders[0], "majority"
+        reason = f"majority {word(winner)} ({summary})"
+    elif chair_vote is not None and chair_vote.grade in leaders:
+        winner, source = chair_vote.grade, "chair"
+        tied = " and ".join(word(g) for g in leaders)
+        reason = f"tie between {tied} ({summary}); the chair {chair} voted {word(winner)}"
+    else:
+        tied = " and ".join(word(g) for g in leaders)
+        why = ("no committee chair is set: name a chair or add votes" if chair is None
+               else f"waiting for the chair's ({chair}) vote" if chair_vote is None
+               else f"the chair {chair} voted {word(chair_vote.grade)}, which is not one of the "
+                    "tied grades: more votes are needed")
+        return GradeOutcome(False, None, None, f"tie between {tied} ({summary}); {why}", "pending",
+                            shown)
+    morphology = None
+    if winner is not None and winner > 0:
+        morphs = Counter(v.morphology for v in checked if v.grade == winner and v.morphology)
+        if morphs:
+            best = max(morphs.values())
+            tied_m = [mo.value for mo in Morphology if morphs.get(mo.value) == best]
+            if chair_vote is not None and chair_vote.grade == winner and chair_vote.morphology in tied_m:
+                morphology = chair_vote.morphology
+            else:
+                morphology = tied_m[0]
+            reason += f"; morphology {morphology}"
+    return GradeOutcome(True, winner, morphology, reason, source, shown)
+
+
+def settle_grades(state: DisputeState, quorum: int, chair: Reader | None, *,
+                  decided_by: Reader) -> tuple[DisputeState, GradeOutcome]:
+    """Tally the current round of a grade dispute and close it when the tally decides.
+
+    Raises VoteRejected when the dispute is already decided or not a grade dispute."""
+    if state.kind not in GRADE_KINDS:
+        raise VoteRejected(f"{state.describe()} is not a grade dispute")
+    if state.status is not DisputeStatus.open:
+        raise VoteRejected(
+            f"{state.describe()} is already decided: reopen it with a reason before deciding again")
+    outcome = tally_grades(state.current_grade_votes, quorum, chair)
+    if outcome.decided:
+        decision = Decision(state.round, None, outcome.policy, outcome.reason, decided_by,
+                            outcome.source, grade=outcome.grade, morphology=outcome.morphology)
+        state = replace(state, status=DisputeStatus.decided,
+                        decisions=(*state.decisions, decision))
+    return state, outcome
+
+
+def final_grades(
+    reader_grades: Mapping[Reader, Mapping[Level, GradeCall | int]],
+    dataset: Mapping[Level, GradeCall | int] | None,
+    decisions: Mapping[Level, Decision | GradeOutcome] | None = None,
+    open_levels: Collection[Level] = (),
+) -> dict[Level, tuple[int, str | None, str]]:
+    """The final grade of each level that has one: ``level -> (grade, morphology, source)``.
+
+    Per level, in order:
+
+    1. a decision in force with a grade -> it (source 'decision');
+    2. a level under an open grade dispute (``open_levels``) -> pending (left out);
+    3. every reader gave the same grade, and the dataset (if any) too -> the readers' (source
+       'readers'; their morphology when they agree on it, else the dataset's, else the most
+       common);
+    4. the dataset's grade (source 'dataset'): no reader graded the level, no dispute is open on
+       a split, or the committee could not tell.
+    """
+    truth = {lvl: _grade_call(v) for lvl, v in (dataset or {}).items()}
+    by_level: dict[Level, list[GradeCall]] = {}
+    for own in reader_grades.values():
+        for level, value in own.items():
+            by_level.setdefault(level, []).append(_grade_call(value))
+    decisions = decisions or {}
+    out: dict[Level, tuple[int, str | None, str]] = {}
+    for level in sorted(set(truth) | set(by_level) | set(decisions), key=craniocaudal_key):
+        decision = decisions.get(level)
+        if isinstance(decision, Decision) and decision.superseded:
+            decision = None
+        if isinstance(decision, GradeOutcome) and not decision.decided:
+            decision = None
+        if decision is not None and decision.grade is not None:
+            out[level] = (int(decision.grade), decision.morphology, "decision")
+            continue
+        if level in open_levels and decision is None:
+            continue
+        calls = by_level.get(level, [])
+        given = {g for g, _ in calls}
+        if len(given) == 1 and (level not in truth or truth[level][0] in given):
+            grade = next(iter(given))
+            morphs = Counter(mo for _, mo in calls)
+            if len(morphs) == 1:
+                morph = next(iter(morphs))
+            elif level in truth and truth[level][0] == grade:
+                morph = truth[level][1]
+            else:
+                morph = morphs.most_common(1)[0][0]
+            out[level] = (grade, morph, "readers")
+            continue
+        if level in truth:
+            out[level] = (*truth[level], "dataset")
     return out
