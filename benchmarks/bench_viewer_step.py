@@ -234,11 +234,12 @@ def run(args: argparse.Namespace) -> None:
             wait_http(f"{url}/_stcore/health", proc)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-                # a server that has run a page before (imports done), opening a study whose
-                # chunks it has never compressed ("cold"), then the same study again ("warm")
+                # a server that has shown a study before (imports done, the component's bundle
+                # served once), opening another study whose chunks it has never compressed
+                # ("cold"), then that study again ("warm")
                 warm_up = browser.new_page()
-                warm_up.goto(f"{url}/?noviewer=1")
-                warm_up.get_by_text("no viewer").wait_for(timeout=120_000)
+                warm_up.goto(f"{url}/?vid=warmup")
+                warm_up.locator(f"{VIEWER}[data-complete='1']").wait_for(timeout=120_000)
                 warm_up.close()
                 # the floor of any Streamlit element: the same app's first text, without the viewer
                 bare = browser.new_page()

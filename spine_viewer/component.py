@@ -315,14 +315,14 @@ def workstation(
 
     chunk_entry: dict[str, Any] | None = None
     pieces: list[bytes] = []
+    upcoming: list[tuple[int, int]] = []
     if state.need is not None and not state.done:
         rng = state.need
         chunk = store.get((volume_id, rng, has_mask, level), make(rng))
         chunk_entry, pieces = transport.chunk_header(chunk)
         if rng in state.plan:
             i = state.plan.index(rng)
-            for nxt in state.plan[i + 1:i + 1 + _PREFETCH]:
-                store.prefetch((volume_id, nxt, has_mask, level), make(nxt))
+            upcoming = state.plan[i + 1:i + 1 + _PREFETCH]
 
     events: list[BoxEvent] = []
     while state.events:
@@ -360,6 +360,10 @@ def workstation(
     frame = transport.pack_frame(header, pieces)
     result = _component(key=key, data=frame, width="stretch", height="content",
                         on_msg_change=lambda: _on_msg(key), on_slice_change=lambda: None)
+    # compress the next chunks in the background only once this frame is on its way: started
+    # before, they compete with it for the CPU and delay the first slice of a new study
+    for nxt in upcoming:
+        store.prefetch((volume_id, nxt, has_mask, level), make(nxt))
     state.delivered = state.seq
     commit = _commit(getattr(result, "slice", None), geometry)
     return WorkstationResult(events, commit, streaming=not state.done)
