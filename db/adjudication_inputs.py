@@ -27,6 +27,8 @@ READER_KINDS = frozenset(
     {adj.DisputeKind.readers_disagree.value, adj.DisputeKind.readers_vs_report.value}
 )
 MODEL_KIND = adj.DisputeKind.model_vs_final.value
+#: Kinds about Genant grades (db.grade_disputes); voted on with grades.
+GRADE_KINDS = frozenset(k.value for k in adj.GRADE_KINDS)
 OPEN = DisputeStatus.open.value
 DECIDED = DisputeStatus.decided.value
 #: System accounts that own dataset reference boxes; never counted as readers.
@@ -236,19 +238,25 @@ def decision_source(dispute: m.Dispute, decision: m.Decision) -> str:
 
 def dispute_state(session: Session, dispute: m.Dispute) -> adj.DisputeState:
     """The dispute's history as :class:`spine_core.adjudication.DisputeState`."""
-    votes = tuple(
-        adj.Vote(name, adj.parse_choice(v.choice), v.rationale, v.round)
-        for v, name in dispute_votes(session, dispute.id)
-    )
+    kind = adj.DisputeKind(dispute.kind)
+    rows = dispute_votes(session, dispute.id)
+    votes: tuple[adj.Vote, ...] = ()
+    grade_votes: tuple[adj.GradeVote, ...] = ()
+    if kind in adj.GRADE_KINDS:
+        for v, name in rows:
+            grade, morphology = adj.parse_grade_choice(v.choice) or (None, None)
+            grade_votes += (adj.GradeVote(name, grade, morphology, v.rationale, v.round),)
+    else:
+        votes = tuple(adj.Vote(name, adj.parse_choice(v.choice), v.rationale, v.round)
+                      for v, name in rows)
     decisions = tuple(
         adj.Decision(d.round, d.fractured, adj.Policy.parse(d.policy), d.reason, d.decided_by,
-                     decision_source(dispute, d), d.superseded)
+                     decision_source(dispute, d), d.superseded, d.grade, d.morphology)
         for d in dispute_decisions(session, dispute.id)
     )
     reasons = tuple(str(r.get("reason", "")) for r in (dispute.details or {}).get("reopened", []))
-    return adj.DisputeState(dispute.level, adj.DisputeKind(dispute.kind),
-                            adj.DisputeStatus(dispute.status), dispute.round, votes, decisions,
-                            reasons)
+    return adj.DisputeState(dispute.level, kind, adj.DisputeStatus(dispute.status), dispute.round,
+                            votes, decisions, reasons, grade_votes)
 
 
 def chair_for(session: Session, voters: Iterable[str]) -> str | None:

@@ -57,6 +57,7 @@ from db import models as m
 from db.access import check_permission
 from db.adjudication_inputs import (
     DECIDED,
+    GRADE_KINDS,
     MODEL_KIND,
     OPEN,
     READER_KINDS,
@@ -287,11 +288,12 @@ def _sync_model_disputes(session: Session, inputs: StudyInputs, settings: Settin
 
 
 def decisions_in_force(session: Session, study_id: int) -> dict[str, tuple[m.Dispute, m.Decision]]:
-    """Per level, the latest decision not superseded (its dispute decided), if any."""
+    """Per level, the latest fracture decision not superseded (its dispute decided), if any
+    (grade decisions: :func:`db.grade_disputes.grade_decisions_in_force`)."""
     rows = session.execute(
         select(m.Dispute, m.Decision).join(m.Decision, m.Decision.dispute_id == m.Dispute.id)
         .where(m.Dispute.study_id == study_id, m.Dispute.status == DECIDED,
-               m.Decision.superseded.is_(False))
+               m.Dispute.kind.not_in(sorted(GRADE_KINDS)), m.Decision.superseded.is_(False))
         .order_by(m.Decision.decided_at, m.Decision.id)
     ).all()
     out: dict[str, tuple[m.Dispute, m.Decision]] = {}
@@ -403,6 +405,12 @@ def refresh_disputes(session: Session, study_id: int, settings: Settings, *,
     _sync_model_disputes(session, inputs, settings, final, actor, result)
     _write_final(session, inputs.study, final, ids, actor)
     result.final_labels = dict(final)
+    if inputs.study.call_scheme == "genant" or any(
+            d.kind in GRADE_KINDS for d in _disputes_of(session, inputs.study.id)):
+        from db import grade_disputes
+
+        grade_disputes.sync_grade_disputes(session, inputs.study, actor, result)
+        grade_disputes.write_final_grades(session, inputs.study, actor)
     result.open_disputes = _update_status(session, inputs.study, actor)
     result.status = inputs.study.status
     return result
@@ -477,6 +485,12 @@ def _tally(session: Session, dispute: m.Dispute, settings: Settings, decided_by:
     return outcome
 
 
+def _refuse_grade_dispute(dispute: m.Dispute) -> None:
+    if dispute.kind in GRADE_KINDS:
+        raise VoteRejected(f"the dispute on {dispute.level} is about its Genant grade: decide it "
+                           "with grade votes (db.grade_disputes)")
+
+
 def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str | adj.VoteChoice,
               rationale: str, *, settings: Settings | None = None) -> VoteResult:
     """Record an adjudicator's vote, then :func:`try_decide` the dispute (committee policy, or a
@@ -542,6 +556,7 @@ def try_decide(session: Session, actor: ActorLike, dispute_id: int,
     user = load_actor(session, actor)
     check_permission(user, Permission.decide)
     dispute = _lock_dispute(session, dispute_id)
+    _refuse_grade_dispute(dispute)
     if user.username in study_readers(session, dispute.study_id):
         raise VoteRejected(
             f"{user.username} read this study and cannot decide its disputes: adjudicators must "
@@ -566,6 +581,7 @@ def override(session: Session, actor: ActorLike, dispute_id: int, fractured: boo
     user = load_actor(session, actor)
     check_permission(user, Permission.override_report)
     dispute = _lock_dispute(session, dispute_id)
+    _refuse_grade_dispute(dispute)
     state = dispute_state(session, dispute)
     if user.username in study_readers(session, dispute.study_id):
         raise VoteRejected(
@@ -613,6 +629,10 @@ def reopen(session: Session, actor: ActorLike, dispute_id: int, reason: str, *,
     record(session, user.username, "dispute.reopen", "dispute", dispute.id, before,
            {**_dispute_snapshot(dispute), "reason": reason.strip(), "superseded": superseded})
     _settle_study(session, dispute.study_id, cfg, user.username)
+    if dispute.kind in GRADE_KINDS:
+        from db.grade_disputes import settle_grades_of
+
+        settle_grades_of(session, dispute.study_id, user.username)
     return dispute
 
 
