@@ -144,3 +144,118 @@ def export_seg(settings: Settings | Workspace, study_uid: str, out: Path, *, sou
     seg = build_seg(ws, study_uid, source)
     suffix = "" if source == "final" else "_prediction"
     return _write(seg, Path(out) / f"{study_uid}_seg{suffix}.dcm")
+
+
+# --- SR ------------------------------------------------------------------------------------------
+
+
+def reader_works(session: Session, study_id: int) -> list[object]:
+    """Each reader's live boxes, calls and grades on a study (dataset reference boxes excluded)."""
+    from spine_core.io.dicom_sr import ReaderWork, SrBox
+
+    works: dict[str, ReaderWork] = {}
+
+    def work(name: str) -> ReaderWork:
+        return works.setdefault(name, ReaderWork(name))
+
+    boxes = session.execute(
+        select(m.Box, m.User.username).join(m.User, m.User.id == m.Box.reader_id)
+        .where(m.Box.study_id == study_id, m.Box.deleted_at.is_(None), m.Box.source != "dataset")
+        .order_by(m.User.username, m.Box.slice_index, m.Box.id)).all()
+    for box, name in boxes:
+        work(name).boxes.append(SrBox(box.slice_index, box.x, box.y, box.width, box.height, box.level))
+    for label, name in session.execute(
+            select(m.LevelLabel, m.User.username).join(m.User, m.User.id == m.LevelLabel.reader_id)
+            .where(m.LevelLabel.study_id == study_id)).all():
+        work(name).calls[label.level] = label.call
+    for grade, name in session.execute(
+            select(m.LevelGrade, m.User.username).join(m.User, m.User.id == m.LevelGrade.reader_id)
+            .where(m.LevelGrade.study_id == study_id)).all():
+        work(name).grades[grade.level] = int(grade.grade)
+    return [works[k] for k in sorted(works)]
+
+
+def final_labels_with_provenance(session: Session, study_id: int) -> list[object]:
+    from db.disputes import final_labels_of
+    from spine_core.io.dicom_sr import FinalLabel
+
+    stored = {row.level: row for row in session.scalars(select(m.FinalLabel).where(m.FinalLabel.study_id == study_id))}
+    out: list[object] = []
+    for level, fractured in sorted(final_labels_of(session, study_id).items()):
+        row = stored.get(level)
+        if row is None:
+            provenance = "source=report"
+        else:
+            provenance = f"source={row.source}; by={row.updated_by}; at={row.updated_at.isoformat()}"
+            if row.decision_id is not None:
+                decision = session.get(m.Decision, row.decision_id)
+                if decision is not None:
+                    provenance += (f"; policy={decision.policy}; decided_by={decision.decided_by}; "
+                                   f"decided_at={decision.decided_at.isoformat()}; reason={decision.reason}")
+        out.append(FinalLabel(level, bool(fractured), provenance))
+    return out
+
+
+def build_srs(ws: Workspace, study_uid: str) -> list[tuple[str, Dataset]]:
+    """(name, SR) for each reader's work, then the final labels (if any)."""
+    from spine_core.io.dicom_seg import new_uid
+    from spine_core.io.dicom_sr import ReaderWork, write_final_sr, write_reader_sr
+
+    root = ws.settings.dicom_uid_root
+    with ws.sessions() as session:
+        study = _study(session, study_uid)
+        series = _first_series(session, study)
+        headers = source_headers(series)
+        works = reader_works(session, study.id)
+        finals = final_labels_with_provenance(session, study.id)
+    series_uid = new_uid(root)
+    out: list[tuple[str, Dataset]] = []
+    for n, work in enumerate(works, start=1):
+        assert isinstance(work, ReaderWork)
+        out.append((f"reader {work.reader}", write_reader_sr(headers, work, uid_root=root, series_uid=series_uid,
+                                                             instance_number=n)))
+    if finals:
+        out.append(("final labels", write_final_sr(headers, finals, uid_root=root,  # type: ignore[arg-type]
+                                                   series_uid=series_uid, instance_number=len(out) + 1)))
+    if not out:
+        raise NotFound(f"study {study_uid} has no readers' work and no final labels; nothing to report")
+    return out
+
+
+def _file_part(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:40]
+
+
+def export_sr(settings: Settings | Workspace, study_uid: str, out: Path) -> list[Path]:
+    """``OUT/<study>_sr_reader_<name>.dcm`` per reader and ``OUT/<study>_sr_final.dcm``."""
+    ws = _workspace(settings)
+    paths = []
+    for name, sr in build_srs(ws, study_uid):
+        part = "final" if name == "final labels" else f"reader_{_file_part(name.removeprefix('reader '))}"
+        paths.append(_write(sr, Path(out) / f"{study_uid}_sr_{part}.dcm"))
+    return paths
+
+
+# --- STOW-RS --------------------------------------------------------------------------------------
+
+
+def push_study(settings: Settings | Workspace, study_uid: str, url: str | None = None, *,
+               source: str = "final") -> list[str]:
+    """Send the study's SEG (``source``: final, prediction, or none) and SRs to the PACS by STOW-RS;
+    one line per object sent."""
+    from spine_core.io import dicomweb as dw
+
+    ws = _workspace(settings)
+    config = dw.config_from_settings(ws.settings, url)
+    objects: list[tuple[str, Dataset]] = []
+    if source != "none":
+        objects.append((f"SEG ({source})", build_seg(ws, study_uid, source)))
+    objects.extend((f"SR {name}", sr) for name, sr in build_srs(ws, study_uid))
+    client = dw.make_client(config)
+    lines = []
+    for name, ds in objects:
+        dw.store(client, config, [ds], f"{name} of study {study_uid}")
+        lines.append(f"sent {name}: SOP Instance UID {ds.SOPInstanceUID} to {config.url}")
+    return lines

@@ -190,6 +190,10 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_import_dicomweb(args, settings)
     if dicomweb_options_given(args):
         raise SpineError("URL, --study, --patient, --modality and --since apply to `spine import dicomweb` only")
+    from spine_cli.pacs_commands import dicom_object_import
+
+    if (done := dicom_object_import(Path(args.path), settings, args)) is not None:
+        return done
     return _run_import(Path(args.path), settings, args)
 
 

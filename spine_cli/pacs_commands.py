@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from spine_core.config import Settings
 from spine_core.errors import SpineError
@@ -45,9 +46,20 @@ def cmd_import_dicomweb(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 3
 
 
-def cmd_export_dicom(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
+def dicom_object_import(path: Path, settings: Settings, args: argparse.Namespace) -> int | None:
+    """``spine import FILE.dcm`` of a DICOM SEG or SR (None: not one, the ordinary import runs)."""
+    if not path.is_file():
+        return None
+    from db.dicom_import import dicom_object_kind, import_dicom_object
 
+    if dicom_object_kind(path) is None:
+        return None
+    outcome = import_dicom_object(settings, path, actor=getattr(args, "actor", "cli"))
+    print(outcome.summary())
+    return 0
+
+
+def cmd_export_dicom(args: argparse.Namespace, settings: Settings) -> int:
     from db import dicom_export
 
     out = Path(args.out)
