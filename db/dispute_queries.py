@@ -21,6 +21,7 @@ from db import models as m
 from db.access import check_permission
 from db.adjudication_inputs import (
     DECIDED,
+    GRADE_KINDS,
     OPEN,
     ActorLike,
     chair_for,
@@ -180,9 +181,17 @@ class DecisionView:
     decided_at: dt.datetime
     superseded: bool
     source: str
+    #: grade disputes: the grade decided (None: cannot tell) and its morphology
+    grade: int | None = None
+    morphology: str | None = None
+    is_grade: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.is_grade:
+            if self.grade is None:
+                return "cannot tell"
+            return f"grade {self.grade}" + (f" {self.morphology}" if self.morphology else "")
         if self.fractured is None:
             return "cannot tell"
         return "fractured" if self.fractured else "not fractured"
@@ -223,6 +232,14 @@ class DisputeDetail:
     #: the stored slice to open at: the one most readers boxed (then head to feet), else the
     #: level's centroid; None when neither is known
     focus_slice: int | None = None
+    #: grade disputes (kind grades_*): the tally of the current round's grade votes (``tally``
+    #: is None for them) and the level's final grade (grade, morphology, source) if it has one
+    grade_tally: adj.GradeOutcome | None = None
+    final_grade: tuple[int, str | None, str] | None = None
+
+    @property
+    def is_grade_dispute(self) -> bool:
+        return self.kind in GRADE_KINDS
 
     @property
     def current_votes(self) -> tuple[VoteView, ...]:
@@ -296,8 +313,12 @@ def _vote_refusal(session: Session, user: m.User, dispute: m.Dispute, state: adj
     if not can(user.role, Permission.vote):
         return f"only adjudicators vote; you are signed in as {user.role}"
     try:
-        adj.validate_vote(state, adj.Vote(user.username, adj.VoteChoice.cannot_tell, "(check)"),
-                          study_readers=readers)
+        if state.kind in adj.GRADE_KINDS:
+            adj.validate_grade_vote(state, adj.GradeVote(user.username, None, None, "(check)"),
+                                    study_readers=readers)
+        else:
+            adj.validate_vote(state, adj.Vote(user.username, adj.VoteChoice.cannot_tell,
+                                              "(check)"), study_readers=readers)
     except SpineError as exc:
         return str(exc)
     return None
@@ -334,12 +355,23 @@ def dispute_detail(session: Session, viewer: ActorLike, dispute_id: int,
     )
     decisions = tuple(
         DecisionView(d.id, d.round, d.fractured, d.policy, d.reason, d.decided_by, d.decided_at,
-                     d.superseded, decision_source(dispute, d))
+                     d.superseded, decision_source(dispute, d), d.grade, d.morphology,
+                     dispute.kind in GRADE_KINDS)
         for d in session.scalars(select(m.Decision).where(m.Decision.dispute_id == dispute.id)
                                  .order_by(m.Decision.id))
     )
     tally = None
-    if dispute.status == OPEN:
+    grade_tally = None
+    final_grade = None
+    if dispute.kind in GRADE_KINDS:
+        grade_row = session.scalars(select(m.FinalGrade).where(
+            m.FinalGrade.study_id == study.id, m.FinalGrade.level == dispute.level)).first()
+        if grade_row is not None:
+            final_grade = (grade_row.grade, grade_row.morphology, grade_row.source)
+        if dispute.status == OPEN:
+            chair = chair_for(session, (str(v.voter) for v in state.current_grade_votes))
+            grade_tally = adj.tally_grades(state.current_grade_votes, int(settings.quorum), chair)
+    elif dispute.status == OPEN:
         chair = chair_for(session, (str(v.voter) for v in state.current_votes))
         tally = adj.tally(state.current_votes, settings.adjudication_policy, int(settings.quorum),
                           chair, report=report_labels(session, study.id).get(dispute.level))
@@ -369,4 +401,5 @@ def dispute_detail(session: Session, viewer: ActorLike, dispute_id: int,
         final_label=(final_row.fractured, final_row.source) if final_row is not None else None,
         other_slices=len(every) - len(slices), study_readers=tuple(sorted(readers)),
         all_slices=tuple(every), focus_slice=most_read[0].slice_index if most_read else None,
+        grade_tally=grade_tally, final_grade=final_grade,
     )

@@ -13,7 +13,7 @@ from db import annotations as ann
 from db import disputes, grades
 from db import grade_disputes as gd
 from db import models as m
-from db.dispute_queries import dispute_queue
+from db.dispute_queries import dispute_detail, dispute_queue
 from db.session import unit_of_work
 from spine_core.config import Settings
 from spine_core.errors import InputError, PermissionDenied, VoteRejected
@@ -78,6 +78,11 @@ def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Sessi
         first = gd.cast_grade_vote(s, adjudicator, l1_id, 3, "crush", "endplates flat",
                                    settings=SETTINGS)
         assert not first.outcome.decided and "1 of 2 votes" in first.outcome.reason
+        detail = dispute_detail(s, adjudicator, l1_id, SETTINGS)
+        assert detail.is_grade_dispute and detail.tally is None and detail.grade_tally is not None
+        assert detail.grade_tally.counts == {"grade_3_crush": 1} and detail.votes[0].choice == (
+            "grade_3_crush")
+        assert "already voted" in (detail.vote_refusal or "")
     with unit_of_work(db_sessions) as s:
         second = gd.cast_grade_vote(s, user(s, ids["adjudicator2"]), l1_id, 3, "crush",
                                     "anterior and posterior height lost", settings=SETTINGS)
@@ -90,6 +95,9 @@ def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Sessi
         decision = s.get(m.Decision, second.decision_id)
         assert decision is not None and (decision.grade, decision.fractured) == (3, None)
         assert gd.final_grades_of(s, sid)["L1"].source == "decision"
+        shown = dispute_detail(s, user(s, ids["adjudicator"]), l1_id, SETTINGS)
+        assert shown.final_grade == (3, "crush", "decision")
+        assert shown.decisions[0].verdict == "grade 3 crush"
         stored = {r.level: r.source for r in s.scalars(
             select(m.FinalGrade).where(m.FinalGrade.study_id == sid))}
         assert stored == {"T12": "readers", "L1": "decision", "L3": "dataset"}
