@@ -991,11 +991,12 @@ def final_grades(
 
     1. a decision in force with a grade -> it (source 'decision');
     2. a level under an open grade dispute (``open_levels``) -> pending (left out);
-    3. every reader gave the same grade, and the dataset (if any) too -> the readers' (source
-       'readers'; their morphology when they agree on it, else the dataset's, else the most
-       common);
-    4. the dataset's grade (source 'dataset'): no reader graded the level, no dispute is open on
-       a split, or the committee could not tell.
+    3. every reader gave the same grade -> the readers' (source 'readers'; their morphology when
+       they agree on it, else the dataset's when it gives that grade, else the most common). A
+       dataset grade that differs opens a ``grades_vs_dataset`` dispute (step 2) once the study
+       is refreshed;
+    4. the dataset's grade (source 'dataset'): no reader graded the level, the readers split
+       with no dispute open, or the committee could not tell.
     """
     truth = {lvl: _grade_call(v) for lvl, v in (dataset or {}).items()}
     by_level: dict[Level, list[GradeCall]] = {}
@@ -1017,7 +1018,7 @@ def final_grades(
             continue
         calls = by_level.get(level, [])
         given = {g for g, _ in calls}
-        if len(given) == 1 and (level not in truth or truth[level][0] in given):
+        if len(given) == 1:
             grade = next(iter(given))
             morphs = Counter(mo for _, mo in calls)
             if len(morphs) == 1:

@@ -99,5 +99,8 @@ def test_final_grades_and_their_sources() -> None:
                      "L2": (1, "wedge", "readers"), "L3": (0, None, "dataset")}
     pending = adj.final_grades(readers, dataset, {}, open_levels={"L1"})
     assert "L1" not in pending
+    # readers agreeing against the dataset: theirs until a refresh opens the dispute
+    assert adj.final_grades({"r1": {"L4": 1}, "r2": {"L4": 1}}, {"L4": 2})["L4"] == (1, None, "readers")
+    assert "L4" not in adj.final_grades({"r1": {"L4": 1}}, {"L4": 2}, open_levels={"L4"})
     cannot = adj.Decision(1, None, adj.Policy.COMMITTEE_DECIDES, "cannot tell", "a1", "majority")
     assert adj.final_grades(readers, dataset, {"L1": cannot})["L1"] == (2, "wedge", "dataset")
