@@ -89,6 +89,7 @@ def test_seg_and_sr_through_orthanc(orthanc: Orthanc, tmp_path: Path,  # noqa: F
         assert pydicom.dcmread(path).StudyInstanceUID == uid
     for path in srs:
         hd.sr.srread(path)
+    _dciodvfy([seg_path, *srs])
 
     # push by STOW-RS; read back through Orthanc's REST API
     orthanc.upload(sorted((folder / "train_images" / uid).iterdir()))
@@ -133,6 +134,20 @@ def test_seg_and_sr_through_orthanc(orthanc: Orthanc, tmp_path: Path,  # noqa: F
         finals = final_labels_with_provenance(session, study.id)
     final_sr = read_sr(out / f"{uid}_sr_final.dcm")
     assert final_sr.final == finals and all("source=" in f.provenance for f in finals)
+
+
+def _dciodvfy(paths: list[Path]) -> None:
+    """The standard's own checker (dicom3tools, installed by scripts/ensure-orthanc.sh): no errors
+    (warnings, such as our private coding scheme 99SPINE, are allowed)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        return
+    for path in paths:
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{path.name}: {errors[:5]}"
 
 
 def reader_works_equal(ws: Workspace, uid: str, expected: list[object]) -> bool:
