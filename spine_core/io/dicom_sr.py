@@ -5,7 +5,7 @@ the account), carrying:
 
 * each fracture box as a planar ROI group (TID 1410): a closed POLYLINE SCOORD in pixel
   coordinates on the referenced axial CT instance, finding type "Fracture of bone", finding site =
-  the vertebra (SNOMED CT), tracking identifier ``box <n>``;
+  the vertebra (SNOMED CT), tracking identifier ``box <n> <level>``;
 * each per-level call and Genant grade as a qualitative evaluation group (TID 1501) with the
   vertebra as finding site.
 
@@ -137,7 +137,8 @@ def write_reader_sr(source_images: Sequence[Dataset], work: ReaderWork, *, uid_r
             source_image=hd.sr.SourceImageForRegion.from_source_image(source_images[box.slice_index]),
         )
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(f"box {n}", uid_root),
+            # the level closes the identifier: T13 and L6 share SNOMED CT's generic "Vertebra"
+            tracking_identifier=_tracking(f"box {n} {box.level}" if box.level else f"box {n}", uid_root),
             referenced_region=region,
             finding_type=FRACTURE,
             finding_sites=[_site(box.level)] if box.level else None,
