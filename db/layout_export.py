@@ -11,17 +11,23 @@ CTSpine1K: ``raw_data/volumes/spinereview/N.nii.gz`` and ``raw_data/labels/spine
 (labels 1-25: its vocabulary has no sacrum and no T13, which are left out with a warning), and the
 same grades file.
 
-The final grade of a level is the one every submitted reader gave when they agree, else the
-dataset's own; levels without either are left out. A centroid that is not on its vertebra (or
-whose level has no voxel in the mask) is named in a warning and kept out of the JSON; the mask is
-never changed. Subjects are checked before they become folder names, and every file written is
-proven to lie inside ``OUT``. Importing the export gives back the same masks, centroids and grades.
+The final grade of a level is the committee's decision on its grade dispute, else the one every
+submitted reader gave when they agree, else the dataset's own; a level whose grade dispute is still
+open is written with the dataset's grade and named in a warning; levels without any grade are left
+out. A renumbering every submitted reader made alike (``db.relabel``: "T13 present at the vertebra
+labelled L1") renames the exported mask's values, the centroids and the grades, named in a
+warning; readers who renumber differently leave the mask's own numbering, also named.
+A centroid that is not on its vertebra (or whose level has no voxel in the mask) is named in a
+warning and kept out of the JSON; a bad centroid never changes the mask. Subjects are checked
+before they become folder names, and every file written is proven to lie inside ``OUT``.
+Importing the export gives back the same masks, centroids and grades.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -35,6 +41,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import models as m
+from db.adjudication_inputs import submitted_readers
+from db.grade_disputes import provisional_grades_of
+from db.relabel import study_relabels
 from db.studies import open_image, open_mask
 from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
@@ -42,6 +51,7 @@ from spine_core.csv_safe import safe_row
 from spine_core.io.safe_paths import safe_join
 from spine_core.io.verse import Centroid, write_centroids
 from spine_core.labels import CTSPINE1K, LEVEL_IDS
+from spine_core.relabel import apply_relabel, relabel_name
 from spine_core.volume import Volume
 
 LAYOUTS = ("verse", "ctspine1k")
@@ -76,26 +86,35 @@ def _direction(study: m.Study) -> str:
 
 
 def final_grades(session: Session, study_id: int) -> dict[str, tuple[int, str | None]]:
-    """Level -> (grade, morphology): agreed by every submitted reader, else the dataset's."""
-    rows = session.execute(
-        select(m.LevelGrade, m.User.username, m.Assignment.status)
-        .join(m.User, m.User.id == m.LevelGrade.reader_id)
-        .outerjoin(m.Assignment, (m.Assignment.study_id == m.LevelGrade.study_id)
-                   & (m.Assignment.reader_id == m.LevelGrade.reader_id))
-        .where(m.LevelGrade.study_id == study_id)).all()
-    dataset: dict[str, tuple[int, str | None]] = {}
-    readers: dict[str, set[tuple[int, str | None]]] = {}
-    for grade, username, status in rows:
-        value = (int(grade.grade), grade.morphology)
-        if username == "dataset":
-            dataset[grade.level] = value
-        elif status == m.AssignmentStatus.submitted.value:
-            readers.setdefault(grade.level, set()).add(value)
-    final = dict(dataset)
-    for level, values in readers.items():
-        if len(values) == 1:
-            final[level] = next(iter(values))
-    return final
+    """Level -> (grade, morphology), mask numbering: the committee's decision, else the grade
+    every submitted reader gave, else the dataset's; a level under an open grade dispute has the
+    dataset's grade meanwhile (:func:`db.grade_disputes.provisional_grades_of`)."""
+    final, _ = provisional_grades_of(session, study_id)
+    return {level: (v.grade, v.morphology) for level, v in final.items()}
+
+
+def agreed_relabel(session: Session, study_id: int, subject: str, warnings: list[str]
+                   ) -> dict[str, str]:
+    """The renumbering every submitted reader of the study made alike ({} when none did, or
+    when they differ: then a warning names the study and the dataset's numbering is kept)."""
+    readers = submitted_readers(session, study_id)
+    relabels = study_relabels(session, study_id)
+    made = {json.dumps(relabels.get(r, {}), sort_keys=True) for r in readers}
+    if not readers or made == {"{}"}:
+        return {}
+    if len(made) > 1:
+        said = "; ".join(f"{r}: {_arrows(relabels.get(r, {})) or 'as the mask'}" for r in readers)
+        warnings.append(f"{subject}: the readers renumber the vertebrae differently ({said}); "
+                        "the mask's own numbering was exported")
+        return {}
+    mapping = relabels[readers[0]]
+    warnings.append(f"{subject}: vertebrae renumbered as every reader said ({_arrows(mapping)}): "
+                    "the mask's values, the centroids and the grades follow")
+    return mapping
+
+
+def _arrows(mapping: dict[str, str]) -> str:
+    return ", ".join(f"{k} -> {v}" for k, v in mapping.items())
 
 
 def _checked_centroids(session: Session, study: m.Study, image: Volume,
@@ -172,32 +191,40 @@ def export_layout(settings: Settings | Workspace, layout: str, out: Path) -> Lay
             if subject in used:
                 subject = f"{subject}x{n}"
             used.add(subject)
+            renumber = agreed_relabel(session, study.id, subject, result.warnings)
+            out_labels = apply_relabel(labels, renumber) if renumber else labels
             name = subject if layout == "verse" else subject.removeprefix("sub-")
             if layout == "verse":
                 stem = f"{subject}_dir-{_direction(study)}"
                 result.paths.append(_save(image, np.asarray(image.array), safe_join(
                     out, f"rawdata/{subject}/{stem}_ct.nii.gz"), np.int16))
-                result.paths.append(_save(image, labels, safe_join(
+                result.paths.append(_save(image, out_labels, safe_join(
                     out, f"derivatives/{subject}/{stem}_seg-vert_msk.nii.gz"), np.uint8))
-                centroids = _checked_centroids(session, study, image, labels, subject,
-                                               result.warnings)
+                centroids = [Centroid(LEVEL_IDS[relabel_name(c.name, renumber)], c.lps) for c in
+                             _checked_centroids(session, study, image, labels, subject,
+                                                result.warnings)]
                 codes = nib.aff2axcodes(image.to_nifti_arrays()[1])
                 result.paths.append(write_centroids(safe_join(
                     out, f"derivatives/{subject}/{stem}_seg-subreg_ctd.json"), centroids, image,
                     axcodes=codes))
             else:
-                keep = np.isin(labels, list(CTSPINE1K.to_canonical.values()))
-                dropped = sorted({int(v) for v in np.unique(labels[~keep]) if v})
+                keep = np.isin(out_labels, list(CTSPINE1K.to_canonical.values()))
+                dropped = sorted({int(v) for v in np.unique(out_labels[~keep]) if v})
                 if dropped:
                     names = ", ".join(k for k, v in LEVEL_IDS.items() if v in dropped)
                     result.warnings.append(f"{name}: {names} left out of the label map (CTSpine1K "
                                            "labels C1-L6 only)")
                 result.paths.append(_save(image, np.asarray(image.array), safe_join(
                     out, f"raw_data/volumes/spinereview/{name}.nii.gz"), np.int16))
-                result.paths.append(_save(image, np.where(keep, labels, 0), safe_join(
+                result.paths.append(_save(image, np.where(keep, out_labels, 0), safe_join(
                     out, f"raw_data/labels/spinereview/{name}_seg.nii.gz"), np.uint8))
-            for level, (grade, morph) in sorted(final_grades(session, study.id).items(),
-                                                key=lambda kv: LEVEL_IDS[kv[0]]):
+            _, undecided = provisional_grades_of(session, study.id)
+            if undecided:
+                result.warnings.append(f"{name}: the grade of {', '.join(undecided)} waits for the "
+                                       "committee (open dispute); the dataset's grade was written")
+            named = {relabel_name(level, renumber): value
+                     for level, value in final_grades(session, study.id).items()}
+            for level, (grade, morph) in sorted(named.items(), key=lambda kv: LEVEL_IDS[kv[0]]):
                 grade_rows.append((name, LEVEL_IDS[level], grade, morph))
     result.paths.append(_grades_csv(safe_join(out, "genant_grades.csv"), grade_rows))
     return result
