@@ -43,6 +43,11 @@ READER_BOX_COLUMNS = ("StudyInstanceUID", "slice_number", "x", "y", "width", "he
                       "fracture", "key")
 READER_LEVEL_COLUMNS = ("StudyInstanceUID", "reader", "level", "call")
 READER_STUDY_COLUMNS = ("StudyInstanceUID", "reader", "status", "opened_at", "submitted_at", "active_s")
+#: A reader's Genant grades: ``level`` is the mask's name of the vertebra, ``reader_level`` the
+#: reader's own (their renumbering, db.relabel, applied).
+READER_GRADE_COLUMNS = ("StudyInstanceUID", "reader", "level", "reader_level", "grade", "morphology")
+#: A reader's renumbering, one row per vertebra it renames (``at`` / ``says``: the shift said).
+READER_RELABEL_COLUMNS = ("StudyInstanceUID", "reader", "level", "reader_level", "at", "says")
 
 
 def format_number(value: float) -> str:
@@ -218,7 +223,10 @@ def export_readers(settings: Settings | Workspace, out: Path) -> list[Path]:
       between two key boxes of its fracture) — the columns ``spine import`` reads back;
     * ``readers_levels.csv``: the level calls;
     * ``readers_studies.csv``: per reader and study, the assignment status and the reading time
-      (``opened_at`` and ``submitted_at`` in ISO 8601 UTC, ``active_s`` seconds of active reading).
+      (``opened_at`` and ``submitted_at`` in ISO 8601 UTC, ``active_s`` seconds of active reading);
+    * ``readers_grades.csv``: the Genant grades, each with the mask's level and the reader's own
+      name for it (the reader's renumbering applied);
+    * ``readers_relabel.csv``: each reader's renumbering (mask level -> reader's level).
     """
     from db.reading_time import reading_time_rows
 
@@ -250,11 +258,45 @@ def export_readers(settings: Settings | Workspace, out: Path) -> list[Path]:
              format_number(r.active_s)]
             for r in reading_time_rows(session)
         ]
+        grade_rows, relabel_rows = _reader_grade_rows(session)
     return [
         write_csv(out / "readers_boxes.csv", READER_BOX_COLUMNS, box_rows),
         write_csv(out / "readers_levels.csv", READER_LEVEL_COLUMNS, level_rows),
         write_csv(out / "readers_studies.csv", READER_STUDY_COLUMNS, study_rows),
+        write_csv(out / "readers_grades.csv", READER_GRADE_COLUMNS, grade_rows),
+        write_csv(out / "readers_relabel.csv", READER_RELABEL_COLUMNS, relabel_rows),
     ]
+
+
+def _reader_grade_rows(session: Session) -> tuple[list[list[object]], list[list[object]]]:
+    """Rows of readers_grades.csv and readers_relabel.csv (readers' work only, not the
+    dataset's), head to feet."""
+    from spine_core.adjudication import craniocaudal_key
+    from spine_core.relabel import relabel_name
+
+    relabels: dict[tuple[int, int], m.ReaderRelabel] = {
+        (r.study_id, r.reader_id): r for r in session.scalars(select(m.ReaderRelabel))}
+    grades = session.execute(
+        select(m.LevelGrade, m.Study.study_uid, m.User.username)
+        .join(m.Study, m.Study.id == m.LevelGrade.study_id)
+        .join(m.User, m.User.id == m.LevelGrade.reader_id)
+        .where(m.User.username != "dataset")).all()
+    grade_rows: list[list[object]] = []
+    for g, uid, reader in sorted(grades, key=lambda row: (row[1], row[2],
+                                                          craniocaudal_key(row[0].level))):
+        relabel = relabels.get((g.study_id, g.reader_id))
+        mapping = dict(relabel.mapping or {}) if relabel is not None else {}
+        grade_rows.append([uid, reader, g.level, relabel_name(g.level, mapping), g.grade,
+                           g.morphology or ""])
+    relabel_rows: list[list[object]] = []
+    names: dict[int, str] = {i: n for i, n in session.execute(select(m.User.id, m.User.username))}
+    uids: dict[int, str] = {i: u for i, u in session.execute(select(m.Study.id, m.Study.study_uid))}
+    for (study_id, reader_id), r in sorted(relabels.items(), key=lambda kv: (
+            uids.get(kv[0][0], ""), names.get(kv[0][1], ""))):
+        for level, theirs in sorted((r.mapping or {}).items(), key=lambda kv: craniocaudal_key(kv[0])):
+            relabel_rows.append([uids.get(study_id, ""), names.get(reader_id, ""), level, theirs,
+                                 (r.rule or {}).get("at", ""), (r.rule or {}).get("says", "")])
+    return grade_rows, relabel_rows
 
 
 def _iso(value: dt.datetime | None) -> str:

@@ -3,14 +3,21 @@ against the study's mask levels, the reader's own only, versioned against anothe
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import annotations as ann
+from db import grades
 from db import models as m
+from db.exporter import export_readers
 from db.relabel import relabel_of, set_relabel, study_relabels
 from db.session import unit_of_work
+from db.workspace import Workspace
+from spine_core.config import Settings
 from spine_core.errors import ConflictError, InputError, PermissionDenied
 from tests.annotation_helpers import add_study, setup_people, user
 
@@ -77,3 +84,29 @@ def test_bad_renumberings_are_refused(db_sessions: sessionmaker[Session]) -> Non
         with pytest.raises(PermissionDenied):
             set_relabel(s, user(s, ids["reader2"]), sid, at="L5", says="L6")
         assert relabel_of(s, r1, sid).version == 0
+
+
+def test_the_readers_export_carries_each_readers_numbering(migrated_db_url: str,
+                                                           tmp_path: Path) -> None:
+    ws = Workspace(Settings(data_dir=tmp_path / "var", db_url=migrated_db_url, workers=1))
+    ids = setup_people(ws.sessions)
+    with unit_of_work(ws.sessions) as s:
+        study = masked_study(s, "1.2.7.4")
+        ann.assign(s, user(s, ids["admin"]), study.id, [ids["reader1"], ids["reader2"]])
+        sid = study.id
+    with unit_of_work(ws.sessions) as s:
+        set_relabel(s, user(s, ids["reader1"]), sid, at="L1", says="T13")
+        for reader in ("reader1", "reader2"):
+            grades.set_grade(s, user(s, ids[reader]), sid, "L1", 2, "wedge")
+            grades.set_grade(s, user(s, ids[reader]), sid, "L2", 0, None)
+    export_readers(ws, tmp_path / "out")
+    with (tmp_path / "out" / "readers_grades.csv").open(newline="") as fh:
+        got = [(r["reader"], r["level"], r["reader_level"], r["grade"], r["morphology"])
+               for r in csv.DictReader(fh)]
+    assert got == [("reader1", "L1", "T13", "2", "wedge"), ("reader1", "L2", "L1", "0", ""),
+                   ("reader2", "L1", "L1", "2", "wedge"), ("reader2", "L2", "L2", "0", "")]
+    with (tmp_path / "out" / "readers_relabel.csv").open(newline="") as fh:
+        relabel = [(r["reader"], r["level"], r["reader_level"], r["at"], r["says"])
+                   for r in csv.DictReader(fh)]
+    assert relabel[0] == ("reader1", "L1", "T13", "L1", "T13") and len(relabel) == 5
+    ws.sessions.kw["bind"].dispose()
