@@ -304,7 +304,11 @@ def _iso(value: dt.datetime | None) -> str:
 
 
 def export_decisions(settings: Settings | Workspace, out: Path) -> list[Path]:
-    """One row per decision (and per open dispute), with the votes cast."""
+    """One row per decision (and per open dispute), with the votes cast; a grade dispute's
+    decision reads ``grade_2_wedge`` (or ``cannot_tell``), as its votes do."""
+    from spine_core.adjudication import GRADE_KINDS, grade_choice
+
+    grade_kinds = {k.value for k in GRADE_KINDS}
     ws = _workspace(settings)
     header = ("StudyInstanceUID", "level", "kind", "status", "round", "decision", "policy",
               "reason", "decided_by", "decided_at", "votes")
@@ -328,6 +332,8 @@ def export_decisions(settings: Settings | Workspace, out: Path) -> list[Path]:
                              "", "", "", "", "", vote_text])
             for d in decisions:
                 outcome = "cannot_tell" if d.fractured is None else ("fractured" if d.fractured else "not_fractured")
+                if dispute.kind in grade_kinds:  # a grade decision: grade_2_wedge, cannot_tell
+                    outcome = grade_choice(d.grade, d.morphology)
                 rows.append([uid, dispute.level, dispute.kind,
                              "superseded" if d.superseded else dispute.status, d.round, outcome,
                              d.policy, d.reason, d.decided_by, d.decided_at.isoformat(), vote_text])

@@ -5,6 +5,9 @@ it; fracture disputes are untouched."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +17,9 @@ from db import disputes, grades
 from db import grade_disputes as gd
 from db import models as m
 from db.dispute_queries import dispute_detail, dispute_queue
+from db.exporter import export_decisions
 from db.session import unit_of_work
+from db.workspace import Workspace
 from spine_core.config import Settings
 from spine_core.errors import InputError, PermissionDenied, VoteRejected
 from tests.annotation_helpers import add_user, setup_people, user
@@ -42,7 +47,8 @@ def _graded_study(db_sessions: sessionmaker[Session]) -> tuple[dict[str, int], i
     return ids, sid
 
 
-def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Session]) -> None:
+def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Session],
+                                                migrated_db_url: str, tmp_path: Path) -> None:
     ids, sid = _graded_study(db_sessions)
     with unit_of_work(db_sessions) as s:
         result = disputes.refresh_disputes(s, sid, SETTINGS, actor="test")
@@ -105,6 +111,12 @@ def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Sessi
         assert {"vote.cast", "decision.record", "final_grade.set"} <= actions
         assert not s.scalars(select(m.FinalLabel).where(m.FinalLabel.level == "L1",
                                                         m.FinalLabel.source == "decision")).all()
+    ws = Workspace(Settings(data_dir=tmp_path / "var", db_url=migrated_db_url))
+    (path,) = export_decisions(ws, tmp_path / "out")
+    with path.open(newline="") as fh:
+        decided = [r for r in csv.DictReader(fh) if r["level"] == "L1"]
+    assert decided[0]["decision"] == "grade_3_crush" and "grade_3_crush" in decided[0]["votes"]
+    ws.sessions.kw["bind"].dispose()
     with unit_of_work(db_sessions) as s:
         disputes.reopen(s, user(s, ids["adjudicator"]), l1_id, "a new scan", settings=SETTINGS)
     with unit_of_work(db_sessions, readonly=True) as s:
