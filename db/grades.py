@@ -152,20 +152,35 @@ class PairAgreement:
     per_level: dict[str, tuple[int, float]]  # level -> (n, quadratic kappa)
 
 
-def grade_agreement(session: Session, viewer: m.User, study_ids: Iterable[int] | None = None
-                    ) -> list[PairAgreement]:
-    """Weighted kappa and confusion for every pair of readers (the dataset counts as a reader).
+def study_set_grades(session: Session, viewer: m.User, study_ids: Iterable[int] | None = None
+                     ) -> dict[str, dict[tuple[int, str], tuple[int, str | None]]]:
+    """Every reader's grades over a set of studies (all studies when ``study_ids`` is None):
+    reader (user name; ``dataset`` for the dataset's own) -> (study id, mask level) ->
+    (grade, morphology). Levels are the mask's names, so two readers' grades of one vertebra
+    meet even when they renumber it differently (``db.relabel``).
 
     Raises PermissionDenied for anyone but adjudicators and admins (readers are blinded)."""
     if not can(viewer.role, Permission.read_disputes):
         raise PermissionDenied("only adjudicators and admins compare readers' grades")
-    stmt = select(m.LevelGrade.study_id, m.LevelGrade.level, m.LevelGrade.grade, m.User.username
+    stmt = select(m.LevelGrade.study_id, m.LevelGrade.level, m.LevelGrade.grade,
+                  m.LevelGrade.morphology, m.User.username
                   ).join(m.User, m.User.id == m.LevelGrade.reader_id)
     if study_ids is not None:
-        stmt = stmt.where(m.LevelGrade.study_id.in_(list(study_ids)))
-    by_reader: dict[str, dict[tuple[int, str], int]] = {}
-    for sid, level, grade, reader in session.execute(stmt):
-        by_reader.setdefault(reader, {})[(sid, level)] = int(grade)
+        stmt = stmt.where(m.LevelGrade.study_id.in_([int(i) for i in study_ids]))
+    out: dict[str, dict[tuple[int, str], tuple[int, str | None]]] = {}
+    for sid, level, grade, morph, reader in session.execute(stmt):
+        out.setdefault(reader, {})[(int(sid), level)] = (int(grade), morph)
+    return out
+
+
+def grade_agreement(session: Session, viewer: m.User, study_ids: Iterable[int] | None = None
+                    ) -> list[PairAgreement]:
+    """Weighted kappa and confusion for every pair of readers (the dataset counts as a reader),
+    over the grades :func:`study_set_grades` gathers.
+
+    Raises PermissionDenied for anyone but adjudicators and admins (readers are blinded)."""
+    by_reader = {reader: {key: g for key, (g, _) in grades.items()}
+                 for reader, grades in study_set_grades(session, viewer, study_ids).items()}
     out = []
     for a, b in itertools.combinations(sorted(by_reader), 2):
         common = sorted(set(by_reader[a]) & set(by_reader[b]))

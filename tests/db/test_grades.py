@@ -94,3 +94,8 @@ def test_readers_grade_levels_and_their_agreement_is_a_weighted_kappa(db_session
         assert pair.confusion[3][1] == 1 and pair.per_level["L1"][0] == 1
         with pytest.raises(PermissionDenied):
             grades.grade_agreement(s, user(s, r1))
+        gathered = grades.study_set_grades(s, user(s, ids["adjudicator"]), [sid])
+        assert gathered["reader2"][(sid, "L1")] == (1, "wedge") and len(gathered["reader1"]) == 4
+        assert grades.study_set_grades(s, user(s, ids["adjudicator"]), [fid]) == {}
+        with pytest.raises(PermissionDenied):
+            grades.study_set_grades(s, user(s, r1))
