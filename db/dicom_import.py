@@ -14,6 +14,7 @@ Re-importing the same object adds nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,6 @@ def import_seg(settings: Settings | Workspace, path: Path, *, actor: str = "cli"
     import nibabel as nib
 
     from db.dicom_export import source_headers
-    from spine_core.io.cache import fingerprint_files
     from spine_core.io.dicom_seg import read_seg_labels, seg_reference
     from spine_core.labels import level_name, region_of
 
@@ -100,6 +100,13 @@ def import_seg(settings: Settings | Workspace, path: Path, *, actor: str = "cli"
         store = ws.settings.data_dir / "masks"
         store.mkdir(parents=True, exist_ok=True)
         target = store / f"{series.series_uid}.seg.{reading.seg_series_uid}.nii.gz"
+        # the content's hash (a gzip file's bytes change with its time stamp)
+        fingerprint = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+        existing = session.scalars(select(m.Mask).where(m.Mask.series_id == series.id,
+                                                        m.Mask.path == str(target))).first()
+        if existing is not None and existing.fingerprint == fingerprint and target.is_file():
+            outcome.unchanged += 1
+            return outcome
         data, affine = image.with_array(labels.astype(np.uint8)).to_nifti_arrays()
         img = nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine)
         img.set_qform(affine, code=1)
@@ -107,13 +114,7 @@ def import_seg(settings: Settings | Workspace, path: Path, *, actor: str = "cli"
         tmp = target.with_name(f".tmp.{target.name}")
         nib.save(img, tmp)
         os.replace(tmp, target)
-        fingerprint = fingerprint_files([target])
         levels = [level_name(int(v)) for v in np.unique(labels) if v != 0 and int(v) <= 28]
-        existing = session.scalars(select(m.Mask).where(m.Mask.series_id == series.id,
-                                                        m.Mask.path == str(target))).first()
-        if existing is not None and existing.fingerprint == fingerprint:
-            outcome.unchanged += 1
-            return outcome
         has_dataset = any(mask.source == "dataset" for mask in series.masks)
         row = existing or m.Mask(series_id=series.id, source="seg" if has_dataset else "dataset")
         row.path, row.vocabulary, row.levels, row.fingerprint = str(target), "canonical", levels, fingerprint

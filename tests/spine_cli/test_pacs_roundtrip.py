@@ -126,8 +126,10 @@ def test_seg_and_sr_through_orthanc(orthanc: Orthanc, tmp_path: Path,  # noqa: F
     assert np.array_equal(mask_a, mask_b)
     assert works_a == works_b
     # again: nothing twice
+    capsys.readouterr()
     for path in files:
         assert main(["import", str(path)]) == 0
+    assert capsys.readouterr().out.count(": 0 added") == 5
     assert reader_works_equal(ws_b, uid, works_a)
     with ws_a.sessions() as session:
         study = session.scalars(select(m.Study).where(m.Study.study_uid == uid)).one()
