@@ -46,11 +46,15 @@ def _studies(data: Path) -> list[str]:
 def test_import_dicomweb_then_again(orthanc: Orthanc, uploaded: list[str], tmp_path: Path,  # noqa: F811
                                     monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from db.pacs import list_pacs_studies
+
     _env(monkeypatch, orthanc, tmp_path)
+    assert [r.study_uid for r in sorted(list_pacs_studies(load_settings()), key=lambda r: r.study_uid)] == uploaded
     assert main(["import", "dicomweb", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "2 studies found, 2 retrieved" in out and "2 added" in out
     assert _studies(tmp_path) == uploaded
+    assert list_pacs_studies(load_settings()) == []  # the case browser's "on the PACS, not imported"
     for uid in uploaded:
         assert len(list((tmp_path / "pacs" / uid).rglob("*.dcm"))) == SHAPE[0]
     assert main(["import", "dicomweb", "--no-progress"]) == 0
