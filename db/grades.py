@@ -2,6 +2,7 @@
 grades, and agreement between readers.
 
 * :func:`scheme_of` — "fracture" (fractured / not / unsure) or "genant" (grade 0-3 + morphology);
+  :func:`set_scheme` changes it (admins, before anyone read the study);
 * :func:`set_grade` — a reader's grade on one level (assigned annotators only, checked by
   :func:`spine_core.genant.check_grade`, versioned against another tab, audited ``grade.set``);
 * :func:`grades_of` — the reader's own grades (readers are blinded to each other's);
@@ -47,6 +48,41 @@ def scheme_of(session: Session, study_id: int) -> str:
     if study is None:
         raise NotFound(f"study {study_id} does not exist; reload the case list")
     return study.call_scheme
+
+
+def set_scheme(session: Session, actor: m.User, study_id: int, scheme: str) -> str:
+    """Decide which calls readers make on a study: ``fracture`` or ``genant`` (admins, who
+    assign the reading). Audited ``study.scheme``; returns the scheme in force.
+
+    Raises:
+        PermissionDenied: the actor may not assign readers.
+        InputError: an unknown scheme, or readers already made calls of the current scheme
+            (switching would hide their work).
+        NotFound: no such study.
+    """
+    from spine_core.genant import CALL_SCHEMES
+
+    if not can(actor.role, Permission.assign_readers):
+        raise PermissionDenied("only admins decide which calls readers make on a study")
+    wanted = str(scheme).strip().lower()
+    if wanted not in CALL_SCHEMES:
+        raise InputError(f"reading scheme {scheme!r} is not one of {', '.join(CALL_SCHEMES)}")
+    current = scheme_of(session, study_id)
+    if wanted == current:
+        return current
+    made = (select(m.LevelLabel.id).where(m.LevelLabel.study_id == study_id) if current == "fracture"
+            else select(m.LevelGrade.id).join(m.User, m.User.id == m.LevelGrade.reader_id)
+            .where(m.LevelGrade.study_id == study_id, m.User.username != "dataset"))
+    if session.scalars(made.limit(1)).first() is not None:
+        raise InputError(f"readers already made {current} calls on this study; switching to "
+                         f"{wanted} would hide their work (reassign the study instead)")
+    study = session.get(m.Study, int(study_id))
+    assert study is not None
+    study.call_scheme = wanted
+    session.flush()
+    record(session, actor.username, "study.scheme", "study", study.study_uid,
+           {"call_scheme": current}, {"call_scheme": wanted})
+    return wanted
 
 
 def grades_of(session: Session, reader: m.User, study_id: int) -> dict[str, Grade]:

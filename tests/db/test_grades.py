@@ -99,3 +99,24 @@ def test_readers_grade_levels_and_their_agreement_is_a_weighted_kappa(db_session
         assert grades.study_set_grades(s, user(s, ids["adjudicator"]), [fid]) == {}
         with pytest.raises(PermissionDenied):
             grades.study_set_grades(s, user(s, r1))
+
+
+def test_admins_set_the_reading_scheme_before_anyone_reads(db_sessions) -> None:
+    ids = setup_people(db_sessions)
+    with unit_of_work(db_sessions) as s:
+        study = add_study(s, "1.2.9.3")
+        ann.assign(s, user(s, ids["admin"]), study.id, [ids["reader1"]])
+        sid = study.id
+    with unit_of_work(db_sessions) as s:
+        admin = user(s, ids["admin"])
+        assert grades.scheme_of(s, sid) == "fracture"
+        with pytest.raises(PermissionDenied):
+            grades.set_scheme(s, user(s, ids["adjudicator"]), sid, "genant")
+        with pytest.raises(InputError, match="not one of fracture, genant"):
+            grades.set_scheme(s, admin, sid, "vas")
+        assert grades.set_scheme(s, admin, sid, "Genant") == "genant"
+        grades.set_grade(s, user(s, ids["reader1"]), sid, "L1", 1, "wedge")
+    with unit_of_work(db_sessions) as s:
+        with pytest.raises(InputError, match="already made genant calls"):
+            grades.set_scheme(s, user(s, ids["admin"]), sid, "fracture")
+        assert s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "study.scheme")).one()
