@@ -37,6 +37,14 @@ Policies
   :func:`override` replaces it with a written reason. A level without report label falls back to
   the committee rules (and is tried after every vote).
 
+Grade disputes
+--------------
+A study read with Genant grades (``studies.call_scheme == 'genant'``) also gets grade disputes at
+every refresh (:mod:`db.grade_disputes`: kinds ``grades_disagree`` and ``grades_vs_dataset``, voted
+on with grades, always decided by the committee, final grades in ``final_grades``). The fracture
+functions here refuse grade disputes (:func:`cast_vote`, :func:`try_decide`, :func:`override`);
+:func:`reopen` reopens either kind.
+
 The policy in force is stored with every decision. Reading helpers live in
 :mod:`db.adjudication_inputs`, report editing in :mod:`db.reports`, the CLI listing in
 :mod:`db.dispute_list`; their public names are re-exported here.
