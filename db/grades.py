@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select, update
@@ -186,6 +186,7 @@ class PairAgreement:
     kappa_quadratic: float
     confusion: list[list[int]]  # rows: reader_a's grade, columns: reader_b's
     per_level: dict[str, tuple[int, float]]  # level -> (n, quadratic kappa)
+    per_level_linear: dict[str, float] = field(default_factory=dict)  # level -> linear kappa
 
 
 def study_set_grades(session: Session, viewer: m.User, study_ids: Iterable[int] | None = None
@@ -225,12 +226,14 @@ def grade_agreement(session: Session, viewer: m.User, study_ids: Iterable[int] |
         ga = np.array([by_reader[a][k] for k in common])
         gb = np.array([by_reader[b][k] for k in common])
         per_level: dict[str, tuple[int, float]] = {}
+        per_level_linear: dict[str, float] = {}
         for level in sorted({k[1] for k in common}, key=level_id):
             idx = [i for i, k in enumerate(common) if k[1] == level]
             per_level[level] = (len(idx), _kappa(ga[idx], gb[idx], "quadratic"))
+            per_level_linear[level] = _kappa(ga[idx], gb[idx], "linear")
         out.append(PairAgreement(a, b, len(common), _kappa(ga, gb, "linear"),
                                  _kappa(ga, gb, "quadratic"), grade_confusion(ga, gb).tolist(),
-                                 per_level))
+                                 per_level, per_level_linear))
     return out
 
 

@@ -120,3 +120,26 @@ def test_admins_set_the_reading_scheme_before_anyone_reads(db_sessions) -> None:
         with pytest.raises(InputError, match="already made genant calls"):
             grades.set_scheme(s, user(s, ids["admin"]), sid, "fracture")
         assert s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "study.scheme")).one()
+
+
+def test_per_level_kappa_linear_and_quadratic_over_a_study_set(db_sessions) -> None:
+    ids = setup_people(db_sessions)
+    sids = []
+    with unit_of_work(db_sessions) as s:
+        for k in range(3):
+            study = add_study(s, f"1.2.9.{10 + k}")
+            study.call_scheme = "genant"
+            ann.assign(s, user(s, ids["admin"]), study.id, [ids["reader1"], ids["reader2"]])
+            sids.append(study.id)
+    # L1 over three studies: reader1 0, 1, 2; reader2 0, 2, 2
+    for sid, (g1, g2) in zip(sids, ((0, 0), (1, 2), (2, 2)), strict=True):
+        with unit_of_work(db_sessions) as s:
+            grades.set_grade(s, user(s, ids["reader1"]), sid, "L1", g1, None if g1 == 0 else "wedge")
+            grades.set_grade(s, user(s, ids["reader2"]), sid, "L1", g2, None if g2 == 0 else "wedge")
+    with unit_of_work(db_sessions, readonly=True) as s:
+        (pair,) = grades.grade_agreement(s, user(s, ids["admin"]), sids)
+        # observed sum |i-j| = 1; expected (1/3) sum |i-j| r_i c_j, r = (1,1,1,0), c = (1,0,2,0) = 3
+        assert pair.per_level_linear["L1"] == pytest.approx(1 - 1 / 3)
+        # quadratic: observed 1; expected (1/3)(0*1 + 4*2 + 1*1 + 1*2 + 4*1 + 0*2) = 5
+        assert pair.per_level["L1"] == (3, pytest.approx(1 - 1 / 5))
+        assert pair.kappa_linear == pytest.approx(pair.per_level_linear["L1"])
