@@ -33,6 +33,7 @@ from db.adjudication_inputs import (
     study_readers,
     submitted_readers,
 )
+from db.relabel import study_relabels
 from spine_core import adjudication as adj
 from spine_core.boxes import Box
 from spine_core.colours import READER_PALETTE, RGB, UNION_COLOUR, reader_colours
@@ -236,6 +237,8 @@ class DisputeDetail:
     #: is None for them) and the level's final grade (grade, morphology, source) if it has one
     grade_tally: adj.GradeOutcome | None = None
     final_grade: tuple[int, str | None, str] | None = None
+    #: what each reader who renumbered the study calls the disputed vertebra (db.relabel)
+    reader_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_grade_dispute(self) -> bool:
@@ -402,4 +405,6 @@ def dispute_detail(session: Session, viewer: ActorLike, dispute_id: int,
         other_slices=len(every) - len(slices), study_readers=tuple(sorted(readers)),
         all_slices=tuple(every), focus_slice=most_read[0].slice_index if most_read else None,
         grade_tally=grade_tally, final_grade=final_grade,
+        reader_names={r: mapping[dispute.level] for r, mapping in
+                      study_relabels(session, study.id).items() if dispute.level in mapping},
     )

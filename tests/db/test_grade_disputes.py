@@ -18,6 +18,7 @@ from db import grade_disputes as gd
 from db import models as m
 from db.dispute_queries import dispute_detail, dispute_queue
 from db.exporter import export_decisions
+from db.relabel import set_relabel
 from db.session import unit_of_work
 from db.workspace import Workspace
 from spine_core.config import Settings
@@ -43,6 +44,8 @@ def _graded_study(db_sessions: sessionmaker[Session]) -> tuple[dict[str, int], i
         with unit_of_work(db_sessions) as s:
             for level, (grade, morph) in levels.items():
                 grades.set_grade(s, user(s, ids[reader]), sid, level, grade, morph)
+            if reader == "reader1":
+                set_relabel(s, user(s, ids[reader]), sid, at="L1", says="T13")
             ann.submit(s, user(s, ids[reader]), sid)
     return ids, sid
 
@@ -89,6 +92,7 @@ def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Sessi
         assert detail.grade_tally.counts == {"grade_3_crush": 1} and detail.votes[0].choice == (
             "grade_3_crush")
         assert "already voted" in (detail.vote_refusal or "")
+        assert detail.reader_names == {"reader1": "T13"}  # reader1 counts a thirteenth thoracic
     with unit_of_work(db_sessions) as s:
         second = gd.cast_grade_vote(s, user(s, ids["adjudicator2"]), l1_id, 3, "crush",
                                     "anterior and posterior height lost", settings=SETTINGS)
