@@ -15,6 +15,13 @@ entry or none. An entry that is nevertheless damaged (truncated .npy, unreadable
 mismatching shape) is **treated as a miss**: :meth:`VolumeCache.get` deletes it and returns None,
 and :meth:`VolumeCache.get_or_load` rebuilds it from the sources. Opening an entry reads only the
 small sidecar and the .npy header, so it costs well under a millisecond whatever the volume size.
+
+Several processes (app replicas on one machine) may share one cache folder. Readers keep their
+memory map of a file that a writer replaces (``os.replace`` swaps the name, not the bytes), so
+nobody ever sees half an entry. :meth:`VolumeCache.get_or_load` builds a missing entry under an
+exclusive ``flock`` on ``<fingerprint>.lock`` (POSIX), so when two replicas ask for the same new
+volume at once, one decodes it and the other waits and opens the result; the lock is released
+by the kernel if its holder dies. Without ``fcntl`` (Windows) both build, harmlessly.
 """
 
 from __future__ import annotations
@@ -26,9 +33,15 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no build lock, concurrent builds stay safe
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -205,7 +218,31 @@ class VolumeCache:
         cached = self.get(series_uid, fingerprint)
         if cached is not None:
             return cached
-        return self.put(series_uid, fingerprint, loader())
+        with self._build_lock(series_uid, fingerprint):
+            cached = self.get(series_uid, fingerprint)  # another process built it meanwhile
+            if cached is not None:
+                return cached
+            return self.put(series_uid, fingerprint, loader())
+
+    @contextmanager
+    def _build_lock(self, series_uid: str, fingerprint: str) -> Iterator[None]:
+        """Exclusive, across processes, for building one entry (see the module docstring)."""
+        npy, _ = self._paths(series_uid, fingerprint)
+        if fcntl is None:
+            yield
+            return
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(npy.with_suffix(".lock"), "a+b")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            log.warning("building %s without a lock: %s", npy, exc)
+            yield
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+        finally:
+            handle.close()  # closing releases the lock
 
     def evict(self, series_uid: str) -> None:
         """Remove every entry of ``series_uid``."""
@@ -241,8 +278,9 @@ class VolumeCache:
 
     @staticmethod
     def _remove(npy: Path, side: Path) -> None:
-        # Sidecar first: without it the entry is a miss even if deleting the .npy fails.
-        for path in (side, npy):
+        # Sidecar first: without it the entry is a miss even if deleting the .npy fails. The
+        # .lock file goes too (a process still waiting on it at worst builds once more).
+        for path in (side, npy, npy.with_suffix(".lock")):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
