@@ -1,0 +1,64 @@
+"""Settings of the radiograph model and the specs of its two networks (stored in their configs)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+#: Sigmoid output channels of the U-Net.
+UNET_CHANNELS: tuple[str, ...] = ("vertebra", "core", "C2", "S")
+#: Output channels of the detector: three centre heatmaps (sigmoid), then box width and height
+#: as fractions of the grid side.
+DETECTOR_CHANNELS: tuple[str, ...] = ("centre", "C2", "S", "width", "height")
+#: Reference vertebra -> the film region it names.
+REFERENCES: dict[str, str] = {"C2": "cervical", "S": "lumbar"}
+#: Mask channel and heatmap channel of each reference.
+UNET_REFERENCE_CHANNEL: dict[str, int] = {"C2": 2, "S": 3}
+DETECTOR_REFERENCE_CHANNEL: dict[str, int] = {"C2": 1, "S": 2}
+#: Files of the two stages and the card in a weights folder.
+UNET_FILE = "xray_unet.json"
+DETECTOR_FILE = "xray_detector.json"
+CARD_JSON = "xray_model_card.json"
+CARD_MD = "XRAY_MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class XrayConfig:
+    """How a film becomes the model grid and how outputs become vertebrae."""
+
+    grid: int = 256  # the film is resized (area) to grid x grid, whatever its aspect
+    low_percentile: float = 1.0  # intensity normalisation on the grid
+    high_percentile: float = 99.5
+    foreground: float = 0.5  # U-Net vertebra probability threshold
+    core: float = 0.5  # U-Net core probability threshold (instance seeds of the U-Net alone)
+    min_core_px: int = 6  # smallest core component kept as a seed (grid pixels)
+    core_erosion_px: int = 2  # training target: each vertebra eroded by this many grid pixels
+    peak: float = 0.3  # detector centre heatmap threshold
+    box_margin: float = 0.15  # ensemble: a detection's box grown by this share of its size
+    reference: float = 0.25  # the least reference score that makes a reference vertebra
+    min_truth_px: int = 12  # training: a vertebra smaller than this on the grid gets no centre
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> XrayConfig:
+        """The config's own keys out of a stage config (other keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def default_unet_spec(channels: tuple[int, ...] = (16, 32, 64, 128, 256)) -> dict[str, Any]:
+    """A 5-level 2-D MONAI UNet with residual units: one grey input, :data:`UNET_CHANNELS` out."""
+    return {"arch": "monai.UNet", "params": {
+        "spatial_dims": 2, "in_channels": 1, "out_channels": len(UNET_CHANNELS),
+        "channels": list(channels), "strides": [2] * (len(channels) - 1),
+        "num_res_units": 1, "norm": "BATCH"}}
+
+
+def default_detector_spec(channels: tuple[int, ...] = (8, 16, 32, 64, 128)) -> dict[str, Any]:
+    """The centre-heatmap detector: a narrower 2-D MONAI UNet, :data:`DETECTOR_CHANNELS` out."""
+    return {"arch": "monai.UNet", "params": {
+        "spatial_dims": 2, "in_channels": 1, "out_channels": len(DETECTOR_CHANNELS),
+        "channels": list(channels), "strides": [2] * (len(channels) - 1),
+        "num_res_units": 1, "norm": "BATCH"}}

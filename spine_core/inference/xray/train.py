@@ -1,0 +1,257 @@
+"""``spine train --modality xray``: the radiograph ensemble trained on synthetic lateral films.
+
+Films are made on the fly by :func:`~spine_core.phantom.radiograph.project_lateral` (a DRR of the
+whole-spine phantom, the generator of ``spine demo --modality xray``), cervical and lumbar in turn.
+Training films are projected from phantoms at ``train_phantom_scale`` of the demo's grid (faster
+to make; the film's pixel size is the same); held-out films from phantoms at the demo's own grid,
+so the card scores the model on what ``spine demo --modality xray`` writes. The U-Net trains first,
+then the detector, each within its share of the budget; every held-out film is scored for the
+U-Net alone, the detector alone and the ensemble (:mod:`.evaluate`). Weights (float16), their
+configs and the card go to ``out_dir``. The models are for demonstrations and tests only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spine_core.errors import InputError
+from spine_core.inference.loading import save_state_dict
+from spine_core.inference.networks import build_network
+from spine_core.inference.xray.card import build_card, card_markdown
+from spine_core.inference.xray.config import (
+    CARD_JSON,
+    CARD_MD,
+    DETECTOR_FILE,
+    UNET_FILE,
+    XrayConfig,
+    default_detector_spec,
+    default_unet_spec,
+)
+from spine_core.inference.xray.evaluate import VertebraScore, dice_by_level, score_film, summarise
+from spine_core.inference.xray.grid import film_to_grid, labels_to_grid, make_targets
+from spine_core.inference.xray.loop import (
+    FilmSet,
+    Log,
+    PhaseLog,
+    detector_loss,
+    train_phase,
+    unet_loss,
+)
+from spine_core.inference.xray.model import MODES, XrayModel
+from spine_core.phantom.radiograph import Radiograph
+
+#: seed, region -> film
+FilmSource = Callable[[int, str], Radiograph]
+
+
+@dataclass
+class XraySettings:
+    """Everything that shapes one radiograph training run (recorded in the model card)."""
+
+    n_train: int = 48
+    n_val: int = 10
+    seed: int = 2024
+    regions: tuple[str, ...] = ("cervical", "lumbar")
+    train_phantom_scale: float = 0.5
+    unet_iterations: int = 1800
+    detector_iterations: int = 1800
+    batch_size: int = 4
+    lr: float = 3e-3
+    unet_share: float = 0.5  # of the training time; the detector gets the rest
+    threads: int = 2
+    budget_minutes: float = 19.0
+    name: str = "spinereview-xray-demo"
+    version: str = "0.1.0"
+    config: XrayConfig = field(default_factory=XrayConfig)
+    unet_spec: dict[str, Any] = field(default_factory=default_unet_spec)
+    detector_spec: dict[str, Any] = field(default_factory=default_detector_spec)
+
+    def train_films(self) -> list[tuple[int, str]]:
+        return [(self.seed * 1000 + i, self.regions[i % len(self.regions)]) for i in range(self.n_train)]
+
+    def val_films(self) -> list[tuple[int, str]]:
+        return [(self.seed * 1000 + 500 + i, self.regions[i % len(self.regions)])
+                for i in range(self.n_val)]
+
+
+def phantom_films(scale: float = 1.0) -> FilmSource:
+    """Films of the demo's generator, from phantoms at ``scale`` of the demo's grid."""
+    from spine_core.phantom.radiograph import XRAY_REGIONS, project_lateral
+    from spine_core.phantom.spine_study import generate_spine_study
+    from spine_core.phantom.xray_layout import PHANTOM_SHAPES
+
+    def make(seed: int, region: str) -> Radiograph:
+        shape = tuple(max(32, int(round(v * scale))) for v in PHANTOM_SHAPES[region])
+        study = generate_spine_study(seed, shape, region=XRAY_REGIONS[region])  # type: ignore[arg-type]
+        return project_lateral(study, region, np.random.default_rng([seed, 5]))
+
+    return make
+
+
+def prepare_films(films: Sequence[Radiograph], config: XrayConfig) -> FilmSet:
+    """Films on the grid with their targets."""
+    images, masks, heat, size, size_mask = [], [], [], [], []
+    for film in films:
+        images.append(film_to_grid(film.image, config)[0])
+        t = make_targets(labels_to_grid(film.labels, config.grid), config)
+        masks.append(t.masks)
+        heat.append(t.heat)
+        size.append(t.size)
+        size_mask.append(t.size_mask)
+    return FilmSet(torch.stack(images), *(torch.from_numpy(np.stack(a)) for a in (masks, heat, size, size_mask)))
+
+
+@dataclass
+class XrayReport:
+    out_dir: Path
+    files: list[Path]
+    metrics: dict[str, Any]
+    card: dict[str, Any]
+
+
+def init_heatmap_bias(detector: torch.nn.Module, prior: float = 0.1) -> None:
+    """Start the heatmap logits at ``prior`` (CenterNet's -2.19), so the focal loss starts small."""
+    last = [m for m in detector.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    if last.bias is not None:
+        with torch.no_grad():
+            last.bias[:3] = float(np.log(prior / (1 - prior)))
+
+
+def _round_to_half(net: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().to(t.dtype))
+
+
+def evaluate(model: XrayModel, films: Sequence[tuple[Radiograph, str]]) -> dict[str, Any]:
+    """Each mode's summary and Dice per level over held-out films, and the seconds per film."""
+    scores: dict[str, list[VertebraScore]] = {m: [] for m in MODES}
+    seconds = []
+    for film, region in films:
+        t = time.perf_counter()
+        preds = model.predict_modes(film.image)
+        seconds.append(time.perf_counter() - t)
+        for mode, pred in preds.items():
+            scores[mode] += score_film(pred, film.labels, region)
+    out: dict[str, Any] = {mode: summarise(rows) for mode, rows in scores.items()}
+    out["ensemble_dice_by_level"] = dice_by_level(scores["ensemble"])
+    out["n_films"] = len(films)
+    out["predict_seconds_mean"] = round(float(np.mean(seconds)), 3) if seconds else None
+    return out
+
+
+def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
+               source: FilmSource | None = None, val_source: FilmSource | None = None,
+               log: Log | None = print) -> XrayReport:
+    """Train both networks, score them on held-out films and write weights and card to ``out_dir``.
+
+    ``source`` / ``val_source`` make a film from (seed, region) (default: the phantom films).
+    """
+    s = settings or XraySettings()
+    if s.n_train < 1 or s.n_val < 1:
+        raise InputError(f"need at least one training and one held-out film (got {s.n_train}, {s.n_val})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    make = source or phantom_films(s.train_phantom_scale)
+    make_val = val_source or source or phantom_films(1.0)
+    say = log or (lambda _m: None)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, s.threads))
+    start = time.perf_counter()
+    budget = s.budget_minutes * 60.0
+    try:
+        films = []
+        for i, (seed, region) in enumerate(s.train_films()):
+            films.append(make(seed, region))
+            if (i + 1) % 10 == 0 or i + 1 == s.n_train:
+                say(f"made training film {i + 1}/{s.n_train}")
+        train_set = prepare_films(films, s.config)
+        del films
+        data_seconds = time.perf_counter() - start
+        eval_reserve = 0.12 * budget + 0.1 * s.n_val
+        phases = max(30.0, budget - data_seconds - eval_reserve)
+        unet = build_network(s.unet_spec)
+        unet_log = train_phase(
+            unet, train_set, lambda y, b: unet_loss(y, b["masks"]), s.unet_iterations, s.batch_size,
+            s.lr, s.seed, s.unet_share * phases, "U-Net", say)
+        detector = build_network(s.detector_spec)
+        init_heatmap_bias(detector)
+        left = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
+        det_log = train_phase(
+            detector, train_set, lambda y, b: detector_loss(y, b["heat"], b["size"], b["size_mask"]),
+            s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say)
+        del train_set
+        for net in (unet, detector):  # score exactly what is shipped (float16 storage)
+            _round_to_half(net)
+        model = XrayModel(unet, detector, s.config)
+        val = [(make_val(seed, region), region) for seed, region in s.val_films()]
+        say(f"made {len(val)} held-out films; scoring")
+        metrics = evaluate(model, val)
+        total = time.perf_counter() - start
+        files = _write(out, s, unet, detector, unet_log, det_log, metrics, data_seconds, total)
+        card = json.loads((out / CARD_JSON).read_text())
+        say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
+        return XrayReport(out, files, metrics, card)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _write(out: Path, s: XraySettings, unet: torch.nn.Module, detector: torch.nn.Module,
+           unet_log: PhaseLog, det_log: PhaseLog, metrics: dict[str, Any], data_seconds: float,
+           total: float) -> list[Path]:
+    common = {"version": s.version, **s.config.to_dict()}
+    unet_json = save_state_dict(unet, {"task": "xray-unet", "name": s.name, "network": s.unet_spec,
+                                       **common}, out / UNET_FILE, half=True)
+    det_json = save_state_dict(detector, {"task": "xray-detector", "name": s.name,
+                                          "network": s.detector_spec, **common},
+                               out / DETECTOR_FILE, half=True)
+    settings = asdict(s)
+    card = build_card(settings, unet, detector, unet_log, det_log, metrics, data_seconds, total)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / CARD_MD).write_text(card_markdown(card), encoding="utf-8")
+    return [unet_json, unet_json.with_suffix(".pt"), det_json, det_json.with_suffix(".pt"),
+            out / CARD_JSON, out / CARD_MD]
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def add_xray_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``spine train`` adds for radiographs (the shared ones come from CT's module)."""
+    d = XraySettings()
+    parser.add_argument("--modality", choices=["ct", "xray"], default="ct",
+                        help="ct (default): the CT segmentation and fracture models; xray: the "
+                             "radiograph U-Net + detector ensemble (written as xray_* files)")
+    parser.add_argument("--unet-iterations", type=int, default=d.unet_iterations,
+                        help=f"xray: U-Net iterations (default {d.unet_iterations})")
+    parser.add_argument("--detector-iterations", type=int, default=d.detector_iterations,
+                        help=f"xray: detector iterations (default {d.detector_iterations})")
+    parser.add_argument("--xray-train-films", type=int, default=d.n_train,
+                        help=f"xray: training films (default {d.n_train}); --val-studies is the "
+                             "held-out count")
+
+
+def xray_settings_from_args(args: argparse.Namespace) -> XraySettings:
+    if args.device not in ("cpu", "auto"):
+        raise InputError("the radiograph model trains on the CPU: leave out --device")
+    return XraySettings(n_train=args.xray_train_films, n_val=args.val_studies, seed=args.seed,
+                        unet_iterations=args.unet_iterations,
+                        detector_iterations=args.detector_iterations, threads=args.threads,
+                        budget_minutes=args.budget_minutes)
+
+
+def run_xray_from_args(args: argparse.Namespace) -> int:
+    """Handler body of ``spine train --modality xray``."""
+    report = train_xray(args.out, xray_settings_from_args(args))
+    print(json.dumps(report.metrics, indent=2))
+    return 0
