@@ -4,13 +4,21 @@ The browser keeps the whole int16 volume (and label mask) in typed arrays and re
 itself with Canvas 2D: stepping, window/level, zoom, pan and the crosshair never wait for the
 server. Python talks to it only:
 
-* to **stream the volume**: the first run sends the header and the slice on screen; the browser
-  asks for the next slice range of the plan with a trigger (one rerun per chunk, at load time
-  only) and the next run answers with that chunk, until it says it has everything;
+* to **stream the volume**: where the server serves ``spine_web.volume_routes`` and the page has
+  a session cookie, the first run registers a grant (:mod:`spine_viewer.grants`) and sends its
+  chunk URL in the header with the slice on screen; the browser fetches the plan's other chunks
+  over HTTP itself, several at a time, with no rerun. Otherwise the first run sends the header
+  and the slice on screen; the browser asks for the next slice range of the plan with a trigger
+  (one rerun per chunk, at load time only) and the next run answers with that chunk, until it
+  says it has everything;
 * to send the **view** (layout, plane, slice, window, boxes, label palette...) on each run; the
   browser applies a value only when Python changed it, so a rerun never undoes what the reader did;
 * to receive **events**: box created/changed/deleted (on mouse-up, each reported once) and the
   slice the reader settled on (debounced ~400 ms, for the URL). Nothing is sent per slice step.
+
+With ``box_post`` the browser posts box events to the server's box route instead
+(:mod:`spine_web.box_routes`, no rerun) and sends Python only a ``refresh`` (``result.refresh``)
+when a save changed what the page shows or was refused.
 
 Mount it inside ``st.fragment`` on heavy pages: the chunk reruns then rerun only the fragment.
 
@@ -35,7 +43,7 @@ from spine_core.errors import InputError
 from spine_core.labels import LEVEL_COLOURS, LEVEL_NAMES
 from spine_core.render.display import DisplayGeometry
 from spine_core.volume import Volume
-from spine_viewer import transport
+from spine_viewer import grants, transport
 from spine_viewer.boxes import (
     BoxEvent,
     ViewerBox,
@@ -98,7 +106,19 @@ class WorkstationResult:
 
     events: list[BoxEvent] = field(default_factory=list)
     slice: SliceCommit | None = None
-    streaming: bool = True  # False once the browser said it holds the whole volume
+    streaming: bool = True  # False once the browser said it holds the whole volume (or fetches it)
+    refresh: Refresh | None = None
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """The browser saved a box through the box route and the page must follow (a level newly
+    boxed, a level to ask about), or the route refused it: rerun the page and show ``message``
+    (``kind``: "toast" or "warning"); ``ask_levels``: levels left without a box, called fractured."""
+
+    message: str
+    kind: str
+    ask_levels: tuple[str, ...] = ()
 
 
 @dataclass
@@ -115,6 +135,8 @@ class _Stream:
     delivered: int = 0  # highest event seq the page has seen before a frame was built
     events: list[dict[str, Any]] = field(default_factory=list)
     bad: int = 0
+    refresh: Refresh | None = None
+    refresh_n: int = 0
 
 
 def _stream_state(key: str) -> _Stream:
@@ -153,6 +175,7 @@ def _on_msg(key: str) -> None:
             except InputError as exc:
                 state.bad += 1
                 log.warning("viewer %s: ignored a chunk request: %s", key, exc)
+    _note_refresh(state, msg.get("refresh"))
     events = msg.get("events")
     if isinstance(events, list):
         for ev in events:
@@ -161,8 +184,37 @@ def _on_msg(key: str) -> None:
                 state.events.append(dict(ev))
 
 
+def _note_refresh(state: _Stream, raw: Any) -> None:
+    """A new ``refresh`` of the browser (each counted once by its ``n``), its text bounded."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("n"), int) or raw["n"] <= state.refresh_n:
+        return
+    state.refresh_n = int(raw["n"])
+    asked = raw.get("ask_levels")
+    levels = tuple(str(v)[:16] for v in asked[:30]) if isinstance(asked, list) else ()
+    kind = "warning" if raw.get("kind") == "warning" else "toast"
+    state.refresh = Refresh(str(raw.get("message") or "")[:500], kind, levels)
+
+
 def _n_slices(state: _Stream) -> int:
     return max((b for _, b in state.plan), default=0)
+
+
+def _chunk_url(volume_id: str, has_mask: bool, level: int, plan: list[tuple[int, int]],
+               encode: Callable[[tuple[int, int]], transport.EncodedChunk],
+               store: ChunkStore) -> str | None:
+    """The grant's chunk URL (relative to the page) when this process serves the volume route
+    and the page has a session cookie; None: the chunks travel through reruns."""
+    where = grants.route()
+    if where is None:
+        return None
+    token = st.context.cookies.get(where.cookie)
+    if not token and where.session_key:  # signed in over this connection: the cookie is set,
+        token = st.session_state.get(where.session_key)  # but st.context shows it only later
+    if not token:
+        return None
+    grant = grants.default_registry().register(str(token), volume_id, has_mask, level, plan,
+                                               encode, store)
+    return f"{where.path}/{grant.id}/"
 
 
 def _window(window: tuple[float, float] | str) -> list[float]:
@@ -241,7 +293,10 @@ def workstation(
     focus: tuple[float, float, float, float] | None = None,
     large_labels: bool = False,
     go_to: int = 0,
+    box_post: Mapping[str, Any] | None = None,
     height: int | Literal["fill"] = "fill",
+    length_unit: Literal["mm", "px"] = "mm",
+    value_unit: str = "HU",
     max_browser_bytes: int = transport.DEFAULT_MAX_BROWSER_BYTES,
     chunk_bytes: int = transport.DEFAULT_CHUNK_BYTES,
     level: int = transport.DEFAULT_LEVEL,
@@ -277,7 +332,14 @@ def workstation(
         go_to: a counter; a new value makes the browser take ``plane``/``slice``/``cursor`` even
             when they equal a slice it reported lately (which it otherwise reads as the echo of
             its own commit): bump it for Back/Forward or an edited address.
+        box_post: where the browser posts box events instead of sending them here (no rerun):
+            ``{"url": ..., "study": ..., "fracture": ..., "base_study_version": ...}``, the
+            fields :mod:`spine_web.box_routes` reads besides the event's own. ``on_event`` then
+            sees no events; ``result.refresh`` says when the page must rerun.
         height: pixels, or "fill": down to the bottom of the window.
+        length_unit: what lengths and positions are in: "mm", or "px" for an image whose spacing
+            is unknown (a radiograph without one: its affine steps are one pixel).
+        value_unit: the unit of the voxel read-out ("HU"; "" for a radiograph's values).
         max_browser_bytes: refuse volumes whose int16 voxels (+ mask) exceed this in the browser.
         chunk_bytes, level: raw size and zlib level of the streamed chunks.
         store: the chunk cache (default: the process-wide one).
@@ -300,24 +362,33 @@ def workstation(
     view_mask = geometry.view(mask) if mask is not None else None
     cur = _cursor(geometry, plane, slice, cursor)
 
+    store = store or default_store()
+    has_mask = view_mask is not None
+
+    def encode(rng: tuple[int, int]) -> transport.EncodedChunk:
+        return transport.encode_chunk(view_image, view_mask, rng, level)
+
+    def make(rng: tuple[int, int]) -> Callable[[], transport.EncodedChunk]:
+        return lambda: encode(rng)
+
     state = _stream_state(key)
-    if state.volume_id != volume_id:
+    fresh = state.volume_id != volume_id
+    if fresh:
         per_chunk = transport.slices_per_chunk(shape, chunk_bytes)
         plan = transport.chunk_plan(shape[0], cur[0], per_chunk)
         st.session_state[f"_spine_viewer:{key}"] = state = _Stream(
             volume_id=volume_id, plan=plan, per_chunk=max(per_chunk, 1), need=plan[0])
-
-    store = store or default_store()
-    has_mask = view_mask is not None
-
-    def make(rng: tuple[int, int]) -> Callable[[], transport.EncodedChunk]:
-        return lambda: transport.encode_chunk(view_image, view_mask, rng, level)
+    chunk_url = _chunk_url(volume_id, has_mask, level, state.plan, encode, store)
+    inline = state.need if not state.done else None
+    if fresh and chunk_url is not None:
+        # the slice on screen comes with this frame; the browser fetches the rest over HTTP
+        state.need, state.done = None, True
 
     chunk_entry: dict[str, Any] | None = None
     pieces: list[bytes] = []
     upcoming: list[tuple[int, int]] = []
-    if state.need is not None and not state.done:
-        rng = state.need
+    if inline is not None:
+        rng = inline
         chunk = store.get((volume_id, rng, has_mask, level), make(rng))
         chunk_entry, pieces = transport.chunk_header(chunk)
         if rng in state.plan:
@@ -342,8 +413,9 @@ def workstation(
 
     drawable = boxes_drawable(geometry)
     header = {
-        "volume": transport.volume_header(volume_id, geometry, has_mask, state.plan,
-                                          str(src.image.array.dtype)),
+        "volume": {**transport.volume_header(volume_id, geometry, has_mask, state.plan,
+                                             str(src.image.array.dtype)),
+                   "chunk_url": chunk_url},
         "view": {
             "layout": layout, "plane": plane, "cursor": cur, "window": _window(window),
             "editable": bool(editable and drawable), "boxes": to_display(box_list, geometry, editable),
@@ -353,6 +425,8 @@ def workstation(
             "go_to": int(go_to),
             "height": height if height == "fill" else int(height),
             "keymap": keymap_json(), "gestures": gestures_json(),
+            "length_unit": length_unit, "value_unit": value_unit,
+            "box_post": dict(box_post) if box_post is not None and editable and drawable else None,
         },
         "ack": {"client": state.client, "seq": state.delivered},
         "chunk": chunk_entry,
@@ -362,8 +436,11 @@ def workstation(
                         on_msg_change=lambda: _on_msg(key), on_slice_change=lambda: None)
     # compress the next chunks in the background only once this frame is on its way: started
     # before, they compete with it for the CPU and delay the first slice of a new study
+    if fresh and chunk_url is not None:
+        upcoming = state.plan[1:]  # the browser fetches them all, nearest first
     for nxt in upcoming:
         store.prefetch((volume_id, nxt, has_mask, level), make(nxt))
     state.delivered = state.seq
     commit = _commit(getattr(result, "slice", None), geometry)
-    return WorkstationResult(events, commit, streaming=not state.done)
+    refresh, state.refresh = state.refresh, None
+    return WorkstationResult(events, commit, streaming=not state.done, refresh=refresh)

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from spine_core.errors import InputError
 from spine_core.render.display import DisplayGeometry
+from spine_core.viewer_boxes import viewer_geometry
 from spine_core.volume import Volume
 
 MAGIC = b"SPV1"
@@ -99,7 +100,7 @@ class EncodedChunk:
 
 def display_geometry(volume: Volume) -> DisplayGeometry:
     """How ``volume`` is shown: one display pixel per voxel (no resampling)."""
-    return DisplayGeometry.from_volume(volume, square_pixels=False)
+    return viewer_geometry(volume)
 
 
 def browser_bytes(shape: Sequence[int], has_mask: bool) -> int:

@@ -5,6 +5,8 @@
  *   and the outbox of box events Python has not acknowledged. Each send carries the whole outbox,
  *   so when Streamlit merges two quick triggers into one rerun nothing is lost; Python skips events
  *   it has seen (by `seq`) and acknowledges them in the next frame;
+ * - trigger `msg` with `refresh` `{message, kind, ask_levels, n}`: a box saved through the box
+ *   route (see saver.ts) changed what the page shows, or was refused: the page reruns;
  * - state `slice` `{plane, index, cursor}`, debounced, once the reader stops stepping.
  */
 import type { PlaneName, Range, Vec3 } from "./protocol";
@@ -28,6 +30,8 @@ export class Channel {
   setTrigger: Setter = () => undefined;
   /** counts of messages sent, for tests and the benchmark */
   sent = 0;
+  /** page reruns asked for after box saves */
+  refreshes = 0;
   private commitTimer = 0;
   /** recently committed cursors (to recognise Python echoing them back) */
   recentCommits: Vec3[] = [];
@@ -57,6 +61,12 @@ export class Channel {
     this.seq += 1;
     this.outbox.push({ ...ev, seq: this.seq });
     this.send();
+  }
+
+  /** Ask the page to rerun after a box save through the box route (see saver.ts). */
+  refresh(info: { message: string; kind: string; ask_levels: string[] }): void {
+    this.refreshes += 1;
+    this.send({ refresh: { ...info, n: this.refreshes } });
   }
 
   ack(client: string, seq: number): void {

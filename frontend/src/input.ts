@@ -161,11 +161,11 @@ export function attachInput(ws: Workstation): () => void {
       if (vp.el.hasPointerCapture(e.pointerId)) vp.el.releasePointerCapture(e.pointerId);
       if (d.kind === "box" && vp.geom) {
         const drawing = ws.boxes.drag?.handle === "draw";
-        const ev = ws.boxes.end(vp.geom.width, vp.geom.height, ws.channel.nextSeq());
+        const ev = ws.boxes.end(vp.geom.width, vp.geom.height, ws.boxSeq());
         if (ev === "refused" || (ev === null && drawing)) {
           ws.note("Box refused: it has no size. Drag to draw a box.");
           ws.boxes.selected = null;
-        } else if (ev) ws.channel.event(ev); // once per change, on mouse-up
+        } else if (ev) ws.boxEvent(ev); // once per change, on mouse-up
         ws.overlayOnly("axial");
       }
     };
@@ -219,8 +219,8 @@ export function runAction(ws: Workstation, action: string): void {
     case "measure": ws.setTool("measure"); break;
     case "box": ws.setTool("box"); break;
     case "delete": {
-      const ev = ws.boxes.deleteSelected(ws.channel.nextSeq());
-      if (ev) ws.channel.event(ev);
+      const ev = ws.boxes.deleteSelected(ws.boxSeq());
+      if (ev) ws.boxEvent(ev);
       ws.overlayOnly("axial");
       break;
     }

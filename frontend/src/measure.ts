@@ -1,4 +1,5 @@
-/** The length tool: two clicks on one slice of one plane, length in mm from the voxel spacing. */
+/** The length tool: two clicks on one slice of one plane, length in mm from the voxel spacing
+ * (in pixels for an image whose spacing is unknown: the caller passes the unit). */
 import type { PlaneName } from "./protocol";
 import type { Viewport } from "./viewport";
 
@@ -18,7 +19,7 @@ export function lengthMm(m: Measurement, spx: number, spy: number): number | nul
 }
 
 export function drawMeasurement(ctx: CanvasRenderingContext2D, vp: Viewport, m: Measurement,
-                                mm: number | null): void {
+                                mm: number | null, unit = "mm"): void {
   const p1 = m.p1 ?? m.hover;
   const [ax, ay] = vp.toScreen(m.p0[0], m.p0[1]);
   ctx.save();
@@ -39,7 +40,7 @@ export function drawMeasurement(ctx: CanvasRenderingContext2D, vp: Viewport, m: 
     ctx.fill();
     if (mm !== null) {
       ctx.font = "12px system-ui, sans-serif";
-      ctx.fillText(`${mm.toFixed(1)} mm`, bx + 6, by - 6);
+      ctx.fillText(`${mm.toFixed(1)} ${unit}`, bx + 6, by - 6);
     }
   }
   ctx.restore();

@@ -3,6 +3,8 @@
  * `"SPV1" | uint32 LE header length | UTF-8 JSON header | payload`.
  */
 
+import type { BoxPost } from "./saver";
+
 export type Vec3 = [number, number, number];
 export type PlaneName = "axial" | "sagittal" | "coronal";
 export type Range = [number, number];
@@ -19,6 +21,9 @@ export interface VolumeHeader {
   mask: boolean;
   bytes: number;
   plan: Range[];
+  /** the volume route's grant (`spine-volume/{grant}/`, relative to the page): fetch the plan's
+   * chunks from `{chunk_url}{a}-{b}`; absent or null: they come in frames, one rerun each */
+  chunk_url?: string | null;
 }
 
 export interface PartInfo {
@@ -84,6 +89,12 @@ export interface ViewSpec {
   height: number | "fill";
   keymap: Binding[];
   gestures: [string, string][];
+  /** unit of lengths and positions: "mm", or "px" for an image whose spacing is unknown */
+  length_unit?: string;
+  /** unit of the voxel value read-out ("HU" for CT, "" for a radiograph's detector values) */
+  value_unit?: string;
+  /** where box events go without a rerun (saver.ts); absent: to Python as component values */
+  box_post?: BoxPost | null;
 }
 
 export interface FrameHeader {

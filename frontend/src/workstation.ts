@@ -4,14 +4,15 @@
  * key presses are all applied (none dropped) while paints coalesce to one per frame.
  */
 import css from "./styles.css";
-import { BoxLayer } from "./boxes";
+import { BoxLayer, type BoxEvent } from "./boxes";
 import { Channel } from "./channel";
+import { BoxSaver, HTTP_SEQ_BASE, type Queued, type SaveReply } from "./saver";
 import { buildHelp, keyTable } from "./help";
 import { attachInput } from "./input";
 import { LabelsPanel } from "./labelsPanel";
 import { drawMeasurement, lengthMm, type Measurement } from "./measure";
 import { imageToVoxelIndex, insideImage, PLANES, planeGeom, voxelToImage } from "./planes";
-import { parseFrame, type PlaneName, type Range, type Vec3, type ViewSpec, type VolumeHeader } from "./protocol";
+import { parseFrame, type BoxSpec, type PlaneName, type Range, type Vec3, type ViewSpec, type VolumeHeader } from "./protocol";
 import { LabelStats, Luts, rasterPlane } from "./raster";
 import { Streamer } from "./streaming";
 import { Viewport } from "./viewport";
@@ -57,6 +58,10 @@ export class Workstation {
   readonly vps: Record<PlaneName, Viewport>;
   readonly channel = new Channel();
   readonly boxes = new BoxLayer();
+  /** posts box events to the server's box route when the page passes `box_post` */
+  readonly saver: BoxSaver;
+  /** box saves the server confirmed (also `data-saved` on the root), for tests and the benchmark */
+  savedCount = 0;
   readonly luts = new Luts();
   readonly labels: LabelsPanel;
   private readonly main: HTMLDivElement;
@@ -84,6 +89,9 @@ export class Workstation {
   private raf = 0;
   private readonly detach: () => void;
   private readonly resizeObs: ResizeObserver;
+  /** the page around the viewer: what grows above it pushes it down (no rerun tells us when the
+   * volume arrives over the route), so the "fill" height is fitted again */
+  private readonly pageObs: ResizeObserver;
   /** paints done, for tests and the benchmark */
   paints = 0;
 
@@ -99,7 +107,7 @@ export class Workstation {
     for (const p of PLANES) this.main.append(this.vps[p].el);
     const barEl = el("div", "sv-bar");
     for (const [name, grow] of [["window", false], ["hu", false], ["pos", false],
-                                ["measure", false], ["tool", true], ["loading", false]] as [string, boolean][]) {
+                                ["measure", false], ["save", false], ["tool", true], ["loading", false]] as [string, boolean][]) {
       const s = el("span", grow ? "sv-grow" : "", `sv-${name}`);
       this.bar[name] = s;
       barEl.append(s);
@@ -116,10 +124,18 @@ export class Workstation {
     host.append(style, root);
     this.root = root;
     root.dataset.mountAt = performance.now().toFixed(1);
+    root.dataset.saved = "0";
+    this.saver = new BoxSaver({
+      saved: (q, sentId, reply) => this.saved(q, sentId, reply),
+      failed: (q, message, dropped) => this.saveFailed(q, message, dropped),
+      saving: (text) => this.saveStatus(text),
+    });
     (root as unknown as { svWorkstation: Workstation }).svWorkstation = this;
     this.detach = attachInput(this);
     this.resizeObs = new ResizeObserver(() => this.relayout());
     this.resizeObs.observe(this.main);
+    this.pageObs = new ResizeObserver(() => this.fitHeight());
+    this.pageObs.observe(document.querySelector("[data-testid=stMainBlockContainer]") ?? document.body);
     this.luts.setWindow(...this.wl);
   }
 
@@ -139,6 +155,7 @@ export class Workstation {
     }
     const h = frame.header;
     if (!this.vol || this.vol.id !== h.volume.id) this.openVolume(h.volume, h.view);
+    else this.streamer?.retarget(h.volume.chunk_url);
     this.fitHeight(); // what is above the viewer may have changed with this run
     this.applyView(h.view);
     this.channel.ack(h.ack.client, h.ack.seq);
@@ -159,8 +176,10 @@ export class Workstation {
     this.cursor = [...view.cursor] as Vec3;
     for (const p of PLANES) this.vps[p].setGeom(planeGeom(p, h.shape, h.spacing));
     this.streamer = new Streamer(this.vol, this.channel, (r) => this.loaded(r),
-                                 (e) => this.note(`viewer: ${(e as Error).message}`, 10000));
+                                 (e) => this.note(`viewer: ${(e as Error).message}`, 10000),
+                                 h.chunk_url ?? null);
     this.root.dataset.volume = h.id;
+    this.root.dataset.transport = this.streamer.mode;
     (this.root as unknown as { svTimeline: unknown }).svTimeline = this.streamer.timeline;
     this.root.dataset.complete = "0";
   }
@@ -168,6 +187,7 @@ export class Workstation {
   private applyView(v: ViewSpec): void {
     const prev = this.py;
     this.view = v;
+    this.saver.configure(v.editable ? v.box_post : null);
     const keymapKey = JSON.stringify(v.keymap);
     if (!prev || prev.keymap !== keymapKey) {
       this.keys = keyTable(v.keymap);
@@ -209,6 +229,8 @@ export class Workstation {
 
   private loaded(range: Range): void {
     const vol = this.vol!;
+    if (this.streamer) this.root.dataset.transport = this.streamer.mode;
+    this.fitHeight(); // as each frame of the rerun path did: the page may have grown above
     if (vol.mask) {
       const [K, R, C] = vol.shape;
       const m = vol.mask.subarray(range[0] * R * C, range[1] * R * C);
@@ -397,6 +419,62 @@ export class Workstation {
     this.noteTimer = window.setTimeout(() => this.noteEl.classList.remove("open"), ms);
   }
 
+  // ---- box events ---------------------------------------------------------------------------
+
+  /** The seq a local box edit is recorded under (see BoxLayer.pending). */
+  boxSeq(): number {
+    return this.saver.post ? this.saver.nextSeq() : this.channel.nextSeq();
+  }
+
+  /** Send one box event: to the box route (no rerun), else to Python as a component value. */
+  boxEvent(ev: BoxEvent): void {
+    if (this.saver.post) this.saver.send(ev);
+    else this.channel.event(ev);
+  }
+
+  private saveStatus(text: string): void {
+    const s = this.bar.save;
+    setText(s, text);
+    s.title = text;
+  }
+
+  private saved(q: Queued, sentId: string, reply: SaveReply): void {
+    const layer = this.boxes;
+    const own = (b: BoxSpec) => b.kind === "key" || b.kind === "interpolated";
+    layer.boxes = [...layer.boxes.filter((b) => !own(b)), ...reply.boxes];
+    const local = q.ev.id;
+    const newId = reply.box_id !== null ? String(reply.box_id) : sentId;
+    for (const key of new Set([local, sentId])) {
+      const p = layer.pending.get(key);
+      if (p && p.seq <= q.seq) layer.pending.delete(key);
+      else if (p && key !== newId) { // edited again meanwhile: keep that edit under the saved id
+        layer.pending.delete(key);
+        layer.pending.set(newId, { box: p.box ? { ...p.box, id: newId } : null, seq: p.seq });
+      }
+    }
+    if (layer.selected === local) layer.selected = newId;
+    this.savedCount += 1;
+    this.root.dataset.savedAt = performance.now().toFixed(1);
+    this.root.dataset.saved = String(this.savedCount);
+    this.saveStatus(reply.message);
+    if (reply.refresh) {
+      // a toast: a warning above the viewer would shift it and have Streamlit mount it anew
+      this.channel.refresh({ message: reply.message, kind: "toast", ask_levels: reply.ask_levels });
+    }
+    this.invalidate(["axial"], false);
+  }
+
+  private saveFailed(q: Queued, message: string, dropped: Queued[]): void {
+    void q;
+    void dropped;
+    for (const [id, p] of this.boxes.pending) if (p.seq >= HTTP_SEQ_BASE) this.boxes.pending.delete(id);
+    this.root.dataset.saveFailed = String(Number(this.root.dataset.saveFailed ?? "0") + 1);
+    this.saveStatus(message);
+    this.note(message, 6000);
+    this.channel.refresh({ message, kind: "warning", ask_levels: [] });
+    this.invalidate(["axial"], false);
+  }
+
   // ---- painting ---------------------------------------------------------------------------
 
   invalidate(planes: PlaneName[], image: boolean): void {
@@ -517,7 +595,18 @@ export class Workstation {
     }
     if (hasMarks) this.drawMarks(ctx, vp);
     if (hasBoxes) this.boxes.draw(ctx, vp, index);
-    if (hasMeasure && m) drawMeasurement(ctx, vp, m, lengthMm(m, g.spx, g.spy));
+    if (hasMeasure && m) drawMeasurement(ctx, vp, m, lengthMm(m, g.spx, g.spy), this.lengthUnit);
+  }
+
+  /** "mm", or "px" when the image's spacing is unknown (a radiograph without one) */
+  private get lengthUnit(): string {
+    return this.view?.length_unit ?? "mm";
+  }
+
+  /** " HU" for CT; "" for values without a unit (a radiograph's detector values) */
+  private get valueUnit(): string {
+    const unit = this.view?.value_unit ?? "HU";
+    return unit ? ` ${unit}` : "";
   }
 
   private updateBar(): void {
@@ -536,12 +625,12 @@ export class Workstation {
         b.hu.dataset.hu = String(hu);
         const lab = vol.label(v[0], v[1], v[2]);
         const name = lab ? this.view?.labels.find((l) => l.id === lab)?.name : "";
-        setText(b.hu, `${hu} HU${name ? ` · ${name}` : ""}`);
+        setText(b.hu, `${hu}${this.valueUnit}${name ? ` · ${name}` : ""}`);
       } else {
-        setText(b.hu, "… HU");
+        setText(b.hu, `…${this.valueUnit}`);
         delete b.hu.dataset.hu;
       }
-      setText(b.pos, `L ${lps[0].toFixed(1)} P ${lps[1].toFixed(1)} S ${lps[2].toFixed(1)} mm`);
+      setText(b.pos, `L ${lps[0].toFixed(1)} P ${lps[1].toFixed(1)} S ${lps[2].toFixed(1)} ${this.lengthUnit}`);
       b.pos.dataset.voxel = v.join(",");
     } else {
       setText(b.hu, "");
@@ -551,7 +640,7 @@ export class Workstation {
     const m = this.measurement;
     const mg = m ? this.vps[m.plane].geom : null;
     const mm = m && mg ? lengthMm(m, mg.spx, mg.spy) : null;
-    setText(b.measure, mm !== null ? `length ${mm.toFixed(1)} mm` : "");
+    setText(b.measure, mm !== null ? `length ${mm.toFixed(1)} ${this.lengthUnit}` : "");
     b.measure.dataset.mm = mm !== null && m?.p1 ? mm.toFixed(2) : "";
     setText(b.tool, this.tool === "box" ? "box tool (B)" : this.tool === "measure" ? "measure (M)" : "");
     const pct = Math.floor(100 * vol.loadedCount / vol.shape[0]);
@@ -563,6 +652,7 @@ export class Workstation {
     cancelAnimationFrame(this.raf);
     this.detach();
     this.resizeObs.disconnect();
+    this.pageObs.disconnect();
     this.streamer?.dispose();
     this.channel.dispose();
     window.clearTimeout(this.noteTimer);

@@ -305,6 +305,21 @@ def test_length_measurement(open_viewer: Any) -> None:
     assert page.locator("[data-testid=sv-measure]").inner_text() == f"length {mm:.1f} mm"
 
 
+def test_an_image_without_spacing_measures_and_reads_out_in_pixels(open_viewer: Any) -> None:
+    """A radiograph whose spacing is unknown (the page passes length_unit "px", no value unit)."""
+    page = open_viewer("units=px")
+    focus(page)
+    page.mouse.move(*pixel_on_screen(page, 40, 50))
+    expect(page.locator("[data-testid=sv-pos]")).to_have_text(re.compile(r" px$"))
+    assert not page.locator("[data-testid=sv-hu]").inner_text().endswith("HU")
+    page.keyboard.press("m")
+    page.mouse.click(*pixel_on_screen(page, 20, 30))
+    page.mouse.click(*pixel_on_screen(page, 80, 110))
+    expect(page.locator("[data-testid=sv-measure]")).to_have_attribute("data-mm", re.compile(r"\d"))
+    length = float(page.locator("[data-testid=sv-measure]").get_attribute("data-mm"))
+    assert page.locator("[data-testid=sv-measure]").inner_text() == f"length {length:.1f} px"
+
+
 # ---- three planes -----------------------------------------------------------------------------
 
 

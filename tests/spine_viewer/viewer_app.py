@@ -8,7 +8,8 @@ uint8 label map, ``SPINE_VIEWER_SPACING`` "slice,row,col" mm). Synthetic voxels 
 
 Query parameters: ``layout=three``, ``plane=sagittal``, ``editable=1``, ``fragment=1`` (mount inside
 ``st.fragment``), ``slice=N``, ``boxes=1`` (two sample boxes, one interpolated), ``limit=BYTES``,
-``chunk_mb=16`` (raw MiB per streamed chunk).
+``chunk_mb=16`` (raw MiB per streamed chunk), ``units=px`` (lengths in pixels, no value unit: a
+radiograph whose spacing is unknown).
 Each script run prints ``VIEWER_RUN n`` and the page shows ``runs n`` (``data-testid=runs``).
 """
 
@@ -113,6 +114,8 @@ def main() -> None:
                 window=q.get("window", "bone"), boxes=lambda: boxes, on_event=handle, editable=q.get("editable") == "1",
                 max_browser_bytes=int(q.get("limit", str(1 << 30))),
                 chunk_bytes=int(float(q.get("chunk_mb", "16")) * 2**20),
+                length_unit="px" if q.get("units") == "px" else "mm",
+                value_unit="" if q.get("units") == "px" else "HU",
             )
         except VolumeTooLargeError as exc:
             st.warning(str(exc))

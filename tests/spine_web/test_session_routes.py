@@ -1,6 +1,8 @@
 """The session-cookie routes on a real Starlette app (in-process HTTP): a ticket is redeemed
 once into an HttpOnly, SameSite=Strict cookie; bad, reused, expired and cross-site requests are
-refused with a reason; clearing revokes the token and deletes the cookie."""
+refused with a reason; clearing revokes the token and deletes the cookie. The routes run here on
+the in-memory stores; tests/db/test_signin_state.py runs the database's stores, and
+tests/db/test_shared_state_processes.py the routes of two server processes on one database."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from spine_core import signin_sessions
-from spine_web import COOKIE, ROUTES
+from spine_web import COOKIE, session_routes
+
+ROUTES = session_routes(signin_sessions.TOKENS, signin_sessions.TICKETS)
 
 
 @pytest.fixture

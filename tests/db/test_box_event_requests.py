@@ -1,4 +1,5 @@
-"""The Annotate page's event mapping: one viewer event -> one db.box_events call, with its version."""
+"""The box events' mapping (db.box_event_requests): one viewer event -> one db.box_events call,
+with its version."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import annotations as ann
+from db import box_event_requests as ab
 from db import box_events as be
 from db.session import unit_of_work
-from pages.parts import annotate_boxes as ab
 from spine_core.errors import ConflictError
-from spine_viewer import BoxEvent
+from spine_core.viewer_boxes import BoxEvent
 from tests.annotation_helpers import add_study, setup_people, user
 
 SHAPE = (30, 64, 48)
