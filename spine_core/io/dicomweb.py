@@ -29,7 +29,8 @@ from spine_core.io.safe_paths import safe_join
 from spine_core.io.uids import check_uid, is_uid
 
 #: A study with more series than this is refused with a message (a PACS answering a thousand
-#: series for one study is misconfigured or hostile; nothing is retrieved).
+#: series for one study is misconfigured or hostile; nothing is retrieved). The default of
+#: ``SPINE_DICOMWEB_MAX_SERIES``.
 MAX_SERIES_PER_STUDY = 200
 #: Modalities whose series are retrieved when none is asked for.
 IMAGE_MODALITIES: tuple[str, ...] = ("CT", "CR", "DX")
@@ -62,6 +63,7 @@ class PacsConfig:
     password: str = ""
     token: str = ""
     timeout_s: float = 60.0
+    max_series: int = MAX_SERIES_PER_STUDY
 
     def __repr__(self) -> str:  # never print the secrets
         auth = "token" if self.token else ("basic" if self.user else "none")
@@ -99,7 +101,8 @@ def config_from_settings(settings: Any, url: str | None = None) -> PacsConfig:
     if not address.startswith(("http://", "https://")):
         raise InputError(f"PACS address {address!r} is not an http(s) URL")
     return PacsConfig(url=address, user=settings.dicomweb_user, password=settings.dicomweb_password,
-                      token=settings.dicomweb_token, timeout_s=float(settings.dicomweb_timeout_s))
+                      token=settings.dicomweb_token, timeout_s=float(settings.dicomweb_timeout_s),
+                      max_series=int(getattr(settings, "dicomweb_max_series", MAX_SERIES_PER_STUDY)))
 
 
 def make_client(config: PacsConfig) -> Any:
@@ -145,11 +148,23 @@ def describe_failure(exc: BaseException, config: PacsConfig, what: str) -> PacsE
     if isinstance(exc, requests.ConnectionError):
         return PacsUnavailable(f"{what}: cannot reach the PACS at {where} (is it running? is "
                                "SPINE_DICOMWEB_URL right?)")
+    if isinstance(exc, requests.exceptions.JSONDecodeError):  # before RequestException: it is one
+        return PacsError(f"{what}: the PACS at {where} sent an answer that is not valid DICOMweb "
+                         f"({type(exc).__name__}: {_short(exc)}); ask its administrator")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        return PacsError(f"{what}: the answer from the PACS at {where} was cut off before its end "
+                         "(the connection closed mid-transfer); nothing of it was kept, try again")
     if isinstance(exc, requests.RequestException):
-        return PacsError(f"{what}: the transfer from {where} failed ({type(exc).__name__}: {exc}); "
-                         "try again")
+        return PacsError(f"{what}: the transfer from {where} failed ({type(exc).__name__}: "
+                         f"{_short(exc)}); try again")
     return PacsError(f"{what}: the PACS at {where} sent an answer that is not valid DICOMweb "
-                     f"({type(exc).__name__}: {exc})")
+                     f"({type(exc).__name__}: {_short(exc)}); ask its administrator")
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _call(config: PacsConfig, what: str, fn: Callable[[], Any]) -> Any:
@@ -233,15 +248,17 @@ def search_studies(
     fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
               "NumberOfStudyRelatedInstances", "PatientID", "StudyDate"]
     answers: list[Any] = []
+    problems: list[str] = []
     if study_uids:
         for uid in study_uids:
             check_uid(uid, "StudyInstanceUID", "--study")
             query = {**filters, "StudyInstanceUID": uid}
             found = _call(config, f"search for study {uid}", functools.partial(
                 client.search_for_studies, search_filters=query, fields=fields))
-            if not found:
-                raise PacsNotFound(f"study {uid}: not found on the PACS at {config.url} (or it does "
-                                   "not match --patient/--modality/--since)")
+            if not found:  # named, and the other studies asked for go on
+                problems.append(f"study {uid}: not found on the PACS at {config.url} (or it does "
+                                "not match --patient/--modality/--since); check the UID")
+                continue
             answers.extend(found)
     else:
         answers = _call(config, "search", lambda: client.search_for_studies(
@@ -249,7 +266,6 @@ def search_studies(
     if not isinstance(answers, list):
         raise PacsError(f"search: the PACS at {config.url} sent an answer that is not a DICOM JSON list")
     studies: list[StudySummary] = []
-    problems: list[str] = []
     seen: set[str] = set()
     for item in answers:
         uid = _value(item, "0020000D")
@@ -317,9 +333,10 @@ def retrieve_study(
             raise PacsError(f"study {study_uid}: the PACS sent a series list that is not DICOM JSON")
         if not series_list:
             raise PacsNotFound(f"study {study_uid}: not found on the PACS at {config.url} (no series)")
-        if len(series_list) > MAX_SERIES_PER_STUDY:
+        if len(series_list) > config.max_series:
             raise PacsError(f"study {study_uid}: the PACS lists {len(series_list)} series, more than "
-                            f"{MAX_SERIES_PER_STUDY} a CT study can plausibly have; not retrieved")
+                            f"the {config.max_series} a CT study can plausibly have; not retrieved "
+                            "(raise SPINE_DICOMWEB_MAX_SERIES if the study is real)")
         for item in series_list:
             series_uid = _value(item, "0020000E")
             modality = str(_value(item, "00080060") or "").upper()
