@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from pages.parts.common import SignedInUser, current_user, error_boundary, workspace
-from spine_core import signin_sessions, signin_throttle
+from spine_core import signin_throttle, words
 from spine_core.errors import SpineError
 from spine_core.roles import Permission, can
+from spine_web import SESSION_STATE_KEY
 
 if TYPE_CHECKING:
     from db.models import User
@@ -32,7 +33,7 @@ REFUSAL_DELAY_S = signin_throttle.REFUSAL_DELAY_S
 SIGNED_OUT_NOTICE = "signin_notice"
 #: Old addresses carried the session token in this query parameter; it is dropped on sight.
 LEGACY_SESSION_PARAM = "s"
-SESSION_TOKEN = "session_token"
+SESSION_TOKEN = SESSION_STATE_KEY  # the viewer reads it there too (spine_viewer.grants)
 #: The one-time ticket the browser still has to exchange for the session cookie.
 HANDOFF = "session_handoff"
 #: Set on sign-out: the browser deletes its session cookie on the next run.
@@ -103,17 +104,26 @@ def _session_id() -> str:
     return ctx.session_id if ctx is not None else "no-session"
 
 
+def _client_address() -> str | None:
+    """The client's address (behind the team's nginx: the one nginx saw), when known."""
+    try:
+        return signin_throttle.client_address(st.context.ip_address, dict(st.context.headers))
+    except Exception:  # noqa: BLE001 - no request context (AppTest): unknown
+        return None
+
+
 def _authenticate(username: str, password: str) -> SignedInUser | None:
     """The user when name and password match an active account, else None after a delay.
 
     Every attempt on a user name or from a session that failed repeatedly first waits a growing
     penalty; a refusal then waits ``REFUSAL_DELAY_S`` (see spine_core.signin_throttle). Wrong
-    password, unknown name and deactivated account are refused alike.
+    password, unknown name and deactivated account are refused alike. Failures are counted in
+    the database, per user name, session and client address, so every replica sees them.
     """
     from db.users import authenticate
 
-    throttle = signin_throttle.SIGN_IN
-    keys = signin_throttle.throttle_keys(username, _session_id())
+    throttle = workspace().signin.throttle
+    keys = signin_throttle.throttle_keys(username, _session_id(), _client_address())
     time.sleep(throttle.penalty(*keys))
     with workspace().sessions() as session:
         user = authenticate(session, username, password)
@@ -175,11 +185,13 @@ def _recheck(user: SignedInUser | None) -> SignedInUser | None:
 
 def _start_session(user: SignedInUser) -> None:
     """Sign ``user`` in for this browser tab and issue the token that survives a reload: the
-    browser gets it as an HttpOnly cookie through a one-time ticket (never in the URL)."""
+    browser gets it as an HttpOnly cookie through a one-time ticket (never in the URL). Token
+    and ticket are database rows: any replica, and this one after a restart, knows them."""
     st.session_state["user"] = user
-    token = signin_sessions.TOKENS.issue(user.id)
+    signin = workspace().signin
+    token = signin.tokens.issue(user.id)
     st.session_state[SESSION_TOKEN] = token
-    st.session_state[HANDOFF] = signin_sessions.TICKETS.issue(token)
+    st.session_state[HANDOFF] = signin.tickets.issue(token)
 
 
 def _restore_session() -> SignedInUser | None:
@@ -191,14 +203,15 @@ def _restore_session() -> SignedInUser | None:
     if LEGACY_SESSION_PARAM in st.query_params:
         del st.query_params[LEGACY_SESSION_PARAM]
     token = st.context.cookies.get(COOKIE)
-    user_id = signin_sessions.TOKENS.resolve(token)
+    tokens = workspace().signin.tokens
+    user_id = tokens.resolve(token)
     if user_id is None:
         return None
     with workspace().sessions() as session:
         row = active_user(session, user_id)
         user = None if row is None else _signed_in(row)
     if user is None:
-        signin_sessions.TOKENS.revoke(token)
+        tokens.revoke(token)
         return None
     st.session_state["user"] = user
     st.session_state[SESSION_TOKEN] = token
@@ -215,7 +228,7 @@ def _hand_over_cookie() -> None:
 
 
 def _sign_out() -> None:
-    signin_sessions.TOKENS.revoke(st.session_state.get(SESSION_TOKEN))
+    workspace().signin.tokens.revoke(st.session_state.get(SESSION_TOKEN))
     for key in list(st.session_state):
         del st.session_state[key]
     st.session_state[CLEAR_COOKIE] = True
@@ -248,7 +261,7 @@ def main() -> None:
         if can(user.role, permission) and (APP_DIR / script).is_file()  # pages not yet written: left out
     ]
     with st.sidebar:
-        st.markdown(f"**{user.display_name}** · {user.role}")
+        st.markdown(f"**{user.display_name}** · {words.role_words(user.role)}")
         st.button("Sign out", on_click=_sign_out, key="signout")
     st.navigation(pages).run()
 

@@ -11,7 +11,7 @@ Every function takes an open ``Session`` (the caller owns the transaction) and t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select, update
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from db import models as m
 from db.access import ReaderScope, reader_scope
 from db.audit import record
+from db.studies import is_radiograph_series
 from spine_core.adjudication import LevelCall
 from spine_core.boxes import Box
 from spine_core.consensus import validate_box
@@ -281,13 +282,15 @@ def _lock_own_assignment(session: Session, actor: m.User, study_id: int) -> None
     ).first()
 
 
-def submit(session: Session, actor: m.User, study_id: int, *, confirm: bool = False) -> SubmitCheck:
+def submit(session: Session, actor: m.User, study_id: int, *, confirm: bool = False,
+           confirmed_also: Mapping[str, object] | None = None) -> SubmitCheck:
     """The reader is done with this study.
 
     Refused (:class:`SubmitNeedsConfirmation`, one message listing every problem) while the reader
     has boxes without a level or calls a level not fractured that has their boxes, unless
     ``confirm`` is True: then the study is submitted as it is and the audit entry records what
-    was confirmed. Returns the check that was made.
+    was confirmed (with ``confirmed_also``: what a caller's own check had the reader confirm,
+    e.g. a film without a reference vertebra). Returns the check that was made.
     """
     from db.reading_time import mark_submitted
 
@@ -300,10 +303,12 @@ def submit(session: Session, actor: m.User, study_id: int, *, confirm: bool = Fa
     now = dt.datetime.now(dt.UTC)
     assignment.status = m.AssignmentStatus.submitted.value
     assignment.submitted_at = now
-    confirmed = None if check.ok else {
-        "confirmed": {"unlevelled": list(check.unlevelled),
-                      "contradicted": {lvl: n for lvl, n in check.contradicted}},
+    what: dict[str, object] = {} if check.ok else {
+        "unlevelled": list(check.unlevelled),
+        "contradicted": {lvl: n for lvl, n in check.contradicted},
     }
+    what.update(confirmed_also or {})
+    confirmed = {"confirmed": what} if what else None
     record(session, actor.username, "submit", "assignment", str(assignment.id), None, confirmed)
     mark_submitted(session, study_id, actor.id, now)
     update_reading_status(session, study_id)
@@ -505,7 +510,12 @@ def _write_call(
 
 
 def _mark_fractured_by_box(session: Session, actor: m.User, study_id: int, level: str) -> None:
-    """A box on a level marks that level fractured (unless the reader already said so)."""
+    """A box on a level marks that level fractured (unless the reader already said so).
+
+    Not on a radiograph: there a box outlines one vertebra and its level is the vertebra's label
+    (``db.film_reading``), so drawing, moving or labelling it never makes a fracture call."""
+    if is_radiograph_series(primary_series(session, study_id)):
+        return
     _write_call(session, actor, study_id, level_name(level_id(level)),
                 LevelCall.fractured.value, only_if_different=True)
 

@@ -60,6 +60,8 @@ class CaseRow:
     readers: Mapping[str, str] = field(default_factory=dict)
     open_disputes: int = 0
     has_prediction: bool = False
+    #: the modality of its image series (CT, CR, DX, ...; the first by name if they differ)
+    modality: str = ""
 
     @property
     def report_summary(self) -> str:
@@ -104,6 +106,11 @@ def _has_prediction() -> ColumnElement[bool]:
     return exists().where(Prediction.study_id == Study.id).correlate(Study)
 
 
+def _modality() -> Any:
+    return (select(func.min(Series.modality)).where(Series.study_id == Study.id)
+            .correlate(Study).scalar_subquery())
+
+
 def _reader_statuses() -> Any:
     item = User.username + literal("=") + Assignment.status
     return (
@@ -139,6 +146,7 @@ def _filters(
     reader_id: int | None,
     region: str | None = None,
     min_grade: int | None = None,
+    modality: str | None = None,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     text = search.strip()
@@ -168,6 +176,10 @@ def _filters(
         if region not in REGIONS:
             raise InputError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
         conditions.append(Study.region == region)
+    if modality is not None:  # a study with an image series of that modality (CT, CR, DX...)
+        conditions.append(exists().where(Series.study_id == Study.id,
+                                         Series.modality == modality.strip().upper())
+                          .correlate(Study))
     if min_grade is not None:  # any reader's or the dataset's Genant grade
         conditions.append(exists().where(LevelGrade.study_id == Study.id, LevelGrade.grade >= int(min_grade))
                           .correlate(Study))
@@ -186,6 +198,7 @@ def list_cases(
     reader_id: int | None = None,
     region: str | None = None,
     min_grade: int | None = None,
+    modality: str | None = None,
     sort: str = "imported_at",
     descending: bool = True,
     page: int = 0,
@@ -196,7 +209,8 @@ def list_cases(
     ``search`` matches part of the StudyInstanceUID, patient id or description, ignoring case
     (``%`` and ``_`` are literal). ``has_disputes`` means open disputes. ``reader_id`` keeps the
     studies assigned to that reader. ``region``: cervical, thoracolumbar or whole; ``min_grade``:
-    studies where some reader (or the dataset) gave a Genant grade of at least that. Rows with
+    studies where some reader (or the dataset) gave a Genant grade of at least that; ``modality``:
+    studies with an image series of that DICOM modality (CT, CR, DX...). Rows with
     equal sort keys are ordered by id, so pages never
     overlap.
 
@@ -208,7 +222,7 @@ def list_cases(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InputError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
     conditions = _filters(search, dataset, status, has_mask, has_disputes, has_predictions,
-                          reader_id, region, min_grade)
+                          reader_id, region, min_grade, modality)
     sort_col = _sort_column(sort)
 
     def ordered(key: Any, id_col: Any) -> list[Any]:
@@ -232,6 +246,7 @@ def list_cases(
             _reader_statuses().label("readers"),
             _open_disputes().label("open_disputes"),
             _has_prediction().label("has_prediction"),
+            _modality().label("modality"),
         )
         .select_from(picked)
         .join(Study, Study.id == picked.c.id)
@@ -250,7 +265,7 @@ def list_cases(
 def count_cases(session: Session, **filters: Any) -> int:
     """How many studies match the filters of :func:`list_cases` (same keyword names)."""
     allowed = {"search", "dataset", "status", "has_mask", "has_disputes", "has_predictions",
-               "reader_id", "region", "min_grade"}
+               "reader_id", "region", "min_grade", "modality"}
     unknown = set(filters) - allowed
     if unknown:
         raise InputError(f"unknown case filter(s) {sorted(unknown)}; use {sorted(allowed)}")
@@ -283,12 +298,18 @@ def _row(r: Any) -> CaseRow:
         readers=dict(sorted(readers.items())),
         open_disputes=int(r.open_disputes or 0),
         has_prediction=bool(r.has_prediction),
+        modality=r.modality or "",
     )
 
 
 def dataset_names(session: Session) -> list[str]:
     """The dataset names present in the catalogue, sorted."""
     return sorted(session.scalars(select(Study.dataset).distinct()))
+
+
+def modality_names(session: Session) -> list[str]:
+    """The modalities of the imported image series (CT, CR, DX...), sorted."""
+    return sorted(m for m in session.scalars(select(Series.modality).distinct()) if m)
 
 
 def study_ids(session: Session) -> list[int]:

@@ -1,7 +1,10 @@
 """Label and box CSVs: RSNA's train.csv / train_bounding_boxes.csv, report texts, readers' work.
 
-Each file is read row by row; a bad row is refused with a message naming the file, the line and
-what is wrong, and the other rows are imported. Re-importing a file adds nothing twice.
+Each file is read whole and imported in the caller's one transaction; a bad row is refused with a
+message naming the file, the line and what is wrong, and the other rows are imported.
+Re-importing a file adds nothing twice, and two imports of one file at once leave one copy: rows
+are written with ``INSERT … ON CONFLICT`` on a unique key (:mod:`db.import_keys`), never a check
+followed by an insert. Box files go in bulk (:mod:`db.csv_boxes`); the others row by row.
 
 Readers' box CSVs may carry two optional columns (``spine export readers`` writes them):
 
@@ -9,8 +12,9 @@ Readers' box CSVs may carry two optional columns (``spine export readers`` write
 * ``key``: 1 (or empty) for a key box the reader drew, 0 for a box interpolated between two key
   boxes of its fracture.
 
-Key rows are stored; after the file, each fracture (rows of one reader, study and fracture id) is
-interpolated by the rule of :mod:`spine_core.interpolation` (``db.box_events.refresh_fracture``).
+Key rows are stored; after the file, each fracture (rows of one reader, study and fracture id) that
+got a new key is interpolated by the rule of :mod:`spine_core.interpolation` (in bulk for a
+fracture new to the database, by ``db.box_events.refresh_fracture`` for one that had boxes).
 Key=0 rows are never stored — the boxes between key rows are always made from the keys — but each
 is checked against the rule: a key=0 row that is not between two key rows of its fracture, or whose
 box differs from the interpolated one by more than :data:`INTERPOLATION_TOLERANCE_PX`, is reported
@@ -21,6 +25,7 @@ same slice the later line wins; the earlier is refused with a message naming the
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +36,8 @@ from sqlalchemy.orm import Session
 
 from db import models as m
 from db.audit import record
+from db.import_keys import insert_for
 from spine_core.adjudication import LevelCall
-from spine_core.boxes import Box
-from spine_core.consensus import validate_box
 from spine_core.csv_safe import restore
 from spine_core.errors import InputError, SpineError
 from spine_core.labels import CERVICAL, level_id, level_name
@@ -115,7 +119,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 
 class _Studies:
-    """Cache of study id, series shape and instance numbers by StudyInstanceUID."""
+    """Cache of study and first series by StudyInstanceUID."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -150,39 +154,30 @@ def _number(value: str, column: str) -> float:
     return number
 
 
-def _slice_index(series: m.Series, slice_number: str) -> int:
-    value = _number(slice_number, "slice_number")
-    if value != int(value):
-        raise InputError(f"slice_number must be an integer, got '{slice_number[:40]}'")
-    number = int(value)
-    numbers = [int(n) for n in series.instance_numbers]
-    if number not in numbers:
-        raise InputError(
-            f"slice_number {number} does not exist in this study "
-            f"(instance numbers {min(numbers)}–{max(numbers)})" if numbers else
-            f"slice_number {number}: the series has no instance numbers"
-        )
-    return numbers.index(number)
-
-
 def dataset_user(session: Session) -> m.User:
-    """The inactive system account owning dataset reference boxes (created on first use)."""
-    user = session.scalars(select(m.User).where(m.User.username == DATASET_USER)).first()
-    if user is None:
-        user = m.User(username=DATASET_USER, display_name="Dataset reference", role=Role.viewer.value,
-                      active=False, password_hash="!")
-        session.add(user)
-        session.flush()
-    return user
+    """The inactive system account owning dataset reference boxes (created on first use; two
+    imports creating it at once make one)."""
+    session.execute(insert_for(session, m.User.__table__).values(
+        username=DATASET_USER, display_name="Dataset reference", role=Role.viewer.value,
+        active=False, password_hash="!", is_chair=False, created_at=dt.datetime.now(dt.UTC),
+        version=1,
+    ).on_conflict_do_nothing(index_elements=["username"]))
+    return session.scalars(select(m.User).where(m.User.username == DATASET_USER)).one()
 
 
 def import_csv(session: Session, path: Path, actor: str, kind: str | None = None) -> CsvOutcome:
-    """Import one CSV in the caller's transaction (a savepoint per row keeps good rows)."""
+    """Import one CSV in the caller's transaction (box files in bulk, others with a savepoint per
+    row that keeps the good rows)."""
     kind = kind or detect_csv_kind(path)
     outcome = CsvOutcome(path, kind)
+    if kind in ("reader_boxes", "rsna_boxes"):
+        from db.csv_boxes import import_box_rows
+
+        outcome.imported, outcome.unchanged, outcome.problems = import_box_rows(
+            session, path.name, list(_rows(path)), actor, readers=kind == "reader_boxes")
+        return outcome
     studies = _Studies(session)
     handler = _HANDLERS[kind]
-    fractures = _Fractures(_later_keys(path)) if kind == "reader_boxes" else None
     for line, row in _rows(path):
         uid = row.get("StudyInstanceUID", "")
         where = f"{path.name} line {line}"
@@ -192,11 +187,7 @@ def import_csv(session: Session, path: Path, actor: str, kind: str | None = None
             continue
         try:
             with session.begin_nested():
-                if fractures is not None:
-                    changed = _reader_box(session, found, row, actor, fractures=fractures, line=line,
-                                          where=where)
-                else:
-                    changed = handler(session, found, row, actor)
+                changed = handler(session, found, row, actor)
         except SpineError as exc:
             outcome.problems.append(f"{where}: {exc}")
             continue
@@ -204,9 +195,20 @@ def import_csv(session: Session, path: Path, actor: str, kind: str | None = None
             outcome.imported += 1
         else:
             outcome.unchanged += 1
-    if fractures is not None:
-        fractures.finish(session, actor, outcome)
     return outcome
+
+
+def _report(session: Session, study: m.Study, source: str, **values: object) -> m.Report | None:
+    """The study's report to change, locked; None when this call created it with ``values``
+    (an upsert: two imports at once make one report)."""
+    made = session.execute(insert_for(session, m.Report.__table__).values(
+        study_id=study.id, created_by=values.pop("created_by"), source=source,
+        created_at=dt.datetime.now(dt.UTC), version=1, **values,
+    ).on_conflict_do_nothing(index_elements=["study_id"]).returning(m.Report.__table__.c.id)).first()
+    if made is not None:
+        return None
+    return session.scalars(select(m.Report).where(m.Report.study_id == study.id)
+                           .with_for_update().execution_options(populate_existing=True)).one()
 
 
 def _rsna_labels(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
@@ -217,80 +219,38 @@ def _rsna_labels(session: Session, found: tuple[m.Study, m.Series | None], row: 
         raise InputError(
             f"patient_overall={int(overall)} contradicts C1–C7 ({''.join(str(int(v)) for v in labels.values())})"
         )
-    report = session.scalars(select(m.Report).where(m.Report.study_id == study.id)).first()
+    after = {"labels": labels, "patient_overall": overall}
+    report = _report(session, study, "train.csv", created_by=actor, text="", labels=labels,
+                     patient_overall=overall)
     if report is None:
-        report = m.Report(study_id=study.id, created_by=actor, source="train.csv")
-        session.add(report)
-    elif report.labels == labels and report.patient_overall == overall:
+        record(session, actor, "report.labels", "study", study.study_uid,
+               {"labels": {}, "patient_overall": None}, after)
+        return True
+    if report.labels == labels and report.patient_overall == overall:
         return False
     before = {"labels": dict(report.labels or {}), "patient_overall": report.patient_overall}
     report.labels = labels
     report.patient_overall = overall
     session.flush()
-    record(session, actor, "report.labels", "study", study.study_uid, before,
-           {"labels": labels, "patient_overall": overall})
+    record(session, actor, "report.labels", "study", study.study_uid, before, after)
     return True
 
 
 def _report_text(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
     study, _ = found
-    report = session.scalars(select(m.Report).where(m.Report.study_id == study.id)).first()
+    report = _report(session, study, "reports.csv", created_by=actor, text=row["text"], labels={},
+                     patient_overall=None)
     if report is None:
-        report = m.Report(study_id=study.id, created_by=actor, source="reports.csv", labels={})
-        session.add(report)
-    elif report.text == row["text"]:
+        record(session, actor, "report.text", "study", study.study_uid, {"text": ""},
+               {"text": row["text"]})
+        return True
+    if report.text == row["text"]:
         return False
     before = {"text": report.text}
     report.text = row["text"]
     session.flush()
     record(session, actor, "report.text", "study", study.study_uid, before, {"text": row["text"]})
     return True
-
-
-def _box_from_row(series: m.Series, row: dict[str, str]) -> tuple[Box, int]:
-    slice_index = _slice_index(series, row["slice_number"])
-    box = Box(x=_number(row["x"], "x"), y=_number(row["y"], "y"),
-                  width=_number(row["width"], "width"), height=_number(row["height"], "height"),
-                  slice_index=slice_index)
-    n, rows, cols = (int(v) for v in series.shape)
-    validate_box(box, rows=rows, cols=cols, n_slices=n)
-    return box, int(series.instance_numbers[slice_index])
-
-
-def _add_box(session: Session, study: m.Study, series: m.Series, reader: m.User, box: Box,
-             instance: int, level: str | None, note: str, source: str, actor: str,
-             fracture: str | None = None) -> bool:
-    same = select(m.Box.id).where(
-        m.Box.study_id == study.id, m.Box.reader_id == reader.id,
-        m.Box.slice_index == box.slice_index, m.Box.x == box.x, m.Box.y == box.y,
-        m.Box.width == box.width, m.Box.height == box.height, m.Box.deleted_at.is_(None),
-    )
-    if fracture is not None:  # the same key box of the same fracture
-        same = same.where(m.Box.fracture == fracture, m.Box.is_key.is_(True))
-    if session.scalars(same).first() is not None:
-        return False
-    row = m.Box(study_id=study.id, series_id=series.id, reader_id=reader.id,
-                slice_index=box.slice_index, instance_number=instance, x=box.x, y=box.y,
-                width=box.width, height=box.height, level=level, level_from_mask=level is None,
-                note=note, source=source, fracture=fracture, is_key=True)
-    session.add(row)
-    session.flush()
-    after: dict[str, object] = {
-        "study": study.study_uid, "reader": reader.username, "slice_number": instance,
-        "x": box.x, "y": box.y, "width": box.width, "height": box.height, "level": level}
-    if fracture is not None:
-        after["fracture"] = fracture
-    record(session, actor, "box.import", "box", str(row.id), None, after)
-    return True
-
-
-def _rsna_box(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
-    study, series = found
-    if series is None:
-        raise InputError("the study has no image series")
-    box, instance = _box_from_row(series, row)
-    return _add_box(session, study, series, dataset_user(session), box, instance, None, "",
-                    "dataset", actor)
 
 
 def _reader(session: Session, username: str) -> m.User:
@@ -303,122 +263,32 @@ def _reader(session: Session, username: str) -> m.User:
 
 
 def _ensure_assigned(session: Session, study: m.Study, reader: m.User, actor: str) -> None:
-    exists = session.scalars(
-        select(m.Assignment).where(m.Assignment.study_id == study.id, m.Assignment.reader_id == reader.id)
-    ).first()
-    if exists is None:
-        session.add(m.Assignment(study_id=study.id, reader_id=reader.id, assigned_by=actor,
-                                 status=m.AssignmentStatus.submitted.value))
-        session.flush()
+    """An assignment of the study to the reader, submitted (an upsert on study and reader)."""
+    made = session.execute(insert_for(session, m.Assignment.__table__).values(
+        study_id=study.id, reader_id=reader.id, assigned_by=actor,
+        status=m.AssignmentStatus.submitted.value, assigned_at=dt.datetime.now(dt.UTC), version=1,
+    ).on_conflict_do_nothing(index_elements=["study_id", "reader_id"])
+        .returning(m.Assignment.__table__.c.id)).first()
+    if made is not None:
         record(session, actor, "assign", "study", study.study_uid, None,
                {"reader": reader.username, "via": "import"})
 
 
-@dataclass
-class _Fractures:
-    """The fracture work of one readers' box CSV, finished after its rows (:func:`import_csv`).
+def _reader_box(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str],
+                actor: str) -> bool:
+    """One reader's box (a DICOM SR's, say) as a row of a readers' CSV; True when it was added.
 
-    ``later``: line of a key row -> the later line of a key row of the same fracture on the same
-    slice (that one wins); ``groups``: (study id, reader id, fracture) to interpolate; ``checks``:
-    key=0 rows (where, group, box, slice_number) to compare with the interpolated boxes.
+    Raises:
+        InputError: what is wrong with the row.
     """
+    from db.csv_boxes import import_box_rows
 
-    later: dict[int, int]
-    groups: dict[tuple[int, int, str], str] = field(default_factory=dict)
-    checks: list[tuple[str, tuple[int, int, str], Box, int]] = field(default_factory=list)
-
-    def finish(self, session: Session, actor: str, outcome: CsvOutcome) -> None:
-        from db.box_events import refresh_fracture
-
-        for (study_id, reader_id, fracture), reader in self.groups.items():
-            try:
-                with session.begin_nested():
-                    refresh_fracture(session, study_id, reader_id, fracture, actor)
-            except SpineError as exc:
-                outcome.problems.append(
-                    f"{outcome.path.name}: fracture '{fracture}' of reader {reader} was not "
-                    f"interpolated: {exc}")
-        for where, (study_id, reader_id, fracture), box, number in self.checks:
-            made = session.scalars(select(m.Box).where(
-                m.Box.study_id == study_id, m.Box.reader_id == reader_id, m.Box.fracture == fracture,
-                m.Box.slice_index == box.slice_index, m.Box.is_key.is_(False),
-                m.Box.deleted_at.is_(None),
-            )).first()
-            if made is None:
-                outcome.problems.append(
-                    f"{where}: the key=0 row on slice_number {number} is not between two key rows of "
-                    f"fracture '{fracture}'; ignored (boxes between key rows are interpolated from them)")
-                continue
-            corners = (box.x, box.y, box.x2, box.y2)
-            expected = (made.x, made.y, made.x + made.width, made.y + made.height)
-            if max(abs(a - b) for a, b in zip(corners, expected)) > INTERPOLATION_TOLERANCE_PX:
-                outcome.problems.append(
-                    f"{where}: the key=0 row on slice_number {number} (x={box.x:g}, y={box.y:g}, "
-                    f"width={box.width:g}, height={box.height:g}) differs from the box interpolated "
-                    f"between the key rows of fracture '{fracture}' (x={made.x:.4g}, y={made.y:.4g}, "
-                    f"width={made.width:.4g}, height={made.height:.4g}); the interpolated box was kept")
-
-
-def _later_keys(path: Path) -> dict[int, int]:
-    """Line of each key row that a later key row of the same reader, study, fracture and slice
-    replaces -> that later line (the last of them)."""
-    last: dict[tuple[str, str, str, int], int] = {}
-    later: dict[int, int] = {}
-    for line, row in _rows(path):
-        fracture = row.get("fracture", "")
-        if not fracture or row.get("key", "") not in ("", "1"):
-            continue
-        try:
-            number = int(float(row.get("slice_number", "")))
-        except ValueError:
-            continue
-        key = (row.get("StudyInstanceUID", ""), row.get("reader", ""), fracture, number)
-        if key in last:
-            later[last[key]] = line
-        last[key] = line
-    return {line: _last(later, line) for line in later}
-
-
-def _last(later: dict[int, int], line: int) -> int:
-    while line in later:
-        line = later[line]
-    return line
-
-
-def _reader_box(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str,
-                *, fractures: _Fractures | None = None, line: int = 0, where: str = "") -> bool:
-    study, series = found
-    if series is None:
-        raise InputError("the study has no image series")
-    reader = _reader(session, row["reader"])
-    fracture = row.get("fracture", "") or None
-    if fracture is not None and len(fracture) > 64:
-        raise InputError(f"fracture '{fracture[:20]}…' is longer than 64 characters")
-    key = _flag(row["key"], "key") if row.get("key", "") else True
-    box, instance = _box_from_row(series, row)
-    level = level_name(level_id(row["level"])) if row.get("level") else None
-    if not key:
-        if fracture is None:
-            raise InputError("key=0 marks a box interpolated between the key boxes of a fracture, so "
-                             "the row needs a fracture id (column fracture)")
-        if fractures is not None:
-            fractures.checks.append((where, (study.id, reader.id, fracture), box, instance))
-        return False
-    if fractures is not None and line in fractures.later:
-        raise InputError(
-            f"line {fractures.later[line]} is a later key row of fracture '{fracture}' on the same "
-            f"slice_number {instance}; the later row wins, this one was not imported")
-    _ensure_assigned(session, study, reader, actor)
-    added = _add_box(session, study, series, reader, box, instance, level, row.get("note", ""),
-                     "imported", actor, fracture)
-    if fracture is not None:
-        if fractures is not None:
-            fractures.groups.setdefault((study.id, reader.id, fracture), reader.username)
-        else:
-            from db.box_events import refresh_fracture
-
-            refresh_fracture(session, study.id, reader.id, fracture, actor, series=series)
-    return added
+    study, _ = found
+    added, _, problems = import_box_rows(
+        session, "", [(0, {**row, "StudyInstanceUID": study.study_uid})], actor, readers=True)
+    if problems:
+        raise InputError(problems[0].removeprefix(" line 0: "))
+    return added > 0
 
 
 def _reader_level(session: Session, found: tuple[m.Study, m.Series | None], row: dict[str, str], actor: str) -> bool:
@@ -431,20 +301,26 @@ def _reader_level(session: Session, found: tuple[m.Study, m.Series | None], row:
             f"call '{row['call']}' must be one of fractured, not_fractured, unsure (or 1 / 0)"
         )
     _ensure_assigned(session, study, reader, actor)
+    after = {"call": call, "reader": reader.username}
+    made = session.execute(insert_for(session, m.LevelLabel.__table__).values(
+        study_id=study.id, reader_id=reader.id, level=level, call=call,
+        updated_at=dt.datetime.now(dt.UTC), version=1,
+    ).on_conflict_do_nothing(index_elements=["study_id", "reader_id", "level"])
+        .returning(m.LevelLabel.__table__.c.id)).first()
+    if made is not None:
+        record(session, actor, "level.import", "level_label", f"{study.study_uid}:{level}", None, after)
+        return True
     existing = session.scalars(
         select(m.LevelLabel).where(m.LevelLabel.study_id == study.id,
                                    m.LevelLabel.reader_id == reader.id, m.LevelLabel.level == level)
-    ).first()
-    if existing is not None and existing.call == call:
+        .with_for_update().execution_options(populate_existing=True)
+    ).one()
+    if existing.call == call:
         return False
-    before = None if existing is None else {"call": existing.call}
-    if existing is None:
-        session.add(m.LevelLabel(study_id=study.id, reader_id=reader.id, level=level, call=call))
-    else:
-        existing.call = call
+    before = {"call": existing.call}
+    existing.call = call
     session.flush()
-    record(session, actor, "level.import", "level_label", f"{study.study_uid}:{level}", before,
-           {"call": call, "reader": reader.username})
+    record(session, actor, "level.import", "level_label", f"{study.study_uid}:{level}", before, after)
     return True
 
 
@@ -455,8 +331,6 @@ _CALL_ALIASES = {"1": "fractured", "0": "not_fractured", "?": "unsure", "fractur
 
 _HANDLERS = {
     "rsna_labels": _rsna_labels,
-    "rsna_boxes": _rsna_box,
-    "reader_boxes": _reader_box,
     "reader_levels": _reader_level,
     "reports": _report_text,
 }

@@ -9,7 +9,8 @@
   provenance).
 
 Every object keeps the study's Study Instance UID, Frame of Reference and patient; their own UIDs
-come from ``Settings.dicom_uid_root``. Files are written under a temporary name and renamed.
+come from ``Settings.dicom_uid_root``. Files are written under a temporary name and renamed, with
+names proven to lie inside ``OUT`` (:func:`spine_core.io.safe_paths.inside`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from db import models as m
 from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
 from spine_core.errors import InputError, MaskError, NotFound
+from spine_core.io.safe_paths import inside, output_folder
 
 
 def _workspace(settings: Settings | Workspace) -> Workspace:
@@ -76,7 +78,7 @@ def source_headers(series: m.Series) -> list[Dataset]:
 
 
 def _write(ds: Dataset, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = inside(output_folder(path.parent), path.name)
     tmp = path.with_name(f".tmp.{path.name}")
     ds.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, path)
@@ -140,10 +142,11 @@ def build_seg(ws: Workspace, study_uid: str, source: str = "final") -> Dataset:
 
 def export_seg(settings: Settings | Workspace, study_uid: str, out: Path, *, source: str = "final") -> Path:
     """Write the study's mask as ``OUT/<StudyInstanceUID>_seg[_prediction].dcm``."""
+    suffix = "" if source == "final" else "_prediction"
+    target = inside(Path(out), f"{study_uid}_seg{suffix}.dcm", what="StudyInstanceUID")
     ws = _workspace(settings)
     seg = build_seg(ws, study_uid, source)
-    suffix = "" if source == "final" else "_prediction"
-    return _write(seg, Path(out) / f"{study_uid}_seg{suffix}.dcm")
+    return _write(seg, target)
 
 
 # --- SR ------------------------------------------------------------------------------------------
@@ -230,11 +233,13 @@ def _file_part(name: str) -> str:
 
 def export_sr(settings: Settings | Workspace, study_uid: str, out: Path) -> list[Path]:
     """``OUT/<study>_sr_reader_<name>.dcm`` per reader and ``OUT/<study>_sr_final.dcm``."""
+    inside(Path(out), f"{study_uid}_sr_final.dcm", what="StudyInstanceUID")
     ws = _workspace(settings)
     paths = []
     for name, sr in build_srs(ws, study_uid):
         part = "final" if name == "final labels" else f"reader_{_file_part(name.removeprefix('reader '))}"
-        paths.append(_write(sr, Path(out) / f"{study_uid}_sr_{part}.dcm"))
+        paths.append(_write(sr, inside(Path(out), f"{study_uid}_sr_{part}.dcm",
+                                       what="StudyInstanceUID")))
     return paths
 
 
@@ -255,7 +260,15 @@ def push_study(settings: Settings | Workspace, study_uid: str, url: str | None =
     objects.extend((f"SR {name}", sr) for name, sr in build_srs(ws, study_uid))
     client = dw.make_client(config)
     lines = []
+    sent: list[str] = []
     for name, ds in objects:
-        dw.store(client, config, [ds], f"{name} of study {study_uid}")
+        try:
+            dw.store(client, config, [ds], f"{name} of study {study_uid}")
+        except dw.PacsError as exc:
+            if not sent:
+                raise
+            # say what the PACS holds already: pushing again stores those a second time
+            raise type(exc)(f"{exc}; already sent before this failure: {', '.join(sent)}") from exc
+        sent.append(name)
         lines.append(f"sent {name}: SOP Instance UID {ds.SOPInstanceUID} to {config.url}")
     return lines

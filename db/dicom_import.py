@@ -97,9 +97,11 @@ def import_seg(settings: Settings | Workspace, path: Path, *, actor: str = "cli"
         from db.studies import open_image
 
         image = open_image(ws, series)
-        store = ws.settings.data_dir / "masks"
-        store.mkdir(parents=True, exist_ok=True)
-        target = store / f"{series.series_uid}.seg.{reading.seg_series_uid}.nii.gz"
+        from spine_core.io.safe_paths import inside, output_folder
+
+        target = inside(output_folder(ws.settings.data_dir / "masks"),
+                        f"{series.series_uid}.seg.{reading.seg_series_uid}.nii.gz",
+                        what="SEG SeriesInstanceUID")
         # the content's hash (a gzip file's bytes change with its time stamp)
         fingerprint = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
         existing = session.scalars(select(m.Mask).where(m.Mask.series_id == series.id,

@@ -6,6 +6,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db import models as m
+from spine_core import adjudication as adj
 from spine_core.errors import InputError
 
 LIST_COLUMNS = ("dispute", "StudyInstanceUID", "level", "kind", "status", "round", "priority",
@@ -37,7 +38,9 @@ def dispute_rows(session: Session, status: str = "open") -> list[dict[str, str]]
         ).first()
         verdict = policy = ""
         if decision is not None:
-            verdict = ("cannot_tell" if decision.fractured is None
+            verdict = (adj.grade_choice(decision.grade, decision.morphology)
+                       if decision.grade is not None
+                       else "cannot_tell" if decision.fractured is None
                        else "fractured" if decision.fractured else "not_fractured")
             policy = decision.policy
         rows.append({

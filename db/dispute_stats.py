@@ -33,11 +33,14 @@ class CountRow:
     count: int
 
 
-def dispute_counts(session: Session) -> list[CountRow]:
-    """Number of disputes per (level, kind, status), levels head to feet."""
+def dispute_counts(session: Session, *, since: dt.datetime | None = None) -> list[CountRow]:
+    """Number of disputes per (level, kind, status), levels head to feet; ``since``: only
+    disputes opened then or later."""
+    stmt = select(m.Dispute.level, m.Dispute.kind, m.Dispute.status, func.count())
+    if since is not None:
+        stmt = stmt.where(m.Dispute.opened_at >= since)
     rows = session.execute(
-        select(m.Dispute.level, m.Dispute.kind, m.Dispute.status, func.count())
-        .group_by(m.Dispute.level, m.Dispute.kind, m.Dispute.status)
+        stmt.group_by(m.Dispute.level, m.Dispute.kind, m.Dispute.status)
     ).all()
     out = [CountRow(level, kind, status, int(n)) for level, kind, status, n in rows]
     return sorted(out, key=lambda r: (craniocaudal_key(r.level), r.kind, r.status))
@@ -68,12 +71,13 @@ def _round_start(dispute: m.Dispute, round_: int) -> dt.datetime:
     return dispute.opened_at
 
 
-def decision_times(session: Session) -> list[DecisionTime]:
-    """One entry per decision (superseded ones included), oldest decision first."""
-    rows = session.execute(
-        select(m.Dispute, m.Decision).join(m.Decision, m.Decision.dispute_id == m.Dispute.id)
-        .order_by(m.Decision.decided_at, m.Decision.id)
-    ).all()
+def decision_times(session: Session, *, since: dt.datetime | None = None) -> list[DecisionTime]:
+    """One entry per decision (superseded ones included), oldest decision first; ``since``: only
+    decisions made then or later."""
+    stmt = select(m.Dispute, m.Decision).join(m.Decision, m.Decision.dispute_id == m.Dispute.id)
+    if since is not None:
+        stmt = stmt.where(m.Decision.decided_at >= since)
+    rows = session.execute(stmt.order_by(m.Decision.decided_at, m.Decision.id)).all()
     return [
         DecisionTime(d.id, d.level, d.kind, x.round, x.policy, x.superseded,
                      _round_start(d, x.round), x.decided_at)
@@ -106,24 +110,52 @@ def _period_start(day: dt.date, period: str) -> dt.date:
     raise InputError(f"unknown period {period!r}; use day, week or month")
 
 
-def agreement_over_time(session: Session, *, period: str = "week") -> list[AgreementPoint]:
-    """Percent agreement and Krippendorff's alpha of the submitted readers, per period.
+@dataclass(frozen=True)
+class MultiReaderStudy:
+    """A study read by at least two readers: who submitted it and when the last one did."""
 
-    A study counts in the period of its last submission once at least two readers submitted it.
+    study_id: int
+    readers: tuple[str, ...]
+    finished_at: dt.datetime
+
+
+def studies_read_by_two(session: Session) -> dict[int, MultiReaderStudy]:
+    """THE definition of "studies read by at least two readers", for every page that counts
+    them (the dispute dashboard, the Agreement page): studies that two or more readers submitted.
+
+    ``finished_at``: the last submission, or, for readers' work imported as submitted (no
+    submission time), the last assignment time.
     """
-    _period_start(dt.date.today(), period)  # refuse a bad period before querying
-    submitted = session.execute(
-        select(m.Assignment.study_id, m.User.username, m.Assignment.submitted_at)
+    rows = session.execute(
+        select(m.Assignment.study_id, m.User.username, m.Assignment.submitted_at,
+               m.Assignment.assigned_at)
         .join(m.User, m.User.id == m.Assignment.reader_id)
         .where(m.Assignment.status == m.AssignmentStatus.submitted.value)
     ).all()
     readers: dict[int, list[str]] = defaultdict(list)
     finished: dict[int, dt.datetime] = {}
-    for study_id, username, at in submitted:
+    for study_id, username, submitted_at, assigned_at in rows:
         readers[study_id].append(username)
+        at = submitted_at or assigned_at
         if at is not None and (study_id not in finished or at > finished[study_id]):
             finished[study_id] = at
-    studies = [sid for sid, names in readers.items() if len(names) >= 2 and sid in finished]
+    return {sid: MultiReaderStudy(sid, tuple(sorted(names)), finished[sid])
+            for sid, names in sorted(readers.items()) if len(names) >= 2 and sid in finished}
+
+
+def agreement_over_time(session: Session, *, period: str = "week",
+                        since: dt.datetime | None = None) -> list[AgreementPoint]:
+    """Percent agreement and Krippendorff's alpha of the submitted readers, per period.
+
+    The studies are :func:`studies_read_by_two`; each counts in the period of its last
+    submission. ``since``: only studies finished then or later.
+    """
+    _period_start(dt.date.today(), period)  # refuse a bad period before querying
+    chosen = {sid: s for sid, s in studies_read_by_two(session).items()
+              if since is None or s.finished_at >= since}
+    readers = {sid: list(s.readers) for sid, s in chosen.items()}
+    finished = {sid: s.finished_at for sid, s in chosen.items()}
+    studies = list(chosen)
     if not studies:
         return []
     explicit: dict[int, dict[str, dict[str, str]]] = defaultdict(dict)

@@ -87,6 +87,8 @@ from spine_core.config import Settings
 from spine_core.errors import NotFound, VoteRejected
 from spine_core.roles import Permission
 
+#: Radiographs: a reader's vertebra labels shifted by one level (``db.film_disputes``).
+LABELLING_KIND = adj.DisputeKind.labelling.value
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -301,7 +303,8 @@ def decisions_in_force(session: Session, study_id: int) -> dict[str, tuple[m.Dis
     rows = session.execute(
         select(m.Dispute, m.Decision).join(m.Decision, m.Decision.dispute_id == m.Dispute.id)
         .where(m.Dispute.study_id == study_id, m.Dispute.status == DECIDED,
-               m.Dispute.kind.not_in(sorted(GRADE_KINDS)), m.Decision.superseded.is_(False))
+               m.Dispute.kind.not_in(sorted(GRADE_KINDS | {LABELLING_KIND})),
+               m.Decision.superseded.is_(False))
         .order_by(m.Decision.decided_at, m.Decision.id)
     ).all()
     out: dict[str, tuple[m.Dispute, m.Decision]] = {}
@@ -413,7 +416,14 @@ def refresh_disputes(session: Session, study_id: int, settings: Settings, *,
     _sync_model_disputes(session, inputs, settings, final, actor, result)
     _write_final(session, inputs.study, final, ids, actor)
     result.final_labels = dict(final)
-    if inputs.study.call_scheme == "genant" or any(
+    from db.film_reading import is_film_study
+
+    film = is_film_study(session, inputs.study.id)
+    if film:  # radiographs: a shifted vertebra labelling (first: the films' grades follow it)
+        from db.film_disputes import sync_labelling_dispute
+
+        sync_labelling_dispute(session, inputs.study, actor, result)
+    if film or inputs.study.call_scheme == "genant" or any(
             d.kind in GRADE_KINDS for d in _disputes_of(session, inputs.study.id)):
         from db import grade_disputes
 
@@ -497,6 +507,9 @@ def _refuse_grade_dispute(dispute: m.Dispute) -> None:
     if dispute.kind in GRADE_KINDS:
         raise VoteRejected(f"the dispute on {dispute.level} is about its Genant grade: decide it "
                            "with grade votes (db.grade_disputes)")
+    if dispute.kind == LABELLING_KIND:
+        raise VoteRejected("this dispute is about the vertebra labels of a film: decide it by "
+                           "choosing the reader whose labelling is right")
 
 
 def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str | adj.VoteChoice,
@@ -516,6 +529,8 @@ def cast_vote(session: Session, actor: ActorLike, dispute_id: int, choice: str |
     user = load_actor(session, actor)
     check_permission(user, Permission.vote)
     dispute = _lock_dispute(session, dispute_id)
+    if dispute.kind == LABELLING_KIND:
+        _refuse_grade_dispute(dispute)
     state = dispute_state(session, dispute)
     checked = adj.validate_vote(
         state, adj.Vote(user.username, adj.parse_choice(choice), rationale or ""),

@@ -11,6 +11,9 @@
 * ``decisions``: the adjudication record (disputes, votes, decisions).
 
 Files are written to a temporary name and renamed, so an interrupted export leaves no half file.
+Every file name goes through :func:`spine_core.io.safe_paths.inside`: a StudyInstanceUID stored
+as ``../../PWNED`` (never accepted at import, but a database is not proof) is refused with one line
+instead of naming a file outside ``OUT``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from spine_core.config import Settings
 from spine_core.consensus import UnionBox, union_boxes
 from spine_core.csv_safe import safe_row
 from spine_core.errors import InputError, NotFound
+from spine_core.io.safe_paths import inside, output_folder
 from spine_core.labels import CERVICAL
 
 RSNA_LABEL_COLUMNS = ("StudyInstanceUID", "patient_overall", *CERVICAL)
@@ -59,9 +63,9 @@ def format_number(value: float) -> str:
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    """Write a CSV atomically (temp file + rename); formula-like text cells are neutralised
-    (:mod:`spine_core.csv_safe`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a CSV atomically (temp file + rename) at ``path`` (checked to lie in its folder);
+    formula-like text cells are neutralised (:mod:`spine_core.csv_safe`)."""
+    path = inside(output_folder(path.parent), path.name)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -209,8 +213,8 @@ def export_rsna(settings: Settings | Workspace, out: Path, *,
                 box_rows.append([study.study_uid, format_number(box.x), format_number(box.y),
                                  format_number(box.width), format_number(box.height), number])
     paths = [
-        write_csv(out / "train.csv", RSNA_LABEL_COLUMNS, label_rows),
-        write_csv(out / "train_bounding_boxes.csv", RSNA_BOX_COLUMNS, box_rows),
+        write_csv(inside(out, "train.csv"), RSNA_LABEL_COLUMNS, label_rows),
+        write_csv(inside(out, "train_bounding_boxes.csv"), RSNA_BOX_COLUMNS, box_rows),
     ]
     return RsnaExport(paths, tuple(undecided), include_undecided)
 
@@ -226,8 +230,11 @@ def export_readers(settings: Settings | Workspace, out: Path) -> list[Path]:
       (``opened_at`` and ``submitted_at`` in ISO 8601 UTC, ``active_s`` seconds of active reading);
     * ``readers_grades.csv``: the Genant grades, each with the mask's level and the reader's own
       name for it (the reader's renumbering applied);
-    * ``readers_relabel.csv``: each reader's renumbering (mask level -> reader's level).
+    * ``readers_relabel.csv``: each reader's renumbering (mask level -> reader's level);
+    * ``readers_film_vertebrae.csv``: each reader's vertebra boxes on radiographs with their
+      label, Genant grade and reference mark (:mod:`db.film_export`).
     """
+    from db.film_export import FILM_VERTEBRA_COLUMNS, film_vertebra_rows
     from db.reading_time import reading_time_rows
 
     ws = _workspace(settings)
@@ -259,12 +266,14 @@ def export_readers(settings: Settings | Workspace, out: Path) -> list[Path]:
             for r in reading_time_rows(session)
         ]
         grade_rows, relabel_rows = _reader_grade_rows(session)
+        film_rows = film_vertebra_rows(session)
     return [
-        write_csv(out / "readers_boxes.csv", READER_BOX_COLUMNS, box_rows),
-        write_csv(out / "readers_levels.csv", READER_LEVEL_COLUMNS, level_rows),
-        write_csv(out / "readers_studies.csv", READER_STUDY_COLUMNS, study_rows),
-        write_csv(out / "readers_grades.csv", READER_GRADE_COLUMNS, grade_rows),
-        write_csv(out / "readers_relabel.csv", READER_RELABEL_COLUMNS, relabel_rows),
+        write_csv(inside(out, "readers_boxes.csv"), READER_BOX_COLUMNS, box_rows),
+        write_csv(inside(out, "readers_levels.csv"), READER_LEVEL_COLUMNS, level_rows),
+        write_csv(inside(out, "readers_studies.csv"), READER_STUDY_COLUMNS, study_rows),
+        write_csv(inside(out, "readers_grades.csv"), READER_GRADE_COLUMNS, grade_rows),
+        write_csv(inside(out, "readers_relabel.csv"), READER_RELABEL_COLUMNS, relabel_rows),
+        write_csv(inside(out, "readers_film_vertebrae.csv"), FILM_VERTEBRA_COLUMNS, film_rows),
     ]
 
 
@@ -337,7 +346,7 @@ def export_decisions(settings: Settings | Workspace, out: Path) -> list[Path]:
                 rows.append([uid, dispute.level, dispute.kind,
                              "superseded" if d.superseded else dispute.status, d.round, outcome,
                              d.policy, d.reason, d.decided_by, d.decided_at.isoformat(), vote_text])
-    return [write_csv(out / "decisions.csv", header, rows)]
+    return [write_csv(inside(out, "decisions.csv"), header, rows)]
 
 
 def _study(session: Session, study_uid: str) -> m.Study:
@@ -362,21 +371,23 @@ def export_nifti(settings: Settings | Workspace, study_uid: str, out: Path) -> l
         ).first()
         if series is None:
             raise NotFound(f"study {study_uid} has no image series; re-import it")
+        image_path = inside(out, f"{study.study_uid}_image.nii.gz", what="StudyInstanceUID")
+        mask_path = inside(out, f"{study.study_uid}_mask.nii.gz", what="StudyInstanceUID")
         image = open_image(ws, series)
         mask = open_mask(ws, series, image)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     paths: list[Path] = []
     data, affine = image.to_nifti_arrays()
     img = nib.Nifti1Image(np.asarray(data), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    paths.append(_save_nifti(img, out / f"{study_uid}_image.nii.gz"))
+    paths.append(_save_nifti(img, image_path))
     if mask is not None:
         mdata, maffine = image.with_array(mask.array).to_nifti_arrays()
         mimg = nib.Nifti1Image(np.asarray(mdata, dtype=np.uint8), maffine)
         mimg.set_qform(maffine, code=1)
         mimg.set_sform(maffine, code=1)
-        paths.append(_save_nifti(mimg, out / f"{study_uid}_mask.nii.gz"))
+        paths.append(_save_nifti(mimg, mask_path))
     return paths
 
 
@@ -390,17 +401,24 @@ def _save_nifti(img: object, path: Path) -> Path:
 
 
 def export_coco(settings: Settings | Workspace, out: Path) -> list[Path]:
-    """COCO detection JSON + bone-window PNGs of every axial slice carrying a final box."""
+    """COCO detection JSON + bone-window PNGs of every axial slice carrying a final box; films
+    (radiographs) go to ``film_annotations.json`` with per-vertebra categories and masks
+    (:func:`db.film_export.export_film_coco`)."""
     from PIL import Image
 
+    from db.film_export import export_film_coco, film_studies
     from db.studies import open_image
     from spine_core.render import apply_window
 
     ws = _workspace(settings)
     images: list[dict[str, object]] = []
     annotations: list[dict[str, object]] = []
+    films = export_film_coco(ws, out)
     with ws.sessions() as session:
+        film_ids = {s.id for s in film_studies(session)}
         for study in session.scalars(select(m.Study).order_by(m.Study.study_uid)):
+            if study.id in film_ids:
+                continue
             boxes = final_boxes(session, study.id, ws.settings.union_min_iou)
             if not boxes:
                 continue
@@ -409,6 +427,7 @@ def export_coco(settings: Settings | Workspace, out: Path) -> list[Path]:
             ).first()
             if series is None:
                 continue
+            folder = inside(out, "images", study.study_uid, what="StudyInstanceUID")
             volume = open_image(ws, series)
             by_slice: dict[int, list[Box | UnionBox]] = defaultdict(list)
             numbers: dict[int, int] = {}
@@ -417,8 +436,7 @@ def export_coco(settings: Settings | Workspace, out: Path) -> list[Path]:
                 numbers[box.slice_index] = number
             for slice_index in sorted(by_slice):
                 name = f"{study.study_uid}/{numbers[slice_index]}.png"
-                target = out / "images" / name
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target = inside(output_folder(folder), f"{numbers[slice_index]}.png")
                 Image.fromarray(apply_window(volume.array[slice_index], 1800, 400)).save(target)
                 image_id = len(images) + 1
                 images.append({"id": image_id, "file_name": f"images/{name}",
@@ -431,6 +449,8 @@ def export_coco(settings: Settings | Workspace, out: Path) -> list[Path]:
                         "area": box.width * box.height, "iscrowd": 0,
                         "attributes": {"level": box.level},
                     })
+    if not images and films.paths:
+        return films.paths
     if not images:
         raise InputError("no study has fracture boxes yet, so there is nothing to export to COCO")
     doc = {
@@ -439,6 +459,6 @@ def export_coco(settings: Settings | Workspace, out: Path) -> list[Path]:
         "annotations": annotations,
         "categories": [{"id": 1, "name": "fracture", "supercategory": "spine"}],
     }
-    path = out / "annotations.json"
+    path = inside(output_folder(out), "annotations.json")
     _atomic_write(path, json.dumps(doc, indent=1).encode())
-    return [path]
+    return [path, *films.paths]

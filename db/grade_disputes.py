@@ -16,7 +16,8 @@ Only submitted readers count, and only the levels they graded (Genant readers gr
 explicitly). Grade disputes are always the committee's (quorum, majority, the chair on a tie),
 whatever ``Settings.adjudication_policy`` says for fracture calls: the dataset's grade is one side
 of the dispute, not the judge. :func:`db.disputes.refresh_disputes` keeps them up to date for
-studies read with Genant grades (``studies.call_scheme == 'genant'``); reopening goes through
+studies read with Genant grades (``studies.call_scheme == 'genant'``) and for films (the grades
+of the readers' vertebra boxes, :mod:`db.film_grades`); reopening goes through
 :func:`db.disputes.reopen` like any dispute.
 """
 
@@ -72,7 +73,14 @@ def _now() -> dt.datetime:
 
 
 def submitted_grades(session: Session, study_id: int) -> dict[str, dict[str, GradeCall]]:
-    """Grades of the readers who submitted the study: reader -> level -> (grade, morphology)."""
+    """Grades of the readers who submitted the study: reader -> level -> (grade, morphology); on
+    a film, the grades of their vertebra boxes (:func:`db.film_grades.film_grades`)."""
+    from db.film_reading import is_film_study
+
+    if is_film_study(session, study_id):
+        from db.film_grades import film_grades
+
+        return film_grades(session, study_id)
     rows = session.execute(
         select(m.User.username, m.LevelGrade.level, m.LevelGrade.grade, m.LevelGrade.morphology)
         .join(m.User, m.User.id == m.LevelGrade.reader_id)

@@ -8,27 +8,33 @@ Two passes, so the database only ever sees checked studies:
    import keeps what it finished and a re-run picks up the rest), then the dataset's CSVs.
 
 Re-importing adds nothing twice: studies and series are keyed by their UIDs, and a series whose
-source fingerprint is unchanged is skipped. A broken case is reported with its reason and skipped.
+source fingerprint is unchanged is skipped; rows are upserted on those keys, so two imports of one
+folder at once leave one copy. A broken case is reported with its reason and skipped.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from db import models as m
 from db.audit import record
+from db.db_errors import database_refusal
+from db.import_keys import insert_for
 from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
 from spine_core.errors import DatasetLayoutError, InputError, SpineError
 from spine_core.genant import scheme_for_dataset
+from spine_core.io.dicom_scan import SizeLimits
 from spine_core.io.genant_csv import FILE_NAME as GRADES_FILE
 from spine_core.io.genant_csv import read_grades, subject_key
 from spine_core.io.prepare import CaseFailure, PreparedCase, prepare_case
@@ -70,63 +76,76 @@ class ImportReport:
 
 
 def record_case(session: Session, prepared: PreparedCase, actor: str) -> bool:
-    """Write one prepared case; returns False when it was already there unchanged."""
+    """Write one prepared case; returns False when it was already there unchanged.
+
+    Study, series, mask and centroids are upserted on their unique keys (study and series UIDs,
+    one dataset mask per series, a centroid per level and source), and the study row is locked
+    before its series is compared: two imports of one study at once leave one copy, and the
+    second finds it unchanged.
+    """
     ps = prepared.series
-    study = session.scalars(select(m.Study).where(m.Study.study_uid == ps.study_uid)).first()
-    series = session.scalars(select(m.Series).where(m.Series.series_uid == ps.series_uid)).first()
-    if series is not None and series.fingerprint == ps.fingerprint:
+    if _unchanged(session, ps.series_uid, ps.fingerprint):
         return False
+    now = dt.datetime.now(dt.UTC)
     warnings = [*ps.warnings, *prepared.warnings, *(prepared.mask.warnings if prepared.mask else [])]
-    if study is None:
-        study = m.Study(study_uid=ps.study_uid, dataset=prepared.dataset,
-                        call_scheme=scheme_for_dataset(prepared.dataset),
-                        source_path=prepared.source_path, patient_id=ps.patient_id,
-                        description=ps.description, imported_by=actor)
-        session.add(study)
+    session.execute(insert_for(session, _table(m.Study)).values(
+        study_uid=ps.study_uid, dataset=prepared.dataset, call_scheme=scheme_for_dataset(prepared.dataset),
+        source_path=prepared.source_path, patient_id=ps.patient_id, description=ps.description,
+        imported_by=actor, imported_at=now, status=m.StudyStatus.new.value, n_slices=ps.shape[0],
+        has_mask=False, region="", warnings=[], version=1,
+    ).on_conflict_do_nothing(index_elements=["study_uid"]))
+    study = session.scalars(select(m.Study).where(m.Study.study_uid == ps.study_uid).with_for_update()
+                            .execution_options(populate_existing=True)).one()
+    if _unchanged(session, ps.series_uid, ps.fingerprint):  # another import wrote it meanwhile
+        return False
+    series = session.scalars(select(m.Series).where(m.Series.series_uid == ps.series_uid)).first()
     before = None if series is None else {"fingerprint": series.fingerprint}
     study.n_slices = ps.shape[0]
     study.has_mask = prepared.mask is not None
     study.region = region_of(prepared.mask.levels) if prepared.mask is not None else ""
     study.warnings = warnings
-    session.flush()
-    if series is None:
-        series = m.Series(study_id=study.id, series_uid=ps.series_uid)
-        session.add(series)
-    series.modality = ps.modality
-    series.source_format = ps.source_format
-    series.source_dir = ps.source_dir
-    series.files = ps.files
-    series.shape = list(ps.shape)
-    series.affine = ps.affine
-    series.instance_numbers = ps.instance_numbers
-    series.fingerprint = ps.fingerprint
-    series.warnings = ps.warnings
+    values = {"modality": ps.modality, "source_format": ps.source_format, "source_dir": ps.source_dir,
+              "files": ps.files, "shape": list(ps.shape), "affine": ps.affine,
+              "instance_numbers": ps.instance_numbers, "fingerprint": ps.fingerprint,
+              "warnings": ps.warnings}
+    series_table = _table(m.Series)
+    series_id = session.execute(insert_for(session, series_table).values(
+        study_id=study.id, series_uid=ps.series_uid, created_at=now, **values,
+    ).on_conflict_do_update(index_elements=["series_uid"], set_=values)
+        .returning(series_table.c.id)).scalar_one()
     session.flush()
     if prepared.mask is not None:
         pm = prepared.mask
-        mask = session.scalars(
-            select(m.Mask).where(m.Mask.series_id == series.id, m.Mask.source == "dataset")
-        ).first()
-        if mask is None:
-            mask = m.Mask(series_id=series.id, source="dataset")
-            session.add(mask)
-        mask.path, mask.vocabulary, mask.levels = pm.path, pm.vocabulary, pm.levels
-        mask.fingerprint, mask.warnings = pm.fingerprint, pm.warnings
-    for level, (x, y, z) in prepared.centroids.items():
-        row = session.scalars(
-            select(m.Centroid).where(m.Centroid.study_id == study.id, m.Centroid.level == level,
-                                     m.Centroid.source == "dataset")
-        ).first()
-        if row is None:
-            session.add(m.Centroid(study_id=study.id, level=level, x=x, y=y, z=z, source="dataset"))
-        else:
-            row.x, row.y, row.z = x, y, z
-    session.flush()
+        mask_values = {"path": pm.path, "vocabulary": pm.vocabulary, "levels": pm.levels,
+                       "fingerprint": pm.fingerprint, "warnings": pm.warnings}
+        masks = _table(m.Mask)
+        session.execute(insert_for(session, masks).values(
+            series_id=series_id, source="dataset", created_at=now, **mask_values,
+        ).on_conflict_do_update(index_elements=["series_id"],
+                                index_where=masks.c.source == "dataset", set_=mask_values))
+    if prepared.centroids:
+        centroids = _table(m.Centroid)
+        stmt = insert_for(session, centroids)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=["study_id", "level", "source"],
+            set_={"x": stmt.excluded.x, "y": stmt.excluded.y, "z": stmt.excluded.z},
+        ), [{"study_id": study.id, "level": level, "x": x, "y": y, "z": z, "source": "dataset"}
+            for level, (x, y, z) in prepared.centroids.items()])
     record(session, actor, "study.import" if before is None else "study.reimport", "study",
            study.study_uid, before,
            {"series": ps.series_uid, "slices": ps.shape[0], "mask": prepared.mask is not None,
-            "fingerprint": ps.fingerprint, "warnings": warnings})
+            "fingerprint": ps.fingerprint, "warnings": warnings,
+            **({"modality": ps.modality, "radiograph": ps.details} if ps.details else {})})
     return True
+
+
+def _unchanged(session: Session, series_uid: str, fingerprint: str) -> bool:
+    stored = session.scalars(select(m.Series.fingerprint).where(m.Series.series_uid == series_uid)).first()
+    return stored == fingerprint
+
+
+def _table(model: type[m.Base]) -> Table:
+    return model.__table__  # type: ignore[return-value]
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -165,11 +184,14 @@ def import_path(
 
     layout = detect_layout(root)
     report.dataset = layout.kind
-    cases = list(iter_cases(root))
+    layout_notes: list[str] = []
+    cases = list(iter_cases(root, warnings=layout_notes))
+    report.warnings.extend(layout_notes)
     if not cases:
         raise DatasetLayoutError(f"{root}: recognised as {layout.kind} but it holds no cases")
     workers = max(1, ws.settings.workers)
-    prepare = functools.partial(prepare_case, store_dir=ws.settings.data_dir / "masks")
+    prepare = functools.partial(prepare_case, store_dir=ws.settings.data_dir / "masks",
+                                limits=SizeLimits.from_settings(ws.settings))
     results: Iterator[PreparedCase | CaseFailure]
     if workers == 1 or len(cases) == 1:
         results = map(prepare, cases)
@@ -190,6 +212,10 @@ def import_path(
                     added = record_case(session, result, actor)
             except SpineError as exc:
                 report.problems.append(f"case {result.case_id}: {exc}")
+                continue
+            except (IntegrityError, DataError) as exc:  # one bad study never stops the others
+                report.problems.append(f"case {result.case_id}: "
+                                       f"{database_refusal(exc, 'this study')}")
                 continue
             case_studies[result.case_id] = result.series.study_uid
             if added:

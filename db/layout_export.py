@@ -48,7 +48,7 @@ from db.studies import open_image, open_mask
 from db.workspace import Workspace, open_workspace
 from spine_core.config import Settings
 from spine_core.csv_safe import safe_row
-from spine_core.io.safe_paths import safe_join
+from spine_core.io.safe_paths import output_folder, safe_join
 from spine_core.io.verse import Centroid, write_centroids
 from spine_core.labels import CTSPINE1K, LEVEL_IDS
 from spine_core.relabel import apply_relabel, relabel_name
@@ -77,7 +77,8 @@ def subject_of(study: m.Study) -> str:
     found = _SUBJECT.match(os.path.basename(study.description or ""))
     if study.dataset == "verse" and found:
         return f"sub-{found.group(1)}"
-    return "sub-" + re.sub(r"[^0-9]", "", study.study_uid)[-24:]
+    digits = re.sub(r"[^0-9]", "", study.study_uid)[-24:]
+    return f"sub-{digits}" if digits else f"sub-study{study.id}"
 
 
 def _direction(study: m.Study) -> str:
@@ -169,7 +170,7 @@ def export_layout(settings: Settings | Workspace, layout: str, out: Path) -> Lay
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
     ws = _workspace(settings)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     result = LayoutExport()
     grade_rows: list[tuple[str, int, int, str | None]] = []
     with ws.sessions() as session:

@@ -34,6 +34,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -196,6 +198,11 @@ class Mask(Base):
 
     series: Mapped[Series] = relationship(back_populates="masks")
 
+    # One dataset mask per series, whoever imports it first (imports upsert it).
+    __table_args__ = (Index("uq_masks_series_dataset", "series_id", unique=True,
+                            sqlite_where=text("source = 'dataset'"),
+                            postgresql_where=text("source = 'dataset'")),)
+
 
 class Centroid(Base):
     """A vertebra centroid in LPS mm (VerSe `_ctd.json`, or a model's output)."""
@@ -278,6 +285,13 @@ class Box(Base):
     fracture: Mapped[str | None] = mapped_column(String(64), default=None)
     # A box the reader drew (or imported with key=1); False: interpolated (source "interpolated").
     is_key: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Imported boxes only: the hash of the row they came from (db.import_keys); unique among live
+    # boxes, so racing imports add a row once. None for boxes drawn in the app.
+    import_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Radiographs (one box per vertebra, its label in ``level``): the reader's Genant grade 0-3
+    # (None: not graded), and whether this is the reference vertebra counted from (C2 / S1).
+    grade: Mapped[int | None] = mapped_column(Integer, default=None)
+    is_reference: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
@@ -286,6 +300,8 @@ class Box(Base):
     __table_args__ = (
         Index("ix_boxes_study_reader_slice", "study_id", "reader_id", "slice_index"),
         Index("ix_boxes_study_reader_fracture", "study_id", "reader_id", "fracture"),
+        Index("uq_boxes_import_key", "import_key", unique=True,
+              sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
     )
     __mapper_args__ = {"version_id_col": version}
 
@@ -503,3 +519,105 @@ class AuditEntry(Base):
     entity_id: Mapped[str] = mapped_column(String(128), default="")
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class SignInSession(Base):
+    """The server side of a ``spine_session`` cookie: the token's SHA-256 only, never the token."""
+
+    __tablename__ = "signin_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    idle_timeout_s: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class SignInTicket(Base):
+    """A one-time hand-off ticket: its hash, and the session token sealed with the ticket."""
+
+    __tablename__ = "signin_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_token: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class SignInFailure(Base):
+    """Failed sign-ins of one key (``user:NAME``, ``client:ADDRESS``...) in the current window."""
+
+    __tablename__ = "signin_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_failed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class PredictionJobRow(Base):
+    """A prediction batch (``kind='batch'``) or single-study run (``'study'``), shared by replicas.
+
+    At most one row per ``lock_key`` is ``running`` (a partial unique index); the worker beats
+    ``heartbeat_at`` while it runs, so a row whose worker died can be found and marked failed.
+    """
+
+    __tablename__ = "prediction_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    lock_key: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                                 default=None)
+    study_ids: Mapped[list[Any]] = mapped_column(default=list)
+    replace: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    predicted: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(256), default="")
+    problems: Mapped[list[Any]] = mapped_column(default=list)
+    model: Mapped[str] = mapped_column(String(200), default="")
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, default=None)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    worker: Mapped[str] = mapped_column(String(256), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    error_kind: Mapped[str] = mapped_column(String(16), default="")
+    stopped: Mapped[str] = mapped_column(Text, default="")
+    prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("predictions.id", ondelete="SET NULL"), default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    retry_of: Mapped[int | None] = mapped_column(
+        ForeignKey("prediction_jobs.id", ondelete="SET NULL"), default=None)
+
+    __table_args__ = (
+        Index("ix_prediction_jobs_lock_key_started_at", "lock_key", "started_at"),
+        Index("ux_prediction_jobs_running", "lock_key", unique=True,
+              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+    )
+
+
+class DemoCase(Base):
+    """One case of the demonstration's curated list (admins build it; ``db.demo_cases``)."""
+
+    __tablename__ = "demo_cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text, default="")
+    #: the level that matters: the viewer opens at its slice (None: the study's own choice)
+    level: Mapped[str | None] = mapped_column(String(8), default=None)
+    position: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}

@@ -76,9 +76,11 @@ def import_dicomweb(
     actor: str = "cli",
     progress: bool = True,
     on_study: Callable[[str, bool, str], None] | None = None,
+    on_instance: Callable[[str], None] | None = None,
 ) -> PacsImportReport:
-    """Search, retrieve and import; see the module docstring. ``on_study(uid, ok, note)`` is called
-    after each study (for a screen's progress)."""
+    """Search, retrieve and import; see the module docstring. For a screen's progress,
+    ``on_instance(uid)`` is called after each instance retrieved and ``on_study(uid, ok, note)``
+    after each study."""
     ws = _workspace(settings)
     config = dw.config_from_settings(ws.settings, url)
     client = dw.make_client(config)
@@ -98,7 +100,13 @@ def import_dicomweb(
         for summary in studies:
             uid = summary.study_uid
             bar.set_postfix_str(uid[-24:])
-            ok, note = _one_study(ws, client, config, summary, root, modalities, actor, report, bar.update)
+
+            def step(n: int, uid: str = uid) -> None:
+                bar.update(n)
+                if on_instance is not None:
+                    on_instance(uid)
+
+            ok, note = _one_study(ws, client, config, summary, root, modalities, actor, report, step)
             if on_study is not None:
                 on_study(uid, ok, note)
     finally:
@@ -150,21 +158,30 @@ class PacsStudyRow:
     study_date: str
     description: str
     modalities: str
+    n_series: int | None
     n_instances: int | None
     imported: bool
 
 
+#: Studies asked of the PACS per listing (a hospital PACS holds far more: narrow by patient or date).
+LIST_LIMIT = 500
+
+
 def list_pacs_studies(settings: Settings | Workspace, *, only_new: bool = True,
-                      limit: int = 500) -> list[PacsStudyRow]:
-    """Studies on the configured PACS (``SPINE_DICOMWEB_URL``), marked imported or not; with
-    ``only_new`` only those not imported yet."""
+                      patient_id: str | None = None, since: str | dt.date | None = None,
+                      limit: int = LIST_LIMIT) -> list[PacsStudyRow]:
+    """Studies on the configured PACS (``SPINE_DICOMWEB_URL``), newest first, marked imported or
+    not; with ``only_new`` only those not imported yet. The PACS is asked for at most ``limit``
+    studies matching ``patient_id`` and ``since``."""
     ws = _workspace(settings)
     config = dw.config_from_settings(ws.settings)
     client = dw.make_client(config)
-    studies, _ = dw.search_studies(client, config, limit=limit)
+    studies, _ = dw.search_studies(client, config, patient_id=patient_id or None, since=since or None,
+                                   limit=limit)
+    studies.sort(key=lambda s: (s.study_date, s.study_uid), reverse=True)
     with ws.sessions() as session:
         known = set(session.scalars(select(m.Study.study_uid).where(
             m.Study.study_uid.in_([s.study_uid for s in studies]))))
     rows = [PacsStudyRow(s.study_uid, s.patient_id, s.study_date, s.description, "/".join(s.modalities),
-                         s.n_instances, s.study_uid in known) for s in studies]
+                         s.n_series, s.n_instances, s.study_uid in known) for s in studies]
     return [r for r in rows if not (only_new and r.imported)]

@@ -6,8 +6,12 @@ the stored prediction's id or with the error, classified by :func:`failure_kind`
 say what went wrong (unreachable, busy, too slow...) and offer a retry. The storing itself is
 :func:`db.predictions.predict_study`: a failed run stores nothing.
 
-:data:`RUNS` holds the runs of this process by (database, study): a second user asking for the
-same study while it runs sees that run instead of starting another one.
+:data:`RUNS` holds the runs by (database, study). Each run is a ``prediction_jobs`` row
+(:mod:`db.job_rows`, ``kind='study'``): a second user asking for the same study while it runs,
+on any app replica, sees that run (a :class:`StoredRun`) instead of starting another one; a run
+whose worker died is found failed with the reason, and may be asked for again. With
+``SPINE_WORKER=external`` :meth:`RunBoard.submit` queues the run (:mod:`db.job_queue`) for a
+``spine worker`` (:mod:`db.job_worker`) instead of running it in the page's process.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import job_queue, job_rows
+from db import models as m
 from db.predictions import predict_study
+from db.session import make_sessionmaker
 from db.workspace import Workspace
 from spine_core.errors import (
     BackendBusy,
@@ -91,14 +101,60 @@ class StudyPredictionRun:
         self.study_id = int(study_id)
         self.actor = actor
         self.replace = replace
+        self.job_id: int | None = None
         self._lock = threading.Lock()
         self._state = RunSnapshot(self.study_id, actor)
+        self._ended = threading.Event()
+        self._saved_at = 0.0
         self._thread = threading.Thread(target=self._run, name=f"spine-predict-{study_id}",
                                         daemon=True)
 
+    @classmethod
+    def of_claimed(cls, ws: Workspace, predictor: Predictor, row: m.PredictionJobRow
+                   ) -> StudyPredictionRun:
+        """The run of a row this process already claimed (a ``spine worker``); not started."""
+        run = cls(ws, predictor, int(row.study_id or row.study_ids[0]), actor=row.owner,
+                  replace=bool(row.replace))
+        run.job_id = int(row.id)
+        return run
+
+    def claim(self) -> int:
+        """Take the study's slot (a ``prediction_jobs`` row).
+
+        Raises:
+            ConflictError: the study is being predicted, in this replica or another.
+        """
+        self.job_id = job_rows.claim(self.ws.sessions, kind=job_rows.STUDY,
+                                     lock_key=job_rows.study_key(self.study_id),
+                                     owner=self.actor, study_ids=[self.study_id],
+                                     study_id=self.study_id, replace=self.replace)
+        return self.job_id
+
     def start(self) -> StudyPredictionRun:
+        if self.job_id is None:
+            self.claim()
         self._thread.start()
+        threading.Thread(target=self._beat, name=f"spine-predict-{self.study_id}-heartbeat",
+                         daemon=True).start()
         return self
+
+    def _save(self, force: bool = False, **final: object) -> None:
+        """Write the state into the run's row (at most twice a second, unless ``force``)."""
+        now = time.monotonic()
+        if self.job_id is None or (not force and now - self._saved_at < 0.5):
+            return
+        self._saved_at = now
+        s = self.snapshot()
+        try:
+            job_rows.save(self.ws.sessions, self.job_id, fraction=s.fraction,
+                          message=s.message[:256], **final)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            log.exception("could not save the progress of prediction run %s", self.job_id)
+
+    def _beat(self) -> None:
+        """Beat the row's heartbeat until the run ends."""
+        job_rows.keep_beating(self.ws.sessions, lambda: self.job_id, self._ended, None,
+                              "prediction run")
 
     def snapshot(self) -> RunSnapshot:
         with self._lock:
@@ -121,9 +177,11 @@ class StudyPredictionRun:
             return
         with self._lock:
             s = self._state
-            if s.running:
-                self._state = replace(s, fraction=max(s.fraction, value),
-                                      message=str(message) or s.message)
+            if not s.running:
+                return
+            self._state = replace(s, fraction=max(s.fraction, value),
+                                  message=str(message) or s.message)
+        self._save()
 
     def _run(self) -> None:
         self._progress(0.0, "opening the study")
@@ -149,37 +207,116 @@ class StudyPredictionRun:
                 message="stored" if not error else "failed",
                 finished_at=dt.datetime.now(dt.UTC),
             )
+            s = self._state
+        self._save(force=True, status=job_rows.FAILED if error else job_rows.DONE,
+                   finished_at=s.finished_at, error=error, error_kind=kind,
+                   prediction_id=prediction_id)
+        self._ended.set()
+
+
+def snapshot_of(row: m.PredictionJobRow) -> RunSnapshot:
+    """A run's state as its row has it."""
+    return RunSnapshot(
+        study_id=int(row.study_id or 0), started_by=row.owner, fraction=row.fraction,
+        message=row.message, running=row.status in (job_rows.QUEUED, job_rows.RUNNING),
+        prediction_id=row.prediction_id, error=row.error, kind=row.error_kind,
+        started_at=row.started_at, finished_at=row.finished_at,
+    )
+
+
+class StoredRun:
+    """A run seen through its row: one another replica runs, or one whose worker died."""
+
+    def __init__(self, sessions: sessionmaker[Session], row: m.PredictionJobRow) -> None:
+        self.sessions = sessions
+        self.job_id = int(row.id)
+        self.study_id = int(row.study_id or 0)
+        self._row = row
+
+    def snapshot(self) -> RunSnapshot:
+        row = job_rows.get(self.sessions, self.job_id)
+        if row is not None:
+            self._row = row
+        return snapshot_of(self._row)
+
+    @property
+    def running(self) -> bool:
+        return self.snapshot().running
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait (polling the row) for the run to end, or its worker to be found dead."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job_rows.reap(self.sessions, lock_key=job_rows.study_key(self.study_id))
+            if not self.running:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
 
 class RunBoard:
-    """The single-study runs of this process, by (database URL, study id)."""
+    """The single-study runs of every replica, by (database URL, study id)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, int], StudyPredictionRun] = {}
+        self._sessions: dict[str, sessionmaker[Session]] = {}
 
-    def current(self, database: str, study_id: int) -> StudyPredictionRun | None:
-        """The running or last finished run of this study in this process."""
+    def _sessions_for(self, database: str, sessions: sessionmaker[Session] | None
+                      ) -> sessionmaker[Session]:
         with self._lock:
-            return self._runs.get((database, int(study_id)))
+            if sessions is not None:
+                self._sessions.setdefault(database, sessions)
+                return sessions
+            if database not in self._sessions:
+                self._sessions[database] = make_sessionmaker(database)
+            return self._sessions[database]
+
+    def current(self, database: str, study_id: int,
+                sessions: sessionmaker[Session] | None = None
+                ) -> StudyPredictionRun | StoredRun | None:
+        """The running or last ended run of this study, started in any replica."""
+        sessions = self._sessions_for(database, sessions)
+        row = job_rows.latest(sessions, job_rows.study_key(study_id))
+        if row is None:
+            return None
+        with self._lock:
+            local = self._runs.get((database, int(row.id)))
+        return local if local is not None else StoredRun(sessions, row)
 
     def start(self, database: str, run: StudyPredictionRun) -> StudyPredictionRun:
-        """Start ``run`` unless one is still running on the same study.
+        """Start ``run`` unless one is still running on the same study (in any replica).
 
         Raises:
             ConflictError: one is running (the message says who started it).
         """
-        key = (database, run.study_id)
+        self._sessions_for(database, run.ws.sessions)
+        job_id = run.claim()
         with self._lock:
-            running = self._runs.get(key)
-            if running is not None and running.running:
-                s = running.snapshot()
-                raise ConflictError(
-                    f"{s.started_by} is already predicting this study ({s.message}); wait for "
-                    "that prediction to finish"
-                )
-            self._runs[key] = run.start()
-            return run
+            self._runs = {k: r for k, r in self._runs.items() if r.running}
+            self._runs[(database, job_id)] = run
+        return run.start()
+
+    def submit(self, database: str, ws: Workspace, predictor: Predictor, study_id: int, *,
+               actor: str, replace: bool = True) -> StudyPredictionRun | StoredRun:
+        """Predict the study: in a thread here, or queued for a ``spine worker`` when
+        ``ws.settings.external_worker`` (``predictor`` is then not used).
+
+        Raises:
+            ConflictError: the study is queued or being predicted (the message says by whom).
+        """
+        if not ws.settings.external_worker:
+            return self.start(database, StudyPredictionRun(ws, predictor, study_id, actor=actor,
+                                                           replace=replace))
+        sessions = self._sessions_for(database, ws.sessions)
+        job_id = job_queue.enqueue(sessions, kind=job_rows.STUDY,
+                                   lock_key=job_rows.study_key(study_id), owner=actor,
+                                   study_ids=[int(study_id)], study_id=int(study_id),
+                                   replace=replace)
+        row = job_rows.get(sessions, job_id)
+        assert row is not None  # just written
+        return StoredRun(sessions, row)
 
 
 #: The board of this process (the Streamlit server shares it between sessions).

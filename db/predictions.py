@@ -146,8 +146,12 @@ def checked_mask(mask: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
     return arr.astype(np.uint8, copy=False)
 
 
-def checked_probabilities(result: StudyPrediction) -> tuple[dict[str, float], float]:
-    """(level name -> p with canonical names, patient p), every value checked to lie in [0, 1]."""
+def checked_probabilities(result: StudyPrediction) -> tuple[dict[str, float], float | None]:
+    """(level name -> p with canonical names, patient p), every value checked to lie in [0, 1].
+
+    A patient probability of NaN is the predictors' "not predicted" (a model that scores no
+    fracture: the radiograph ensemble, a MONAI Label segmentation): it is stored as none, never as
+    a number a page could read as "no fracture"."""
     levels: dict[str, float] = {}
     for key, value in result.level_probabilities.items():
         try:
@@ -157,7 +161,10 @@ def checked_probabilities(result: StudyPrediction) -> tuple[dict[str, float], fl
                 f"the model named level {key!r}, which is not a vertebra level; nothing was stored"
             ) from None
         levels[name] = _probability(value, f"the probability of {name}")
-    return levels, _probability(result.patient_probability, "the patient probability")
+    patient = result.patient_probability
+    if isinstance(patient, float) and math.isnan(patient):
+        return levels, None
+    return levels, _probability(patient, "the patient probability")
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,9 +51,17 @@ def open_image(ws: Workspace, series: m.Series) -> Volume:
             from spine_core.io.nifti import load_nifti
 
             return load_nifti(files[0])
-        from spine_core.io.dicom import load_series
+        if is_radiograph_series(series):
+            return _load_radiograph(series, files[0])
+        from spine_core.io.decode_check import check_pixels_decode
+        from spine_core.io.dicom import load_series, plan_series
 
-        return load_series(files)
+        plan = plan_series(files)
+        if any(h.pixel_offset is None for h in plan.series.headers):
+            # compressed: a damaged slice must not abort this process (exit 134), so the
+            # files are first decoded in child processes that name the one that fails
+            check_pixels_decode(plan.files, label=f"series {series.series_uid}")
+        return load_series(plan)
 
     try:
         volume = ws.cache.get_or_load(series.series_uid, files, load)
@@ -71,6 +79,27 @@ def open_image(ws: Workspace, series: m.Series) -> Volume:
             "re-import the study"
         )
     return volume
+
+
+def is_radiograph_series(series: m.Series) -> bool:
+    """True for a one-image series (a radiograph): a CT or MR volume has at least two slices."""
+    return series.source_format == "image" or (series.source_format == "dicom"
+                                               and len(series.shape) == 3 and series.shape[0] == 1)
+
+
+def _load_radiograph(series: m.Series, path: Path) -> Volume:
+    """A radiograph's one-slice volume; compressed pixels are first decoded in a child process."""
+    if series.source_format == "image":
+        from spine_core.io.radiograph_image import load_image_radiograph
+
+        return load_image_radiograph(path)
+    from spine_core.io.decode_check import check_pixels_decode
+    from spine_core.io.dicom_scan import read_header
+    from spine_core.io.radiograph import load_radiograph
+
+    if read_header(path).pixel_offset is None:
+        check_pixels_decode([path], label=f"radiograph {series.series_uid}")
+    return load_radiograph(path)
 
 
 def primary_mask(series: m.Series) -> m.Mask | None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
 from db.session import make_engine, make_sessionmaker
+from db.signin_state import SignInState
 from spine_core.config import Settings
 from spine_core.io.cache import VolumeCache
 
@@ -26,6 +27,12 @@ class Workspace:
     def sessions(self) -> sessionmaker[Session]:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return make_sessionmaker(make_engine(self.settings.database_url))
+
+    @cached_property
+    def signin(self) -> SignInState:
+        """Sign-in sessions, hand-off tickets and the failure throttle, in the database (shared
+        by every app replica on it)."""
+        return SignInState(self.sessions)
 
     @cached_property
     def cache(self) -> VolumeCache:

@@ -17,22 +17,21 @@ from db import dispute_queries as views
 from db import disputes as store
 from db import models as m
 from db.session import unit_of_work
+from pages.parts import grade_dispute as grades
+from pages.parts import labelling_dispute as labelling
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
 from pages.parts.dispute_slice import render_slice_view
 from pages.parts.dispute_viewer import boxed_range, dispute_boxes, dispute_region, opening_slice
 from spine_core import adjudication as adj
+from spine_core import words
 from spine_core.adjudication import craniocaudal_key
 from spine_core.colours import UNION_COLOUR
+from spine_core.io.radiograph import display_window, radiograph_units
 from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_NAMES
 from spine_core.roles import Permission, can
 
-KIND_LABELS = {
-    "readers_vs_report": "Readers vs report",
-    "readers_disagree": "Readers disagree",
-    "model_vs_final": "Model vs final label",
-}
-CHOICE_LABELS = {"fractured": "Fractured", "not_fractured": "Not fractured",
-                 "cannot_tell": "Cannot tell"}
+KIND_LABELS = words.DISPUTE_KINDS
+CHOICE_LABELS = {c: words.CALLS[c] for c in ("fractured", "not_fractured", "cannot_tell")}
 FLASH = "adjudicate_flash"
 #: Set when an action closed or reopened the dispute on screen: the next run widens the status
 #: filter to "all" so that dispute stays selected (it would leave an "open" queue otherwise).
@@ -82,6 +81,7 @@ def _queue(user: SignedInUser) -> int | None:
     if st.session_state.pop(KEEP_IN_VIEW, False):
         st.session_state["adjudicate_status"] = "all"
     status = c3.radio("Status", ["open", "decided", "all"], horizontal=True,
+                      format_func=lambda c: "All" if c == "all" else words.status_words(c),
                       key="adjudicate_status")
     if st.button("Check read studies for disputes", key="adjudicate_refresh",
                  help="Re-checks every study whose readers submitted: disputes, final labels"):
@@ -111,7 +111,7 @@ def _queue(user: SignedInUser) -> int | None:
     if chosen is not None:
         i = by_id[chosen]
         flag = " · ⚑ no longer disputed" if i.flagged else ""
-        st.caption(f"Round {i.round} · {i.votes} vote(s) · {i.status}{flag}")
+        st.caption(f"Round {i.round} · {i.votes} vote(s) · {words.status_words(i.status)}{flag}")
     return chosen
 
 
@@ -155,9 +155,11 @@ def _workstation(detail: views.DisputeDetail) -> bool:
     try:
         workstation(f"{view.info.series_uid}:{view.fingerprint}:{view.mask_id}",
                     lambda: ViewerSource(view.image, view.mask), key="adjudicate_viewer",
-                    layout="single", plane="axial", slice=index, window="bone",
+                    layout="single", plane="axial", slice=index,
+                    window=display_window(view.image) or "bone",
                     boxes=dispute_boxes(detail), focus=dispute_region(detail), large_labels=True,
-                    editable=False, height=560, max_browser_bytes=browser_limit())
+                    editable=False, height=560, max_browser_bytes=browser_limit(),
+                    **radiograph_units(view.image))
     except VolumeTooLargeError as exc:
         st.info(f"{exc}. The slices are rendered on the server instead.")
         return False
@@ -216,7 +218,7 @@ def _sides(detail: views.DisputeDetail) -> None:
             st.warning("The readers and the report no longer disagree on this level; votes were "
                        "already cast, so the committee closes it.")
     with right:
-        st.markdown(f"**Report** ({detail.report_source or 'no source'})")
+        st.markdown(f"**Report** ({words.report_source_words(detail.report_source)})")
         label = detail.report_labels.get(detail.level)
         st.write(f"{detail.level}: " + ("not labelled" if label is None
                                          else "fractured" if label else "not fractured"))
@@ -228,7 +230,8 @@ def _sides(detail: views.DisputeDetail) -> None:
 
 
 def _history(detail: views.DisputeDetail) -> None:
-    st.markdown(f"**Votes** (round {detail.round}; policy in force: **{detail.policy}**)")
+    st.markdown(f"**Votes** (round {detail.round}; policy in force: "
+                f"**{words.policy_words(detail.policy)}**)")
     if detail.votes:
         st.table([{"round": v.round, "voter": v.voter, "vote": CHOICE_LABELS.get(v.choice, v.choice),
                    "rationale": v.rationale, "at": f"{v.at:%Y-%m-%d %H:%M} UTC"}
@@ -239,22 +242,27 @@ def _history(detail: views.DisputeDetail) -> None:
         st.caption(f"Tally now: {detail.tally.reason}")
     for d in detail.decisions:
         state = "superseded" if d.superseded else "in force"
-        st.markdown(f"**Decision** round {d.round}: **{d.verdict}** ({state}) — policy "
-                    f"**{d.policy}**, {d.source}, by {d.decided_by} on {d.decided_at:%Y-%m-%d %H:%M} "
-                    f"UTC. {d.reason}")
+        st.markdown(f"**Decision** round {d.round}: **{d.verdict}** ({state}) — "
+                    f"{words.in_words(words.DECISION_SOURCES, d.source)}, policy "
+                    f"**{words.policy_words(d.policy)}**, by {d.decided_by} on "
+                    f"{d.decided_at:%Y-%m-%d %H:%M} UTC. {d.reason}")
     for r in detail.details.get("reopened", []):
         st.caption(f"Reopened by {r.get('by')} for round {r.get('round')}: {r.get('reason')}")
     if detail.final_label is not None:
         fractured, source = detail.final_label
         st.caption(f"Final label of {detail.level}: {'fractured' if fractured else 'not fractured'}"
-                   f" ({source})")
+                   f" ({words.final_source_words(source)})")
 
 
 def _actions(user: SignedInUser, detail: views.DisputeDetail) -> None:
     ws = workspace()
     settings = ws.settings
     _show_flash("actions")  # the outcome of a vote, decision or override, where it was taken
-    if detail.status == "open":
+    if detail.status == "open" and grades.is_grade_dispute(detail):
+        grades.vote_form(user, detail, _flash)
+    elif detail.status == "open" and labelling.is_labelling_dispute(detail):
+        labelling.decide_form(user, detail, _flash)
+    elif detail.status == "open":
         if detail.vote_refusal is None:
             with st.form("vote"):
                 choice = st.radio("Your vote", list(CHOICE_LABELS), key="vote_choice",
@@ -326,6 +334,10 @@ def _report_editor(user: SignedInUser, detail: views.DisputeDetail) -> None:
 
 def _in_words(detail: views.DisputeDetail) -> str:
     """The dispute as one sentence: the readers' calls, the report, the model."""
+    if grades.is_grade_dispute(detail):
+        return grades.in_words(detail)
+    if labelling.is_labelling_dispute(detail):
+        return labelling.in_words(detail)
     model = detail.details.get("model_probability")
     final = detail.details.get("final")
     return adj.describe_dispute(
@@ -344,15 +356,26 @@ def main() -> None:
     ws = workspace()
     with ws.sessions() as session:
         detail = views.dispute_detail(session, user, dispute_id, ws.settings)
-    st.subheader(f"{detail.level} · {KIND_LABELS.get(detail.kind, detail.kind)} · study "
-                 f"{detail.study_uid}")
+    film = labelling.is_labelling_dispute(detail)
+    st.subheader(f"{'Whole film' if film else detail.level} · "
+                 f"{KIND_LABELS.get(detail.kind, detail.kind)} · study {detail.study_uid}")
     st.markdown(f"**{_in_words(detail)}**")
     with error_boundary("Showing the slices"):
-        _slices(detail)
-    _sides(detail)
-    _history(detail)
+        if labelling.on_a_film(detail):  # a film's labelling or grades: the film, every box
+            labelling.film_view(user, detail)
+        else:
+            _slices(detail)
+    if grades.is_grade_dispute(detail):
+        grades.sides(detail)
+        grades.history(detail)
+    elif film:
+        labelling.sides(detail)
+        labelling.history(detail)
+    else:
+        _sides(detail)
+        _history(detail)
     _actions(user, detail)
-    if can(user.role, Permission.edit_reports):
+    if can(user.role, Permission.edit_reports) and not grades.is_grade_dispute(detail) and not film:
         _report_editor(user, detail)
 
 

@@ -16,6 +16,7 @@ from db import disputes, user_admin
 from db.report_form import ReportForm, derived_overall, report_form
 from db.session import unit_of_work
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from spine_core import words
 from spine_core.roles import Permission, Role, role_names
 
 ROLES = role_names()
@@ -42,7 +43,7 @@ def _user_table(user: SignedInUser) -> list[user_admin.UserRow]:
     with workspace().sessions() as session:
         rows = user_admin.user_rows(session, user)
     st.dataframe(
-        [{"User name": r.username, "Display name": r.display_name, "Role": r.role,
+        [{"User name": r.username, "Display name": r.display_name, "Role": words.role_words(r.role),
           "Active": r.active, "Committee chair": r.is_chair, "Password": r.has_password,
           "Hospital sign-in": r.hospital_sign_in,
           "Created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M")} for r in rows],
@@ -59,6 +60,7 @@ def _add_user(user: SignedInUser) -> None:
         display = c2.text_input("Display name", key="admin_new_display")
         c3, c4 = st.columns(2)
         role = c3.selectbox("Role", ROLES, index=ROLES.index(Role.annotator.value),
+                            format_func=words.role_words,
                             key="admin_new_role")
         chair = c4.checkbox("Committee chair (adjudicators only)", key="admin_new_chair")
         c5, c6 = st.columns(2)
@@ -70,14 +72,15 @@ def _add_user(user: SignedInUser) -> None:
                     created = user_admin.add_user(session, user, username, password, again, role,
                                                   display_name=display, is_chair=chair)
                     name = created.username
-                _done(f"User {name!r} added as {role}.", ADD_KEYS)
+                _done(f"User {name!r} added as {words.role_words(role)}.", ADD_KEYS)
 
 
 def _role_and_chair(user: SignedInUser, row: user_admin.UserRow) -> None:
     keys = (f"admin_role_{row.username}", f"admin_chair_{row.username}")
     with st.form(f"admin_role_form_{row.username}"):
         c1, c2 = st.columns(2)
-        role = c1.selectbox("Role", ROLES, index=ROLES.index(row.role), key=keys[0])
+        role = c1.selectbox("Role", ROLES, index=ROLES.index(row.role), key=keys[0],
+                            format_func=words.role_words)
         chair = c2.checkbox("Committee chair (adjudicators only)", value=row.is_chair, key=keys[1])
         if st.form_submit_button("Save role and chair"):
             with error_boundary("Changing the role"):
@@ -135,7 +138,7 @@ def _edit_user(user: SignedInUser, rows: list[user_admin.UserRow]) -> None:
     if name is None:
         return
     row = by_name[name]
-    st.markdown(f"**{row.display_name}** · {row.role}"
+    st.markdown(f"**{row.display_name}** · {words.role_words(row.role)}"
                 f"{' · committee chair' if row.is_chair else ''}"
                 f"{'' if row.active else ' · deactivated'}")
     _role_and_chair(user, row)
@@ -209,7 +212,8 @@ def _reading_times(user: SignedInUser) -> None:
                    "Total active min": _minutes(s.total_active_s)} for s in reader_summaries(rows)],
                  hide_index=True, key="admin_reading_summary")
     with st.expander(f"Per study ({len(rows)} readings)"):
-        st.dataframe([{"Study": r.study_uid, "Reader": r.reader, "Status": r.status,
+        st.dataframe([{"Study": r.study_uid, "Reader": r.reader,
+                       "Status": words.in_words(words.ASSIGNMENT_STATUSES, r.status),
                        "Opened (UTC)": r.opened_at, "Submitted (UTC)": r.submitted_at,
                        "Active min": _minutes(r.active_s)} for r in rows],
                      hide_index=True, key="admin_reading_rows")

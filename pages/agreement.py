@@ -20,8 +20,10 @@ import streamlit as st
 
 from db import annotations as ann
 from db import models as m
+from db.dispute_stats import studies_read_by_two
 from db.session import unit_of_work
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.film_agreement import film_agreement_panel
 from spine_core import annotation_geometry as ag
 from spine_core.consensus import level_agreement, member_ious, reader_performance, union_boxes
 from spine_core.metrics import UndefinedMetricWarning
@@ -35,6 +37,18 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 
 def _nan(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+UNDEFINED = "undefined"
+
+
+def _shown(df: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """``df`` with the numbers of ``formats``' columns as text and undefined ones (None, NaN) as
+    the word the captions use: "undefined", never "None"."""
+    out = df.copy()
+    for column, fmt in formats.items():
+        out[column] = [UNDEFINED if _nan(v) is None else format(v, fmt) for v in df[column]]
+    return out
 
 
 def _inputs(user: SignedInUser, submitted_only: bool, unmarked: bool) -> ann.AgreementInputs:
@@ -69,13 +83,12 @@ def _levels(data: ann.AgreementInputs, unsure_as_missing: bool) -> None:
     fig.update_layout(barmode="group", yaxis={"title": "coefficient", "range": [-1, 1.05]},
                       height=360, margin={"t": 30, "b": 30}, legend={"orientation": "h"})
     st.plotly_chart(fig, width="stretch")
-    st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
-                                ("Fleiss' kappa", "Krippendorff's alpha")} |
-                 {"agreement %": st.column_config.NumberColumn(format="%.0f")})
-    st.caption("Empty values are undefined: fewer than two readers on any study, or every call "
-               "the same (chance agreement is then 1, and kappa 0/0). Kappa uses the studies "
-               "read by the most readers; alpha accepts missing ratings.")
+    st.dataframe(_shown(df, {"Fleiss' kappa": ".2f", "Krippendorff's alpha": ".2f",
+                             "agreement %": ".0f"}), hide_index=True, width="stretch",
+                 key="agreement_levels")
+    st.caption("A value reads 'undefined' when there were fewer than two readers on any study, "
+               "or every call was the same (chance agreement is then 1, and kappa 0/0). Kappa "
+               "uses the studies read by the most readers; alpha accepts missing ratings.")
 
 
 # --- per reader ----------------------------------------------------------------------------------
@@ -104,11 +117,11 @@ def _readers(data: ann.AgreementInputs) -> None:
                  range_y=[0, 1.05], height=320)
     fig.update_layout(margin={"t": 30, "b": 30}, legend={"orientation": "h"})
     st.plotly_chart(fig, width="stretch")
-    st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                for c in ("sensitivity", "specificity")})
+    st.dataframe(_shown(df, {"sensitivity": ".2f", "specificity": ".2f"}), hide_index=True,
+                 width="stretch", key="agreement_readers")
     st.caption("Per level of every study with a final label; unsure calls are counted apart and "
-               "left out of sensitivity and specificity.")
+               "left out of sensitivity and specificity ('undefined' when a reader met no "
+               "fractured, or no intact, level).")
 
 
 # --- boxes ---------------------------------------------------------------------------------------
@@ -236,9 +249,10 @@ def _grades(user: SignedInUser) -> None:
         return
     st.caption("Cohen's weighted kappa over the vertebrae both graded (1: perfect, 0: chance); "
                "quadratic weights count a two-grade disagreement four times a one-grade one.")
-    st.dataframe([{"reader A": p.reader_a, "reader B": p.reader_b, "vertebrae": p.n,
-                   "kappa (linear)": _nan(p.kappa_linear),
-                   "kappa (quadratic)": _nan(p.kappa_quadratic)} for p in pairs],
+    st.dataframe(_shown(pd.DataFrame([{"reader A": p.reader_a, "reader B": p.reader_b,
+                                       "vertebrae": p.n, "kappa (linear)": p.kappa_linear,
+                                       "kappa (quadratic)": p.kappa_quadratic} for p in pairs]),
+                        {"kappa (linear)": ".2f", "kappa (quadratic)": ".2f"}),
                  hide_index=True, key="agreement_grade_pairs")
     chosen = st.selectbox("Pair", range(len(pairs)), key="agreement_grade_pair",
                           format_func=lambda i: f"{pairs[i].reader_a} / {pairs[i].reader_b}")
@@ -251,9 +265,10 @@ def _grades(user: SignedInUser) -> None:
                      key="agreement_grade_confusion")
     with right:
         st.markdown("**Per vertebra** (quadratic kappa)")
-        st.dataframe([{"level": lvl, "vertebrae": n, "kappa": _nan(k)}
-                      for lvl, (n, k) in pair.per_level.items()], hide_index=True,
-                     key="agreement_grade_levels")
+        st.dataframe(_shown(pd.DataFrame([{"level": lvl, "vertebrae": n, "kappa": k}
+                                          for lvl, (n, k) in pair.per_level.items()],
+                                         columns=["level", "vertebrae", "kappa"]),
+                            {"kappa": ".2f"}), hide_index=True, key="agreement_grade_levels")
 
 
 def main() -> None:
@@ -275,8 +290,16 @@ def main() -> None:
         st.info("No reader has " + ("submitted " if submitted_only else "") + "work yet.")
         _grades(user)
         return
-    st.caption(f"{len(data.calls)} studies with readers' work.")
-    tabs = st.tabs(["Levels", "Readers", "Boxes", "Consensus view", "Genant grades"])
+    with unit_of_work(workspace().sessions, readonly=True) as session:
+        read_by_two = len(studies_read_by_two(session))
+    c1, c2 = st.columns(2)
+    c1.metric("Studies with readers' work", len(data.calls))
+    c2.metric("Studies read by at least two readers", read_by_two,
+              help="Studies that two or more readers submitted; the dispute dashboard counts the "
+                   "same studies")
+    tabs = st.tabs(["Levels", "Readers", "Boxes", "Consensus view", "Genant grades", "Radiographs"])
+    with tabs[5]:
+        film_agreement_panel(user)
     with tabs[4]:
         _grades(user)
     with tabs[0]:

@@ -3,30 +3,38 @@
 The viewer is ``spine_viewer.workstation`` (the volume is streamed to the browser once; slices,
 window, zoom and the boxes are drawn there). It reports each box change once, with the version
 the tab showed; :func:`_store_event` turns each into exactly one ``db.box_events`` call in its own
-transaction (``pages.parts.annotate_boxes``). A stale tab gets a ConflictError: the page says so
+transaction (``db.box_event_requests``). A stale tab gets a ConflictError: the page says so
 and shows the database's boxes again; nothing of another tab is overwritten. The viewer and the
 slice's panel live in an ``st.fragment``: stepping through slices never reruns the page; a box
 event reruns it once, so the level calls, fractures and the submit check follow the boxes.
+
+Under server.py the viewer posts box events to ``spine_web.box_routes`` instead (the same
+``db.box_event_requests`` code, no rerun); it reruns the page only when a save changed the levels
+or fractures, left a level to ask about, or was refused (``result.refresh``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 
 from db import annotations as ann
+from db import box_event_requests as ab
 from db import box_events as be
 from db import models as m
 from db.session import unit_of_work
-from pages.parts import annotate_boxes as ab
 from pages.parts import prediction_panel as pp
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.radiograph_reading import film_reading_table, film_submit_button
+from pages.parts.relabel_panel import relabel_panel
 from spine_core import annotation_geometry as ag
+from spine_core import words
 from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
+from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_units
 from spine_core.roles import Permission
 from spine_viewer import BoxEvent, keymap_markdown
 
@@ -107,7 +115,7 @@ def _choose_study(user: SignedInUser) -> tuple[int, str, str, str] | None:
     def label(study_id: int) -> str:
         _, uid, status, _ = by_id[study_id]
         mark = {"submitted": "✓", "in_progress": "✎", "assigned": "•"}.get(status, "")
-        return f"{mark} {uid[-24:]} ({status.replace('_', ' ')})"
+        return f"{mark} {uid[-24:]} ({words.in_words(words.ASSIGNMENT_STATUSES, status).lower()})"
 
     def next_case() -> None:
         ids = [q[0] for q in queue]
@@ -335,7 +343,8 @@ def _server_fallback(user: SignedInUser, study: Any, why: Exception) -> None:
 def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
             prediction: pp.ShownPrediction | None) -> None:
     """The workstation and the slice's panel (a fragment: slice commits and the volume's
-    streaming rerun only this; a box event reruns the page, whose panels follow the boxes)."""
+    streaming rerun only this; a box event reruns the page, whose panels follow the boxes; with
+    the box route a save reruns it only when the viewer asks: ``result.refresh``)."""
     from pages.parts.viewer_workstation import browser_limit, browser_refusal
     from spine_viewer import ViewerSource, VolumeTooLargeError, workstation
 
@@ -363,19 +372,66 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
             result = workstation(
                 f"{info.series_uid}:{study.fingerprint}:{study.mask_id}",
                 lambda: ViewerSource(study.image, study.mask), key=f"annotate_viewer_{study_id}",
-                layout="three", plane="axial", slice=start, window="bone", boxes=boxes,
-                on_event=on_event, editable=editable, height=620, max_browser_bytes=browser_limit())
+                layout="single", plane="axial",  # boxes are drawn on axial slices; T: three planes
+                slice=start, window=display_window(study.image) or "bone", boxes=boxes,
+                on_event=on_event, editable=editable, height=620, max_browser_bytes=browser_limit(),
+                box_post=_box_post(study_id, study), **radiograph_units(study.image))
         except VolumeTooLargeError as exc:
             _server_fallback(user, study, exc)
             return
     stored = ab_stored_slice(order, result, start, study_id)
     if result.slice is not None:
         st.query_params["slice"] = str(result.slice.index + 1)  # "Axial n": one number everywhere
-    _reading_heartbeat(user, study_id, activity=bool(handled) or result.slice is not None)
+    if result.refresh is not None:
+        _refreshed(study_id, result.refresh)
+    _reading_heartbeat(user, study_id, activity=bool(handled) or result.slice is not None
+                       or result.refresh is not None)
     with side:
         _slice_panel(user, study_id, study, stored, prediction, editable)
-    if handled or st.session_state.pop("annotate_full_rerun", False):
+    if handled or result.refresh is not None or st.session_state.pop("annotate_full_rerun", False):
         st.rerun()
+
+
+def _box_post(study_id: int, study: Any) -> dict[str, Any] | None:
+    """Where the viewer posts box events without a rerun (``spine_web.box_routes``, served by
+    server.py; None under AppTest, and for a radiograph, whose table follows each box)."""
+    from spine_web import box_routes
+
+    if not box_routes.mounted() or is_radiograph_volume(study.image):
+        return None
+    fracture = st.session_state.get(K_FRACTURE)
+    return {"url": box_routes.ROUTE.lstrip("/"), "study": study_id,
+            "fracture": None if fracture in (None, NO_FRACTURE) else str(fracture),
+            "base_study_version": st.session_state.get(_version_key(study_id))}
+
+
+def _warm_box_route(study_id: int) -> None:
+    """Open the study's grid for the box route now (once per session and study; kept per server
+    process), so the reader's first box does not wait for it."""
+    from spine_web import box_routes
+
+    key = f"annotate_grid_{study_id}"
+    if not box_routes.mounted() or st.session_state.get(key):
+        return
+    from db.study_grid import study_grid
+    from spine_core.errors import SpineError
+
+    try:
+        with unit_of_work(workspace().sessions, readonly=True) as session:
+            study_grid(workspace(), session, study_id)
+    except SpineError:
+        pass  # the route says what is wrong when a box is saved
+    st.session_state[key] = True
+
+
+def _refreshed(study_id: int, refresh: Any) -> None:
+    """A box saved through the route changed what the page shows (or was refused): say so and
+    ask about levels left without a box; the caller reruns the page."""
+    if refresh.message:
+        _flash("warning" if refresh.kind == "warning" else "toast", refresh.message)
+    if refresh.ask_levels:
+        asked = st.session_state.setdefault(_ask_key(study_id), [])
+        asked += [lvl for lvl in refresh.ask_levels if lvl not in asked]
 
 
 def ab_stored_slice(order: Any, result: Any, start: int, study_id: int) -> int:
@@ -479,8 +535,10 @@ GRADE_LABELS = {0: "0 normal", 1: "1 mild", 2: "2 moderate", 3: "3 severe"}
 MORPHOLOGIES = ("wedge", "biconcave", "crush")
 
 
-def _grade_panel(user: SignedInUser, study_id: int, levels: list[str], editable: bool) -> None:
-    """Genant grade 0-3 and morphology per level (VerSe-style reading)."""
+def _grade_panel(user: SignedInUser, study_id: int, levels: list[str], editable: bool,
+                 renumbered: Mapping[str, str]) -> None:
+    """Genant grade 0-3 and morphology per level (VerSe-style reading); a level the reader
+    renumbered shows both names (grades are kept against the mask's level)."""
     from db import grades as gr
 
     with unit_of_work(workspace().sessions, readonly=True) as session:
@@ -504,7 +562,7 @@ def _grade_panel(user: SignedInUser, study_id: int, levels: list[str], editable:
         grade_key = f"annotate_grade_{study_id}_{level}_{version}"
         morph_key = f"annotate_morph_{study_id}_{level}_{version}"
         name, grade_col, morph_col = st.columns([1, 6, 5], vertical_alignment="center")
-        name.markdown(f"**{level}**")
+        name.markdown(f"**{level}**" + (f" → {renumbered[level]}" if level in renumbered else ""))
         grade_col.segmented_control(
             f"{level} grade", list(GRADE_LABELS), default=have.grade if have else None,
             format_func=GRADE_LABELS.__getitem__, key=grade_key, disabled=not editable,
@@ -534,7 +592,8 @@ def _labels_on(study: Any, prediction: pp.ShownPrediction | None, slice_index: i
     return predicted.volume.array[slice_index] if predicted is not None else None
 
 
-def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: str) -> None:
+def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: str,
+                  film: bool = False) -> None:
     if status == "submitted":
         locked = not ann.reopen_allowed(study_status)
         st.success("You submitted this study.")
@@ -542,6 +601,9 @@ def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: 
                      help="Adjudication has started: it can no longer be reopened" if locked else None):
             if _write(user, study_id, lambda s, me: ann.reopen(s, me, study_id), "Study reopened"):
                 st.rerun()
+        return
+    if film:  # a film's own checks: its vertebra labels and reference
+        film_submit_button(user, study_id, _write)
         return
     with unit_of_work(workspace().sessions, readonly=True) as session:
         me = session.get(m.User, user.id)
@@ -575,28 +637,36 @@ def main() -> None:
     editable = status != "submitted"
     if editable:
         _open_reading(user, study_id)
+        _warm_box_route(study_id)
     prediction = pp.load_prediction(study_id)
     st.query_params["study"] = uid
     own = _own_boxes(user, study_id)
 
     head, pick = st.columns([2, 2], vertical_alignment="bottom")
-    head.markdown(f"**Annotate** · study `{uid}` · "
-                  f"{'submitted (read-only)' if not editable else status.replace('_', ' ')}")
+    state = ("submitted (read-only)" if not editable
+             else words.in_words(words.ASSIGNMENT_STATUSES, status).lower())
+    head.markdown(f"**Annotate** · study `{uid}` · {state}")
     with pick:
         _fracture_picker(user, study_id, own, editable)
     _ask_panel(user, study_id, editable)
     st.fragment(_viewer)(user, study_id, study, editable, prediction)
+    film = film_reading_table(user, study_id, editable, _write)  # a film: one box per vertebra
     with st.expander("Keys of the viewer (the same on every page; ? inside the viewer)"):
         st.markdown(keymap_markdown())
+    if film:  # the vertebra table stands in for the CT's level calls
+        _submit_panel(user, study_id, status, study_status, film=True)
+        return
 
     boxed = {b.level for b in own if b.level}
     levels = ag.levels_to_call(study.info.mask_levels, boxed)
     calls_col, rest = st.columns([3, 2], gap="medium")
     with calls_col:
+        renumbered = relabel_panel(user, study_id, study.info.mask_levels or (), editable,
+                                   _write).mapping
         if _scheme(study_id) == "genant":  # every vertebra in the field of view (not the sacrum)
             present = set(study.info.mask_levels or ())
             graded = [lvl for lvl in levels if lvl in present and lvl not in ("S", "Co")]
-            _grade_panel(user, study_id, graded or levels, editable)
+            _grade_panel(user, study_id, graded or levels, editable, renumbered)
         else:
             _level_panel(user, study_id, levels, boxed, editable)
     with rest:

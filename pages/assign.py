@@ -14,6 +14,7 @@ from db import catalogue
 from db import models as m
 from db.session import unit_of_work
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from spine_core import words
 from spine_core.roles import Permission
 
 FLASH = "assign_flash"
@@ -88,8 +89,11 @@ def _overview(user: SignedInUser) -> None:
     if not rows:
         st.info("No study is assigned yet.")
         return
-    df = pd.DataFrame([{"study": r.study_uid, "study status": r.study_status, "reader": r.reader,
-                        "status": r.status, "boxes": r.n_boxes, "assigned by": r.assigned_by,
+    df = pd.DataFrame([{"study": r.study_uid,
+                        "study status": words.in_words(words.STUDY_STATUSES, r.study_status),
+                        "reader": r.reader,
+                        "status": words.in_words(words.ASSIGNMENT_STATUSES, r.status),
+                        "boxes": r.n_boxes, "assigned by": r.assigned_by,
                         "assigned at": r.assigned_at} for r in rows])
     load = (df.pivot_table(index="reader", columns="status", values="study", aggfunc="count",
                            fill_value=0))

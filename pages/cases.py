@@ -1,5 +1,6 @@
 """Case browser: studies with dataset, slices, mask, report, readers' status, disputes and
 predictions; filters, search by UID, sorting and paging, all done in SQL by ``db.catalogue``.
+Admins also get the PACS panel (``pages/parts/pacs_panel.py``): studies on the PACS not imported yet.
 
 Blinding: annotators see only their own reading status, never the other readers'. Selecting a row
 (or "Open") opens the study in the viewer; annotators get "Next case for me".
@@ -15,7 +16,9 @@ from db import catalogue
 from db import models as m
 from db.catalogue import SORT_KEYS, CasePage, CaseRow, list_cases, next_case_for
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.pacs_panel import pacs_panel
 from pages.parts.viewer_parts import open_in_page
+from spine_core import words
 from spine_core.labels import REGIONS
 from spine_core.roles import Permission, can
 
@@ -36,6 +39,13 @@ def _datasets() -> list[str]:
     """Dataset names present in the catalogue (refreshed every minute)."""
     with workspace().sessions() as session:
         return catalogue.dataset_names(session)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _modalities() -> list[str]:
+    """Modalities of the imported series (CT, CR, DX...; refreshed every minute)."""
+    with workspace().sessions() as session:
+        return catalogue.modality_names(session)
 
 
 def readers_text(row: CaseRow, user: SignedInUser) -> str:
@@ -70,7 +80,7 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
                             on_change=_to_first_page)
     predictions = c6.selectbox("Prediction", list(TRI_STATE), key="cases_predictions",
                                on_change=_to_first_page)
-    d1, d2, d3, d4, d5, d6 = st.columns([2, 1, 1, 1.2, 1.3, 2])
+    d1, d2, d3, d4, d7, d5, d6 = st.columns([2, 1, 1, 1.2, 1, 1.3, 2])
     sort = d1.selectbox("Sort by", SORT_KEYS, key="cases_sort", format_func=SORT_LABELS.get,
                         on_change=_to_first_page)
     descending = d2.toggle("Descending", value=True, key="cases_desc", on_change=_to_first_page)
@@ -78,6 +88,9 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
                              on_change=_to_first_page)
     region = d4.selectbox("Region", [ANY, *REGIONS], key="cases_region", on_change=_to_first_page,
                           help="The part of the spine the study's vertebra mask covers")
+    modality = d7.selectbox("Modality", [ANY, *_modalities()], key="cases_modality",
+                            on_change=_to_first_page,
+                            help="CT volumes, or radiographs (CR, DX; OT for PNG/JPEG images)")
     graded = False
     if can(user.role, Permission.see_all_readers):  # readers are blinded to each other's grades
         graded = d5.toggle("Has grade ≥ 2", key="cases_grade2", on_change=_to_first_page,
@@ -96,6 +109,7 @@ def _filters(user: SignedInUser) -> dict[str, Any]:
         "reader_id": user.id if mine_only else None,
         "region": None if region == ANY else region,
         "min_grade": 2 if graded else None,
+        "modality": None if modality == ANY else modality,
         "sort": sort,
         "descending": descending,
         "page_size": int(page_size),
@@ -107,7 +121,8 @@ def _table(page: CasePage, user: SignedInUser) -> list[dict[str, Any]]:
         {
             "Study UID": r.study_uid,
             "Dataset": r.dataset,
-            "Status": r.status.replace("_", " "),
+            "Modality": r.modality,
+            "Status": words.in_words(words.STUDY_STATUSES, r.status),
             "Slices": r.n_slices,
             "Mask": "yes" if r.has_mask else "no",
             "Report": r.report_summary,
@@ -118,6 +133,11 @@ def _table(page: CasePage, user: SignedInUser) -> list[dict[str, Any]]:
         }
         for r in page.rows
     ]
+
+
+def _refresh_choices() -> None:
+    _datasets.clear()
+    _modalities.clear()
 
 
 def _next_case(user: SignedInUser) -> None:
@@ -139,6 +159,7 @@ def main(user: SignedInUser) -> None:
         flash = st.session_state.pop("cases_flash", None)
         if flash:
             st.info(flash)
+    pacs_panel(user, on_imported=_refresh_choices)
     query = _filters(user)
     page_number = int(st.session_state.get("cases_page", 1))
     with workspace().sessions() as session:

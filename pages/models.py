@@ -4,8 +4,10 @@ Per model version: its card and counts; the RSNA weighted log loss; ROC curves a
 and for the patient against the final labels; sensitivity/specificity at a threshold (a slider
 that reruns only its table); Dice per level and the VerSe identification rate against the
 dataset masks. The numbers come from :mod:`db.model_metrics`; "Predict all" runs
-:func:`db.predictions.predict_many` in a background thread (:mod:`db.prediction_jobs`), so the
-batch goes on when the page is left, and one batch runs per database at a time.
+:func:`db.predictions.predict_many` in a background thread (:mod:`db.prediction_jobs`), or queues
+it for a ``spine worker`` process (``SPINE_WORKER=external``), so the batch goes on when the page
+is left, and one batch runs per database at a time; the page shows its progress from the
+database.
 """
 
 from __future__ import annotations
@@ -32,10 +34,16 @@ from db.model_metrics import (
     rate,
     segmentation_metrics,
 )
-from db.prediction_jobs import JOBS, JobSnapshot, PredictionJob
+from db.prediction_jobs import JOBS, JobSnapshot
 from db.session import unit_of_work
 from db.workspace import Workspace
-from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.common import (
+    SignedInUser,
+    current_user,
+    error_boundary,
+    require_permission,
+    workspace,
+)
 from spine_core.adjudication import craniocaudal_key
 from spine_core.errors import SpineError
 from spine_core.inference.protocol import Predictor
@@ -113,7 +121,7 @@ def _show_job(snap: JobSnapshot) -> None:
 
 def _job_panel() -> None:
     ws = workspace()
-    job = JOBS.current(ws.settings.database_url)
+    job = JOBS.current(ws.settings.database_url, ws.sessions)
     if job is None:
         return
     snap = job.snapshot()
@@ -122,8 +130,30 @@ def _job_panel() -> None:
         if st.button("Stop after the current study", key="models_stop"):
             job.cancel()
         st.session_state["models_job_seen_running"] = True
+    elif snap.error and _may_run(ws):
+        if st.button("Run this batch again (it resumes)", key="models_retry"):
+            _retry(ws)
     elif st.session_state.pop("models_job_seen_running", False):
         st.rerun()  # the batch just ended: refresh the whole page (new predictions, metrics)
+
+
+def _may_run(ws: Workspace) -> bool:
+    user = current_user()
+    return user is not None and can(user.role, Permission.run_predictions)
+
+
+def _retry(ws: Workspace) -> None:
+    """Start the failed batch again (e.g. its worker died), from any replica."""
+    user = current_user()
+    if user is None:
+        return
+    try:
+        JOBS.retry(ws.settings.database_url, ws, _predictor(*_settings_key(ws)),
+                   actor=user.username)
+    except SpineError as exc:
+        st.error(str(exc))
+        return
+    st.rerun()
 
 
 _job_live = st.fragment(run_every=1.0)(_job_panel)
@@ -132,7 +162,7 @@ _job_still = st.fragment(_job_panel)
 
 def predict_section(ws: Workspace, user: SignedInUser) -> None:
     st.subheader("Predict")
-    job = JOBS.current(ws.settings.database_url)
+    job = JOBS.current(ws.settings.database_url, ws.sessions)
     running = job is not None and job.running
     (_job_live if running else _job_still)()
     if not can(user.role, Permission.run_predictions):
@@ -147,12 +177,13 @@ def predict_section(ws: Workspace, user: SignedInUser) -> None:
                           key="models_replace", disabled=running)
     label = f"Predict all {len(study_ids)} studies"
     if st.button(label, key="models_predict_all", type="primary", disabled=running):
-        predictor = _predictor(*_settings_key(ws))
-        JOBS.start(ws.settings.database_url,
-                   PredictionJob(ws, predictor, study_ids, actor=user.username, replace=replace))
+        JOBS.submit(ws.settings.database_url, ws, _predictor(*_settings_key(ws)), study_ids,
+                    actor=user.username, replace=replace)
         st.rerun()
+    where = (" A `spine worker` process runs it." if ws.settings.external_worker else "")
     st.caption("Studies already predicted by the same model version are skipped (unless asked): "
-               "a stopped batch resumes where it ended. The batch goes on if you leave this page.")
+               "a stopped batch resumes where it ended. The batch goes on if you leave this page."
+               + where)
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -176,6 +207,9 @@ def card_section(version: ModelVersionSummary, cls: ClassificationMetrics) -> No
     last = version.last_prediction_at
     c4.metric("Last prediction", last.strftime("%d %b %H:%M") if last else "—",
               help=f"{last:%Y-%m-%d %H:%M} UTC" if last else None)
+    intended = str((version.card or {}).get("intended_use") or "").strip()
+    if intended:  # the card's first line (e.g. synthetic-only weights) never hides in the expander
+        st.warning(f"**Model card:** {intended}", icon=":material/science:")
     with st.expander("Model card"):
         if version.card:
             st.json(version.card)

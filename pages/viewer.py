@@ -49,6 +49,8 @@ from pages.parts.viewer_workstation import (
     viewer_boxes,
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
+from spine_core.io.radiograph import describe as describe_radiograph
+from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_units
 from spine_core.labels import LEVEL_NAMES
 from spine_core.render import Plane
 from spine_viewer import ViewerSource, VolumeTooLargeError, keymap_markdown, workstation
@@ -147,6 +149,8 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
                     layout=WS_LAYOUTS.get(layout or "", "single"),  # type: ignore[arg-type]
                     plane=plane,  # type: ignore[arg-type]
                     cursor=cursor, boxes=boxes, editable=False, max_browser_bytes=browser_limit(),
+                    window=display_window(view.image) or "bone",
+                    **radiograph_units(view.image),
                     go_to=int(st.session_state.get("vw_ws_go_to", 0)))
     except VolumeTooLargeError as exc:  # checked before; a mask switch may still exceed it
         st.info(f"{exc}.")
@@ -210,8 +214,12 @@ def _header(view: StudyView) -> None:
             if view.levels else "mask (no level)"
     else:
         mask = "no mask" if info.mask_id is None else "opened without mask"
+    radiograph = is_radiograph_volume(view.image)
+    slices = "" if radiograph else f"{info.n_slices} slices"
     st.caption(" · ".join(x for x in (info.dataset.upper(), info.patient_id, info.description,
-                                      f"{info.n_slices} slices", report, mask) if x))
+                                      slices, report, mask) if x))
+    if radiograph:
+        st.caption(describe_radiograph(view.image.meta))
     if info.warnings:
         with st.expander(f"{len(info.warnings)} import warning(s)"):
             for w in info.warnings:

@@ -64,6 +64,14 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     if args.study and len(rows) != len(set(args.study)):
         missing = sorted(set(args.study) - {uid for _, uid in rows})
         raise SpineError(f"not imported: {', '.join(missing)}")
+    if settings.external_worker and not args.ray:
+        from spine_cli.job_commands import queue_batch
+
+        return queue_batch(ws, [sid for sid, _ in rows], actor=args.actor,
+                           replace=args.replace, wait=args.wait)
+    if args.wait:
+        raise SpineError("--wait follows a batch queued for `spine worker`; it needs "
+                         "SPINE_WORKER=external (without --ray)")
     bar = tqdm(total=len(rows), unit="study", disable=args.no_progress, desc="predict")
 
     def step(study_id: int, outcome: str) -> None:
@@ -95,6 +103,10 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "modality", "ct") == "xray":
+        from spine_core.inference.xray.train import run_xray_from_args
+
+        return run_xray_from_args(args)
     from spine_core.inference.train import run_from_args
 
     return run_from_args(args)
@@ -131,9 +143,30 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_demo_xray(args: argparse.Namespace, settings: Settings) -> int:
+    from spine_core.phantom.xray_layout import write_xray_dataset
+
+    region = args.region
+    if region not in ("cervical", "lumbar"):
+        raise SpineError(f"--modality xray takes --region cervical or lumbar, not {args.region}")
+    if args.layout != "rsna" or args.shape:
+        raise SpineError("--modality xray writes the RSNA-like radiograph layout at the film's "
+                         "own size: leave out --layout and --shape")
+    truth = write_xray_dataset(Path(args.out), region=region, n_studies=args.studies,
+                               seed=args.seed, workers=settings.workers)
+    print(f"wrote {args.studies} synthetic lateral {region} radiographs (DX) to {args.out}; "
+          f"truth in {truth.name}")
+    if args.do_import:
+        _ensure_demo_readers(settings)
+        return _run_import(Path(args.out), settings, args)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from spine_core.phantom.demo import DEFAULT_SHAPES, check_region_layout, write_demo_dataset
 
+    if args.modality == "xray":
+        return _cmd_demo_xray(args, settings)
     check_region_layout(args.region, args.layout)
     out = Path(args.out)
     text = args.shape or "x".join(str(v) for v in DEFAULT_SHAPES[args.region])
@@ -178,6 +211,8 @@ def _run_import(path: Path, settings: Settings, args: argparse.Namespace) -> int
         progress=not getattr(args, "no_progress", False),
     )
     print(report.summary())
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
     return 0 if report.ok else 3
@@ -227,6 +262,17 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         for line in written.warnings:
             print(f"warning: {line}", file=sys.stderr)
         paths = written.paths
+    elif args.kind == "film-masks":
+        from db.film_export import export_film_masks
+        from db.workspace import open_workspace
+
+        films = export_film_masks(open_workspace(settings), out)
+        for line in films.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+        if not films.paths:
+            raise SpineError("no radiograph has a final truth yet (readers submitted, its "
+                             "labelling not disputed), so there is no film mask to export")
+        paths = films.paths
     else:  # pragma: no cover - argparse restricts the choices
         raise SpineError(f"unknown export kind {args.kind}")
     for p in paths:
@@ -328,8 +374,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="var/demo", help="output folder (default var/demo)")
     p.add_argument("--studies", type=int, default=10, help="number of studies (default 10)")
     p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
-    p.add_argument("--region", choices=["cervical", "thoracolumbar", "whole"], default="cervical",
-                   help="part of the spine (default cervical)")
+    p.add_argument("--modality", choices=["ct", "xray"], default="ct",
+                   help="ct (default) or xray: lateral radiographs projected from the whole-spine "
+                        "phantom (DX DICOM + truth.csv)")
+    p.add_argument("--region", choices=["cervical", "thoracolumbar", "whole", "lumbar"],
+                   default="cervical",
+                   help="part of the spine (default cervical; lumbar for --modality xray)")
     p.add_argument("--layout", choices=["rsna", "verse", "ctspine1k"], default="rsna",
                    help="dataset layout: rsna (DICOM + CSVs, cervical only), verse (VerSe 2020), "
                         "ctspine1k (default rsna)")
@@ -352,13 +402,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = add("export", _cmd_export, "Export labels, boxes and volumes.")
     p.add_argument("kind", choices=["rsna", "nifti", "readers", "coco", "decisions", "verse",
-                                    "ctspine1k", "seg", "sr"],
+                                    "ctspine1k", "seg", "sr", "film-masks"],
                    help="rsna: train.csv + train_bounding_boxes.csv of the final labels and union "
                         "boxes; nifti: image and mask of one study; readers: every reader's boxes "
                         "and labels; coco: axial slices with boxes; decisions: adjudication record; "
                         "verse / ctspine1k: images, masks, centroids and final Genant grades in "
                         "that dataset's layout; seg: a vertebra mask as DICOM SEG; sr: readers' boxes, "
-                        "calls and final labels as a DICOM TID 1500 Structured Report")
+                        "calls and final labels as a DICOM TID 1500 Structured Report; film-masks: "
+                        "each radiograph's final vertebra boxes as a PNG label map")
     p.add_argument("study", nargs="?", help="StudyInstanceUID (nifti, seg and sr only)")
     p.add_argument("out", nargs="?", help="output folder (default ./export)")
     p.add_argument("--include-undecided", action="store_true",
@@ -395,7 +446,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = add("predict", _cmd_predict,
             "Run the models on imported studies and store the predictions (resumable: studies "
-            "already predicted by the same model version are skipped).")
+            "already predicted by the same model version are skipped). With "
+            "SPINE_WORKER=external the batch is queued for `spine worker` instead.")
     p.add_argument("--study", action="append", help="StudyInstanceUID (repeatable; default: all)")
     p.add_argument("--replace", action="store_true", help="predict again even if already predicted")
     p.add_argument("--actor", default="cli", help="user name recorded in the audit log")
@@ -407,14 +459,24 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="Ray model actors (default: one per GPU, else per CPU)")
     p.add_argument("--gpus-per-actor", type=float,
                    help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--wait", action="store_true",
+                   help="with SPINE_WORKER=external (the batch is queued for `spine worker`): "
+                        "print its progress until it ends")
+
+    from spine_cli.job_commands import add_worker_parser
+
+    add_worker_parser(add)
 
     p = add("train", _cmd_train,
             "Train the two demo models (vertebra segmentation, fracture classifier) on synthetic "
-            "studies and write small weights with a model card.")
+            "studies and write small weights with a model card; with --modality xray, the "
+            "radiograph U-Net + detector ensemble on synthetic lateral films.")
     if argv is None or "train" in argv:
         from spine_core.inference.train import add_arguments
+        from spine_core.inference.xray.train import add_xray_arguments
 
         add_arguments(p)
+        add_xray_arguments(p)
 
     p = add("serve", _cmd_serve,
             "Run the HTTP inference backend (loads the models once; GPU when present). "
@@ -485,7 +547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; work committed so far is kept, run the command again to resume",
               file=sys.stderr)
         return 130
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -493,9 +560,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI must never show a traceback unasked
         if debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for details)",
-              file=sys.stderr)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):  # never the SQL or the row's values
+            from db.db_errors import database_refusal
+
+            print(f"error: {database_refusal(exc)}", file=sys.stderr)
+            return 1
+        print(f"internal error: {type(exc).__name__}: {_first_line(exc)} (run again with --debug "
+              "for details)", file=sys.stderr)
         return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+#: What to do about an operating-system error, by errno name.
+_OS_HINTS = {
+    "EEXIST": "exists already (a file where a folder is needed?); choose another path or remove it",
+    "ENOENT": "does not exist; check the path",
+    "ENOTDIR": "a part of this path is a file, not a folder; check the path",
+    "EISDIR": "is a folder, not a file; give a file",
+    "EACCES": "permission denied; choose a path you may use or change its permissions",
+    "EPERM": "operation not permitted; choose a path you may use",
+    "ENOSPC": "the disk is full; free some space and run the command again",
+    "ELOOP": "symbolic links form a loop; remove the link",
+    "EROFS": "the file system is read-only; choose another path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An operating-system error as one line: the path and what to do (no '[Errno 17]')."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or -1, "")
+    what = _OS_HINTS.get(name) or (exc.strerror or _first_line(exc) or type(exc).__name__)
+    path = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        path = f"{path} -> {exc.filename2}"
+    if not path and exc.errno is None:
+        return _first_line(exc) or type(exc).__name__
+    return f"{path}: {what}" if path else what
 
 
 if __name__ == "__main__":  # pragma: no cover

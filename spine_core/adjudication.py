@@ -65,6 +65,9 @@ class DisputeKind(str, Enum):
     grades_disagree = "grades_disagree"
     #: Genant studies: a submitted reader's grade differs from the dataset's grade
     grades_vs_dataset = "grades_vs_dataset"
+    #: Radiographs: one reader's vertebra labels are shifted by one level against another's
+    #: (one dispute for the whole film, ``spine_core.film_labels``); decided by choosing a labelling
+    labelling = "labelling"
 
 
 #: Kinds about Genant grades (a grade dispute is voted on with grades, not fracture calls).
@@ -184,6 +187,7 @@ KIND_RANK: dict[DisputeKind, int] = {
     DisputeKind.model_vs_final: 2,
     DisputeKind.grades_vs_dataset: 0,
     DisputeKind.grades_disagree: 1,
+    DisputeKind.labelling: 0,
 }
 
 

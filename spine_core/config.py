@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+#: The values of ``Settings.worker`` (``SPINE_WORKER``).
+WORKER_KINDS = ("thread", "external")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -44,9 +47,39 @@ class Settings:
     dicomweb_password: str = ""
     dicomweb_token: str = ""
     dicomweb_timeout_s: float = 60.0
+    #: A study whose PACS listing has more series than this is refused, naming the study (a CT
+    #: study has a handful; a thousand means a misconfigured or hostile PACS).
+    dicomweb_max_series: int = 200
     #: Organisational root of the UIDs of the DICOM objects we create (SEG, SR). The default is
     #: pydicom's test root; a site sets its own (at most 40 characters, digits and dots, ending '.').
     dicom_uid_root: str = "1.2.826.0.1.3680043.8.498."
+    #: Size limits of untrusted images, checked at import before any pixel is decoded: the largest
+    #: image side (DICOM Rows, Columns), the most frames in one file (NumberOfFrames), and the
+    #: largest series once decoded (slices × rows × columns × 2 bytes, MiB). Headers are also
+    #: checked against the pixel bytes actually present, whatever these limits.
+    max_image_side: int = 16384
+    max_frames: int = 10000
+    max_series_mb: int = 8192
+    #: Seconds the trial decode of one compressed file may take (in its child process, at
+    #: import and before the cache is filled) before the file counts as hung and is refused; a
+    #: multi-frame file gets it once per 100 frames.
+    decode_timeout_s: float = 10.0
+    #: Most voxels of the models' working grid (the volume resampled to the segmentation model's
+    #: voxel size) the inference server accepts, checked before any resampling allocates.
+    max_model_voxels: int = 64_000_000
+    #: Where long jobs ("predict all") run: ``thread`` (default: a thread of the app process that
+    #: starts them) or ``external`` (queued in the database for a ``spine worker`` process).
+    worker: str = "thread"
+
+    def __post_init__(self) -> None:
+        if self.worker not in WORKER_KINDS:
+            raise ValueError(f"SPINE_WORKER must be {' or '.join(WORKER_KINDS)}, not "
+                             f"'{self.worker}'")
+
+    @property
+    def external_worker(self) -> bool:
+        """Whether long jobs are queued for a ``spine worker`` process (``SPINE_WORKER=external``)."""
+        return self.worker == "external"
 
     @property
     def demo_shape_tuple(self) -> tuple[int, int, int]:

@@ -42,6 +42,8 @@ class Permission(str, Enum):
     manage_users = "manage user accounts"
     assign_readers = "assign studies to readers"
     read_audit = "read the audit log"
+    import_studies = "import studies (from the PACS)"
+    curate_demonstration = "build the demonstration's case list"
 
 
 _P = Permission
@@ -57,6 +59,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         _P.open_studies, _P.predict_study, _P.see_all_readers, _P.read_disputes, _P.decide,
         _P.reopen_disputes, _P.edit_reports, _P.dispute_dashboard, _P.see_models,
         _P.run_predictions, _P.demonstration, _P.manage_users, _P.assign_readers, _P.read_audit,
+        _P.import_studies, _P.curate_demonstration,
     }),
     Role.viewer: frozenset({_P.open_studies, _P.dispute_dashboard, _P.see_models, _P.demonstration}),
 }

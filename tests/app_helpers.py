@@ -46,19 +46,20 @@ def demo_workspace(root: Path) -> Workspace:
 
 @contextmanager
 def pages_on(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    """Point the pages at ``ws``; sign-in delays shrunk, throttle counts forgotten."""
+    """Point the pages at ``ws``; sign-in delays shrunk, throttle counts (rows of ``ws``'s
+    database, which the app counts in) forgotten."""
     monkeypatch.setenv("SPINE_DATA_DIR", str(ws.settings.data_dir))
     monkeypatch.setenv("SPINE_WORKERS", "1")
     monkeypatch.setattr(users, "SCRYPT_N", FAST_SCRYPT_N)
     monkeypatch.setattr(signin_throttle, "REFUSAL_DELAY_S", 0.01)
-    monkeypatch.setattr(signin_throttle.SIGN_IN, "first_penalty_s", 0.01)
-    signin_throttle.SIGN_IN.reset()
+    monkeypatch.setattr(signin_throttle, "FIRST_PENALTY_S", 0.01)
+    ws.signin.throttle.reset()
     workspace.clear()
     try:
         yield ws
     finally:
         workspace.clear()
-        signin_throttle.SIGN_IN.reset()
+        ws.signin.throttle.reset()
 
 
 def signed_in(ws: Workspace, username: str) -> SignedInUser:
@@ -88,3 +89,14 @@ def texts(at: Any, *kinds: str) -> list[str]:
     kinds = kinds or ("title", "subheader", "markdown", "caption", "error", "warning", "info",
                       "success")
     return [str(e.value) for kind in kinds for e in getattr(at, kind)]
+
+
+def workstation_view(at: AppTest) -> dict[str, Any]:
+    """The view the page sent to its one client-side workstation this run (its frame's JSON
+    header)."""
+    from spine_viewer.transport import unpack_frame
+
+    frames = [el.proto.bytes for el in at.get("bidi_component") if el.proto.bytes]
+    assert len(frames) == 1, "one workstation on the page"
+    view: dict[str, Any] = unpack_frame(frames[0])[0]["view"]
+    return view

@@ -26,9 +26,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import models as m
 from db.migrate import upgrade
 from db.session import make_engine, make_sessionmaker, normalize_url
 
@@ -120,5 +122,16 @@ def db_sessions(migrated_db_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(migrated_db_url)
     try:
         yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Rows per table of the database at ``url`` (to show that a refusal wrote nothing)."""
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            return {t.name: int(s.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in m.Base.metadata.sorted_tables}
     finally:
         engine.dispose()

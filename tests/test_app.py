@@ -63,9 +63,9 @@ def test_wrong_password_unknown_name_and_deactivated_account_are_refused_alike(
         assert not at.exception
         assert [e.value for e in at.error] == [REFUSAL], name
         assert "user" not in at.session_state
-    # every refusal counted, per user name and per session
-    assert signin_throttle.SIGN_IN.failures("user:sleeper") == 1
-    assert signin_throttle.SIGN_IN.failures("session:test session id") == 3
+    # every refusal counted, per user name and per session, in the database
+    assert ws.signin.throttle.failures("user:sleeper") == 1
+    assert ws.signin.throttle.failures("session:test session id") == 3
 
 
 def test_repeated_failures_earn_a_penalty_and_success_clears_it(ws: Workspace) -> None:
@@ -74,10 +74,10 @@ def test_repeated_failures_earn_a_penalty_and_success_clears_it(ws: Workspace) -
         _sign_in(at, "Reader1", "wrong")
         assert [e.value for e in at.error] == [REFUSAL]
     keys = throttle_keys("reader1", "test session id")
-    assert signin_throttle.SIGN_IN.penalty(*keys) > 0
+    assert ws.signin.throttle.penalty(*keys) > 0
     _sign_in(at, "reader1", "reader1")  # waits the penalty, then lets the right password in
     assert at.session_state["user"].username == "reader1"
-    assert signin_throttle.SIGN_IN.penalty(*keys) == 0
+    assert ws.signin.throttle.penalty(*keys) == 0
 
 
 def test_signed_out_the_app_registers_only_the_sign_in_page(ws: Workspace) -> None:
@@ -120,7 +120,7 @@ def test_admin_sees_the_administration_page_and_an_annotator_does_not(ws: Worksp
         reader.switch_page("pages/admin.py")
     direct = app(reader.session_state["user"], script="pages/admin.py").run()
     assert texts(direct, "error") == [
-        "This page is for admin users; you are signed in as annotator."]
+        "This page is for these roles: Administrator. You are signed in as Reader."]
     assert "Administration" not in texts(direct, "title") and not direct.dataframe
 
 
@@ -133,7 +133,7 @@ def test_role_changed_meanwhile_applies_at_the_next_run(ws: Workspace) -> None:
     assert not at.exception
     user = at.session_state["user"]
     assert (user.role, user.is_chair) == ("adjudicator", True)
-    assert "adjudicator" in " ".join(texts(at.sidebar, "markdown"))
+    assert "Committee member" in " ".join(texts(at.sidebar, "markdown"))
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page("pages/admin.py")
 

@@ -1,6 +1,7 @@
 """The layers run one way: app.py, pages/, spine_cli/ → db/ → spine_core/ (and spine_viewer/ beside
-pages). Every import counts, at module level and inside functions; the check reads the source with
-``ast``, so an import nobody executes in the tests is caught too."""
+pages; spine_web/, the HTTP routes, → db/). Every import counts, at module level and inside
+functions; the check reads the source with ``ast``, so an import nobody executes in the tests is
+caught too."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "db": frozenset({"pages", "spine_cli", "spine_viewer", "spine_web", "app", "streamlit"}),
     "spine_cli": frozenset({"pages", "spine_viewer", "spine_web", "app", "streamlit"}),
     "spine_viewer": frozenset({"db", "pages", "spine_cli", "spine_web", "app"}),
-    # the HTTP routes beside the Streamlit app: sessions of spine_core only
-    "spine_web": frozenset({"db", "pages", "spine_cli", "spine_viewer", "app", "streamlit"}),
+    # the HTTP routes beside the Streamlit app: spine_web -> db -> spine_core, never the pages
+    "spine_web": frozenset({"pages", "spine_cli", "spine_viewer", "app", "streamlit"}),
     "pages": frozenset({"spine_cli", "app"}),
     "app": frozenset({"spine_cli"}),
 }

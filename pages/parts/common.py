@@ -15,6 +15,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from db.workspace import Workspace, open_workspace
+from spine_core import words
 from spine_core.config import load_settings
 from spine_core.errors import SpineError
 from spine_core.roles import Permission, can, roles_with
@@ -70,8 +71,9 @@ def require_permission(permission: Permission = Permission.open_studies) -> Sign
         st.warning("Please sign in.")
         st.stop()
     if not can(user.role, permission):
-        roles = ", ".join(r.value for r in roles_with(permission))
-        st.error(f"This page is for {roles} users; you are signed in as {user.role}.")
+        roles = ", ".join(words.role_words(r.value) for r in roles_with(permission))
+        st.error(f"This page is for these roles: {roles}. You are signed in as "
+                 f"{words.role_words(user.role)}.")
         st.stop()
     return user  # type: ignore[return-value]
 

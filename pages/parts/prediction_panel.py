@@ -5,9 +5,10 @@
   per prediction and file).
 * :func:`prediction_section` shows which model predicted the study, when and how fast, its
   per-level and patient probabilities, and lets every signed-in role but viewer ask for a
-  (new) prediction: the run goes on in the background (:mod:`db.prediction_runs`) with a
-  progress bar fed by the predictor's progress callback; a slow, failing or unreachable backend
-  ends with a clear message, a retry button and nothing stored.
+  (new) prediction: the run goes on in the background (:mod:`db.prediction_runs`; in a ``spine
+  worker`` with ``SPINE_WORKER=external``) with a progress bar fed by the predictor's progress
+  callback; a slow, failing or unreachable backend ends with a clear message, a retry button and
+  nothing stored.
 * :func:`prediction_controls` and :func:`prediction_png` draw the predicted mask as an outline
   (its own toggle, opacity and colour, so it never looks like the dataset's filled mask);
   :func:`prediction_boxes` gives the predicted boxes in their own colour with their score.
@@ -31,9 +32,10 @@ import streamlit as st
 
 from db.access import ReaderScope, reader_scope
 from db.prediction_copies import copy_input, is_copied, save_copies
-from db.prediction_runs import RUNS, RunSnapshot, StudyPredictionRun
+from db.prediction_runs import RUNS, RunSnapshot, StoredRun, StudyPredictionRun
 from pages.parts.common import SignedInUser, workspace
 from pages.parts.viewer_parts import ShownBox, StudyView, plane_image
+from spine_core import words
 from spine_core.boxes import Box
 from spine_core.colours import MODEL_COLOUR, RGB
 from spine_core.errors import SpineError
@@ -366,12 +368,12 @@ def start_prediction(user: SignedInUser, study_id: int, key: str) -> None:
     st.session_state.pop(f"{key}_backend_{study_id}", None)
     if not may_predict(user):
         st.session_state[_problem_key(key, study_id)] = (
-            f"Your role ({user.role}) may look at predictions but not ask for them.")
+            f"Your role ({words.role_words(user.role)}) may look at predictions but not ask for them.")
         return
     ws = workspace()
     try:
-        run = StudyPredictionRun(ws, current_predictor(), study_id, actor=user.username)
-        RUNS.start(ws.settings.database_url, run)
+        run = RUNS.submit(ws.settings.database_url, ws, current_predictor(), study_id,
+                          actor=user.username)
     except SpineError as exc:
         st.session_state[_problem_key(key, study_id)] = str(exc)
         return
@@ -389,7 +391,7 @@ def _check_backend(key: str, study_id: int) -> None:
 def _live_progress(database: str, study_id: int, user: SignedInUser) -> None:
     """The running prediction's progress, redrawn every :data:`POLL_S`; the whole page reruns
     when it ends (to draw the new prediction or the failure)."""
-    run = RUNS.current(database, study_id)
+    run = RUNS.current(database, study_id, workspace().sessions)
     if run is None or not run.running:
         st.rerun(scope="app")
     snap = run.snapshot()  # type: ignore[union-attr]
@@ -418,9 +420,9 @@ def prediction_section(view: StudyView, user: SignedInUser, *, key: str = "pred"
     a retry), probabilities per level and timings. Returns the prediction to draw and its mask."""
     study_id = view.info.study_id
     database = workspace().settings.database_url
-    active = RUNS.current(database, study_id)
+    active = RUNS.current(database, study_id, workspace().sessions)
     running = active is not None and active.running
-    own: StudyPredictionRun | None = st.session_state.get(_run_key(key, study_id))
+    own: StudyPredictionRun | StoredRun | None = st.session_state.get(_run_key(key, study_id))
     prediction = load_prediction(study_id)
     mask, mask_problem = predicted_mask(view, prediction)
 

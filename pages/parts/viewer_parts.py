@@ -320,21 +320,26 @@ class ShownBox:
 
 
 def reader_boxes(study_id: int, user: SignedInUser) -> list[ShownBox]:
-    """The boxes this user may see (``db.annotations`` applies the blinding rules)."""
+    """The boxes this user may see (``db.annotations`` applies the blinding rules); on a film
+    each caption names the vertebra as a radiologist reads it (the sacrum's top one: "S1")."""
     from db import models as m
     from db.annotations import visible_core_boxes
+    from db.film_reading import is_film_study
     from spine_core.colours import reader_colours
+    from spine_core.film_labels import shown_level
 
     with workspace().sessions() as session:
         actor = session.get(m.User, user.id)
         if actor is None:
             return []
         boxes: list[Box] = visible_core_boxes(session, actor, study_id)
+        film = is_film_study(session, study_id)
     colours = reader_colours(b.reader for b in boxes)
     out = []
     for b in boxes:
         who = "you" if b.reader == user.username else str(b.reader)
-        label = f"{who} {b.level}" if b.level else who
+        level = shown_level(b.level) if film and b.level else b.level
+        label = f"{who} {level}" if level else who
         out.append(ShownBox(Box(b.slice_index, b.x, b.y, b.width, b.height),
                             colours[str(b.reader)], label, who))
     return out

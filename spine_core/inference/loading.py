@@ -108,13 +108,9 @@ def _apply_state(net: nn.Module, state: Mapping[str, torch.Tensor], path: Path) 
     return net.eval()
 
 
-def load_state_dict_model(config_path: Path) -> LoadedNetwork:
-    """Format 1: ``<stage>.json`` + the weights file it names (checked against its SHA-256)."""
-    config = _read_json(config_path)
-    if config.get("format") != FORMAT:
-        raise ModelLoadError(
-            f"{config_path} is not a {FORMAT} config (format={config.get('format')!r})"
-        )
+def verified_weights(config_path: Path, config: dict[str, Any]) -> Path:
+    """The weights file a state-dict config names, once the config can rebuild its network and
+    the file is there with the SHA-256 the config records. Raises ModelLoadError otherwise."""
     if "network" not in config:
         raise ModelLoadError(f"{config_path} has no 'network' section; it cannot rebuild the network")
     weights = config_path.parent / str(config.get("weights", config_path.with_suffix(".pt").name))
@@ -126,6 +122,17 @@ def load_state_dict_model(config_path: Path) -> LoadedNetwork:
             f"weights file {weights} is corrupt: its SHA-256 differs from the one in {config_path}; "
             "restore both files from the same release"
         )
+    return weights
+
+
+def load_state_dict_model(config_path: Path) -> LoadedNetwork:
+    """Format 1: ``<stage>.json`` + the weights file it names (checked against its SHA-256)."""
+    config = _read_json(config_path)
+    if config.get("format") != FORMAT:
+        raise ModelLoadError(
+            f"{config_path} is not a {FORMAT} config (format={config.get('format')!r})"
+        )
+    weights = verified_weights(config_path, config)
     net = _apply_state(build_network(config["network"]), _load_state_dict(weights), weights)
     return LoadedNetwork(net, config, "state_dict", config_path)
 

@@ -27,6 +27,10 @@ from spine_core.inference.segmentation import (
     SegmentationModel,
     centroids_by_name,
 )
+from spine_core.inference.xray.config import UNET_FILE as XRAY_UNET_FILE
+from spine_core.inference.xray.model import XrayModel
+from spine_core.inference.xray.predictor import predict_radiograph
+from spine_core.io.radiograph import is_radiograph_volume
 from spine_core.progress import Progress
 from spine_core.volume import Volume
 
@@ -68,10 +72,13 @@ class LocalPredictor:
         segmentation: SegmentationModel,
         fracture: FractureModel | None,
         model_info: ModelInfo,
+        radiograph: XrayModel | None = None,
     ) -> None:
         self.segmentation = segmentation
         self.fracture = fracture
         self._info = model_info
+        self.radiograph = radiograph
+        self._folder = ""
 
     @classmethod
     def from_dir(
@@ -115,7 +122,13 @@ class LocalPredictor:
         card["stages"]["segmentation"] = _stage_summary(seg_loaded)
         if frac_loaded is not None:
             card["stages"]["fracture"] = _stage_summary(frac_loaded)
-        return cls(seg, frac, ModelInfo(name=name, version=version, card=card))
+        radiograph = None
+        if (folder / XRAY_UNET_FILE).is_file():  # the radiograph ensemble, when the folder has it
+            radiograph = XrayModel.from_dir(folder, device="cpu")
+            card["stages"]["radiograph"] = {**radiograph.info, "path": XRAY_UNET_FILE}
+        predictor = cls(seg, frac, ModelInfo(name=name, version=version, card=card), radiograph)
+        predictor._folder = str(folder)
+        return predictor
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalPredictor:
@@ -131,7 +144,14 @@ class LocalPredictor:
         return self._info
 
     def predict(self, volume: Volume, progress: Progress | None = None) -> StudyPrediction:
-        """Segment, label and score one CT volume (int16 HU, any orientation)."""
+        """Segment, label and score one CT volume (int16 HU, any orientation); a radiograph
+        goes to the radiograph ensemble (:mod:`spine_core.inference.xray`)."""
+        if is_radiograph_volume(volume):
+            if self.radiograph is None:
+                raise ModelLoadError(
+                    f"no radiograph model in {self._folder or 'the models folder'}: "
+                    "run `spine train --modality xray` into it to predict radiographs")
+            return predict_radiograph(self.radiograph, volume, self._info, progress)
         if min(volume.shape) < MIN_INPUT_VOXELS:
             raise InputError(
                 f"volume of shape {volume.shape} is too small to segment: each axis needs at least "

@@ -69,7 +69,8 @@ class StudyPrediction:
     Attributes:
         mask: canonical level ids (uint8) on the input volume's grid, or None if not segmented.
         level_probabilities: level name ('C1'...) -> probability of fracture.
-        patient_probability: probability that any cervical level is fractured.
+        patient_probability: probability that any cervical level is fractured; NaN when the
+            model scores no fracture (not predicted).
         boxes: suspected fracture boxes on axial slices.
         centroids: level name -> LPS mm centroid of the predicted vertebra.
         timings: stage name -> seconds.

@@ -136,6 +136,7 @@ class SpineBackendReplica:
             queue_wait_s=options.queue_wait_s,
             device=self.settings.device,
             loaded=self.predictor,
+            max_model_voxels=self.settings.max_model_voxels,
         )
         return _ReplicaHeader(app, self.replica)
 

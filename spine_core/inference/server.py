@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -88,6 +89,7 @@ def create_app(
     queue_wait_s: float = 0.0,
     device: str = "auto",
     loaded: Predictor | None = None,
+    max_model_voxels: int = 64_000_000,
 ) -> FastAPI:
     """The backend app (serve it with uvicorn; :func:`serve` does).
 
@@ -103,6 +105,8 @@ def create_app(
         device: passed to ``predictor_factory``.
         loaded: a predictor already loaded by the caller (e.g. by a Ray Serve replica before it
             takes traffic): the app is ready from its start and ``predictor_factory`` is not called.
+        max_model_voxels: most voxels of the volume resampled to the models' grid
+            (``Settings.max_model_voxels``); more is refused 422 before anything is resampled.
 
     Raises:
         InputError: an empty token or a limit out of range (the message says which).
@@ -215,7 +219,7 @@ def create_app(
             except InputError as exc:
                 return _error(422, "bad_volume", str(exc))
             del body
-            too_big = implausible_extent(volume)  # before the models resample it
+            too_big = implausible_extent(volume) or too_many_model_voxels(volume, max_model_voxels)
             if too_big is not None:
                 return _error(422, "bad_volume", too_big)
             loop = asyncio.get_running_loop()
@@ -333,6 +337,22 @@ def implausible_extent(volume: Any) -> str | None:
     return None
 
 
+#: Voxel size of the segmentation model's working grid (mm), the finest grid a volume is resampled to.
+MODEL_GRID_MM = 2.5
+
+
+def too_many_model_voxels(volume: Any, max_voxels: int, grid_mm: float = MODEL_GRID_MM) -> str | None:
+    """Why the volume would need too large a working grid once resampled to ``grid_mm`` voxels
+    (more than ``max_voxels``, or than it holds itself), or None; computed from the header only."""
+    sizes = [max(1, round(n * float(s) / grid_mm)) for n, s in zip(volume.shape, volume.spacing)]
+    voxels = max(math.prod(sizes), math.prod(volume.shape))
+    if voxels > max_voxels:
+        return (f"the volume needs {voxels:,} voxels on the models' {grid_mm:g} mm grid, more than "
+                f"the server's limit of {max_voxels:,} (SPINE_MAX_MODEL_VOXELS); crop the volume "
+                "or raise the limit on the server")
+    return None
+
+
 async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
     """The whole body, or None as soon as it passes ``max_bytes`` (the rest is not read)."""
     chunks: list[bytes] = []
@@ -414,5 +434,6 @@ def serve(
         job_timeout_s=job_timeout_s if job_timeout_s is not None else settings.backend_timeout_s,
         queue_wait_s=queue_wait_s,
         device=settings.device,
+        max_model_voxels=settings.max_model_voxels,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

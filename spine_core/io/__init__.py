@@ -15,6 +15,9 @@ __all__ = [
     "masks",  # vertebra masks onto the image grid
     "nifti",  # NIfTI in and out, RAS <-> LPS at the edge
     "prepare",  # pass 1 of an import: read and check a case's files
+    "prepare_radiograph",  # pass 1 for a radiograph: one image, checked
+    "radiograph",  # one CR/DX/secondary-capture image: spacing, view, window, MONOCHROME1
+    "radiograph_image",  # PNG/JPEG radiographs with a JSON sidecar
     "safe_paths",  # untrusted names never become paths unchecked
     "verse",  # VerSe centroid JSON
 ]

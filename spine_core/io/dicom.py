@@ -196,7 +196,8 @@ def plan_series(
     names = [_frame_name(headers[f.file], f.frame) for f in frames]
     if len(frames) < 2:
         raise SeriesGeometryError(
-            f"{label} has only one slice; a volume needs at least 2 ({names[0] if names else '-'})"
+            f"{label} has only one slice; a volume needs at least 2 ({names[0] if names else '-'}); "
+            "import the folder with all the slices of the series"
         )
     positions: list[tuple[float, float, float]] = []
     orientations: list[tuple[float, float, float, float, float, float]] = []

@@ -229,6 +229,31 @@ def read_header(path: Path) -> FileHeader:
     return _header_from_dataset(path, ds, *pixel)
 
 
+#: The two letters of every DICOM value representation (VR), as written in explicit-VR files.
+_VR_CODES = frozenset(v.value.encode("ascii") for v in pydicom.valuerep.VR if len(v.value) == 2)
+
+
+def looks_like_raw_dataset(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts like a DICOM data set written without the
+    Part 10 preamble (ACR-NEMA style, or a preamble stripped by some tool): a first element of
+    group 0000, 0002 or 0008 in either byte order, followed by a VR's two letters (explicit VR) or
+    by a plausible value length (implicit VR, little endian: even, 4 for a group length, else
+    1 to 65534 bytes); a file of zeros is none."""
+    if len(head) < 8:
+        return False
+    for order in "<>":
+        group, element = struct.unpack(f"{order}HH", head[:4])
+        if group not in (0x0000, 0x0002, 0x0008):
+            continue
+        if head[4:6] in _VR_CODES:
+            return True
+        length = struct.unpack("<I", head[4:8])[0]
+        if order == "<" and element < 0x1000 and length % 2 == 0 and (
+                length == 4 if element == 0 else 0 < length < 1 << 16):  # group length: a UL
+            return True
+    return False
+
+
 def _dcmread_header(fp: Any, path: Path) -> Dataset:
     head = fp.read(132)
     fp.seek(0)
@@ -501,7 +526,7 @@ def _header_from_dataset(
     )
 
 
-def _non_image_reason(h: FileHeader) -> str | None:
+def _non_image_reason(h: FileHeader, limits: SizeLimits | None = None) -> str | None:
     """Why ``h`` is not part of an image series, or None when it is."""
     if h.sop_class_uid == _DICOMDIR_CLASS:
         return "DICOMDIR (a media directory, not an image)"
@@ -520,19 +545,40 @@ def _non_image_reason(h: FileHeader) -> str | None:
             shown = uid if len(uid) <= 80 else uid[:77] + "..."
             return (f"{what} {shown!r} is not a DICOM UID (at most {MAX_UID_LENGTH} characters, "
                     "digits and dots); fix or remove the file")
-    return _implausible_reason(h)
+    return _implausible_reason(h, limits or SizeLimits())
 
 
-#: Largest image side accepted (rows, columns), in pixels.
-MAX_SIDE = 16384
+@dataclass(frozen=True)
+class SizeLimits:
+    """How large an untrusted image may claim to be (``Settings.max_image_side``, ``max_frames``,
+    ``max_series_mb``; environment ``SPINE_MAX_IMAGE_SIDE`` ...)."""
+
+    max_side: int = 16384
+    max_frames: int = 10000
+    max_series_mb: int = 8192
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SizeLimits:
+        return cls(int(settings.max_image_side), int(settings.max_frames),
+                   int(settings.max_series_mb))
 
 
-def _implausible_reason(h: FileHeader) -> str | None:
-    """Why an image header cannot describe real data (sizes against the bytes present, geometry
-    that is not finite, zero or singular), or None. Checked before any pixel is decoded."""
-    if not (0 < h.rows <= MAX_SIDE and 0 < h.columns <= MAX_SIDE):
-        return (f"Rows×Columns {h.rows}×{h.columns} is outside 1..{MAX_SIDE}; the header is "
-                "corrupt")
+#: Largest image side accepted by default (rows, columns), in pixels.
+MAX_SIDE = SizeLimits.max_side
+
+
+def _implausible_reason(h: FileHeader, limits: SizeLimits = SizeLimits()) -> str | None:
+    """Why an image header cannot describe real data (sizes against the bytes present and the
+    ``limits``, geometry that is not finite, zero or singular), or None. Checked before any pixel
+    is decoded."""
+    side = limits.max_side
+    if not (0 < h.rows <= side and 0 < h.columns <= side):
+        return (f"Rows×Columns {h.rows}×{h.columns} is outside 1..{side} (SPINE_MAX_IMAGE_SIDE); "
+                "the header is corrupt — re-export the file, or raise the limit if the image is "
+                "real")
+    if h.n_frames > limits.max_frames:
+        return (f"NumberOfFrames {h.n_frames} is more than {limits.max_frames} "
+                "(SPINE_MAX_FRAMES); the header is corrupt, or raise the limit")
     if h.pixel_length is not None and h.bits_allocated:
         need = h.rows * h.columns * max(1, h.samples_per_pixel) * h.bits_allocated // 8 * max(1, h.n_frames)
         if h.pixel_length < need:
@@ -541,7 +587,9 @@ def _implausible_reason(h: FileHeader) -> str | None:
                     "or its header is wrong")
     for n, frame in enumerate(h.frames):
         where = f" (frame {n + 1})" if h.n_frames > 1 else ""
-        if frame.pixel_spacing is not None and not all(
+        # a projection image (no position: a radiograph) may say PixelSpacing 0: its reader
+        # (spine_core.io.radiograph) then measures in pixels rather than refusing the file
+        if frame.pixel_spacing is not None and frame.position is not None and not all(
                 math.isfinite(v) and v > 0 for v in frame.pixel_spacing):
             return f"PixelSpacing {list(frame.pixel_spacing)}{where} must be two positive numbers"
         if frame.position is not None and not all(math.isfinite(v) for v in frame.position):
@@ -600,6 +648,7 @@ def scan_files(
     paths: Iterable[Path | str],
     workers: int = 1,
     executor: Literal["thread", "process"] = "thread",
+    limits: SizeLimits = SizeLimits(),
 ) -> DicomScan:
     """Header pass over the given files (see :func:`scan_dicom_tree`)."""
     results = parallel_map(_header_or_reason, [Path(p) for p in paths], workers, executor)
@@ -609,7 +658,7 @@ def scan_files(
     for r in results:
         if isinstance(r, SkippedFile):
             continue
-        reason = _non_image_reason(r)
+        reason = _non_image_reason(r, limits)
         if reason:
             skipped.append(SkippedFile(r.path, reason, "not_image"))
             continue
@@ -641,6 +690,7 @@ def scan_dicom_tree(
     root: Path,
     workers: int = 1,
     executor: Literal["thread", "process"] = "thread",
+    limits: SizeLimits = SizeLimits(),
 ) -> DicomScan:
     """Find the image series under ``root`` with a header-only pass.
 
@@ -649,12 +699,13 @@ def scan_dicom_tree(
         workers: parallel header readers. Threads (the default) help on network or cold storage;
             ``executor="process"`` also spreads pydicom's parsing over CPU cores, worth it from a
             few thousand files (each process must first import pydicom).
+        limits: the largest image side and frame count a header may claim (from the settings).
 
     Returns:
         The series, grouped by (StudyInstanceUID, SeriesInstanceUID), and every file left out with
         its reason: not DICOM, truncated, unreadable, not an image, localizer.
     """
-    return scan_files(iter_files(Path(root)), workers=workers, executor=executor)
+    return scan_files(iter_files(Path(root)), workers=workers, executor=executor, limits=limits)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Layouts recognised (first match wins, in this order):
 
 * **RSNA 2022 cervical spine**: ``train_images/<StudyUID>/*.dcm`` (or ``test_images``), optional
   ``train.csv`` (patient_overall, C1–C7), ``train_bounding_boxes.csv`` and
-  ``segmentations/<StudyUID>.nii[.gz]`` (labels 1–7 C1–C7, 8–19 T1–T12).
+  ``segmentations/<StudyUID>.nii[.gz]`` (labels 1–7 C1–C7, 8–19 T1–T12); a film of
+  ``spine demo --modality xray`` has its vertebra mask in ``masks/<StudyUID>.nii.gz`` instead
+  (canonical ids, so lumbar films keep L1–L5 and S).
 * **VerSe, subject-based** (BIDS-like; the 2020 release and the restructured 2019 release):
   ``rawdata/sub-X/sub-X[_entities]_ct.nii.gz`` with
   ``derivatives/sub-X/sub-X[_entities]_seg-vert_msk.nii.gz`` and ``..._seg-subreg_ctd.json``.
@@ -23,6 +25,8 @@ Layouts recognised (first match wins, in this order):
 * **CTSpine1K, flat**: ``<id>.nii.gz`` + ``<id>_seg.nii.gz`` in one folder, no centroid files.
 * **Plain DICOM**: any other tree holding DICOM files (recognised by the ``DICM`` preamble, not the
   extension); each folder with DICOM files is one case (series are split by the DICOM reader).
+* **Radiograph images**: a tree of PNG/JPEG files and no DICOM; each image is one case, with its
+  ``<stem>.json`` sidecar when present (:mod:`spine_core.io.radiograph_image`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ if TYPE_CHECKING:
     from spine_core.io.verse import CentroidSet
     from spine_core.volume import Volume
 
-DatasetKind = Literal["rsna", "verse", "ctspine1k", "totalsegmentator", "dicom"]
-ImageFormat = Literal["dicom", "nifti"]
+DatasetKind = Literal["rsna", "verse", "ctspine1k", "totalsegmentator", "dicom", "images"]
+ImageFormat = Literal["dicom", "nifti", "image"]
 MaskFormat = Literal["labelmap", "per_class"]
 
 #: How deep below the root detection looks for tell-tale folders and files.
@@ -74,7 +78,8 @@ class CaseSource:
     Attributes:
         case_id: unique within the dataset (StudyUID, VerSe subject/scan key, relative folder...).
         dataset: the layout kind it came from.
-        image_path: a DICOM folder (``image_format == "dicom"``) or a NIfTI file.
+        image_path: a DICOM folder (``image_format == "dicom"``), a NIfTI file, or a PNG/JPEG
+            radiograph (``"image"``).
         mask_paths: one label-map NIfTI, or per-class files (``mask_format == "per_class"``).
         vocabulary: how label-map values map to canonical levels (None for per-class files, whose
             file names say the level).
@@ -150,10 +155,16 @@ def detect_layout(root: Path | str) -> DatasetLayout:
         return DatasetLayout("ctspine1k", r, "flat", "CTSpine1K style (flat <id>.nii.gz + <id>_seg.nii.gz)")
     if _first_dicom(r) is not None:
         return DatasetLayout("dicom", r, "dicom", "plain DICOM folders")
+    if _radiograph_images(r):
+        return DatasetLayout("images", r, "images", "radiograph images (PNG/JPEG + JSON sidecars)")
+    not_dicom = _not_dicom_reason(r)
+    if not_dicom is not None:
+        raise DatasetLayoutError(f"{r} matches no dataset layout: {not_dicom}")
     raise DatasetLayoutError(
         f"{r} matches no dataset layout: no train_images/ (RSNA), rawdata/ + derivatives/ or "
         "*_seg/*_ctd.json files (VerSe), volumes/ + labels/ or <id>_seg.nii.gz pairs (CTSpine1K), "
-        "segmentations/ (TotalSegmentator) and no DICOM files; check the folder you chose"
+        "segmentations/ (TotalSegmentator), no DICOM files and no PNG/JPEG radiographs; check the "
+        "folder you chose"
     )
 
 
@@ -180,8 +191,10 @@ def iter_cases(root: Path | str, *, warnings: list[str] | None = None) -> Iterat
         yield from _ctspine_cases(layout.root, notes)
     elif layout.kind in ("verse", "ctspine1k"):
         yield from _flat_cases(layout.root, layout.kind, notes)
+    elif layout.kind == "images":
+        yield from _image_cases(layout.root)
     else:
-        yield from _dicom_cases(layout.root)
+        yield from _dicom_cases(layout.root, notes)
 
 
 # --- RSNA ---------------------------------------------------------------------------------------
@@ -191,6 +204,7 @@ def _rsna_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
     labels = _read_csv_by_study(root, "train.csv")
     boxes = _read_csv_by_study(root, "train_bounding_boxes.csv", many=True)
     seg_dir = root / "segmentations"
+    film_dir = root / "masks"
     seen: set[str] = set()
     for dirname in _RSNA_IMAGE_DIRS:
         image_root = root / dirname
@@ -203,6 +217,9 @@ def _rsna_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
             mask = (
                 _first_existing(root, seg_dir, (f"{uid}.nii", f"{uid}.nii.gz")) if seg_dir.is_dir() else None
             )
+            vocabulary = RSNA
+            if mask is None and film_dir.is_dir():  # `spine demo --modality xray`: canonical ids
+                mask, vocabulary = _first_existing(root, film_dir, (f"{uid}.nii.gz",)), VERSE
             extra: dict[str, Any] = {"split": dirname.split("_")[0]}
             if uid in labels:
                 extra["labels"] = _int_row(labels[uid][0])
@@ -215,7 +232,7 @@ def _rsna_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
                 image_format="dicom",
                 mask_paths=(mask,) if mask else (),
                 mask_format="labelmap" if mask else None,
-                vocabulary=RSNA if mask else None,
+                vocabulary=vocabulary if mask else None,
                 extra=extra,
             )
     for uid in sorted(set(labels) | set(boxes)):
@@ -452,13 +469,40 @@ def _flat_cases(root: Path, kind: DatasetKind, notes: list[str]) -> Iterator[Cas
 
 
 def is_dicom_file(path: Path) -> bool:
-    """True when ``path`` has the DICOM Part 10 preamble (``DICM`` at byte 128)."""
+    """True when ``path`` has the DICOM Part 10 preamble (``DICM`` at byte 128), or starts like a
+    data set written without it (:func:`~spine_core.io.dicom_scan.looks_like_raw_dataset`): such
+    a file is read and then imported or refused by name, never silently left out."""
+    from spine_core.io.dicom_scan import looks_like_raw_dataset
+
     try:
         with path.open("rb") as handle:
             head = handle.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return (len(head) == 132 and head[128:132] == b"DICM") or looks_like_raw_dataset(head)
+
+
+def _not_dicom_reason(root: Path) -> str | None:
+    """Why the files under ``root`` that look meant as DICOM (named .dcm, or gzip-compressed) are
+    not: the first one named, with what to do; None when there is none."""
+    for dirpath, _, filenames in _walk(root):
+        for fname in filenames:
+            path = dirpath / fname
+            if path.is_symlink() or not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            try:
+                with path.open("rb") as handle:
+                    magic = handle.read(2)
+            except OSError:
+                continue
+            if magic == b"\x1f\x8b" and not fname.lower().endswith(".nii.gz"):
+                return (f"{rel} is gzip-compressed, not a DICOM file; unpack it (gunzip) and "
+                        "import the folder again")
+            if fname.lower().endswith((".dcm", ".dicom")):
+                return (f"{rel} is named {path.suffix} but is not a DICOM file (no 'DICM' preamble "
+                        "and no data set at its start); re-export it as DICOM Part 10")
+    return None
 
 
 def _first_dicom(root: Path) -> Path | None:
@@ -470,14 +514,44 @@ def _first_dicom(root: Path) -> Path | None:
     return None
 
 
-def _dicom_cases(root: Path) -> Iterator[CaseSource]:
+def _dicom_cases(root: Path, notes: list[str]) -> Iterator[CaseSource]:
     for dirpath, _, filenames in _walk(root):
-        files = [dirpath / f for f in filenames]
+        files = []
+        for path in (dirpath / f for f in filenames):
+            if path.is_symlink() and not path.exists():  # dangling, or a loop: nothing to read
+                notes.append(f"{path.relative_to(root)}: a symbolic link to nothing (dangling, or "
+                              "part of a loop of links); left out — remove it")
+                continue
+            files.append(ensure_inside(root, path))
         for path in files:
-            ensure_inside(root, path)
+            if path.suffix.lower() == ".dcm" and not is_dicom_file(path):
+                notes.append(f"{path.relative_to(root)}: named .dcm but not a DICOM file (no 'DICM' "
+                             "preamble and file meta header); left out — re-export it as DICOM "
+                             "Part 10")
         if any(is_dicom_file(p) for p in files):
             case_id = root.name if dirpath == root else dirpath.relative_to(root).as_posix()
             yield CaseSource(case_id, "dicom", dirpath, "dicom")
+
+
+# --- radiograph images ---------------------------------------------------------------------------
+
+
+def _radiograph_images(root: Path) -> list[Path]:
+    """PNG/JPEG files under ``root`` (symbolic links left out), sorted."""
+    from spine_core.io.radiograph_image import IMAGE_SUFFIXES
+
+    return [dirpath / f for dirpath, _, filenames in _walk(root) for f in filenames
+            if f.lower().endswith(IMAGE_SUFFIXES) and not (dirpath / f).is_symlink()]
+
+
+def _image_cases(root: Path) -> Iterator[CaseSource]:
+    for path in _radiograph_images(root):
+        image = ensure_inside(root, path)
+        sidecar = image.with_suffix(".json")
+        if sidecar.exists():
+            ensure_inside(root, sidecar)  # a sidecar linked from elsewhere is refused
+        case_id = image.relative_to(root).with_suffix("").as_posix()
+        yield CaseSource(case_id, "images", image, "image")
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -147,11 +147,35 @@ def parse_centroids(
     if units == "mm":
         coords = coords / np.linalg.norm(affine[:3, :3], axis=0)
     lps = coords @ affine[:3, :3].T + affine[:3, 3]
+    _check_inside(lps, [label for label, _ in points], image, source)
     centroids = tuple(
         Centroid(int(VERSE.to_canonical[label]), (float(p[0]), float(p[1]), float(p[2])))
         for (label, _), p in zip(points, lps)
     )
     return CentroidSet(centroids, axcodes, units, tuple(warnings))
+
+
+#: How far (in voxels) a centroid may lie beyond the image's edge voxels and still count as in it.
+CENTROID_MARGIN_VOXELS = 1.0
+
+
+def _check_inside(lps: npt.NDArray[np.float64], labels: Sequence[int], image: Volume,
+                  source: str) -> None:
+    """Refuse (InputError) a centroid that is not within ``image`` (a vertebra's centre is
+    always on the image it was labelled on): a file of another image, or a damaged one."""
+    if not len(labels):
+        return
+    inverse = np.linalg.inv(np.asarray(image.affine, dtype=np.float64))
+    index = lps @ inverse[:3, :3].T + inverse[:3, 3]
+    shape = np.asarray(image.shape, dtype=np.float64)
+    low, high = -0.5 - CENTROID_MARGIN_VOXELS, shape - 0.5 + CENTROID_MARGIN_VOXELS
+    for label, ijk, point in zip(labels, index, lps):
+        if not (np.all(np.isfinite(ijk)) and np.all(ijk >= low) and np.all(ijk <= high)):
+            where = ", ".join(f"{v:.4g}" for v in point)
+            raise InputError(
+                f"{source}: the centroid of label {label} lies outside the image (at {where} mm "
+                f"LPS; the image has {'×'.join(str(n) for n in image.shape)} voxels); the file is "
+                "damaged or belongs to another image — fix or remove it")
 
 
 def read_centroids(

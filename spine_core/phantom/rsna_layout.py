@@ -255,7 +255,9 @@ def _prepare(out_dir: Path) -> None:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from spine_core.io.safe_paths import output_folder
+
+    output_folder(out_dir)  # one line, not "[Errno 20]", when a parent is a file
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: list[list[Any]]) -> None:

@@ -5,13 +5,14 @@ The app runs on its own SQLite database under a temporary folder, bootstrapped e
 ``scripts/start.sh`` does (demo users, small synthetic demo studies).
 
 Helpers shared by the browser tests live here too: :func:`settle` (wait for Streamlit's run),
-:func:`sign_in`, :func:`open_page`, :func:`screenshot`, :func:`app_db`, and the ``contexts``
-fixture (one browser context per user).
+:func:`sign_in`, :func:`open_page`, :func:`screenshot`, :func:`app_db`, :func:`tick_grid_row`,
+:func:`pick_option`, and the ``contexts`` fixture (one browser context per user).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -129,6 +130,53 @@ def settle(page: Any, pause: float = 0.6) -> None:
     time.sleep(pause)
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+
+def tick_grid_row(page: Any, table: Any, row: int, took: Any, tries: int = 3) -> None:
+    """Tick the checkbox of ``row`` (0-based) in a Streamlit data grid and wait for ``took``, the
+    locator that shows the app took the selection.
+
+    The grid is a canvas: a click that lands before the grid takes pointer events (a rerun still
+    drawing it, as seen under CI's load) is lost without a trace. The click is given again only
+    when the page's run is over and ``took`` has still not come, so a slow run is never toggled
+    back off."""
+    settle(page, 0.3)
+    box = table.locator("canvas").first.bounding_box()
+    assert box is not None, "the data grid has no canvas"
+    for _ in range(tries):
+        page.mouse.click(box["x"] + 15, box["y"] + 35 + 17 + 35 * row)
+        settle(page, 1.0)
+        try:
+            took.first.wait_for(timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the click was lost
+            settle(page, 0.3)
+            if took.count():
+                return
+    took.first.wait_for(timeout=5_000)  # fails naming what never came
+
+
+def pick_option(page: Any, box: Any, value: str, tries: int = 3) -> None:
+    """Choose ``value`` in the Streamlit selectbox ``box`` (a combobox locator) by typing it.
+
+    Typing goes into the box's own input (``fill``), never to the page, so a viewer's keyboard
+    shortcuts can't take it. A dropdown closed by a rerun that was still running is opened
+    again, at most ``tries`` times."""
+    option = page.get_by_role("option").filter(has_text=re.compile(rf"^{re.escape(value)}$"))
+    for attempt in range(tries):
+        settle(page, 0.3)
+        box.scroll_into_view_if_needed()
+        box.click()
+        box.fill(value)
+        try:
+            option.first.wait_for(timeout=5_000)
+            option.first.click()
+            break
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the list closed or lagged
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+    settle(page, 1.0)
 
 
 def submit_sign_in(page: Any, base_url: str, username: str, password: str) -> None:

@@ -190,7 +190,7 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     a1.get_by_text("Not decided yet: 1 of 2 votes needed for quorum", exact=True).wait_for()
     a1.get_by_role("heading", name=re.compile(rf"^{LEVEL} · Readers disagree · study {uid}$")
                    ).wait_for()
-    a1.get_by_text("Round 1 · 1 vote(s) · open", exact=True).wait_for()
+    a1.get_by_text("Round 1 · 1 vote(s) · Open", exact=True).wait_for()
     a1.get_by_text(RATIONALE_1).scroll_into_view_if_needed()
     screenshot(a1, "adjudication-03-first-vote")
 
@@ -209,10 +209,10 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     a2.get_by_role("heading", name=re.compile(rf"^{LEVEL} · Readers disagree · study {uid}$")
                    ).wait_for()
     a2.get_by_text(re.compile(
-        r"^Decision round 1: fractured \(in force\) — policy committee, majority, "
-        r"by adjudicator2 on ")).wait_for()
-    a2.get_by_text(f"Final label of {LEVEL}: fractured (decision)").wait_for()
-    a2.get_by_text("Round 1 · 2 vote(s) · decided", exact=True).wait_for()
+        r"^Decision round 1: fractured \(in force\) — majority of the committee, policy The "
+        r"committee votes, by adjudicator2 on ")).wait_for()
+    a2.get_by_text(f"Final label of {LEVEL}: fractured (decided by the committee)").wait_for()
+    a2.get_by_text("Round 1 · 2 vote(s) · Decided", exact=True).wait_for()
     assert a2.get_by_role("button", name="Cast vote").count() == 0
     a2.get_by_role("button", name="Reopen for a new round").scroll_into_view_if_needed()
     screenshot(a2, "adjudication-04-committee-decided")

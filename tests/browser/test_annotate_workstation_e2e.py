@@ -63,10 +63,26 @@ def rows(app_env: dict[str, str], uid: str, reader: str) -> list[tuple[Any, ...]
             "ORDER BY b.slice_index", (uid, reader)).fetchall()
 
 
+def wait_saved(page: Any, n: int, timeout_ms: float = 15000) -> None:
+    """Until the viewer counts ``n`` box saves the server confirmed (its ``data-saved``)."""
+    root = page.locator("[data-testid=sv-root]").first
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(f"[data-testid=sv-root][data-saved='{n}']").first.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        said = root.evaluate("r => [r.dataset.saved, r.querySelector('[data-testid=sv-save]')"
+                             "?.textContent, JSON.stringify(r.svWorkstation.saver.post)]")
+        raise AssertionError(f"the viewer confirmed no save {n}: {said}") from None
+
+
 def open_study(page: Any, app_url: str, reader: str, uid: str) -> None:
+    """Sign in, then Annotate and the study over the same connection (no reload): the viewer
+    fetches its volume over the session-checked route all the same."""
     sign_in(page, app_url, reader)
     open_page(page, "Annotate")
     choose_study(page, uid)
+    assert page.locator("[data-testid=sv-root]").first.get_attribute("data-transport") == "fetch"
 
 
 def test_two_key_boxes_ten_slices_apart_interpolate_and_export(
@@ -127,7 +143,7 @@ def test_a_stale_tab_cannot_delete_the_other_tabs_box(
     tab1 = contexts()
     open_study(tab1, app_url, "reader1", uid)
     drag(tab1, axial(tab1), 0.30, 0.30, 0.45, 0.42)
-    tab1.get_by_text("Boxes on this slice (1)").wait_for()
+    wait_saved(tab1, 1)  # off the vertebra: saved through the box route, the page not rerun
     (box_id, *_), = rows(app_env, uid, "reader1")
 
     tab2 = contexts()  # a second tab (its own session) loads the study with tab 1's box
@@ -137,7 +153,7 @@ def test_a_stale_tab_cannot_delete_the_other_tabs_box(
     # tab 1 moves its box (version 2) and draws a second one; tab 2 still shows version 1
     drag(tab1, axial(tab1), 0.37, 0.36, 0.47, 0.46)
     drag(tab1, axial(tab1), 0.60, 0.60, 0.72, 0.70)
-    tab1.get_by_text("Boxes on this slice (2)").wait_for()
+    wait_saved(tab1, 3)
     assert len(rows(app_env, uid, "reader1")) == 2
 
     # tab 2 selects its stale view of the box and deletes it: refused, told, refreshed
@@ -179,3 +195,72 @@ def test_deleting_the_last_box_of_a_level_asks_whether_it_is_still_fractured(
             "'reader2' AND l.level = ?", (uid, level)).fetchone()
     assert call == ("not_fractured",)
     assert page.get_by_text(f"Is {level} still fractured?").count() == 0
+
+
+def test_a_box_is_saved_through_the_box_route_without_a_page_rerun(
+    app_url: str, app_env: dict[str, str], studies: list[str], contexts: Any,
+) -> None:
+    uid = studies[0]
+    page = contexts()
+    open_study(page, app_url, "reader2", uid)
+    root = page.locator("[data-testid=sv-root]").first
+    drag(page, axial(page), 0.40, 0.40, 0.55, 0.52)  # on a vertebra: a level newly boxed
+    wait_saved(page, 1)
+    page.get_by_text("Boxes on this slice (1)").wait_for()  # ... so the viewer had the page rerun
+    (box_id, _, _, _, _, level), = rows(app_env, uid, "reader2")
+    assert level, "the box in the middle of the slice lies on a vertebra"
+    caption = page.get_by_text(f"#{box_id} · {level}")
+    before = caption.inner_text()
+    sent = root.evaluate("r => r.svWorkstation.channel.sent")
+
+    drag(page, axial(page), 0.47, 0.46, 0.49, 0.48)  # move it a little: a plain save
+    wait_saved(page, 2)
+    assert root.get_by_test_id("sv-save").inner_text() == f"Box changed on {level}"
+    with app_db(app_env) as con:
+        version, x = con.execute("SELECT version, x FROM boxes WHERE id = ?", (box_id,)).fetchone()
+    assert version == 2
+    # nothing went to Streamlit and the page did not rerun: its panel still shows the old place
+    settle(page, 1.5)
+    assert root.evaluate("r => r.svWorkstation.channel.sent") == sent
+    assert caption.inner_text() == before and f"at ({x:.0f}," not in before
+    assert root.evaluate("(r, id) => r.svWorkstation.boxes.boxes.find(b => b.id === id).version",
+                         str(box_id)) == 2
+
+
+def test_a_box_moved_before_its_save_returns_is_changed_not_drawn_twice(
+    app_url: str, app_env: dict[str, str], studies: list[str], contexts: Any,
+) -> None:
+    uid = studies[1]
+    page = contexts()
+    open_study(page, app_url, "reader2", uid)
+    before = {r[0] for r in rows(app_env, uid, "reader2")}
+    held: list[Any] = []  # the first post waits here until the box was moved
+
+    def hold_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/spine-box-events", hold_first)
+    drag(page, axial(page), 0.06, 0.06, 0.16, 0.14)  # drawn; its save is held
+    assert len(held) == 1 and {r[0] for r in rows(app_env, uid, "reader2")} == before
+    drag(page, axial(page), 0.11, 0.10, 0.15, 0.13)  # moved while still "new-…": waits its turn
+    held[0].continue_()
+    wait_saved(page, 2)
+    new = [r for r in rows(app_env, uid, "reader2") if r[0] not in before]
+    assert len(new) == 1, new  # one box, created then changed: never two
+    with app_db(app_env) as con:
+        (version,) = con.execute("SELECT version FROM boxes WHERE id = ?", (new[0][0],)).fetchone()
+    assert version == 2
+    assert root_box_ids(page) == {str(r[0]) for r in rows(app_env, uid, "reader2")}
+
+
+def root_box_ids(page: Any) -> set[str]:
+    """Ids of the reader's boxes the viewer holds (no temporary "new-…" id left)."""
+    ids = page.locator("[data-testid=sv-root]").first.evaluate(
+        "r => r.svWorkstation.boxes.boxes.filter(b => b.kind === 'key').map(b => b.id)")
+    pending = page.locator("[data-testid=sv-root]").first.evaluate(
+        "r => [...r.svWorkstation.boxes.pending.keys()]")
+    assert pending == [], pending
+    return set(ids)

@@ -28,7 +28,15 @@ import numpy as np
 import pytest
 
 from spine_core.colours import MODEL_COLOUR
-from tests.browser.conftest import ROOT, app_db, open_page, screenshot, settle, sign_in
+from tests.browser.conftest import (
+    ROOT,
+    app_db,
+    open_page,
+    screenshot,
+    settle,
+    sign_in,
+    tick_grid_row,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -108,9 +116,8 @@ def open_study_in_viewer(page: Any, uid: str) -> None:
     page.get_by_role("textbox", name="Search").fill(uid)
     page.get_by_role("textbox", name="Search").press("Enter")
     expect(page.get_by_text(re.compile(r"^Studies 1–1 of 1\."))).to_be_visible()
-    canvas = page.locator("[data-testid=stDataFrame] canvas").first
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)
+    table = page.locator("[data-testid=stDataFrame]").first
+    tick_grid_row(page, table, 0, page.locator("[data-testid=sv-root]"))
     wait_viewer(page)
     expect(page.get_by_text(f"Study {uid}")).to_be_visible()
 
@@ -378,18 +385,18 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
 
     open_page(admin, "Demonstration")
     expect(admin.get_by_role("heading", name="Demonstration")).to_be_visible()
-    admin.get_by_role("combobox").first.click()
-    admin.get_by_role("option", name=re.compile(re.escape(uid))).click()
+    # no curated list: the predicted studies are the cases; this one is the only one predicted
+    expect(admin.get_by_role("combobox", name="Case")).to_have_value(
+        re.compile(rf"^1 of 1 · .* · …{re.escape(uid[-8:])}$"))
+    admin.locator("[data-testid=sv-root][data-complete='1']").wait_for(timeout=60_000)
+    expect(admin.get_by_text(re.compile(r"^Model card: .*SYNTHETIC"))).to_be_visible()
+    expect(admin.locator(".demo-legend-truth")).to_be_visible()
+    admin.get_by_role("radio", name="Prediction (the model)").or_(
+        admin.get_by_role("button", name="Prediction (the model)")).first.click()
     settle(admin, 1.5)
-    expect(admin.get_by_text(re.compile(rf"^Model · {re.escape(MODEL)} · \d{{4}}-"))
-           ).to_be_visible()
-    expect(admin.get_by_text(re.compile(r"^Truth · the dataset's mask"))).to_be_visible()
-    images = admin.locator(".sv-img")
-    expect(images).to_have_count(2)
-    truth_src, model_src = (images.nth(i).get_attribute("src") for i in range(2))
-    assert truth_src != model_src  # the dataset's mask beside the predicted one
-    metric = admin.locator("[data-testid=stMetric]").filter(has_text="Model, whole study")
-    expect(metric.locator("[data-testid=stMetricValue]")).to_have_text(f"{row['patient']:.2f}")
+    expect(admin.locator(".demo-legend-model")).to_contain_text("the model's fracture box")
+    expect(admin.get_by_role("heading", name=re.compile(
+        rf"^Model: likely fracture, {100 * row['patient']:.0f} %$"))).to_be_visible()
     admin.wait_for_timeout(300)
     screenshot(admin, "prediction-06-demo")
     no_traceback(admin)

@@ -30,7 +30,7 @@ def test_the_session_lives_in_an_httponly_cookie_and_a_copied_url_signs_nobody_i
     # a reload keeps the reader signed in, on the same page
     reader.reload()
     expect(reader.get_by_role("button", name="Sign out")).to_be_visible()
-    expect(reader.get_by_text("Reader 1 · annotator")).to_be_visible()
+    expect(reader.get_by_text("Reader 1 · Reader")).to_be_visible()
 
     # the address pasted into another browser opens the sign-in form
     other = contexts()

@@ -16,6 +16,7 @@ from db import annotations as ann
 from db import disputes, grades
 from db import grade_disputes as gd
 from db import models as m
+from db.dispute_list import dispute_rows
 from db.dispute_queries import dispute_detail, dispute_queue
 from db.exporter import export_decisions
 from db.relabel import set_relabel
@@ -115,6 +116,8 @@ def test_grade_disputes_go_through_the_committee(db_sessions: sessionmaker[Sessi
         assert {"vote.cast", "decision.record", "final_grade.set"} <= actions
         assert not s.scalars(select(m.FinalLabel).where(m.FinalLabel.level == "L1",
                                                         m.FinalLabel.source == "decision")).all()
+        listed = {r["level"]: r for r in dispute_rows(s, "decided")}
+        assert listed["L1"]["decision"] == "grade_3_crush"  # what `spine disputes list` prints
     ws = Workspace(Settings(data_dir=tmp_path / "var", db_url=migrated_db_url))
     (path,) = export_decisions(ws, tmp_path / "out")
     with path.open(newline="") as fh:

@@ -36,7 +36,7 @@ def test_existing_whole_spine_studies_become_genant_and_grades_stay_in_range(db_
                 "INSERT INTO masks (id, series_id, path, vocabulary, source, levels, fingerprint, "
                 "warnings, created_at) VALUES (1, 1, '/m.nii.gz', 'verse', 'dataset', "
                 "'[\"C7\", \"T1\", \"L1\", \"S\"]', '', '[]', '2026-01-01 00:00:00')"))
-        upgrade(db_url)
+        upgrade(db_url, "0004")
         assert current_revision(db_url) == "0004"
         with engine.begin() as conn:
             schemes = dict(conn.execute(text("SELECT dataset, call_scheme FROM studies")).all())

@@ -4,6 +4,8 @@ stored whole (row, mask file on the study's grid, audit entry) or not at all; ba
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -20,8 +22,10 @@ from db.predictions import existing_prediction, latest_prediction, predict_many,
 from db.session import unit_of_work
 from db.studies import open_image
 from spine_core.errors import ConflictError, PredictionError
+from spine_core.inference.protocol import Progress, StudyPrediction
 from spine_core.inference.server import create_app
 from spine_core.io.nifti import load_nifti
+from spine_core.volume import Volume
 from tests.backend_helpers import (
     TOKEN,
     BoneThresholdPredictor,
@@ -105,6 +109,25 @@ def test_a_bad_answer_stores_nothing(imported: Imported, predictor: BoneThreshol
     assert message in str(err.value) and "nothing was stored" in str(err.value)
     assert _count(imported, m.Prediction) == 0 and _count(imported, m.ModelVersion) == 0
     assert prediction_files(imported.ws.settings.data_dir) == []
+
+
+class _NoFracturePredictor(BoneThresholdPredictor):
+    """Segments, scores no fracture: the patient probability is NaN, "not predicted" (as the
+    radiograph ensemble and MONAI Label segmentations answer)."""
+
+    def predict(self, volume: Volume, progress: Progress | None = None) -> StudyPrediction:
+        result = super().predict(volume, progress)
+        return dataclasses.replace(result, level_probabilities={}, patient_probability=math.nan)
+
+
+def test_a_model_that_scores_no_fracture_stores_no_patient_probability(imported: Imported) -> None:
+    """Never a number a page could show as "no fracture": the row holds none."""
+    row = predict_study(imported.ws, _NoFracturePredictor(), imported.study_ids[0], actor="alice")
+    assert row is not None
+    with unit_of_work(imported.ws.sessions, readonly=True) as s:
+        stored = s.get(m.Prediction, row.id)
+        assert stored.patient_probability is None and stored.level_probabilities == {}
+        assert stored.mask_path
 
 
 def test_a_predictor_failing_midway_stores_nothing(imported: Imported) -> None:

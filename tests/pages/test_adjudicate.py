@@ -30,7 +30,7 @@ from spine_core.colours import UNION_COLOUR
 from spine_core.config import Settings
 from spine_core.io.dicom_write import SeriesInfo, ct_affine, uid_from_seed, write_series
 from spine_core.volume import Volume
-from tests.pages.test_viewer import workstation_view
+from tests.app_helpers import workstation_view
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_UID = uid_from_seed("adjudicate-page-study")
@@ -150,7 +150,7 @@ def test_committee_votes_decides_and_reopens_through_the_page(scene: Scene) -> N
 
     admin = page("adjudicate.py", scene.users["admin"])
     admin.radio(key="adjudicate_status").set_value("decided").run()
-    assert any("policy **committee**" in md.value for md in admin.markdown)
+    assert any("policy **The committee votes**" in md.value for md in admin.markdown)
     button(admin, "Reopen for a new round").click().run()
     assert any("needs a reason" in e.value for e in admin.error)
     admin.text_area(key="reopen_reason").input("second opinion requested by the surgeon")
@@ -183,7 +183,8 @@ def test_queue_filters_and_roles(scene: Scene) -> None:
     assert at.selectbox(key="adjudicate_dispute").value == scene.dispute_id
 
     reader = page("adjudicate.py", scene.users["r1"])
-    assert any("This page is for adjudicator, admin" in e.value for e in reader.error)
+    assert any("This page is for these roles: Committee member, Administrator" in e.value
+               for e in reader.error)
     assert not reader.get("image")
 
 
@@ -194,7 +195,7 @@ def test_dashboard_and_audit_pages(scene: Scene) -> None:
     assert len(dash.get("plotly_chart")) >= 1
 
     denied = page("audit.py", scene.users["adj1"])
-    assert any("This page is for admin" in e.value for e in denied.error)
+    assert any("This page is for these roles: Administrator" in e.value for e in denied.error)
 
     audit = page("audit.py", scene.users["admin"])
     assert not audit.exception, audit.exception

@@ -56,15 +56,16 @@ def _fill_new_user(at: AppTest, name: str, password: str, again: str, role: str 
 
 
 def test_only_admins_see_the_page(ws: Workspace) -> None:
-    for name, role in [("reader1", "annotator"), ("adjudicator1", "adjudicator"),
-                       ("viewer", "viewer")]:
+    for name, role in [("reader1", "Reader"), ("adjudicator1", "Committee member"),
+                       ("viewer", "Viewer")]:
         at = app(signed_in(ws, name), script="pages/admin.py").run()
-        assert texts(at, "error") == [f"This page is for admin users; you are signed in as {role}."]
+        assert texts(at, "error") == [
+            f"This page is for these roles: Administrator. You are signed in as {role}."]
         assert not at.dataframe and not at.text_input and not at.button
     at = admin_page(ws)
     rows = table(at)
     assert {"admin", "reader1", "adjudicator2", "viewer"} <= rows.keys()
-    assert rows["adjudicator2"]["Committee chair"] and rows["reader1"]["Role"] == "annotator"
+    assert rows["adjudicator2"]["Committee chair"] and rows["reader1"]["Role"] == "Reader"
     assert rows["admin"]["Password"] and not rows["admin"]["Hospital sign-in"]
 
 
@@ -82,7 +83,7 @@ def test_add_a_user_and_the_refusals_keep_what_was_typed(ws: Workspace) -> None:
 
     _fill_new_user(at, "reader9", PW, PW, display="Reader Nine")
     assert not at.exception, at.exception
-    assert texts(at, "success") == ["User 'reader9' added as annotator."]
+    assert texts(at, "success") == ["User 'reader9' added as Reader."]
     assert table(at)["reader9"]["Display name"] == "Reader Nine"
     assert at.text_input(key="admin_new_username").value == ""  # the form starts afresh
     with ws.sessions() as session:
@@ -113,7 +114,7 @@ def test_role_chair_active_and_password(ws: Workspace) -> None:
     at.checkbox(key="admin_chair_temp-reader").check()
     button(at, "Save role and chair").click().run()
     assert any("only an adjudicator" in e for e in texts(at, "error"))
-    assert table(at)["temp-reader"]["Role"] == "viewer"
+    assert table(at)["temp-reader"]["Role"] == "Viewer"
 
     button(at, "Deactivate the account").click().run()
     assert texts(at, "success") == ["temp-reader is deactivated."]
@@ -158,7 +159,7 @@ def test_admins_cannot_lock_themselves_out(ws: Workspace) -> None:
     at.selectbox(key="admin_role_admin").set_value("viewer")
     button(at, "Save role and chair").click().run()
     assert any("only active admin" in e for e in texts(at, "error"))
-    assert not at.exception and table(at)["admin"]["Role"] == "admin"
+    assert not at.exception and table(at)["admin"]["Role"] == "Administrator"
 
 
 def test_report_editor(ws: Workspace) -> None:

@@ -39,6 +39,7 @@ from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_NAMES
 from spine_core.phantom.rsna_layout import write_rsna_dataset
 from spine_core.render import Plane
 from spine_core.volume import Volume
+from tests.app_helpers import workstation_view
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -131,13 +132,6 @@ def qp(at: AppTest, name: str) -> str:
     return value[-1] if isinstance(value, list) else value
 
 
-def workstation_view(at: AppTest) -> dict[str, Any]:
-    """The view the page sent to the client-side workstation (its frame's JSON header)."""
-    from spine_viewer.transport import unpack_frame
-
-    frames = [el.proto.bytes for el in at.get("bidi_component") if el.proto.bytes]
-    assert len(frames) == 1, "one workstation on the page"
-    return unpack_frame(frames[0])[0]["view"]
 
 
 def png_pixels(data: dict[str, Any]) -> np.ndarray:
@@ -416,24 +410,16 @@ def test_3d_view_has_a_named_mesh_per_vertebra_and_boxes(env: Scene) -> None:
 
 def test_demonstration_is_for_admins_adjudicators_and_viewers(env: Scene) -> None:
     at = run_page("pages/demo.py", env.users["reader1"])
-    assert any("for adjudicator, admin, viewer users" in e.value for e in at.error)
+    assert any("for these roles: Committee member, Administrator, Viewer. You are signed in as "
+               "Reader." in e.value for e in at.error)
     assert not at.get("bidi_component")
 
 
-def test_demonstration_without_a_prediction_shows_the_truth_and_says_so(env: Scene) -> None:
+def test_demonstration_without_a_list_or_a_prediction_says_how_cases_appear(env: Scene) -> None:
     at = run_page("pages/demo.py", env.users["viewer"], viewer_study_id=env.spare)
     assert not at.exception, at.exception
-    assert at.selectbox(key="demo_study").value == env.spare
-    assert any("No prediction yet" in i.value for i in at.info)
-    views = {json.loads(el.proto.json)["plane"]: el for el in at.get("bidi_component")}
-    assert set(views) == {"sagittal"}  # both large views show the sagittal plane
-    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
-    assert truth["labels"] and not model["labels"]  # truth mask named, no predicted mask
-    assert not np.array_equal(png_pixels(truth), png_pixels(model))  # mask colours vs bare CT
-    rows = at.dataframe[0].value
-    assert list(rows["Level"])[:7] == [f"C{i}" for i in range(1, 8)]
-    assert set(rows["Model"]) == {"—"}
-    assert set(rows["Report"]) <= {"fractured", "intact", "—"}
+    assert any("No case to show yet" in i.value for i in at.info)
+    assert not at.get("bidi_component") and not at.text_input  # nothing to show, nothing to edit
 
 
 def _add_prediction(scene: Scene, study_id: int, folder: Path) -> dict[str, Any]:
@@ -468,32 +454,27 @@ def test_demonstration_shows_the_prediction_beside_the_truth(
     box = _add_prediction(env, env.boxed, tmp_path)
     at = run_page("pages/demo.py", env.users["adjudicator1"], viewer_study_id=env.boxed)
     assert not at.exception, at.exception
-    assert not at.info and not at.warning
-    assert any("demo-net 1.0" in md.value for md in at.markdown)
-    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
-    assert [lab["text"] for lab in model["labels"]] == ["C2"]  # the predicted mask, named
-    assert len(truth["labels"]) > 1
+    assert not at.warning
+    assert [o.split(" · ")[0] for o in at.selectbox(key="demo_case").options] == ["1 of 1"]
+    assert any("demo-net 1.0" in c.value for c in at.caption)
+    assert any(md.value == "### Model: likely fracture, 93 %" for md in at.markdown)
     rows = at.dataframe[0].value.set_index("Level")
-    assert rows.loc["C2", "Model"] == "0.91" and rows.loc["C5", "Model"] == "0.12"
-    assert rows.loc["C3", "Model"] == "—"
-    assert any(mt.value == "0.93" for mt in at.metric)
+    assert rows.loc["C2", "Model"] == "model: likely fracture, 91 %"
+    assert rows.loc["C5", "Model"] == "model: unlikely fracture, 12 %"
+    assert rows.loc["C3", "Model"] == "not predicted"
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["text"] for t in bars["data"]][0] == ["model: likely fracture, 91 %",
+                                                    "model: unlikely fracture, 12 %"]
+    assert any(shape.get("x0") == 0.5 for shape in bars["layout"]["shapes"])  # the threshold
+    view = workstation_view(at)
+    assert view["editable"] is False and not [b for b in view["boxes"] if b["kind"] == "model"]
 
-    at.button_group(key="demo_plane").set_value(Plane.AXIAL).run()
-    at.slider(key=f"demo_slice_{env.boxed}_axial").set_value(box["slice_index"] + 1).run()
+    at.segmented_control(key="demo_show").set_value("model").run()
     assert not at.exception, at.exception
-    truth, model = (json.loads(el.proto.json) for el in at.get("bidi_component"))
-    assert [b["label"] for b in model["boxes"]] == ["model C2 0.88"]
-    assert not truth["labels"] and not model["labels"]  # names only in the sagittal plane
-    # the box was drawn around C2's pixels on that slice: on the zoomed image it must frame
-    # exactly the pixels the predicted mask colours (boxes and masks stay aligned)
-    rgb = png_pixels(model).astype(int)
-    coloured = (rgb[..., 0] != rgb[..., 1]) | (rgb[..., 1] != rgb[..., 2])
-    rows, cols = np.flatnonzero(coloured.any(axis=1)), np.flatnonzero(coloured.any(axis=0))
-    b = model["boxes"][0]
-    h, w = model["height"], model["width"]
-    assert (b["x0"] * w, b["x1"] * w) == pytest.approx((cols[0], cols[-1] + 1))
-    assert (b["y0"] * h, b["y1"] * h) == pytest.approx((rows[0], rows[-1] + 1))
-    assert (w, h) != tuple(reversed(SHAPE[1:]))  # zoomed in on the spine, not the full slice
+    view = workstation_view(at)
+    model = [b for b in view["boxes"] if b["kind"] == "model"]
+    assert len(model) == 1 and model[0]["slice"] == box["slice_index"]
+    assert any("the model's fracture box" in md.value for md in at.markdown)
 
 
 # --- bad input ---------------------------------------------------------------------------------

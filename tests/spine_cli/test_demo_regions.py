@@ -28,8 +28,15 @@ def test_rsna_layout_refuses_the_whole_spine_in_one_line(tmp_path: Path) -> None
 
 
 def test_unknown_region_is_an_argparse_error(tmp_path: Path) -> None:
-    result = run_spine("demo", "--region", "lumbar", data_dir=tmp_path)
+    result = run_spine("demo", "--region", "sacral", data_dir=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_a_radiograph_region_for_ct_is_one_line(tmp_path: Path) -> None:
+    result = run_spine("demo", "--region", "lumbar", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: region 'lumbar': choose one of cervical, "
+                                     "thoracolumbar, whole")
 
 
 def test_verse_and_ctspine_demo_folders_import_without_help(tmp_path: Path) -> None:
@@ -58,3 +65,25 @@ def test_whole_spine_demo_imports_into_the_database(tmp_path: Path) -> None:
                        "--no-progress", data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "verse: 2 studies added" in result.stdout and "2 masks" in result.stdout
+
+
+def test_xray_demo_writes_lateral_dx_films_and_refuses_regions_it_cannot_film(tmp_path: Path) -> None:
+    import csv
+
+    import pydicom
+
+    out = tmp_path / "xr"
+    result = run_spine("demo", "--modality", "xray", "--region", "lumbar", "--studies", "1",
+                       "--out", str(out), data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 synthetic lateral lumbar radiographs (DX)" in result.stdout
+    (path,) = out.glob("train_images/*/1.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "DX" and ds.ImagerPixelSpacing and ds.Rows > 500
+    with (out / "truth.csv").open(newline="") as fh:
+        levels = [r["level"] for r in csv.DictReader(fh)]
+    assert {"L1", "L5", "S"} <= set(levels)
+    refused = run_spine("demo", "--modality", "xray", "--region", "whole", "--out",
+                        str(tmp_path / "no"), data_dir=tmp_path)
+    assert refused.returncode == 2 and "cervical or lumbar" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "no").exists()

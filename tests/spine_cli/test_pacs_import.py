@@ -97,11 +97,19 @@ def test_pacs_down_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_unknown_study_and_bad_uid(orthanc: Orthanc, uploaded: list[str], tmp_path: Path,  # noqa: F811
                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     _env(monkeypatch, orthanc, tmp_path)
-    assert main(["import", "dicomweb", "--study", "1.2.3.4.5.6.7", "--no-progress"]) == 2
+    assert main(["import", "dicomweb", "--study", "1.2.3.4.5.6.7", "--no-progress"]) == 3
     assert "study 1.2.3.4.5.6.7: not found on the PACS" in capsys.readouterr().err
     assert main(["import", "dicomweb", "--study", "../../etc", "--no-progress"]) == 2
     assert "is not a DICOM UID" in capsys.readouterr().err
     assert not (tmp_path / "pacs").exists() or not any((tmp_path / "pacs").iterdir())
+    # an unknown study beside a real one: named, and the real one is imported
+    assert main(["import", "dicomweb", "--study", "1.2.3.4.5.6.7", "--study", uploaded[0],
+                 "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "study 1.2.3.4.5.6.7: not found on the PACS" in err and uploaded[0] not in err
+    ws = open_workspace(load_settings())
+    with ws.sessions() as session:
+        assert session.scalars(select(m.Study.study_uid)).all() == [uploaded[0]]
 
 
 def test_study_deleted_after_search_is_named_and_others_continue(

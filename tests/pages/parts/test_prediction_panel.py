@@ -36,7 +36,7 @@ from pages.parts.viewer_parts import forget_studies, load_study
 from spine_core.annotation_geometry import display_index_of
 from spine_core.colours import MODEL_COLOUR
 from spine_core.inference.server import create_app
-from tests.app_helpers import fast_scrypt
+from tests.app_helpers import fast_scrypt, workstation_view
 from tests.backend_helpers import (
     TOKEN,
     BoneThresholdPredictor,
@@ -284,13 +284,6 @@ def _boxes(scene: Scene, username: str) -> list[m.Box]:
         return ann.visible_boxes(s, me, scene.study)
 
 
-def workstation_view(at: AppTest) -> dict[str, Any]:
-    """What the Annotate page passed to the reading workstation this run (its frame's view)."""
-    from spine_viewer.transport import unpack_frame
-
-    frames = [el.proto.bytes for el in at.get("bidi_component") if el.proto.bytes]
-    assert len(frames) == 1, "one workstation on the page"
-    return unpack_frame(frames[0])[0]["view"]
 
 
 def viewer_boxes(at: AppTest, kind: str) -> list[tuple[int, float, float, float, float]]:

@@ -51,17 +51,22 @@ def test_an_implausible_header_is_refused_with_its_reason(tmp_path: Path, case: 
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
-def test_one_bad_file_is_named_in_the_series_warnings(tmp_path: Path) -> None:
+def test_one_bad_slice_refuses_its_series_by_name(tmp_path: Path) -> None:
+    """A slice left out would store the series one slice short: the series is refused, the file
+    named; a study beside it still imports."""
     def nan_position(ds: pydicom.Dataset, i: int) -> None:
         if i == 1:
             ds.ImagePositionPatient = ["nan", 0, 2]
 
     _series(tmp_path / "data", "nan", nan_position)
     _series(tmp_path / "data", "spacing", CASES["spacing"][0])
+    _series(tmp_path / "data", "good", lambda ds, i: None)
     report = import_path(tmp_path / "data", Settings(data_dir=tmp_path / "var", workers=1),
                          actor="test", progress=False)
-    assert report.studies_added == 1  # the nan study, one file short; the spacing study refused
+    assert report.studies_added == 1  # the good study
     assert any("spacing" in p and "PixelSpacing [0.0, 0.0]" in p for p in report.problems)
+    assert any("ImagePositionPatient" in p and "is not finite" in p and "not imported" in p
+               for p in report.problems), report.problems
     from sqlalchemy import select
 
     from db import models as m
@@ -69,6 +74,4 @@ def test_one_bad_file_is_named_in_the_series_warnings(tmp_path: Path) -> None:
 
     with open_workspace(Settings(data_dir=tmp_path / "var", workers=1)).sessions() as s:
         series = s.scalars(select(m.Series)).one()
-    assert series.shape[0] == 3
-    assert any("1 file(s) in the folder were left out" in w and "ImagePositionPatient" in w
-               and "is not finite" in w for w in series.warnings), series.warnings
+    assert series.shape[0] == 4
