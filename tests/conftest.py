@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytest_plugins: list[str] = [
     module
@@ -33,3 +34,18 @@ def _restore_main_module() -> Iterator[None]:
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+BROWSER_RERUN_ON = [PlaywrightTimeout]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser test that timed out waiting in Playwright gets one rerun (pytest-rerunfailures).
+
+    On a busy 2-core runner a click can land while Streamlit redraws and be lost; Playwright's own
+    runner retries on CI for that reason. Only Playwright's TimeoutError is retried, once: a wrong
+    assertion or an app error fails at once, and a test that times out twice fails. Reruns are
+    listed in the summary (``R``), so a flaky test stays visible."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=BROWSER_RERUN_ON))
