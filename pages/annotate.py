@@ -374,7 +374,7 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
                 lambda: ViewerSource(study.image, study.mask), key=f"annotate_viewer_{study_id}",
                 layout="single", plane="axial",  # boxes are drawn on axial slices; T: three planes
                 slice=start, window=display_window(study.image) or "bone", boxes=boxes,
-                on_event=on_event, editable=editable, height=620, max_browser_bytes=browser_limit(),
+                on_event=on_event, editable=editable, height="fill", max_browser_bytes=browser_limit(),
                 box_post=_box_post(study_id, study), **radiograph_units(study.image))
         except VolumeTooLargeError as exc:
             _server_fallback(user, study, exc)

@@ -36,6 +36,9 @@ class Settings:
     demo_studies: int = 6
     demo_shape: str = "200x256x256"  # SLICESxROWSxCOLS of generated demo studies
     demo_seed: int = 2022
+    #: Demo studies without readers' work, assigned to the demo readers, so a newcomer signed in
+    #: as a reader has something to read (the main demo set comes read and submitted).
+    demo_unread: int = 2
     #: Largest study (int16 volume + labels, MiB) sent to the browser viewer; bigger ones are shown
     #: as server-rendered slices (0: always server-rendered).
     viewer_max_browser_mb: int = 1024

@@ -52,6 +52,7 @@ def app_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "SPINE_DATA_DIR": str(data),
         "SPINE_DEMO_STUDIES": "2",
         "SPINE_DEMO_SHAPE": "96x160x160",
+        "SPINE_DEMO_UNREAD": "0",  # the tests assign what they read (tests/db/test_bootstrap.py)
         "SPINE_WORKERS": "2",
     })
     return env
