@@ -288,6 +288,10 @@ class Box(Base):
     # Imported boxes only: the hash of the row they came from (db.import_keys); unique among live
     # boxes, so racing imports add a row once. None for boxes drawn in the app.
     import_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Boxes drawn in the viewer: the key its tab made for the new box and sent with the create
+    # event (migration 0009); unique per study and reader, so a create retried after a lost reply
+    # finds this box instead of adding another. None for boxes made any other way.
+    client_key: Mapped[str | None] = mapped_column(String(64), default=None)
     # Radiographs (one box per vertebra, its label in ``level``): the reader's Genant grade 0-3
     # (None: not graded), and whether this is the reference vertebra counted from (C2 / S1).
     grade: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -302,6 +306,9 @@ class Box(Base):
         Index("ix_boxes_study_reader_fracture", "study_id", "reader_id", "fracture"),
         Index("uq_boxes_import_key", "import_key", unique=True,
               sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
+        Index("uq_boxes_client_key", "study_id", "reader_id", "client_key", unique=True,
+              sqlite_where=text("client_key IS NOT NULL"),
+              postgresql_where=text("client_key IS NOT NULL")),
     )
     __mapper_args__ = {"version_id_col": version}
 
