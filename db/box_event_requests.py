@@ -7,7 +7,9 @@ Kept free of Streamlit so the Annotate page (a component value) and the box rout
   model's boxes);
 * :func:`apply_event` turns one :class:`spine_core.viewer_boxes.BoxEvent` into exactly one call of
   ``db.box_events`` (``create_box`` / ``change_box`` / ``delete_box``) with the version the tab
-  showed, in the caller's transaction;
+  showed, in the caller's transaction; a create carries the tab's ``client_key`` for the new box,
+  so a create sent again (its reply lost, or the page's outbox sent twice) returns the box it
+  already made instead of adding a second one;
 * :func:`parse_request` checks a browser's JSON body field by field, and :func:`handle_request`
   applies it and says what the viewer shows next (:class:`BoxReply`).
 """
@@ -91,7 +93,7 @@ def apply_event(session: Session, me: m.User, study_id: int, ev: BoxEvent, *,
             session, me, study_id,
             BoxInput(ev.slice, ev.x0, ev.y0, ev.width, ev.height, level=level,
                      level_from_mask=True, fracture=fracture),
-            base_study_version=base_study_version)
+            base_study_version=base_study_version, client_key=ev.client_key)
         where = f" on {level}" if level else ""
         return Outcome(result, f"Box saved{where}" + (f" ({fracture})" if fracture else ""),
                        off_vertebra=labels is not None and level is None)
@@ -124,7 +126,8 @@ def apply_event(session: Session, me: m.User, study_id: int, ev: BoxEvent, *,
 @dataclass(frozen=True)
 class BoxRequest:
     """A checked request body: one event of the viewer on one study, in display coordinates
-    (axial slice index, columns and rows of the axial image, as the viewer draws)."""
+    (axial slice index, columns and rows of the axial image, as the viewer draws).
+    ``client_key``: a created event's key for the new box (None: none sent)."""
 
     study: int
     type: str
@@ -137,12 +140,14 @@ class BoxRequest:
     height: float
     fracture: str | None
     base_study_version: int | None
+    client_key: str | None = None
 
     def as_browser_event(self) -> dict[str, Any]:
         """The form :func:`spine_core.viewer_boxes.event_from_browser` reads."""
         return {"type": self.type, "id": self.id, "base_version": self.base_version,
                 "slice": self.slice, "x0": self.x0, "y0": self.y0,
-                "x1": self.x0 + self.width, "y1": self.y0 + self.height}
+                "x1": self.x0 + self.width, "y1": self.y0 + self.height,
+                "client_key": self.client_key}
 
 
 def _int(raw: Mapping[str, Any], name: str, *, optional: bool = False, low: int = 0) -> int | None:
@@ -196,7 +201,8 @@ def parse_request(raw: object) -> BoxRequest:
         slice=slice_index, x0=_float(raw, "x0"), y0=_float(raw, "y0"),
         width=_float(raw, "width"), height=_float(raw, "height"),
         fracture=_text(raw, "fracture", optional=True),
-        base_study_version=_int(raw, "base_study_version", optional=True))
+        base_study_version=_int(raw, "base_study_version", optional=True),
+        client_key=_text(raw, "client_key", optional=True) if kind == "created" else None)
 
 
 # --- applying it -------------------------------------------------------------------------------
@@ -207,7 +213,8 @@ class BoxReply:
     """What the viewer shows after one request: the reader's boxes of the study (display
     coordinates, JSON-ready), the study version, levels to ask about, the line to show, and
     whether the page must rerun (boxed levels or fractures changed, a box without a level
-    appeared or the last one went, a level to ask about, boxes superseded).
+    appeared or the last one went, a level to ask about, boxes superseded; always after a
+    create repeated with its ``client_key``, whose first reply may have asked for it and was lost).
     ``box_id``/``box_version``: the box created or changed (None after a delete)."""
 
     boxes: list[dict[str, Any]]
@@ -271,6 +278,7 @@ def handle_request(session: Session, me: m.User, req: BoxRequest, grid: StudyGri
         boxes=to_display(viewer_boxes(state.boxes), grid.geometry, editable=True),
         study_version=state.study_version, ask_levels=result.ask_levels,
         off_vertebra=out.off_vertebra, message=message,
-        refresh=bool(result.ask_levels or result.superseded or _shape(session, me, req.study) != before),
+        refresh=bool(result.replayed or result.ask_levels or result.superseded
+                     or _shape(session, me, req.study) != before),
         box_id=result.box.id if result.box else None,
         box_version=result.box.version if result.box else None)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import models as m
@@ -134,7 +135,9 @@ class BoxEvent:
     boxes of the fracture(s) the event touched, as they are now; ``removed``: ids of every box this
     event took away (the deleted box, superseded keys, interpolated boxes no longer between keys);
     ``ask_levels``: levels called fractured that have no box left (ask the reader whether each is
-    still fractured); ``study_version``: the stamp after the event.
+    still fractured); ``study_version``: the stamp after the event; ``replayed``: a create whose
+    ``client_key`` had already made ``box`` (nothing was written: ``box`` is that box as it is now,
+    ``interpolated`` its fracture's interpolated boxes, the rest empty).
     """
 
     box: BoxState | None
@@ -143,6 +146,7 @@ class BoxEvent:
     removed: tuple[int, ...] = ()
     ask_levels: tuple[str, ...] = ()
     study_version: int = 0
+    replayed: bool = False
 
     @property
     def ask_level(self) -> str | None:
@@ -243,7 +247,7 @@ def next_fracture_id(session: Session, actor: m.User, study_id: int) -> str:
 
 def create_box(
     session: Session, actor: m.User, study_id: int, box: BoxInput, *,
-    base_study_version: int | None = None,
+    base_study_version: int | None = None, client_key: str | None = None,
 ) -> BoxEvent:
     """Add the reader's key box ``box`` (of ``box.fracture`` when given) to a study.
 
@@ -251,13 +255,19 @@ def create_box(
     would supersede a key box of its fracture on the same slice, the stamp must still be current
     (otherwise the tab may not have seen that key box, and replacing it is refused).
 
+    ``client_key``: the key the viewer made for this new box (``boxes.client_key``, unique per
+    study and reader). A create whose key already made a box of the reader's on this study writes
+    nothing and returns that box as it is now (``replayed``): the same create sent again after its
+    reply was lost, or twice at once, leaves one box and one ``box.create`` audit entry.
+
     Raises:
         InputError: a zero-size box, one wholly outside the image, a slice that does not exist, an
             unknown level, an interpolated (``is_key=False``) box.
         PermissionDenied: not the reader's assigned, unsubmitted study.
-        ConflictError: see ``base_study_version``.
+        ConflictError: see ``base_study_version``; a replayed create whose box was deleted since.
     """
-    return _create(session, actor, study_id, box, base_study_version=base_study_version, clip=True)
+    return _create(session, actor, study_id, box, base_study_version=base_study_version, clip=True,
+                   client_key=client_key)
 
 
 def change_box(
@@ -448,13 +458,58 @@ def _would_supersede(session: Session, study_id: int, reader_id: int, fracture: 
     return session.scalars(stmt.limit(1)).first() is not None
 
 
+def _keyed_row(session: Session, actor: m.User, study_id: int, client_key: str) -> m.Box | None:
+    """The reader's box that ``client_key`` made on this study (deleted or not), freshly read."""
+    return session.scalars(
+        select(m.Box).where(m.Box.study_id == study_id, m.Box.reader_id == actor.id,
+                            m.Box.client_key == client_key)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _same_place(row: m.Box, box: BoxInput) -> bool:
+    return (row.slice_index == box.slice_index and row.fracture == box.fracture
+            and all(math.isclose(a, b, abs_tol=1e-6) for a, b in
+                    ((row.x, box.x), (row.y, box.y), (row.width, box.width), (row.height, box.height))))
+
+
+def _replay(session: Session, actor: m.User, study_id: int, row: m.Box, box: BoxInput) -> BoxEvent:
+    """What a create whose key already made ``row`` answers: that box as it is now."""
+    if row.deleted_at is not None:
+        raise ConflictError(
+            f"box {row.id} on slice {row.instance_number}, saved from this box already, was deleted "
+            "in another tab or device since; the study was refreshed to show its current boxes"
+        )
+    if row.version == 1 and not _same_place(row, box):  # never changed, yet not this box
+        raise InputError(
+            f"client key {row.client_key!r} already saved box {row.id}, a different box; a new box "
+            "needs a key of its own"
+        )
+    name = actor.username
+    interpolated: list[BoxState] = []
+    if row.fracture is not None:
+        interpolated = [_state(r, name) for r in session.scalars(
+            select(m.Box).where(
+                m.Box.study_id == study_id, m.Box.reader_id == actor.id,
+                m.Box.fracture == row.fracture, m.Box.deleted_at.is_(None),
+                m.Box.is_key.is_(False), m.Box.source != "dataset",
+            ).order_by(m.Box.slice_index))]
+    return BoxEvent(box=_state(row, name), interpolated=tuple(interpolated),
+                    study_version=study_version(session, actor, study_id), replayed=True)
+
+
 def _create(
     session: Session, actor: m.User, study_id: int, box: BoxInput, *,
-    base_study_version: int | None = None, clip: bool = True,
+    base_study_version: int | None = None, clip: bool = True, client_key: str | None = None,
 ) -> BoxEvent:
     _begin_event(session, actor, study_id)
     series = primary_series(session, study_id)
     box = _checked(series, box, clip=clip)
+    if client_key is not None:
+        # before the supersede check: a retried create finds its own box on that slice
+        made = _keyed_row(session, actor, study_id, client_key)
+        if made is not None:
+            return _replay(session, actor, study_id, made, box)
     if (base_study_version is not None and box.fracture is not None
             and _would_supersede(session, study_id, actor.id, box.fracture, box.slice_index)
             and study_version(session, actor, study_id) != base_study_version):
@@ -469,10 +524,24 @@ def _create(
         slice_index=box.slice_index, instance_number=_slice_number(_instance_numbers(series), box.slice_index),
         x=box.x, y=box.y, width=box.width, height=box.height, level=box.level,
         level_from_mask=box.level_from_mask, note=box.note, source=box.source,
-        fracture=box.fracture, is_key=True,
+        fracture=box.fracture, is_key=True, client_key=client_key,
     )
-    session.add(row)
-    session.flush()
+    if client_key is None:
+        session.add(row)
+        session.flush()
+    else:
+        # The reader's events on a study are serialised (_begin_event), so the look-up above sees
+        # a copy committed first; should two copies still meet here, the unique index
+        # uq_boxes_client_key stops the second, which then answers with the first's box.
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            made = _keyed_row(session, actor, study_id, client_key)
+            if made is None:
+                raise
+            return _replay(session, actor, study_id, made, box)
     record(session, actor.username, "box.create", "box", str(row.id), None, _box_dict(row))
     refreshes = []
     if row.fracture is not None:

@@ -28,6 +28,8 @@ from spine_core.volume import Volume
 
 BoxKind = Literal["key", "interpolated", "union", "model", "other reader", "other"]
 EventType = Literal["created", "changed", "deleted"]
+#: Longest ``client_key`` of a created event (``boxes.client_key`` is VARCHAR(64)).
+CLIENT_KEY_MAX = 64
 KINDS: tuple[str, ...] = ("key", "interpolated", "union", "model", "other reader", "other")
 
 
@@ -72,6 +74,10 @@ class BoxEvent:
     ``id`` is the box's id, or a temporary ``"new-…"`` id for ``created``; ``base_version`` is
     the version the reader edited (None for ``created``). For ``deleted`` the coordinates are the
     box's last ones. ``width``/``height`` give the database's (x, y, width, height) form.
+    ``client_key``: ``created`` only, the key the tab made for the new box (sent again with every
+    retry of the same create, never with another box); the database keeps one box per key, so a
+    create repeated after a lost reply returns the box already made. None: no key (each create
+    adds a box).
     """
 
     type: EventType
@@ -82,6 +88,7 @@ class BoxEvent:
     y0: float
     x1: float
     y1: float
+    client_key: str | None = None
 
     @property
     def width(self) -> float:
@@ -164,6 +171,17 @@ def _number(value: Any, name: str) -> float:
     return out
 
 
+def _client_key(value: Any) -> str | None:
+    """A created event's key (None when the browser sent none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"box event field client_key: a non-empty string is required, got {value!r:.40}")
+    if len(value.strip()) > CLIENT_KEY_MAX:
+        raise InputError(f"box event field client_key: longer than {CLIENT_KEY_MAX} characters")
+    return value.strip()
+
+
 def event_from_browser(raw: Mapping[str, Any], order: DisplayGeometry) -> BoxEvent:
     """A browser event (display coordinates) as a :class:`BoxEvent` (stored coordinates).
 
@@ -186,4 +204,5 @@ def event_from_browser(raw: Mapping[str, Any], order: DisplayGeometry) -> BoxEve
         raise InputError(f"box event on slice {index}, outside 0..{order.display_shape[0] - 1}")
     k = order.display_to_source((index, 0, 0))[0]
     sx0, sy0, sx1, sy1 = _source_rect(order, x0, y0, x1, y1)
-    return BoxEvent(kind, box_id, base_version, int(k), sx0, sy0, sx1, sy1)
+    return BoxEvent(kind, box_id, base_version, int(k), sx0, sy0, sx1, sy1,
+                     client_key=_client_key(raw.get("client_key")) if kind == "created" else None)

@@ -2,8 +2,8 @@
 
 The viewer on the Annotate page posts each box it draws, moves, resizes or deletes here (JSON:
 ``study``, ``type`` created|changed|deleted, ``id``, ``base_version``, ``slice``, ``x0``, ``y0``,
-``width``, ``height`` in the viewer's display pixels, ``fracture``, ``base_study_version``). The
-route
+``width``, ``height`` in the viewer's display pixels, ``fracture``, ``base_study_version``, and
+for ``created`` the tab's ``client_key`` of the new box). The route
 
 * takes the user from the session cookie (``spine_session``, the token store of
   :mod:`spine_web.session_routes`): no live token → 401;
@@ -13,7 +13,9 @@ route
   worker thread, with the level from the vertebra mask of the slice as the page takes it;
 * answers the reader's boxes of the study, the study version, the levels to ask about and a line
   to show ("Box saved on C5"); a stale version is a 409 and nothing is written. Every refusal is
-  ``{"message": "..."}``.
+  ``{"message": "..."}``;
+* answers a create sent again with the same ``client_key`` (the saver retries when the network
+  dropped the reply) with the box the first one made, writing nothing: one box, one audit entry.
 
 The db layer checks the rest as for the page: an annotator's own assignment, not submitted.
 """

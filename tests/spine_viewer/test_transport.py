@@ -227,3 +227,16 @@ def test_browser_events_are_validated() -> None:
                 {**good, "slice": 99}, {**good, "x1": None}):
         with pytest.raises(InputError):
             event_from_browser(bad, geometry)
+
+
+def test_a_created_event_carries_its_client_key_and_other_events_do_not() -> None:
+    geometry = transport.display_geometry(_volume())
+    made = {"type": "created", "id": "new-k", "base_version": None, "slice": 3,
+            "x0": 1, "y0": 1, "x1": 3, "y1": 4, "client_key": "new-k"}
+    assert event_from_browser(made, geometry).client_key == "new-k"
+    assert event_from_browser({**made, "client_key": None}, geometry).client_key is None
+    changed = {**made, "type": "changed", "id": "5", "base_version": 1}
+    assert event_from_browser(changed, geometry).client_key is None
+    for bad in ("", "  ", "k" * 65, 7):
+        with pytest.raises(InputError, match="client_key"):
+            event_from_browser({**made, "client_key": bad}, geometry)
