@@ -17,6 +17,19 @@ export interface BoxEvent {
   y0: number;
   x1: number;
   y1: number;
+  /**
+   * `created` only: the new box's key, its temporary "new-…" id (random, so no other tab or page
+   * load makes it again). The server keeps one box per key: the same create sent twice (a retry
+   * after a lost reply) returns the box the first one made.
+   */
+  client_key?: string | null;
+}
+
+/** 16 random hex digits (crypto.getRandomValues works on plain http too, unlike randomUUID). */
+function randomHex(): string {
+  const words = new Uint32Array(2);
+  crypto.getRandomValues(words);
+  return Array.from(words, (w) => w.toString(16).padStart(8, "0")).join("");
 }
 
 interface Drag {
@@ -99,7 +112,8 @@ export class BoxLayer {
   }
 
   beginDraw(k: number, x: number, y: number, colour: string): void {
-    const box: BoxSpec = { id: `new-${Date.now().toString(36)}-${++this.newCount}`, version: 0,
+    const id = `new-${Date.now().toString(36)}-${++this.newCount}-${randomHex()}`;
+    const box: BoxSpec = { id, version: 0,
       slice: k, x0: x, y0: y, x1: x, y1: y, kind: "key", level: "", label: "", reader: "",
       colour, editable: true };
     this.drag = { handle: "draw", box, startX: x, startY: y, orig: box, moved: false };
@@ -149,7 +163,8 @@ export class BoxLayer {
     this.pending.set(box.id, { box, seq });
     return { type: created ? "created" : "changed", id: box.id,
              base_version: created ? null : d.orig.version, slice: box.slice,
-             x0: box.x0, y0: box.y0, x1: box.x1, y1: box.y1 };
+             x0: box.x0, y0: box.y0, x1: box.x1, y1: box.y1,
+             client_key: created ? box.id : null };
   }
 
   /** Delete the selected editable box: the event, or null. */

@@ -6,7 +6,9 @@
  * box this tab changed twice is sent with the version the first save returned. Each answer brings
  * the reader's boxes of the study (key and interpolated), the study version and a line to show;
  * when it says the page must follow (a level newly boxed, a level to ask about, a conflict or any
- * refusal), the host asks the page to rerun.
+ * refusal), the host asks the page to rerun. A create carries the new box's `client_key`, so
+ * posting it again after the network dropped the reply returns the box the first post saved
+ * (the server keeps one box per key) instead of making a second one.
  */
 import type { BoxEvent } from "./boxes";
 import type { BoxSpec } from "./protocol";
@@ -121,6 +123,8 @@ export class BoxSaver {
       study: post.study, type: ev.type, id, base_version: ev.type === "created" ? null : base,
       slice: ev.slice, x0: ev.x0, y0: ev.y0, width: ev.x1 - ev.x0, height: ev.y1 - ev.y0,
       fracture: post.fracture, base_study_version: this.studyVersion,
+      // the same key on every retry below: a create whose reply was lost returns the saved box
+      client_key: ev.type === "created" ? (ev.client_key ?? ev.id) : null,
     });
     try {
       const r = await this.fetchRetrying(new URL(post.url, document.baseURI), body);
