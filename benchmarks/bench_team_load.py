@@ -133,7 +133,8 @@ def fmt(values: list[float], unit: str = "ms", scale: float = 1.0) -> str:
 class Team:
     """Database, backend, worker, replicas and nginx; :meth:`stop` ends all of it."""
 
-    def __init__(self, pg: str, studies: int, shape: str, n_readers: int) -> None:
+    def __init__(self, pg: str, studies: int, shape: str, n_readers: int,
+                 route_server: bool = True) -> None:
         self.pg = pg.rstrip("/")
         self.dbname = f"bench_team_{os.getpid()}"
         self.db_url = f"{self.pg}/{self.dbname}"
@@ -143,6 +144,7 @@ class Team:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.db_created = False
         self.studies, self.shape, self.n_readers = studies, shape, n_readers
+        self.route_server = route_server
         self.replica_ports: list[int] = []
         self.port = 0
         self.env: dict[str, str] = {}
@@ -186,10 +188,16 @@ class Team:
                 "--server.address", "127.0.0.1", "--server.port", str(port),
                 "--browser.gatherUsageStats", "false"])
             servers += f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n"
+        if self.route_server:  # as serve-team.sh: box saves to `python -m spine_web`
+            route_port = free_port()
+            self._spawn("routes", [str(VENV / "python"), "-m", "spine_web", "--port", str(route_port)])
+            routes = f"        server 127.0.0.1:{route_port};\n"
+        else:  # the route inside the replicas (server.py), as before the route server
+            routes = "".join(f"        server 127.0.0.1:{p};\n" for p in self.replica_ports)
         self.port = free_port()
         conf = (ROOT / "deploy" / "nginx-team.conf").read_text()
         conf = conf.replace("@RUN@", str(self.run)).replace("@LISTEN@", f"127.0.0.1:{self.port}")
-        conf = conf.replace("@SERVERS@\n", servers)
+        conf = conf.replace("@SERVERS@\n", servers).replace("@ROUTES@\n", routes)
         (self.run / "nginx.conf").write_text(conf)
         nginx = "/usr/sbin/nginx"
         subprocess.run([nginx, "-t", "-q", "-c", str(self.run / "nginx.conf"), "-p", str(self.run)],
@@ -198,6 +206,8 @@ class Team:
                               "-g", "daemon off;"])
         for i, port in enumerate(self.replica_ports):
             self._wait(f"http://127.0.0.1:{port}/_stcore/health", f"replica-{i}")
+        if self.route_server:
+            self._wait(f"http://127.0.0.1:{route_port}/spine-routes/health", "routes")
         self._wait(f"{self.url}/_stcore/health", "nginx")
         self._wait(f"{self.env['SPINE_BACKEND_URL']}/health", "backend", need_200=False)
         print(f"team up: nginx {self.url} -> replicas {self.replica_ports}, backend, worker "
@@ -787,6 +797,7 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     saved = [r.back_saved_s for r in affected if r.back_saved_s is not None]
     n_conf = sum(len(r.boxes_confirmed) for r in readers)
     print()
+    print(f"box saves served by: {'a route server (python -m spine_web)' if team.route_server else 'the replicas'}")
     print(f"== team load: {len(readers)} readers (waves of at most {args.concurrency} browser "
           f"contexts in one Chromium), {args.boxes} boxes + {args.calls} level calls each; "
           f"{res['wall_s']:.0f} s{' (TIME LIMIT hit)' if res['timed_out'] else ''}; "
@@ -850,10 +861,13 @@ def main() -> int:
     ap.add_argument("--confirm-timeout-s", type=float, default=30)
     ap.add_argument("--reload-after-s", type=float, default=6)
     ap.add_argument("--shots", default="", help="folder for screenshots of failures")
+    ap.add_argument("--routes-in-replicas", action="store_true",
+                    help="box saves served inside the replicas (server.py), not by a route server")
     args = ap.parse_args()
     if args.shots:
         ARGS_SHOTS.append(args.shots)
-    team = Team(args.pg, args.studies, args.shape, args.readers + 1)
+    team = Team(args.pg, args.studies, args.shape, args.readers + 1,
+                 route_server=not args.routes_in_replicas)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -6,7 +6,8 @@
 #
 #   SPINE_DB_URL=postgresql://spine@dbhost:5432/spine scripts/serve-team.sh --replicas 3
 #
-# Options: --replicas N (default 2) · --port P: nginx listens on P (default 8080) · --app-port P:
+# Options: --replicas N (default 2) · --route-servers N: processes serving the workstation's box
+# saves (`python -m spine_web`, default 1; ports after the replicas') · --port P: nginx listens on P (default 8080) · --app-port P:
 # first replica's port (default 8601; replicas on 127.0.0.1:P, P+1, ...) · --backend-port P
 # (default 8000) · --ray [--ray-replicas N]: the backend on Ray Serve · --listen ADDR: nginx's
 # address (default 0.0.0.0).
@@ -18,10 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REPLICAS=2 PORT=8080 APP_PORT=8601 BACKEND_PORT=8000 RAY="" RAY_REPLICAS=1 LISTEN=0.0.0.0
+REPLICAS=2 ROUTE_SERVERS=1 PORT=8080 APP_PORT=8601 BACKEND_PORT=8000 RAY="" RAY_REPLICAS=1 LISTEN=0.0.0.0
 while [ $# -gt 0 ]; do
   case "$1" in
     --replicas) REPLICAS="$2"; shift 2 ;;
+    --route-servers) ROUTE_SERVERS="$2"; shift 2 ;;
     --port) PORT="$2"; shift 2 ;;
     --app-port) APP_PORT="$2"; shift 2 ;;
     --backend-port) BACKEND_PORT="$2"; shift 2 ;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$REPLICAS" in ''|*[!0-9]*|0) echo "serve-team.sh: --replicas must be a number >= 1" >&2; exit 2 ;; esac
+case "$ROUTE_SERVERS" in ''|*[!0-9]*|0) echo "serve-team.sh: --route-servers must be a number >= 1" >&2; exit 2 ;; esac
 if [ -z "${SPINE_DB_URL:-}" ]; then
   echo "serve-team.sh: set SPINE_DB_URL to the team's PostgreSQL, e.g." \
        "postgresql://spine@127.0.0.1:5432/spine" >&2
@@ -103,8 +106,19 @@ for i in $(seq 0 $((REPLICAS - 1))); do
   echo "replica $i: 127.0.0.1:$port (log $RUN/replica-$i.log)" >&2
 done
 
+ROUTES=""
+for i in $(seq 0 $((ROUTE_SERVERS - 1))); do
+  port=$((APP_PORT + REPLICAS + i))
+  .venv/bin/python -m spine_web --port "$port" > "$RUN/routes-$i.log" 2>&1 &
+  PIDS+=("$!")
+  ROUTES="$ROUTES        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;
+"
+  echo "box-save route server $i: 127.0.0.1:$port (log $RUN/routes-$i.log)" >&2
+done
+
 sed -e "s#@RUN@#$RUN#g" -e "s#@LISTEN@#$LISTEN:$PORT#g" deploy/nginx-team.conf \
-  | awk -v servers="$SERVERS" '{ if ($0 ~ /@SERVERS@/) printf "%s", servers; else print }' \
+  | awk -v servers="$SERVERS" -v routes="$ROUTES" \
+      '{ if ($0 ~ /@SERVERS@/) printf "%s", servers; else if ($0 ~ /@ROUTES@/) printf "%s", routes; else print }' \
   > "$RUN/nginx.conf"
 "$NGINX" -t -q -c "$RUN/nginx.conf" -p "$RUN"
 "$NGINX" -c "$RUN/nginx.conf" -p "$RUN" -g "daemon off;" &

@@ -19,3 +19,15 @@ def test_the_host_header_keeps_the_port() -> None:
     hosts = [words for words in lines if words[:2] == ["proxy_set_header", "Host"]]
     assert hosts, "the proxy sets the Host header"
     assert all(words[2] == "$http_host;" for words in hosts), hosts
+
+
+def test_box_saves_go_to_the_route_servers_not_the_replicas() -> None:
+    """The workstation's box saves are proxied to ``upstream spine_routes`` (filled from
+    ``@ROUTES@`` with the ``python -m spine_web`` servers), everything else to the replicas."""
+    text = CONF.read_text()
+    upstream = text.split("upstream spine_routes {", 1)[1].split("}", 1)[0]
+    assert "@ROUTES@" in upstream
+    location = text.split("location = /spine-box-events {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://spine_routes;" in location
+    default = text.split("location / {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://spine_app;" in default
