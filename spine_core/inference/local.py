@@ -140,6 +140,12 @@ class LocalPredictor:
     def device(self) -> torch.device:
         return self.segmentation.device
 
+    @property
+    def predicts_radiographs(self) -> bool:
+        """Whether the models folder had the radiograph ensemble (``spine serve`` says so in
+        ``/health`` and refuses radiographs at once without it)."""
+        return self.radiograph is not None
+
     def info(self) -> ModelInfo:
         return self._info
 

@@ -137,6 +137,7 @@ class SpineBackendReplica:
             device=self.settings.device,
             loaded=self.predictor,
             max_model_voxels=self.settings.max_model_voxels,
+            max_image_side=self.settings.max_image_side,
         )
         return _ReplicaHeader(app, self.replica)
 

@@ -3,10 +3,14 @@
 Endpoints (see ``docs/backend.md``):
 
 * ``GET /health`` — no token: status (``loading``/``ready``/``failed``), device, whether the models
-  are loaded, running jobs and the server's limits.
+  are loaded, whether they predict radiographs (``radiograph_model``), running jobs and the
+  server's limits.
 * ``GET /models`` — bearer token: name, version and card of the model(s).
 * ``POST /predict`` — bearer token: body is a volume payload (:mod:`spine_core.inference.wire`),
-  answer a prediction payload on the same grid.
+  answer a prediction payload on the same grid. A radiograph is sent as CT is: a one-slice volume
+  whose ``meta["kind"]`` is ``"radiograph"`` (:func:`spine_core.io.radiograph.is_radiograph_volume`);
+  the predictor picks its radiograph model for it exactly as in-process, and the answer is the
+  film's labelled mask (one slice) and one box per vertebra with its label.
 
 Behaviour:
 
@@ -16,6 +20,11 @@ Behaviour:
 * At most ``max_concurrent_jobs`` jobs run at once. A request beyond the limit waits up to
   ``queue_wait_s`` for a free slot (0 = no waiting), then gets 503 with ``Retry-After``. The slot is
   taken before the body is read, so a busy server does not swallow large uploads it cannot serve.
+* A radiograph is checked as a film, not as a CT (:func:`radiograph_problem`: one image, each side
+  :data:`~spine_core.io.radiograph.MIN_SIDE` to ``max_image_side`` pixels, at most
+  ``max_model_voxels`` pixels), so a film whose spacing is unknown (1 "mm" per pixel) is not
+  refused for spanning more than a CT; a radiograph sent to a server whose models have no
+  radiograph ensemble is answered 422 at once, before the job runs.
 * Requests larger than ``max_request_mb`` get 413: at once when ``Content-Length`` says so, else as
   soon as the streamed body passes the limit.
 * Inference runs in a thread pool, so the event loop keeps answering ``/health``. A job that runs
@@ -48,6 +57,7 @@ from spine_core.config import Settings
 from spine_core.errors import DicomError, InputError, MaskError, SpineError
 from spine_core.inference import wire
 from spine_core.inference.protocol import ModelInfo, Predictor
+from spine_core.io.radiograph import MIN_SIDE, is_radiograph_volume
 from spine_core.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -72,6 +82,7 @@ class _State:
     info: ModelInfo | None = None
     device: str = "cpu"
     error: str | None = None
+    radiographs: bool | None = None  # whether the predictor has a radiograph model (None: loading)
     running: int = 0
     waiting: int = 0
     slots: asyncio.Semaphore | None = None
@@ -90,6 +101,7 @@ def create_app(
     device: str = "auto",
     loaded: Predictor | None = None,
     max_model_voxels: int = 64_000_000,
+    max_image_side: int = 16384,
 ) -> FastAPI:
     """The backend app (serve it with uvicorn; :func:`serve` does).
 
@@ -107,6 +119,8 @@ def create_app(
             takes traffic): the app is ready from its start and ``predictor_factory`` is not called.
         max_model_voxels: most voxels of the volume resampled to the models' grid
             (``Settings.max_model_voxels``); more is refused 422 before anything is resampled.
+            A radiograph may have this many pixels.
+        max_image_side: longest side of a radiograph, in pixels (``Settings.max_image_side``).
 
     Raises:
         InputError: an empty token or a limit out of range (the message says which).
@@ -158,6 +172,7 @@ def create_app(
             "device": state.device,
             "cuda_available": _cuda_available(),
             "error": state.error,
+            "radiograph_model": state.radiographs,
             "jobs_running": state.running,
             "jobs_waiting": state.waiting,
             "max_concurrent_jobs": max_concurrent_jobs,
@@ -219,7 +234,12 @@ def create_app(
             except InputError as exc:
                 return _error(422, "bad_volume", str(exc))
             del body
-            too_big = implausible_extent(volume) or too_many_model_voxels(volume, max_model_voxels)
+            if is_radiograph_volume(volume):
+                if not state.radiographs:
+                    return _error(422, "no_radiograph_model", NO_RADIOGRAPH_MODEL)
+                too_big = radiograph_problem(volume, max_image_side, max_model_voxels)
+            else:
+                too_big = implausible_extent(volume) or too_many_model_voxels(volume, max_model_voxels)
             if too_big is not None:
                 return _error(422, "bad_volume", too_big)
             loop = asyncio.get_running_loop()
@@ -270,7 +290,41 @@ async def _load(factory: PredictorFactory, device: str, state: _State) -> None:
 def _set_ready(state: _State, predictor: Predictor, info: ModelInfo, device: str) -> None:
     state.predictor, state.info = predictor, info
     state.device = str(getattr(predictor, "device", device))
+    state.radiographs = predicts_radiographs(predictor)
     state.status = "ready"
+
+
+NO_RADIOGRAPH_MODEL = ("this backend's models have no radiograph ensemble, so it cannot predict "
+                       "radiographs: run `spine train --modality xray` into the server's models "
+                       "folder (SPINE_MODELS_DIR) and restart it, or unset SPINE_BACKEND_URL to "
+                       "predict the film on this machine")
+
+
+def predicts_radiographs(predictor: object) -> bool:
+    """Whether ``predictor`` says it predicts radiographs (its ``predicts_radiographs``
+    attribute, as :class:`~spine_core.inference.local.LocalPredictor` has; absent: no)."""
+    return bool(getattr(predictor, "predicts_radiographs", False))
+
+
+def radiograph_problem(volume: Any, max_side: int, max_pixels: int) -> str | None:
+    """Why a radiograph volume cannot be predicted (not one image, a side under
+    :data:`~spine_core.io.radiograph.MIN_SIDE` or over ``max_side`` pixels, more than
+    ``max_pixels`` pixels), or None. A film's extent is not a CT's: its spacing may be unknown
+    (1 per pixel), so only its pixels are bounded; from the header, before the model runs."""
+    slices, rows, cols = (int(n) for n in volume.shape)
+    if slices != 1:
+        return (f"a radiograph is one image, this one has {slices} slices; send each film as its "
+                "own one-slice volume")
+    if min(rows, cols) < MIN_SIDE:
+        return (f"the radiograph is {rows}×{cols} pixels, too small to find vertebrae on (at "
+                f"least {MIN_SIDE}×{MIN_SIDE})")
+    if max(rows, cols) > max_side:
+        return (f"the radiograph is {rows}×{cols} pixels, more than the server's {max_side} per "
+                "side (SPINE_MAX_IMAGE_SIDE); downsample the film or raise the limit")
+    if rows * cols > max_pixels:
+        return (f"the radiograph has {rows * cols:,} pixels, more than the server's limit of "
+                f"{max_pixels:,} (SPINE_MAX_MODEL_VOXELS); downsample the film or raise the limit")
+    return None
 
 
 def _run_job(predictor: Predictor, volume: Volume) -> Response:
@@ -435,5 +489,6 @@ def serve(
         queue_wait_s=queue_wait_s,
         device=settings.device,
         max_model_voxels=settings.max_model_voxels,
+        max_image_side=settings.max_image_side,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -95,6 +95,9 @@ def _remote_status(settings: Settings, timeout_s: float) -> BackendStatus:
     parts = [f"backend at {url}: {state}", f"device {health.get('device', '?')}"]
     if health.get("cuda_available"):
         parts.append("CUDA available")
+    if health.get("radiograph_model") is not None:
+        parts.append("predicts radiographs" if health["radiograph_model"]
+                     else "no radiograph model")
     running, waiting = health.get("jobs_running", 0), health.get("jobs_waiting", 0)
     parts.append(f"{running} job(s) running, {waiting} waiting")
     if health.get("error"):
