@@ -3,7 +3,8 @@
 Per model version: its card and counts; the RSNA weighted log loss; ROC curves and AUC per level
 and for the patient against the final labels; sensitivity/specificity at a threshold (a slider
 that reruns only its table); Dice per level and the VerSe identification rate against the
-dataset masks. The numbers come from :mod:`db.model_metrics`; "Predict all" runs
+dataset masks; on radiographs, the vertebrae found and labelled against the readers' final truth
+(:mod:`db.film_predictions`). The numbers come from :mod:`db.model_metrics`; "Predict all" runs
 :func:`db.predictions.predict_many` in a background thread (:mod:`db.prediction_jobs`), or queues
 it for a ``spine worker`` process (``SPINE_WORKER=external``), so the batch goes on when the page
 is left, and one batch runs per database at a time; the page shows its progress from the
@@ -21,6 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from db import catalogue
+from db.film_predictions import film_prediction_metrics
 from db.model_metrics import (
     PATIENT,
     ClassificationMetrics,
@@ -46,6 +48,7 @@ from pages.parts.common import (
 )
 from spine_core.adjudication import craniocaudal_key
 from spine_core.errors import SpineError
+from spine_core.film_prediction import FOUND_MIN_IOU
 from spine_core.inference.protocol import Predictor
 from spine_core.inference.status import BackendStatus, backend_status
 from spine_core.roles import Permission, can
@@ -217,6 +220,38 @@ def card_section(version: ModelVersionSummary, cls: ClassificationMetrics) -> No
             st.caption("This model version has no card.")
 
 
+def radiograph_section(ws: Workspace, version: ModelVersionSummary) -> None:
+    """The films this version predicted: what it found and labelled, against the readers' final
+    truth (:mod:`db.film_predictions`); nothing when it predicted no film."""
+    with unit_of_work(ws.sessions, readonly=True) as session:
+        films = film_prediction_metrics(session, version.id,
+                                        union_min_iou=float(ws.settings.union_min_iou))
+    if not films.rows:
+        return
+    st.subheader("Radiographs: vertebrae found and labelled against the readers' final truth")
+    pooled = films.pooled
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Films predicted", len(films.rows),
+              help=f"{len(films.scored)} with a final truth from their readers")
+    c2.metric("Vertebrae found", _fmt(pooled.detection_rate),
+              help=f"{pooled.found} of the readers' {pooled.n_truth} vertebrae have a predicted "
+                   f"box of IoU ≥ {FOUND_MIN_IOU:g}")
+    c3.metric("Labelling accuracy", _fmt(pooled.labelling_accuracy),
+              help=f"{pooled.labelled_right} of the {pooled.found} found vertebrae labelled as "
+                   "the readers did")
+    c4.metric("Mean box IoU", _fmt(pooled.mean_iou), help="of the found vertebrae")
+    if not films.scored:
+        st.info("No predicted film has a final truth yet: readers label and submit the films "
+                "(Annotate page); a disputed labelling waits for the committee.")
+    rows = [{"Study": r.study_uid, "Model found": r.found,
+             "Model's labels": r.predicted_labels or "—",
+             "Readers' labels": r.truth_labels or "—",
+             "Found": f"{r.score.found}/{r.score.n_truth}" if r.score else "—",
+             "Labelled right": f"{r.score.labelled_right}/{r.score.found}" if r.score else "—",
+             "Note": r.why} for r in films.rows]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_films")
+
+
 def classification_section(cls: ClassificationMetrics) -> None:
     st.subheader("Fracture classification against the final labels")
     if cls.n_labelled == 0:
@@ -354,6 +389,7 @@ def main() -> None:
         studies = gather(session, version.id)
     cls = classification_metrics(studies)
     card_section(version, cls)
+    radiograph_section(ws, version)
     classification_section(cls)
     targets = [t for t, r in cls.roc.items() if r.n_pos + r.n_neg > 0]
     if targets:

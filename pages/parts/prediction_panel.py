@@ -4,7 +4,8 @@
   (:class:`ShownPrediction`); :func:`predicted_mask` opens its mask on the study's grid (cached
   per prediction and file).
 * :func:`prediction_section` shows which model predicted the study, when and how fast, its
-  per-level and patient probabilities, and lets every signed-in role but viewer ask for a
+  per-level and patient probabilities (on a radiograph: the vertebrae it found with their counted
+  labels, :mod:`spine_core.film_prediction`), and lets every signed-in role but viewer ask for a
   (new) prediction: the run goes on in the background (:mod:`db.prediction_runs`; in a ``spine
   worker`` with ``SPINE_WORKER=external``) with a progress bar fed by the predictor's progress
   callback; a slow, failing or unreachable backend ends with a clear message, a retry button and
@@ -39,7 +40,9 @@ from spine_core import words
 from spine_core.boxes import Box
 from spine_core.colours import MODEL_COLOUR, RGB
 from spine_core.errors import SpineError
+from spine_core.film_prediction import film_prediction_line, vertebra_rows
 from spine_core.inference.protocol import PredictedBox, Predictor
+from spine_core.io.radiograph import is_radiograph_volume
 from spine_core.labels import CRANIOCAUDAL_ORDER, LEVEL_COLOURS, LEVEL_IDS, LEVEL_NAMES
 from spine_core.render import (
     OverlayStyle,
@@ -300,14 +303,37 @@ def who(username: str, user: SignedInUser) -> str:
     return "another user" if reader_scope(user) is ReaderScope.own else username
 
 
-def _summary(prediction: ShownPrediction, user: SignedInUser) -> str:
+def _summary(prediction: ShownPrediction, user: SignedInUser, film: bool = False) -> str:
     p = prediction.patient_probability
     when = prediction.created_at.strftime("%Y-%m-%d %H:%M UTC")
     by = f" by {who(prediction.created_by, user)}" if prediction.created_by else ""
+    if film:  # the radiograph ensemble labels vertebrae and scores no fracture
+        return (f"**Model prediction** · {prediction.model} · {when}{by} · "
+                f"**{film_prediction_line(prediction.boxes)}**")
     patient = "—" if p is None else f"{p:.2f}"
     n = len(prediction.boxes)
     return (f"**Model prediction** · {prediction.model} · {when}{by} · patient fracture "
             f"probability **{patient}** · {n} box{'es' if n != 1 else ''}")
+
+
+def _film_details(prediction: ShownPrediction) -> None:
+    """A radiograph's predicted vertebrae, head to feet, with their labels and scores."""
+    rows = vertebra_rows(prediction.boxes)
+    table, facts = st.columns([3, 2], gap="medium")
+    with table:
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", column_config={
+                "Detection score": st.column_config.ProgressColumn(
+                    "Detection score", min_value=0.0, max_value=1.0, format="%.2f")})
+        else:
+            st.caption("The model found no vertebra on this film.")
+    with facts:
+        st.caption("Labels are counted from the reference vertebra the model found (C2 on "
+                   "cervical films, S1 on lumbar films); a vertebra without a label was found "
+                   "where no reference could be counted from. The radiograph model gives no "
+                   "fracture probability.")
+        st.caption(f"Timings: {timings_text(prediction.timings)}")
+        st.caption(f"Ran on: {prediction.backend or 'unknown'}")
 
 
 def _details(prediction: ShownPrediction) -> None:
@@ -425,10 +451,11 @@ def prediction_section(view: StudyView, user: SignedInUser, *, key: str = "pred"
     own: StudyPredictionRun | StoredRun | None = st.session_state.get(_run_key(key, study_id))
     prediction = load_prediction(study_id)
     mask, mask_problem = predicted_mask(view, prediction)
+    film = is_radiograph_volume(view.image)
 
     with st.container(border=True):
         head, action = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(_summary(prediction, user) if prediction is not None else
+        head.markdown(_summary(prediction, user, film) if prediction is not None else
                       "**Model prediction** · none yet for this study")
         if may_predict(user):
             action.button("Predict again" if prediction is not None else "Predict this study",
@@ -448,11 +475,15 @@ def prediction_section(view: StudyView, user: SignedInUser, *, key: str = "pred"
             if snap.failed:
                 _failure(snap, user, study_id, key)
             elif snap.succeeded:
-                st.success("The prediction was stored and is drawn on the slices.")
+                st.success("The prediction was stored and is drawn on the "
+                           + ("film." if film else "slices."))
                 del st.session_state[_run_key(key, study_id)]
         if mask_problem:
             st.warning(f"The predicted mask cannot be shown: {mask_problem}.")
-        if prediction is not None:
+        if prediction is not None and film:
+            with st.expander("Predicted vertebrae, timings"):
+                _film_details(prediction)
+        elif prediction is not None:
             with st.expander("Probabilities per level, timings"):
                 _details(prediction)
     return prediction, mask
