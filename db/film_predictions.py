@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import models as m
 from db.film_export import film_truth
-from db.film_reading import is_film_study
+from db.studies import is_radiograph_series
 from spine_core.film_labels import shown_level
 from spine_core.film_prediction import FilmScore, film_prediction_line, labels_span, pool_scores, score_film
 from spine_core.inference.protocol import PredictedBox
@@ -75,8 +75,15 @@ def film_prediction_metrics(session: Session, model_version_id: int, *,
         select(m.Prediction, m.Study).join(m.Study, m.Study.id == m.Prediction.study_id)
         .where(m.Prediction.model_version_id == model_version_id)
         .order_by(m.Study.study_uid)).all()
+    first: dict[int, m.Series] = {}  # each predicted study's primary series, in one query
+    for row in session.scalars(
+            select(m.Series).join(m.Prediction, m.Prediction.study_id == m.Series.study_id)
+            .where(m.Prediction.model_version_id == model_version_id)
+            .order_by(m.Series.study_id, m.Series.id)):
+        first.setdefault(row.study_id, row)
     for prediction, study in rows:
-        if not is_film_study(session, study.id):
+        series = first.get(study.id)
+        if series is None or not is_radiograph_series(series):
             continue
         boxes = predicted_boxes(prediction.boxes)
         truth = film_truth(session, study, union_min_iou)
