@@ -112,6 +112,37 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args)
 
 
+def _cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from spine_core.errors import InputError
+    from spine_core.inference.loading import default_weights_dir
+    from spine_core.inference.train import calibrate_weights
+
+    try:
+        shape = tuple(int(v) for v in str(args.shape).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 16:
+        raise InputError(f"--shape must be SLICESxROWSxCOLS with each at least 16, got '{args.shape}'")
+    import torch
+
+    folder = args.models_dir or settings.models_dir or default_weights_dir()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        summary = calibrate_weights(folder, args.studies, args.test_studies, fit_seed=args.fit_seed,
+                                    test_seed=args.test_seed, shape=shape)
+    finally:
+        torch.set_num_threads(previous)
+    measured = summary.get("measured_on", {})
+    print(json.dumps({k: v for k, v in measured.items() if not k.startswith("reliability")}, indent=2))
+    print(f"temperature {summary['temperature']} written to {folder}/fracture.json; ECE "
+          f"{measured.get('ece_before')} -> {measured.get('ece_after')} on {measured.get('n_studies')} "
+          "held-out studies")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.ray:
         from spine_core.inference.ray_serve import RayServeOptions, serve_ray
@@ -477,6 +508,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
         add_arguments(p)
         add_xray_arguments(p)
+
+    p = add("calibrate", _cmd_calibrate,
+            "Fit the fracture model's temperature (calibrated probabilities) for existing CT "
+            "weights on fresh synthetic studies, write it into fracture.json and the ECE before "
+            "and after into the model card.")
+    p.add_argument("--models-dir", help="weights folder (default SPINE_MODELS_DIR, else the shipped "
+                                        "demo weights)")
+    p.add_argument("--studies", type=int, default=16, help="studies to fit on (default 16)")
+    p.add_argument("--test-studies", type=int, default=16,
+                   help="other studies to measure ECE on (default 16)")
+    p.add_argument("--fit-seed", type=int, default=2022700, help="first fit seed (default 2022700)")
+    p.add_argument("--test-seed", type=int, default=2022800, help="first test seed (default 2022800)")
+    p.add_argument("--shape", default="200x256x256",
+                   help="phantom SLICESxROWSxCOLS (default 200x256x256, the training shape)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
     p = add("serve", _cmd_serve,
             "Run the HTTP inference backend (loads the models once; GPU when present). "

@@ -7,7 +7,9 @@ dilated by ``context_mm`` when ``mask_context``), channel 1 the level's predicte
 (when ``tophat_voxels``) a black top-hat of channel 0 that lights up thin dark gaps in bone, i.e.
 fracture lines. :class:`~.networks.FractureNet` gives one logit per crop; trained on class-balanced
 batches, it is shifted by the log prior odds of the level (``FractureConfig.level_priors``) to give
-P(fracture) at the prevalence the model is meant for.
+P(fracture) at the prevalence the model is meant for, then divided by the temperature fitted on a
+validation split (``FractureConfig.temperature``, :mod:`.calibration`) so the probabilities are
+calibrated: ``P = sigmoid((logit + log prior odds) / T)``.
 
 Patient probability (RSNA's ``patient_overall``: any cervical level fractured) is the noisy-OR of
 the cervical levels, ``1 - prod(1 - p_level)``, which assumes independent errors per level.
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spine_core.errors import ModelLoadError
+from spine_core.inference.calibration import apply_temperature
 from spine_core.inference.localise import find_layer, gradcam, heat_boxes
 from spine_core.inference.preprocess import DEFAULT_WINDOW, Grid, crop_grid, sample_onto
 from spine_core.inference.protocol import PredictedBox
@@ -70,6 +73,9 @@ class FractureConfig:
         cam_layer: dotted name of the layer whose Grad-CAM localises a flagged level's fracture
             (empty: boxes are the level's extent).
         cam_threshold: share of the Grad-CAM maximum from which a crop voxel is boxed.
+        temperature: the prior-shifted logit is divided by it before the sigmoid (temperature
+            scaling, fitted on a validation split: :mod:`.calibration`); 1.0, the value of
+            configs written before calibration existed, leaves the probabilities as they were.
     """
 
     levels: tuple[int, ...] = tuple(range(1, 20))
@@ -86,6 +92,7 @@ class FractureConfig:
     tophat_gain: float = 4.0
     cam_layer: str = "features.5"
     cam_threshold: float = 0.3
+    temperature: float = 1.0
 
     @property
     def channels(self) -> int:
@@ -121,8 +128,10 @@ class FractureConfig:
                 # Configs written before localisation existed keep extent boxes.
                 cam_layer=str(data.get("localisation", {}).get("cam_layer", "")),
                 cam_threshold=float(data.get("localisation", {}).get("threshold", cls.cam_threshold)),
+                # Configs written before calibration existed: temperature 1 (no change).
+                temperature=_temperature(data.get("calibration", {}).get("temperature", 1.0)),
             )
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ModelLoadError(
                 f"fracture config is malformed ({type(exc).__name__}: {exc}); expected 'levels', "
                 "'crop' {shape, spacing_mm, window} and 'threshold'"
@@ -145,7 +154,18 @@ class FractureConfig:
             "batch_size": self.batch_size,
             "level_priors": dict(self.level_priors),
             "localisation": {"cam_layer": self.cam_layer, "threshold": self.cam_threshold},
+            "calibration": {"method": "temperature", "temperature": self.temperature},
         }
+
+
+def _temperature(value: Any) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"calibration temperature must be a positive number, got {value!r}")
+    return t
 
 
 def level_crops(
@@ -220,19 +240,26 @@ class FractureModel:
             return np.zeros(0)
         return torch.cat(out).numpy().astype(np.float64)
 
-    def probabilities(self, crops: torch.Tensor, levels: Sequence[int]) -> npt.NDArray[np.float64]:
-        """P(fracture) of each crop, with the prior of its level (see ``level_priors``)."""
+    def shifted_logits(self, crops: torch.Tensor, levels: Sequence[int]) -> npt.NDArray[np.float64]:
+        """Logit of each crop shifted by the log prior odds of its level (see ``level_priors``),
+        before the temperature: what :mod:`.calibration` fits the temperature on."""
         z = self.logits(crops)
         shift = np.array([self.config.prior_logit(level_name(int(lid))) for lid in levels])
-        return 1.0 / (1.0 + np.exp(-(z + shift)))
+        return z + shift.reshape(z.shape)
+
+    def probabilities(self, crops: torch.Tensor, levels: Sequence[int]) -> npt.NDArray[np.float64]:
+        """Calibrated P(fracture) of each crop: ``sigmoid(shifted logit / temperature)``."""
+        return apply_temperature(self.shifted_logits(crops, levels), self.config.temperature)
 
     def score(self, seg: SegmentationResult, image_affine: npt.ArrayLike) -> ScoredLevels:
         """P(fracture) of every scored level the segmentation found, with the crops it came from
         (kept so :meth:`localise` explains the same crops)."""
         ids, crops = level_crops(seg.image, image_affine, seg.model_labels, seg.model_grid,
                                  seg.centroids, self.config)
-        probs = self.probabilities(crops, ids)
-        return ScoredLevels(ids, crops, {level_name(lid): float(p) for lid, p in zip(ids, probs)})
+        z = self.shifted_logits(crops, ids)
+        probs = apply_temperature(z, self.config.temperature)
+        return ScoredLevels(ids, crops, {level_name(lid): float(p) for lid, p in zip(ids, probs)},
+                            tuple(float(v) for v in z))
 
     def localise(
         self,
@@ -284,12 +311,14 @@ class FractureModel:
 
 @dataclass(frozen=True)
 class ScoredLevels:
-    """The classifier's verdict on one study: crops (L, C, *crop_shape) of levels ``ids`` and
-    level name -> P(fracture)."""
+    """The classifier's verdict on one study: crops (L, C, *crop_shape) of levels ``ids``, level
+    name -> calibrated P(fracture), and the prior-shifted logits of ``ids`` before the temperature
+    (what calibration is fitted on)."""
 
     ids: list[int]
     crops: torch.Tensor
     probabilities: dict[str, float]
+    shifted_logits: tuple[float, ...] = ()
 
 
 def patient_probability(level_probabilities: Mapping[str, float]) -> float:

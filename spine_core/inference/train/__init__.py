@@ -4,7 +4,7 @@ crop sets), :mod:`~spine_core.inference.train.loop` (the one training-phase loop
 share, with each stage's batches and loss), :mod:`~spine_core.inference.train.settings`
 (:class:`TrainSettings`), :mod:`~spine_core.inference.train.model_card` (the model card and
 MODEL_CARD.md), :mod:`~spine_core.inference.train.evaluation` (the two-stage pipeline scored on
-held-out studies, extra validation of written weights) and :mod:`~spine_core.inference.train.run`
+held-out studies, extra validation and calibration of written weights) and :mod:`~spine_core.inference.train.run`
 (the :func:`train` orchestration, whose docstring describes the pipeline, and the CLI;
 ``python -m spine_core.inference.train`` runs it). Each module imports only modules listed before
 it; import the public names from here.
@@ -23,7 +23,15 @@ from spine_core.inference.train.data import (
     prepare_fracture,
     prepare_segmentation,
 )
-from spine_core.inference.train.evaluation import evaluate, extra_validation
+from spine_core.inference.train.evaluation import (
+    LevelScores,
+    calibrate_weights,
+    calibration_summary,
+    evaluate,
+    extra_validation,
+    fit_calibration,
+    score_levels,
+)
 from spine_core.inference.train.loop import (
     PhaseLog,
     segmentation_loss,
@@ -65,8 +73,13 @@ __all__ = [
     "train_fracture",
     "train_segmentation",
     # evaluation
+    "LevelScores",
+    "calibrate_weights",
+    "calibration_summary",
     "evaluate",
     "extra_validation",
+    "fit_calibration",
+    "score_levels",
     # settings
     "TrainSettings",
     # model card

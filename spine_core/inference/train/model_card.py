@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spine_core.inference.calibration import reliability_table
 from spine_core.inference.networks import count_parameters
 from spine_core.inference.train.data import CropSet
 from spine_core.inference.train.loop import PhaseLog
@@ -40,6 +41,13 @@ BOX_NOTE = (
 )
 
 
+OUTPUT_NOTE = (
+    "P(fracture) per level: sigmoid((logit + log prior odds of the level) / T); priors = natural "
+    "phantom prevalence (RSNA 2022 rates for C1-C7, 0.5 % floor); T = the temperature fitted on "
+    "calibration studies (see Calibration; 1 = none)"
+)
+
+
 def build_card(
     s: TrainSettings,
     seg_net: nn.Module,
@@ -51,14 +59,16 @@ def build_card(
     total_seconds: float,
     n_fractured_train: int,
     crops: CropSet,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card as a JSON-serialisable dict."""
+    """The model card as a JSON-serialisable dict (``calibration``: the section
+    :func:`~spine_core.inference.train.evaluation.calibration_summary` makes)."""
     settings = asdict(s)
     settings.pop("seg_spec")
     settings.pop("frac_spec")
     settings["seg_config"] = s.seg_config.to_dict()
     settings["frac_config"] = s.frac_config.to_dict()
-    return {
+    card: dict[str, Any] = {
         "name": s.name,
         "version": s.version,
         "intended_use": DISCLAIMER,
@@ -106,8 +116,7 @@ def build_card(
                 f"{s.frac_config.context_mm} mm, channel 1 the level's mask, channel 2 a black top-hat "
                 f"({s.frac_config.tophat_voxels}-voxel closing minus CT, x{s.frac_config.tophat_gain}) "
                 "that lights up thin dark gaps in bone",
-                "output": "P(fracture) per level: sigmoid(logit + log prior odds of the level); "
-                "priors = natural phantom prevalence (RSNA 2022 rates for C1-C7, 0.5 % floor)",
+                "output": OUTPUT_NOTE,
                 "patient_probability": "noisy-OR over cervical levels: 1 - prod(1 - p_level) for C1-C7",
                 "boxes": BOX_NOTE.format(layer=s.frac_config.cam_layer,
                                          threshold=s.frac_config.cam_threshold),
@@ -143,6 +152,9 @@ def build_card(
             "total_seconds": round(total_seconds, 1),
         },
     }
+    if calibration is not None:
+        card["calibration"] = dict(calibration)
+    return card
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
@@ -207,8 +219,47 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                     "n_fractured_patients", *BOX_METRICS):
             if key in extra:
                 lines.append(f"| {key} | {extra[key]} |")
+    lines += calibration_markdown(card.get("calibration"))
     lines += ["", card.get("metrics_notes", ""), "",
               f"Trained in {card['environment']['total_seconds']} s with {card['environment']['threads']} "
               f"CPU threads, torch {card['environment']['torch']}. Weights are stored as float16; the "
               "metrics above were measured with the float16-rounded weights.", ""]
     return "\n".join(lines)
+
+
+def calibration_markdown(cal: Mapping[str, Any] | None) -> list[str]:
+    """The card's calibration section: temperature, ECE and NLL before/after, reliability tables."""
+    if not cal:
+        return []
+    fit = cal.get("fitted_on", {})
+    lines = ["", "## Calibration of the fracture probabilities", "",
+             f"- Method: {cal.get('method', 'temperature scaling')}.",
+             f"- Temperature T = {cal['temperature']}, fitted on {fit.get('n_studies', 0)} synthetic "
+             f"studies (seeds {_seed_range(fit)}), {fit.get('n_levels', 0)} scored levels of which "
+             f"{fit.get('n_fractured_levels', 0)} fractured."]
+    if cal.get("note"):
+        lines.append(f"- {cal['note']}.")
+    if cal.get("when"):
+        lines.append(f"- {str(cal['when'])[0].upper()}{str(cal['when'])[1:]}.")
+    measured = cal.get("measured_on")
+    if measured:
+        lines += [
+            f"- Measured on {measured['n_studies']} other held-out studies (seeds {_seed_range(measured)}), "
+            f"{measured['n_levels']} scored levels, {measured['n_fractured_levels']} fractured; "
+            f"{measured['n_bins']} equal-width bins.",
+            "",
+            "| | before (T = 1) | after |",
+            "|---|---|---|",
+            f"| expected calibration error | {measured['ece_before']} | {measured['ece_after']} |",
+            f"| negative log-likelihood | {measured['nll_before']} | {measured['nll_after']} |",
+        ]
+        for key, title in (("reliability_before", "before calibration (T = 1)"),
+                           ("reliability_after", f"after calibration (T = {cal['temperature']})")):
+            lines += ["", f"Reliability, {title} (empty bins left out):", "",
+                      *reliability_table(measured.get(key, []))]
+    return lines
+
+
+def _seed_range(split: Mapping[str, Any]) -> str:
+    seeds = split.get("seeds") or []
+    return f"{seeds[0]}–{seeds[1]}" if len(seeds) == 2 else "none"

@@ -9,7 +9,10 @@ inference converts it to the model-grid image and label map the segmentation net
 trained segmentation network then segments every training study, and jittered per-vertebra crops of
 its *predicted* masks are what the fracture classifier trains on. Held-out studies are run through
 the full two-stage pipeline and scored with :mod:`spine_core.metrics`; the weights, their configs
-and a model card are written to ``out_dir``.
+and a model card are written to ``out_dir``. Before that, the fracture stage's temperature
+(:mod:`spine_core.inference.calibration`) is fitted on a calibration split of its own (natural
+studies, ``TrainSettings.cal_seeds``), stored in ``fracture.json``, and its expected calibration
+error before and after is measured on the held-out studies for the model card.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,20 @@ from spine_core.inference.train.data import (
     prepare_fracture,
     prepare_segmentation,
 )
-from spine_core.inference.train.evaluation import evaluate
+from spine_core.inference.train.evaluation import (
+    LevelScores,
+    calibration_summary,
+    evaluate,
+    fit_calibration,
+    score_levels,
+)
 from spine_core.inference.train.loop import PhaseLog, train_fracture, train_segmentation
 from spine_core.inference.train.model_card import build_card, card_markdown
 from spine_core.inference.train.settings import TrainSettings
 from spine_core.labels import level_name
+
+#: Time reserved per calibration study (generate, segment, score), in seconds.
+CALIBRATION_SECONDS_PER_STUDY = 5.0
 
 
 @dataclass
@@ -71,6 +83,8 @@ def train(
     s = settings or TrainSettings()
     if s.n_train < 1 or s.n_val < 1:
         raise InputError(f"need at least one training and one validation study (got {s.n_train}, {s.n_val})")
+    if s.n_cal < 0:
+        raise InputError(f"calibration studies cannot be negative (got {s.n_cal})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     make = source or phantom_source(s.shape, enrich=s.enrich_fractures)
@@ -97,7 +111,8 @@ def train(
         data_seconds = time.perf_counter() - start
 
         remaining = budget - data_seconds
-        eval_reserve = 0.15 * budget
+        # held-out evaluation, plus the calibration split (generated, segmented and scored)
+        eval_reserve = 0.15 * budget + CALIBRATION_SECONDS_PER_STUDY * s.n_cal
         crop_reserve = 2.5 * s.n_train  # seconds to segment the training studies for the crops
         train_budget = max(30.0, remaining - eval_reserve - crop_reserve)
         seg_net = build_network(s.seg_spec)
@@ -126,13 +141,22 @@ def train(
         for net in (seg_net, frac_net):  # evaluate exactly what is shipped (float16 storage)
             _round_to_half(net)
         frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
+        fitted = score_levels(seg_model, frac_model, (make_val(seed) for seed in s.cal_seeds()), say)
+        temperature, note = fit_calibration(fitted) if s.n_cal else (1.0, "not fitted: no calibration studies")
+        say(f"fracture temperature {temperature:.4f} fitted on {len(fitted.seeds)} studies"
+            + (f" ({note})" if note else ""))
+        s = replace(s, frac_config=replace(s.frac_config, temperature=temperature))
+        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
         prior = float(np.mean([s.frac_config.prior_for(level_name(lid)) for lid in range(1, 8)]))
+        measured = LevelScores()
         val_metrics = evaluate(
             seg_model, frac_model, (make_val(seed) for seed in s.val_seeds()), prior=prior, log=say,
+            scores=measured,
         )
+        calibration = calibration_summary(temperature, fitted, measured, note)
         total = time.perf_counter() - start
         files = _write_outputs(out, s, seg_net, frac_net, seg_log, frac_log, val_metrics,
-                               data_seconds, total, n_fractured_train, crops)
+                               data_seconds, total, n_fractured_train, crops, calibration)
         card = json.loads((out / "model_card.json").read_text())
         say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
         return TrainReport(out, files, val_metrics, card)
@@ -179,12 +203,13 @@ def _write_outputs(
     total_seconds: float,
     n_fractured_train: int,
     crops: CropSet,
+    calibration: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     seg_cfg, frac_cfg = stage_configs(s)
     seg_json = save_state_dict(seg_net, seg_cfg, out / "segmentation.json", half=True)
     frac_json = save_state_dict(frac_net, frac_cfg, out / "fracture.json", half=True)
     card = build_card(s, seg_net, frac_net, seg_log, frac_log, val_metrics, data_seconds,
-                      total_seconds, n_fractured_train, crops)
+                      total_seconds, n_fractured_train, crops, calibration)
     card_json = out / "model_card.json"
     card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     card_md = out / "MODEL_CARD.md"
@@ -204,6 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"training studies (default {d.n_train})")
     parser.add_argument("--val-studies", type=int, default=d.n_val,
                         help=f"held-out studies (default {d.n_val})")
+    parser.add_argument("--cal-studies", type=int, default=d.n_cal,
+                        help="studies the fracture temperature is fitted on (calibration split; "
+                             f"0: none, T = 1; default {d.n_cal})")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"base seed (default {d.seed})")
     parser.add_argument("--shape", default="x".join(map(str, d.shape)), help="phantom SLICESxROWSxCOLS")
     parser.add_argument("--seg-iterations", type=int, default=d.seg_iterations)
@@ -223,7 +251,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     if len(shape) != 3 or min(shape) < 16:
         raise InputError(f"--shape must be SLICESxROWSxCOLS with each at least 16, got '{args.shape}'")
     return TrainSettings(
-        n_train=args.train_studies, n_val=args.val_studies, seed=args.seed,
+        n_train=args.train_studies, n_val=args.val_studies, n_cal=args.cal_studies, seed=args.seed,
         shape=shape,
         seg_iterations=args.seg_iterations, frac_iterations=args.frac_iterations,
         device=args.device, threads=args.threads, budget_minutes=args.budget_minutes,

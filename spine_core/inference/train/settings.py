@@ -17,6 +17,7 @@ class TrainSettings:
 
     n_train: int = 48
     n_val: int = 12
+    n_cal: int = 12  # studies the fracture temperature is fitted on (0: no calibration, T = 1)
     seed: int = 2022
     shape: tuple[int, int, int] = (200, 256, 256)
     seg_iterations: int = 450
@@ -45,3 +46,6 @@ class TrainSettings:
 
     def val_seeds(self) -> list[int]:
         return [self.seed * 1000 + 500 + i for i in range(self.n_val)]
+
+    def cal_seeds(self) -> list[int]:
+        return [self.seed * 1000 + 700 + i for i in range(self.n_cal)]

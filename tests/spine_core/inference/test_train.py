@@ -39,6 +39,7 @@ def _tiny_settings() -> TrainSettings:
     return TrainSettings(
         n_train=6,
         n_val=2,
+        n_cal=2,
         seed=3,
         shape=TINY_SHAPE,
         seg_iterations=80,
@@ -85,6 +86,20 @@ def test_tiny_training_learns_and_writes_loadable_weights(tmp_path: Path) -> Non
     assert any("prepared training study 6/6" in m for m in messages)
     assert any("cropped training study 6/6 from its predicted mask" in m for m in messages)
 
+    # The fracture temperature: fitted on the calibration split (or 1 when it had one class
+    # only, said in the card), stored in fracture.json, ECE before/after on the held-out studies.
+    cal = card["calibration"]
+    assert cal["fitted_on"]["n_studies"] == 2 and cal["fitted_on"]["seeds"] == [3700, 3701]
+    assert cal["temperature"] > 0 and (cal["temperature"] != 1.0 or "not fitted" in cal["note"])
+    stored = json.loads((out / "fracture.json").read_text())["calibration"]
+    assert stored["temperature"] == pytest.approx(cal["temperature"], abs=1e-4)
+    measured = cal["measured_on"]
+    assert measured["n_studies"] == 2 and measured["seeds"] == [3500, 3501]
+    assert 0.0 <= measured["ece_before"] <= 1.0 and 0.0 <= measured["ece_after"] <= 1.0
+    assert sum(b["count"] for b in measured["reliability_after"]) == measured["n_levels"]
+    assert "Calibration of the fracture probabilities" in (out / "MODEL_CARD.md").read_text()
+    assert any("fracture temperature" in m for m in messages)
+
     # The written folder is a complete model: it loads and predicts on an unseen study.
     study = phantom_source(TINY_SHAPE)(999)
     pred = LocalPredictor.from_dir(out, device="cpu").predict(study.image)
@@ -125,10 +140,13 @@ def test_preparation_matches_the_inference_geometry() -> None:
 def test_cli_arguments_are_checked() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--train-studies", "3", "--val-studies", "1", "--shape", "64x96x96"])
+    args = parser.parse_args(["--train-studies", "3", "--val-studies", "1", "--cal-studies", "0",
+                              "--shape", "64x96x96"])
     s = settings_from_args(args)
-    assert (s.n_train, s.n_val, s.shape) == (3, 1, (64, 96, 96))
+    assert (s.n_train, s.n_val, s.n_cal, s.shape) == (3, 1, 0, (64, 96, 96))
     with pytest.raises(InputError, match="SLICESxROWSxCOLS"):
         settings_from_args(parser.parse_args(["--shape", "64x96"]))
     with pytest.raises(InputError, match="at least one training"):
         train("unused", TrainSettings(n_train=0, n_val=1))
+    with pytest.raises(InputError, match="calibration studies cannot be negative"):
+        train("unused", TrainSettings(n_train=1, n_val=1, n_cal=-1))
