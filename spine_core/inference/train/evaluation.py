@@ -95,8 +95,9 @@ def calibration_summary(
     if note:
         out["note"] = note
     if measured.logits:
-        out["measured_on"] = {**_split_summary(measured),
-                              **calibration_report(measured.logits, measured.labels, temperature, n_bins)}
+        report = calibration_report(measured.logits, measured.labels, temperature, n_bins)
+        report.pop("n_fractured")  # the split summary says it as n_fractured_levels
+        out["measured_on"] = {**_split_summary(measured), **report}
     return out
 
 

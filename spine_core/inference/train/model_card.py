@@ -255,7 +255,7 @@ def calibration_markdown(cal: Mapping[str, Any] | None) -> list[str]:
         ]
         for key, title in (("reliability_before", "before calibration (T = 1)"),
                            ("reliability_after", f"after calibration (T = {cal['temperature']})")):
-            lines += ["", f"Reliability, {title} (empty bins left out):", "",
+            lines += ["", f"Reliability {title}; empty bins left out:", "",
                       *reliability_table(measured.get(key, []))]
     return lines
 
