@@ -14,6 +14,12 @@ class InputError(SpineError):
     """Input given by a user (a path, a CSV row, an argument) is not usable."""
 
 
+class OutOfFieldError(InputError):
+    """A study lies outside the field the models were made for (not a spine CT, too few slices,
+    slices too thick), so they cannot label it. The message is one line that starts with
+    ``cannot label this study:`` and gives the reason (:mod:`spine_core.inference.field`)."""
+
+
 class UnsafePathError(InputError):
     """A path escapes its root (e.g. contains `..`) or names something outside the dataset."""
 

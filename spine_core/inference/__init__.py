@@ -5,7 +5,9 @@
 """
 
 __all__ = [
+    "calibration",  # temperature scaling of the fracture probabilities, ECE, reliability bins
     "client",  # HttpPredictor: the `spine serve` backend over HTTP
+    "field",  # which CT studies the models can label ("cannot label this study: ...")
     "fracture",  # stage 2: per-vertebra fracture scores and boxes
     "loading",  # weights from state dicts, TorchScript or MONAI bundles
     "local",  # the in-process two-stage predictor

@@ -4,8 +4,10 @@ The app sends the study to ``POST /predict`` of a ``spine serve`` server (see
 :mod:`spine_core.inference.server`, ``docs/backend.md``) and gets the prediction back on the same
 grid. Every failure becomes one :class:`~spine_core.errors.BackendError` (or a subclass) whose
 message says what went wrong and what to do; a bad input volume (HTTP 422) becomes an
-:class:`~spine_core.errors.InputError`. Retryable failures (unreachable, 503 busy) are retried a
-few times with backoff; timeouts and errors are not, since the job may still be running.
+:class:`~spine_core.errors.InputError` (an :class:`~spine_core.errors.OutOfFieldError` with the
+server's "cannot label this study: ..." for a study outside the models' field). Retryable
+failures (unreachable, 503 busy) are retried a few times with backoff; timeouts and errors are
+not, since the job may still be running.
 
 :func:`send` and :class:`RetryPolicy` are shared with the MONAI Label client.
 """
@@ -28,6 +30,7 @@ from spine_core.errors import (
     BackendUnreachable,
     InputError,
     MaskError,
+    OutOfFieldError,
 )
 from spine_core.inference import wire
 from spine_core.inference.protocol import ModelInfo, StudyPrediction
@@ -156,6 +159,8 @@ def _status_error(response: httpx.Response, service: str) -> Exception | None:
             "request limit (spine serve --max-request-mb) or unset SPINE_BACKEND_URL to run on this machine"
         )
     if code == 422:
+        if _error_code(response) == "out_of_field":  # the models' own words: "cannot label this study: ..."
+            return OutOfFieldError(message)
         return InputError(f"{service} cannot use this volume: {message}")
     if code == 503:
         busy = BackendBusy(f"{service} is busy (HTTP 503: {message}); try again in a moment")
@@ -188,6 +193,15 @@ def error_message(response: httpx.Response) -> str:
                 return str(data[key])
     text = response.text.strip() if response.content else ""
     return text[:300] or response.reason_phrase or "no message"
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The ``error`` code of a JSON error body, if it has one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return str(data["error"]) if isinstance(data, dict) and data.get("error") else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -15,6 +15,7 @@ import torch
 
 from spine_core.config import Settings
 from spine_core.errors import InputError, ModelLoadError
+from spine_core.inference.field import column_problem, header_problem, refuse
 from spine_core.inference.fracture import (
     FractureConfig,
     FractureModel,
@@ -151,18 +152,24 @@ class LocalPredictor:
 
     def predict(self, volume: Volume, progress: Progress | None = None) -> StudyPrediction:
         """Segment, label and score one CT volume (int16 HU, any orientation); a radiograph
-        goes to the radiograph ensemble (:mod:`spine_core.inference.xray`)."""
+        goes to the radiograph ensemble (:mod:`spine_core.inference.xray`).
+
+        Raises:
+            OutOfFieldError: the CT is outside the models' field (too few slices, slices too
+                thick, no spine-like column of vertebrae; :mod:`spine_core.inference.field`).
+        """
         if is_radiograph_volume(volume):
             if self.radiograph is None:
                 raise ModelLoadError(
                     f"no radiograph model in {self._folder or 'the models folder'}: "
                     "run `spine train --modality xray` into it to predict radiographs")
             return predict_radiograph(self.radiograph, volume, self._info, progress)
-        if min(volume.shape) < MIN_INPUT_VOXELS:
-            raise InputError(
-                f"volume of shape {volume.shape} is too small to segment: each axis needs at least "
-                f"{MIN_INPUT_VOXELS} voxels"
-            )
+        problem = header_problem(volume)  # out of the models' field: refuse, do not guess
+        if problem is None and min(volume.shape) < MIN_INPUT_VOXELS:
+            problem = (f"the volume of shape {volume.shape} is too small to segment: each axis "
+                       f"needs at least {MIN_INPUT_VOXELS} voxels")
+        if problem is not None:
+            raise refuse(problem)
         report = progress or (lambda _f, _m: None)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -170,6 +177,9 @@ class LocalPredictor:
         seg = self.segmentation.segment(volume, timings)
         t1 = time.perf_counter()
         timings["segmentation"] = t1 - t0
+        problem = column_problem(seg.model_labels, float(seg.model_grid.spacing.prod()), seg.centroids)
+        if problem is not None:
+            raise refuse(problem)
         level_probs: dict[str, float] = {}
         boxes = []
         if self.fracture is not None:

@@ -32,7 +32,9 @@ Behaviour:
   returns (a Python thread cannot be killed), so the GPU is never over-committed.
 * Errors are JSON ``{"error": code, "message": text}``: 401 (token), 413 (size), 415 (the body
   is not a volume of :data:`wire.VOLUME_MEDIA_TYPE`), 422 (unusable
-  volume: bad payload or the predictor's :class:`~spine_core.errors.InputError`), 500 (predictor
+  volume: bad payload or the predictor's :class:`~spine_core.errors.InputError`; code
+  ``out_of_field`` for its :class:`~spine_core.errors.OutOfFieldError`, "cannot label this
+  study: ..."), 500 (predictor
   failure, with its message), 503 (busy/loading), 504 (job timeout).
 """
 
@@ -54,7 +56,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from spine_core.config import Settings
-from spine_core.errors import DicomError, InputError, MaskError, SpineError
+from spine_core.errors import DicomError, InputError, MaskError, OutOfFieldError, SpineError
 from spine_core.inference import wire
 from spine_core.inference.protocol import ModelInfo, Predictor
 from spine_core.io.radiograph import MIN_SIDE, is_radiograph_volume
@@ -327,11 +329,17 @@ def radiograph_problem(volume: Any, max_side: int, max_pixels: int) -> str | Non
     return None
 
 
+#: Error code of a 422 for a study outside the models' field (:mod:`spine_core.inference.field`).
+OUT_OF_FIELD = "out_of_field"
+
+
 def _run_job(predictor: Predictor, volume: Volume) -> Response:
     """Run one prediction (worker thread) and encode the answer; errors become JSON responses."""
     try:
         prediction = predictor.predict(volume)
         body = wire.encode_prediction(prediction, volume.affine, volume.shape)
+    except OutOfFieldError as exc:  # "cannot label this study: ..." (the client raises it again)
+        return _error(422, OUT_OF_FIELD, str(exc))
     except (InputError, DicomError) as exc:
         return _error(422, "bad_volume", str(exc))
     except MaskError as exc:
