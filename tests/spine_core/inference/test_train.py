@@ -49,7 +49,7 @@ def _tiny_settings() -> TrainSettings:
         seg_lr=3e-3,
         crops_per_level=1,
         threads=2,
-        budget_minutes=5.0,
+        budget_minutes=12.0,  # iterations end it; the budget only under a very loaded CI machine
         seg_config=SegmentationConfig(spacing_mm=4.0, roi_size=(52, 52, 52)),
         frac_config=FractureConfig(crop_shape=(12, 24, 24), crop_spacing_mm=2.5),
         seg_spec={
