@@ -29,5 +29,8 @@ def test_box_saves_go_to_the_route_servers_not_the_replicas() -> None:
     assert "@ROUTES@" in upstream
     location = text.split("location = /spine-box-events {", 1)[1].split("}", 1)[0]
     assert "proxy_pass http://spine_routes;" in location
+    # a location that sets a header inherits none: the Host (Origin check) must be set again
+    if "proxy_set_header" in location:
+        assert "proxy_set_header Host $http_host;" in location
     default = text.split("location / {", 1)[1].split("}", 1)[0]
     assert "proxy_pass http://spine_app;" in default
