@@ -116,7 +116,12 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{net['detector']['training']['first_loss']} -> {net['detector']['training']['last_loss']}.",
         f"- {net['detector']['note']}",
         f"- Input: the whole film resized to {card['config']['grid']} x {card['config']['grid']} "
-        "(area), scaled by its percentiles to [0, 1].", "",
+        "(area), scaled by its percentiles to [0, 1]; the detector reads that grid resized to "
+        f"{card['config'].get('detector_grid') or card['config']['grid']} x "
+        f"{card['config'].get('detector_grid') or card['config']['grid']} (its outputs resized back).",
+        f"- U-Net targets: *vertebra* (any vertebra), *core* (the middle of each vertebra: the "
+        f"largest part of its pixels at least {card['config'].get('core_fraction', 0)} of its largest "
+        "inner distance from its edge), *C2* and *S* (the reference vertebrae's masks).", "",
         "## Ensemble rule", card["ensemble_rule"], "",
         "## Labels", f"Counted from the reference vertebra: {card['label_counting']}.", "",
         "## Held-out results", card["scoring"], "",

@@ -27,16 +27,29 @@ class XrayConfig:
     """How a film becomes the model grid and how outputs become vertebrae."""
 
     grid: int = 256  # the film is resized (area) to grid x grid, whatever its aspect
+    detector_grid: int = 0  # the detector reads the grid resized to this side (0: the grid)
     low_percentile: float = 1.0  # intensity normalisation on the grid
     high_percentile: float = 99.5
     foreground: float = 0.5  # U-Net vertebra probability threshold
     core: float = 0.5  # U-Net core probability threshold (instance seeds of the U-Net alone)
     min_core_px: int = 6  # smallest core component kept as a seed (grid pixels)
-    core_erosion_px: int = 2  # training target: each vertebra eroded by this many grid pixels
+    core_erosion_px: int = 2  # training target: a core pixel is at least this far inside
+    core_fraction: float = 0.45  # ... and this share of the vertebra's largest inner distance
     peak: float = 0.3  # detector centre heatmap threshold
-    box_margin: float = 0.15  # ensemble: a detection's box grown by this share of its size
+    box_margin: float = 0.15  # ensemble: a detection in a core's box grown by this share confirms it
+    add_peak: float = 0.5  # ensemble: a detection off the cores at least this strong adds a vertebra
+    drop_unconfirmed: bool = True  # ensemble: drop U-Net cores no detection confirms
+    min_instance_fraction: float = 0.25  # a smaller instance (share of the median) off the edge
+    #                                      joins its neighbour
+    seed_radius: float = 0.2  # ensemble: a detection off the U-Net's cores seeds a disk this
+    #                           share of its box's smaller side
     reference: float = 0.25  # the least reference score that makes a reference vertebra
     min_truth_px: int = 12  # training: a vertebra smaller than this on the grid gets no centre
+
+    @property
+    def det_grid(self) -> int:
+        """The side the detector reads."""
+        return self.detector_grid or self.grid
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

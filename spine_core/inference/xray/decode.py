@@ -1,16 +1,24 @@
 """From network outputs on the grid to vertebra instances, for each model alone and the ensemble.
 
-* **U-Net alone**: seeds are the connected components of the *core* channel (each vertebra shrunk
-  by a few pixels, so touching vertebrae part); every foreground pixel joins its nearest seed.
-  The reference is the instance with the highest mean C2 (or S) probability.
-* **Detector alone**: peaks of the centre heatmap with their regressed boxes; each box, filled, is
-  the vertebra's mask. The reference is the detection with the highest C2 (or S) heatmap value.
+* **U-Net alone**: seeds are the connected parts of the *core* channel (the middle of each
+  vertebra: the largest part of its pixels at least ``core_fraction`` of its largest inner distance
+  from its edge, so touching vertebrae get cores well apart); parts the C2 (or S) channel claims
+  are one seed. Every foreground pixel joins a seed by a watershed of the inverted core
+  probability. An instance under ``min_instance_fraction`` of the median instance area, off the
+  grid's edge, joins the neighbour it touches most (a fragment would shift every label counted
+  past it). The reference is the instance with the highest mean C2 (or S) probability.
+* **Detector alone**: peaks of the centre heatmap (a weaker peak inside half a stronger one's box
+  is dropped) with their regressed boxes; each box, filled, is the vertebra's mask. The reference
+  is the detection with the highest C2 (or S) heatmap value.
 * **Ensemble** (the rule the model card states): the detector says *where the vertebrae are*, the
-  U-Net *which pixels are bone*. Each detection is a vertebra; its mask is the U-Net's foreground
-  inside its box grown by ``box_margin``, a pixel in several boxes going to the nearest centre.
-  A vertebra's reference score is the mean of the detector's heatmap at its centre and the U-Net's
-  mean reference probability over its mask; the highest score over both references picks the
-  reference vertebra (and so the film's region) if it reaches ``config.reference``.
+  U-Net *which pixels are bone*. A U-Net core is a vertebra when a detection's centre lies in the
+  core's box grown by ``box_margin`` (with ``drop_unconfirmed``, a core no detection confirms is
+  no vertebra); a detection of at least ``add_peak`` on the U-Net's foreground, at least half its
+  box's height from every core, adds a vertebra seeded by a small disk at its centre. Every U-Net
+  foreground pixel joins a seed by the watershed above, and fragments merge as above. A
+  vertebra's reference score is the mean of the detector's C2 (or S) heatmap at its centre and the
+  U-Net's mean C2 (or S) probability over its mask; the highest score over both references picks
+  the reference vertebra (and so the film's region) if it reaches ``config.reference``.
 """
 
 from __future__ import annotations
@@ -71,20 +79,13 @@ def detections(det: npt.NDArray[np.float32], config: XrayConfig) -> list[Detecti
 
 
 def _suppress(dets: list[Detection]) -> list[Detection]:
-    """Drop a weaker detection whose centre lies inside a stronger one's box (half size)."""
+    """Drop a weaker detection whose centre lies inside a stronger one's box shrunk to half its
+    height and width (neighbouring vertebrae are about a height apart)."""
     kept: list[Detection] = []
     for d in sorted(dets, key=lambda d: -d.score):
-        if all(abs(d.cy - k.cy) > k.height / 4 or abs(d.cx - k.cx) > k.width / 4 for k in kept):
+        if all(abs(d.cy - k.cy) > k.height / 2 or abs(d.cx - k.cx) > k.width / 2 for k in kept):
             kept.append(d)
     return kept
-
-
-def _nearest_seed(seeds: npt.NDArray[np.int32], allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
-    """Each allowed pixel takes the label of its nearest seed pixel (0 elsewhere)."""
-    if not seeds.any():
-        return np.zeros_like(seeds)
-    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-    return np.where(allowed, seeds[iy, ix], 0).astype(np.int32)
 
 
 def _box_of(mask: npt.NDArray[np.bool_]) -> tuple[float, float, float, float]:
@@ -92,26 +93,109 @@ def _box_of(mask: npt.NDArray[np.bool_]) -> tuple[float, float, float, float]:
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def unet_instances(probs: npt.NDArray[np.float32], config: XrayConfig) -> Instances:
-    """The U-Net alone (module docstring); ``probs`` is its sigmoid output (4, g, g)."""
+def core_seeds(probs: npt.NDArray[np.float32], config: XrayConfig) -> npt.NDArray[np.int32]:
+    """The U-Net's instance seeds: connected parts of its core (on its foreground) of at least
+    ``min_core_px`` pixels, numbered 1..n; parts whose mean C2 (or S) probability reaches 0.5
+    are one seed per reference (the sacrum or C2 in several pieces is one vertebra)."""
     fg = probs[0] >= config.foreground
     core, n = ndimage.label((probs[1] >= config.core) & fg)
-    sizes = ndimage.sum_labels(np.ones_like(core), core, index=np.arange(1, n + 1)) if n else []
-    keep = [i + 1 for i, s in enumerate(sizes) if s >= config.min_core_px]
-    seeds = np.zeros_like(core, dtype=np.int32)
-    for new, old in enumerate(keep, start=1):
-        seeds[core == old] = new
-    labels = _nearest_seed(seeds, fg)
-    inst = Instances(labels, [], [], [], {ref: [] for ref in REFERENCES})
-    for k in range(1, len(keep) + 1):
-        mask = labels == k
+    if not n:
+        return core.astype(np.int32)
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(np.ones_like(core), core, index=index)
+    lut = np.zeros(n + 1, np.int32)
+    merged: dict[str, int] = {}
+    count = 0
+    for i, size in zip(index, sizes, strict=True):
+        if size < config.min_core_px:
+            continue
+        ref = next((r for r, ch in UNET_REFERENCE_CHANNEL.items()
+                    if float(ndimage.mean(probs[ch], core, i)) >= 0.5), None)
+        if ref is not None and ref in merged:
+            lut[i] = merged[ref]
+            continue
+        count += 1
+        lut[i] = count
+        if ref is not None:
+            merged[ref] = count
+    return lut[core]
+
+
+def _grow(seeds: npt.NDArray[np.int32], probs: npt.NDArray[np.float32], config: XrayConfig
+          ) -> npt.NDArray[np.int32]:
+    """Every foreground pixel joins a seed: watershed of the inverted core probability from the
+    seeds, over the foreground (a pixel goes to the vertebra whose core it runs down to)."""
+    from skimage.segmentation import watershed
+
+    fg = (probs[0] >= config.foreground) | (seeds > 0)
+    if not seeds.any():
+        return np.zeros_like(seeds)
+    return watershed(-probs[1], markers=seeds, mask=fg).astype(np.int32)
+
+
+def _merge_small(labels: npt.NDArray[np.int32], n: int, fraction: float) -> npt.NDArray[np.int32]:
+    """Instances under ``fraction`` of the median instance area, off the grid's edge, join the
+    neighbour they touch most (a fragment is no vertebra of its own; one would shift every label
+    counted past it), or are dropped when they touch none. Cut vertebrae at the edge stay."""
+    if n < 3 or fraction <= 0:
+        return labels
+    areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    present = areas[areas > 0]
+    if not present.size:
+        return labels
+    floor = fraction * float(np.median(present))
+    out = labels.copy()
+    boxes = ndimage.find_objects(out, max_label=n)
+    g0, g1 = out.shape
+    for i in np.argsort(areas):
+        k, sl = int(i) + 1, boxes[int(i)]
+        if areas[i] >= floor:
+            break
+        if sl is None or sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == g0 or sl[1].stop == g1:
+            continue
+        win = tuple(slice(max(0, a.start - 1), a.stop + 1) for a in sl)
+        mask = out[win] == k
+        ring = out[win][ndimage.binary_dilation(mask) & ~mask]
+        ring = ring[(ring > 0) & (ring != k)]
+        out[win][mask] = int(np.bincount(ring).argmax()) if ring.size else 0
+    return out
+
+
+def _instances_from_labels(labels: npt.NDArray[np.int32], n: int, probs: npt.NDArray[np.float32],
+                           det: npt.NDArray[np.float32] | None, scores: list[float] | None = None,
+                           centres: list[tuple[float, float]] | None = None) -> Instances:
+    """Centres, boxes, scores and reference scores of labels 1..n (empty labels dropped)."""
+    inst = Instances(np.zeros_like(labels), [], [], [], {ref: [] for ref in REFERENCES})
+    k = 0
+    for i in range(1, n + 1):
+        mask = labels == i
+        if not mask.any():
+            continue
+        k += 1
+        inst.labels[mask] = k
         ys, xs = np.nonzero(mask)
-        inst.centres.append((float(ys.mean()), float(xs.mean())))
+        cy, cx = centres[i - 1] if centres else (float(ys.mean()), float(xs.mean()))
+        inst.centres.append((cy, cx))
         inst.boxes.append(_box_of(mask))
-        inst.scores.append(float(probs[0][mask].mean()))
+        inst.scores.append(scores[i - 1] if scores else float(probs[0][mask].mean()))
         for ref, ch in UNET_REFERENCE_CHANNEL.items():
-            inst.reference_scores[ref].append(float(probs[ch][mask].mean()))
+            unet_ref = float(probs[ch][mask].mean())
+            if det is None:
+                inst.reference_scores[ref].append(unet_ref)
+            else:
+                y = int(round(min(max(cy, 0), det.shape[1] - 1)))
+                x = int(round(min(max(cx, 0), det.shape[2] - 1)))
+                inst.reference_scores[ref].append(
+                    0.5 * (unet_ref + float(det[DETECTOR_REFERENCE_CHANNEL[ref], y, x])))
     return inst
+
+
+def unet_instances(probs: npt.NDArray[np.float32], config: XrayConfig) -> Instances:
+    """The U-Net alone (module docstring); ``probs`` is its sigmoid output (4, g, g)."""
+    seeds = core_seeds(probs, config)
+    n = int(seeds.max())
+    labels = _merge_small(_grow(seeds, probs, config), n, config.min_instance_fraction)
+    return _instances_from_labels(labels, n, probs, None)
 
 
 def detector_instances(dets: list[Detection], grid: int) -> Instances:
@@ -130,38 +214,47 @@ def detector_instances(dets: list[Detection], grid: int) -> Instances:
     return inst
 
 
-def ensemble_instances(probs: npt.NDArray[np.float32], dets: list[Detection],
-                       config: XrayConfig) -> Instances:
-    """The ensemble rule (module docstring)."""
+def ensemble_instances(probs: npt.NDArray[np.float32], det: npt.NDArray[np.float32],
+                       dets: list[Detection], config: XrayConfig) -> Instances:
+    """The ensemble rule (module docstring); ``det`` is the detector's output (5, g, g)."""
     g = probs.shape[-1]
+    cores = core_seeds(probs, config)
+    n_cores = int(cores.max())
     fg = probs[0] >= config.foreground
-    seeds = np.zeros((g, g), np.int32)
-    for k, d in enumerate(dets, start=1):
-        seeds[int(round(min(d.cy, g - 1))), int(round(min(d.cx, g - 1)))] = k
-    nearest = _nearest_seed(seeds, fg)
-    labels = np.zeros((g, g), np.int32)
-    inst = Instances(labels, [], [], [], {ref: [] for ref in REFERENCES})
-    for k, d in enumerate(dets, start=1):
-        my, mx = d.height * (0.5 + config.box_margin), d.width * (0.5 + config.box_margin)
-        y0, y1 = max(0, int(d.cy - my)), min(g, int(np.ceil(d.cy + my)) + 1)
-        x0, x1 = max(0, int(d.cx - mx)), min(g, int(np.ceil(d.cx + mx)) + 1)
-        window = labels[y0:y1, x0:x1]
-        mine = nearest[y0:y1, x0:x1] == k
-        window[mine] = k
-    for k, d in enumerate(dets, start=1):
-        mask = labels == k
-        if mask.any():
-            box = _box_of(mask)
-            unet_ref = {ref: float(probs[ch][mask].mean()) for ref, ch in UNET_REFERENCE_CHANNEL.items()}
-        else:
-            box = (d.cx - d.width / 2, d.cy - d.height / 2, d.cx + d.width / 2, d.cy + d.height / 2)
-            unet_ref = dict.fromkeys(REFERENCES, 0.0)
-        inst.centres.append((d.cy, d.cx))
-        inst.boxes.append(box)
-        inst.scores.append(d.score)
-        for ref in REFERENCES:
-            inst.reference_scores[ref].append(0.5 * (d.reference_scores[ref] + unet_ref[ref]))
-    return inst
+    boxes = ndimage.find_objects(cores, max_label=n_cores)
+    away = (ndimage.distance_transform_edt(cores == 0) if n_cores
+            else np.full((g, g), np.inf))
+    confirmed: dict[int, float] = {}
+    added: list[Detection] = []
+    for d in dets:  # strongest first
+        y, x = int(round(min(d.cy, g - 1))), int(round(min(d.cx, g - 1)))
+        hits = [p for p, sl in enumerate(boxes, start=1) if sl is not None and _in_grown(sl, y, x, config.box_margin)]
+        if hits:
+            for p in hits:
+                confirmed.setdefault(p, d.score)
+        elif (d.score >= config.add_peak and fg[y, x] and away[y, x] >= 0.5 * d.height
+              and all(abs(d.cy - a.cy) > a.height / 2 for a in added)):
+            added.append(d)
+    seeds = np.zeros_like(cores)
+    scores: list[float] = []
+    for p in range(1, n_cores + 1):
+        if p in confirmed or not config.drop_unconfirmed:
+            scores.append(confirmed.get(p, 0.0))
+            seeds[cores == p] = len(scores)
+    yy, xx = np.ogrid[:g, :g]
+    for d in added:
+        scores.append(d.score)
+        r = max(1.0, config.seed_radius * min(d.height, d.width))
+        seeds[((yy - d.cy) ** 2 + (xx - d.cx) ** 2 <= r * r) & (seeds == 0)] = len(scores)
+    labels = _merge_small(_grow(seeds, probs, config), len(scores), config.min_instance_fraction)
+    return _instances_from_labels(labels, len(scores), probs, det, scores)
+
+
+def _in_grown(sl: tuple[slice, slice], y: int, x: int, margin: float) -> bool:
+    """Whether (y, x) lies in the box ``sl`` grown by ``margin`` of its size on each side."""
+    h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+    return (sl[0].start - margin * h <= y < sl[0].stop + margin * h
+            and sl[1].start - margin * w <= x < sl[1].stop + margin * w)
 
 
 def pick_reference(inst: Instances, config: XrayConfig) -> tuple[int | None, str | None, float]:

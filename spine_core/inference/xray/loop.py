@@ -18,14 +18,16 @@ Log = Callable[[str], None]
 
 @dataclass
 class FilmSet:
-    """Films on the grid with their targets, stacked: images (N, 1, g, g), masks (N, 4, g, g),
-    heat (N, 3, g, g), size (N, 2, g, g), size_mask (N, 1, g, g)."""
+    """Films on the grid with their targets, stacked: images (N, 1, g, g), masks (N, 4, g, g);
+    the detector's on its own grid d: det_images (N, 1, d, d), heat (N, 3, d, d), size
+    (N, 2, d, d), size_mask (N, 1, d, d)."""
 
     images: torch.Tensor
     masks: torch.Tensor
     heat: torch.Tensor
     size: torch.Tensor
     size_mask: torch.Tensor
+    det_images: torch.Tensor | None = None  # None: the detector reads ``images``
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -85,9 +87,11 @@ def detector_loss(out: torch.Tensor, heat: torch.Tensor, size: torch.Tensor,
 
 def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
                 iterations: int, batch_size: int, lr: float, seed: int, budget_s: float,
-                name: str, log: Log) -> PhaseLog:
+                name: str, log: Log, keys: tuple[str, ...] = ("images", "masks", "heat", "size", "size_mask"),
+                ) -> PhaseLog:
     """AdamW with warm-up and cosine decay over the iterations or the budget, whichever runs out
-    first; stops early (recorded) once ``budget_s`` is spent."""
+    first; stops early (recorded) once ``budget_s`` is spent. The batch holds ``keys`` of the
+    film set; the first is the network's input (read as ``images``)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -95,7 +99,6 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
     start = time.perf_counter()
     net.train()
     smooth = None
-    keys = ("images", "masks", "heat", "size", "size_mask")
     for it in range(iterations):
         if time.perf_counter() - start > budget_s:
             record.stopped_early = True
@@ -106,7 +109,8 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
         for group in opt.param_groups:
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
         idx = torch.from_numpy(rng.choice(len(films), size=min(batch_size, len(films)), replace=False))
-        batch = augment({k: getattr(films, k)[idx] for k in keys}, rng)
+        batch = augment({("images" if i == 0 else k): getattr(films, k)[idx]
+                         for i, k in enumerate(keys)}, rng)
         value = loss(net(batch["images"]), batch)
         opt.zero_grad()
         value.backward()

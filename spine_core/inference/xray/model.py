@@ -36,7 +36,7 @@ from spine_core.inference.xray.decode import (
     pick_reference,
     unet_instances,
 )
-from spine_core.inference.xray.grid import film_to_grid
+from spine_core.inference.xray.grid import detector_input, film_to_grid
 from spine_core.inference.xray.weights import load_stage
 from spine_core.labels import LEVEL_IDS
 
@@ -108,12 +108,16 @@ class XrayModel:
     @torch.no_grad()
     def outputs(self, image: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Sigmoid U-Net output (4, g, g) and detector output (5, g, g: heatmaps after sigmoid,
-        then sizes) of one film (bone bright)."""
+        then sizes; read on the detector's grid and resized to the U-Net's) of one film (bone
+        bright)."""
         x = film_to_grid(image, self.config).to(self.device)
         probs = torch.sigmoid(self.unet(x))[0].float().cpu().numpy()
-        det = self.detector(x)[0].float()
-        det = torch.cat([torch.sigmoid(det[:3]), det[3:]]).cpu().numpy()
-        return probs, det
+        det = self.detector(detector_input(x, self.config)).float()
+        det = torch.cat([torch.sigmoid(det[:, :3]), det[:, 3:]], dim=1)
+        if det.shape[-1] != self.config.grid:  # the detector's grid -> the U-Net's
+            det = F.interpolate(det, size=(self.config.grid, self.config.grid), mode="bilinear",
+                                align_corners=False)
+        return probs, det[0].cpu().numpy()
 
     def predict(self, image: npt.NDArray[np.generic], mode: str = "ensemble") -> FilmPrediction:
         """The vertebrae of one film (rows head to feet, bone bright) by ``mode``."""
@@ -137,7 +141,7 @@ class XrayModel:
             elif mode == "detector":
                 inst = detector_instances(found, self.config.grid)
             else:
-                inst = ensemble_instances(probs, found, self.config)
+                inst = ensemble_instances(probs, det, found, self.config)
             pred = _to_film(inst, probs[0], image.shape, self.config, mode)
             pred.timings = {"networks": t1 - t0, "decode": time.perf_counter() - t2}
             out[mode] = pred

@@ -16,7 +16,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from spine_core.inference.xray.config import (
     default_unet_spec,
 )
 from spine_core.inference.xray.evaluate import VertebraScore, dice_by_level, score_film, summarise
-from spine_core.inference.xray.grid import film_to_grid, labels_to_grid, make_targets
+from spine_core.inference.xray.grid import detector_input, film_to_grid, labels_to_grid, make_targets
 from spine_core.inference.xray.loop import (
     FilmSet,
     Log,
@@ -62,16 +62,16 @@ class XraySettings:
     seed: int = 2024
     regions: tuple[str, ...] = ("cervical", "lumbar")
     train_phantom_scale: float = 0.5
-    unet_iterations: int = 1800
-    detector_iterations: int = 1800
+    unet_iterations: int = 3000
+    detector_iterations: int = 3000
     batch_size: int = 4
     lr: float = 3e-3
-    unet_share: float = 0.5  # of the training time; the detector gets the rest
+    unet_share: float = 0.7  # of the training time; the detector (on a smaller grid) gets the rest
     threads: int = 2
     budget_minutes: float = 19.0
     name: str = "spinereview-xray-demo"
-    version: str = "0.1.0"
-    config: XrayConfig = field(default_factory=XrayConfig)
+    version: str = "0.2.0"
+    config: XrayConfig = field(default_factory=lambda: XrayConfig(detector_grid=128))
     unet_spec: dict[str, Any] = field(default_factory=default_unet_spec)
     detector_spec: dict[str, Any] = field(default_factory=default_detector_spec)
 
@@ -99,15 +99,23 @@ def phantom_films(scale: float = 1.0) -> FilmSource:
 
 def prepare_films(films: Sequence[Radiograph], config: XrayConfig) -> FilmSet:
     """Films on the grid with their targets."""
-    images, masks, heat, size, size_mask = [], [], [], [], []
+    images, det_images, masks, heat, size, size_mask = [], [], [], [], [], []
+    d = config.det_grid
+    det_config = replace(config, min_truth_px=max(1, round(config.min_truth_px * (d / config.grid) ** 2)))
     for film in films:
-        images.append(film_to_grid(film.image, config)[0])
+        x = film_to_grid(film.image, config)
+        images.append(x[0])
         t = make_targets(labels_to_grid(film.labels, config.grid), config)
         masks.append(t.masks)
+        if d != config.grid:  # the detector's targets on its own grid
+            det_images.append(detector_input(x, config)[0])
+            t = make_targets(labels_to_grid(film.labels, d), det_config)
         heat.append(t.heat)
         size.append(t.size)
         size_mask.append(t.size_mask)
-    return FilmSet(torch.stack(images), *(torch.from_numpy(np.stack(a)) for a in (masks, heat, size, size_mask)))
+    m, h, sz, sm = (torch.from_numpy(np.stack(a)) for a in (masks, heat, size, size_mask))
+    return FilmSet(torch.stack(images), m, h, sz, sm,
+                   det_images=torch.stack(det_images) if det_images else None)
 
 
 @dataclass
@@ -183,13 +191,15 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         unet = build_network(s.unet_spec)
         unet_log = train_phase(
             unet, train_set, lambda y, b: unet_loss(y, b["masks"]), s.unet_iterations, s.batch_size,
-            s.lr, s.seed, s.unet_share * phases, "U-Net", say)
+            s.lr, s.seed, s.unet_share * phases, "U-Net", say, keys=("images", "masks"))
         detector = build_network(s.detector_spec)
         init_heatmap_bias(detector)
         left = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
         det_log = train_phase(
             detector, train_set, lambda y, b: detector_loss(y, b["heat"], b["size"], b["size_mask"]),
-            s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say)
+            s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say,
+            keys=("det_images" if train_set.det_images is not None else "images", "heat", "size",
+                  "size_mask"))
         del train_set
         for net in (unet, detector):  # score exactly what is shipped (float16 storage)
             _round_to_half(net)
