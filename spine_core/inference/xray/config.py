@@ -44,6 +44,8 @@ class XrayConfig:
     seed_radius: float = 0.2  # ensemble: a detection off the U-Net's cores seeds a disk this
     #                           share of its box's smaller side
     reference: float = 0.25  # the least reference score that makes a reference vertebra
+    reference_merge: float = 0.5  # core parts with a mean C2 (or S) probability this high are one
+    #                               seed (above 1: never; a barely trained U-Net says 0.5 everywhere)
     min_truth_px: int = 12  # training: a vertebra smaller than this on the grid gets no centre
 
     @property

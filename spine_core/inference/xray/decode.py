@@ -95,8 +95,9 @@ def _box_of(mask: npt.NDArray[np.bool_]) -> tuple[float, float, float, float]:
 
 def core_seeds(probs: npt.NDArray[np.float32], config: XrayConfig) -> npt.NDArray[np.int32]:
     """The U-Net's instance seeds: connected parts of its core (on its foreground) of at least
-    ``min_core_px`` pixels, numbered 1..n; parts whose mean C2 (or S) probability reaches 0.5
-    are one seed per reference (the sacrum or C2 in several pieces is one vertebra)."""
+    ``min_core_px`` pixels, numbered 1..n; parts whose mean C2 (or S) probability reaches
+    ``reference_merge`` are one seed per reference (the sacrum or C2 in several pieces is one
+    vertebra; above 1, never)."""
     fg = probs[0] >= config.foreground
     core, n = ndimage.label((probs[1] >= config.core) & fg)
     if not n:
@@ -110,7 +111,7 @@ def core_seeds(probs: npt.NDArray[np.float32], config: XrayConfig) -> npt.NDArra
         if size < config.min_core_px:
             continue
         ref = next((r for r, ch in UNET_REFERENCE_CHANNEL.items()
-                    if float(ndimage.mean(probs[ch], core, i)) >= 0.5), None)
+                    if float(ndimage.mean(probs[ch], core, i)) >= config.reference_merge), None)
         if ref is not None and ref in merged:
             lut[i] = merged[ref]
             continue
