@@ -115,6 +115,7 @@ def train(
         eval_reserve = 0.15 * budget + CALIBRATION_SECONDS_PER_STUDY * s.n_cal
         crop_reserve = 2.5 * s.n_train  # seconds to segment the training studies for the crops
         train_budget = max(30.0, remaining - eval_reserve - crop_reserve)
+        torch.manual_seed(s.seed)  # the networks' initial weights too: one seed, one run
         seg_net = build_network(s.seg_spec)
         seg_log = train_segmentation(
             seg_net, seg_samples, s.train_roi or s.seg_config.roi_size, s.seg_iterations,
@@ -132,6 +133,7 @@ def train(
         del studies
         crops = CropSet.concat(crop_sets, s.frac_config)
         del crop_sets
+        torch.manual_seed(s.seed + 1)
         frac_net = build_network(s.frac_spec)
         frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
         frac_log = train_fracture(

@@ -188,10 +188,12 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         data_seconds = time.perf_counter() - start
         eval_reserve = 0.12 * budget + 0.1 * s.n_val
         phases = max(30.0, budget - data_seconds - eval_reserve)
+        torch.manual_seed(s.seed)  # the networks' initial weights too: one seed, one run
         unet = build_network(s.unet_spec)
         unet_log = train_phase(
             unet, train_set, lambda y, b: unet_loss(y, b["masks"]), s.unet_iterations, s.batch_size,
             s.lr, s.seed, s.unet_share * phases, "U-Net", say, keys=("images", "masks"))
+        torch.manual_seed(s.seed + 1)
         detector = build_network(s.detector_spec)
         init_heatmap_bias(detector)
         left = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
