@@ -11,7 +11,7 @@ from db import models as m
 from db.annotations import assign
 from db.importer import import_path
 from db.users import DEMO_USERS, ensure_demo_users, get_user
-from db.workspace import open_workspace
+from db.workspace import Workspace, open_workspace
 from spine_core.adjudication import DisputeStatus
 from spine_core.config import Settings
 from spine_core.phantom.rsna_layout import write_rsna_dataset
@@ -70,23 +70,23 @@ def bootstrap(settings: Settings, *, progress: bool = True) -> list[str]:
         report = import_path(demo_dir, settings, actor="bootstrap", progress=progress)
         done.append(f"generated and imported demo data: {report.summary()}")
         if settings.demo_unread > 0:
-            done.append(_studies_to_read(settings, progress=progress))
+            done.append(_studies_to_read(ws, progress=progress))
     return done
 
 
-def _studies_to_read(settings: Settings, *, progress: bool) -> str:
+def _studies_to_read(ws: Workspace, *, progress: bool) -> str:
     """Demo studies no reader has read yet, assigned to every demo reader.
 
     The main demo set comes with its readers' work, so all of it counts as submitted; a newcomer
     signed in as a reader needs studies of their own to draw on. These have the report's labels
     but no reader's boxes."""
+    settings = ws.settings
     out = settings.data_dir / "demo-to-read"
     manifest = write_rsna_dataset(out, n_studies=settings.demo_unread, seed=settings.demo_seed + 1,
                                   shape=settings.demo_shape_tuple, workers=settings.workers,
                                   n_readers=0)
     import_path(out, settings, actor="bootstrap", progress=progress)
     uids = [s.study_uid for s in manifest.studies]
-    ws = open_workspace(settings)
     with ws.sessions.begin() as session:
         admin = get_user(session, "admin")
         readers = [u for u in (get_user(session, d.username) for d in DEMO_USERS if d.role == Role.annotator)
