@@ -180,6 +180,32 @@ def pick_option(page: Any, box: Any, value: str, tries: int = 3) -> None:
     settle(page, 1.0)
 
 
+def set_expander(page: Any, label: str, expanded: bool, tries: int = 3) -> Any:
+    """Open (or close) the Streamlit expander titled ``label`` and wait until its body shows (or
+    is hidden); returns the body's locator.
+
+    A click that lands while a rerun redraws the page can be lost, or undone by the redraw. The
+    click is given again only once the run is over and the expander is still not as asked."""
+    expander = page.locator("[data-testid=stExpander]").filter(
+        has=page.get_by_text(label, exact=True))
+    body = expander.locator("[data-testid=stExpanderDetails]")
+
+    def shown() -> bool:
+        return bool(body.count()) and body.first.is_visible()
+
+    for _ in range(tries):
+        settle(page, 0.3)
+        if shown() == expanded:
+            return body
+        expander.get_by_text(label, exact=True).first.click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and shown() != expanded:
+            time.sleep(0.1)
+    settle(page, 0.3)
+    assert shown() == expanded, f"the expander {label!r} did not {'open' if expanded else 'close'}"
+    return body
+
+
 def submit_sign_in(page: Any, base_url: str, username: str, password: str) -> None:
     """Open the app and submit the sign-in form, whatever comes of it."""
     page.goto(base_url)

@@ -33,6 +33,7 @@ from tests.browser.conftest import (
     app_db,
     open_page,
     screenshot,
+    set_expander,
     settle,
     sign_in,
     tick_grid_row,
@@ -295,8 +296,7 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     expect(summary).to_be_visible()
 
     # per-level probabilities and timings (the grid's cells are in the DOM, for screen readers)
-    r1.get_by_text("Probabilities per level, timings").click()
-    details = r1.locator("[data-testid=stExpanderDetails]").filter(has_text="Timings:")
+    details = set_expander(r1, "Probabilities per level, timings", expanded=True)
     expect(details.get_by_text(re.compile(r"^Timings: .*total \d+\.\d\d s"))).to_be_visible()
     expect(details.get_by_text(re.compile(r"^Ran on: local"))).to_be_visible()
     expect(details.locator("[data-testid=stMetricValue]")).to_have_text(f"{row['patient']:.2f}")
@@ -307,8 +307,7 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
         state="attached")
     screenshot(r1, "prediction-02-result")
     no_traceback(r1)
-    r1.get_by_text("Probabilities per level, timings").click()  # closed again: the slices show
-    expect(details).to_be_hidden()
+    set_expander(r1, "Probabilities per level, timings", expanded=False)  # the slices show
 
     # -- the predicted box's slice: the box, its label and the mask outline -------------------------
     boxes = sorted(row["boxes"], key=lambda b: b["slice_index"])
