@@ -50,10 +50,10 @@ from pages.parts.viewer_workstation import (
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
 from spine_core.io.radiograph import describe as describe_radiograph
-from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_units
+from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_viewer_options
 from spine_core.labels import LEVEL_NAMES
 from spine_core.render import Plane
-from spine_viewer import ViewerSource, VolumeTooLargeError, keymap_markdown, workstation
+from spine_viewer import CT_PRESETS, ViewerSource, VolumeTooLargeError, keymap_markdown, workstation
 
 NO_MASK = "viewer_without_mask"  # study ids the user chose to open without their mask
 # --- the client-side workstation -------------------------------------------------------------
@@ -143,14 +143,15 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
     bar.caption(f"**{slice_caption(view, plane, index, tuple(cursor))}** · ? keys",
                 help="↑/↓ or the wheel step a slice, PgUp/PgDn ten; right-drag sets the window "
                      "(1/2/3 presets), Ctrl+wheel zooms, Shift+drag pans, R resets, L the level "
-                     "colours.\n\n" + keymap_markdown())
+                     "colours.\n\n" + keymap_markdown(
+                         radiograph_viewer_options(view.image).get("presets", CT_PRESETS)))
     try:
         workstation(volume_id, lambda: ViewerSource(view.image, mask), key=key,
                     layout=WS_LAYOUTS.get(layout or "", "single"),  # type: ignore[arg-type]
                     plane=plane,  # type: ignore[arg-type]
                     cursor=cursor, boxes=boxes, editable=False, max_browser_bytes=browser_limit(),
                     window=display_window(view.image) or "bone",
-                    **radiograph_units(view.image),
+                    **radiograph_viewer_options(view.image),
                     go_to=int(st.session_state.get("vw_ws_go_to", 0)))
     except VolumeTooLargeError as exc:  # checked before; a mask switch may still exceed it
         st.info(f"{exc}.")

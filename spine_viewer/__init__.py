@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from spine_viewer.boxes import BoxEvent, ViewerBox
 from spine_viewer.component import SliceCommit, ViewerSource, WorkstationResult, workstation
-from spine_viewer.keymap import KEYMAP, keymap_markdown
+from spine_viewer.keymap import CT_PRESETS, KEYMAP, keymap_markdown
 from spine_viewer.transport import DEFAULT_MAX_BROWSER_BYTES, VolumeTooLargeError, check_browser_memory
 
 __all__ = [
+    "CT_PRESETS",
     "DEFAULT_MAX_BROWSER_BYTES",
     "KEYMAP",
     "BoxEvent",

@@ -42,6 +42,7 @@ import streamlit as st
 from spine_core.errors import InputError
 from spine_core.labels import LEVEL_COLOURS, LEVEL_NAMES
 from spine_core.render.display import DisplayGeometry
+from spine_core.render.windowing import Window
 from spine_core.volume import Volume
 from spine_viewer import grants, transport
 from spine_viewer.boxes import (
@@ -54,7 +55,7 @@ from spine_viewer.boxes import (
 )
 from spine_viewer.bundle import bundle_js
 from spine_viewer.chunks import ChunkStore, default_store
-from spine_viewer.keymap import gestures_json, keymap_json
+from spine_viewer.keymap import CT_PRESETS, PRESET_ACTIONS, gestures_json, keymap_json
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ def workstation(
     height: int | Literal["fill"] = "fill",
     length_unit: Literal["mm", "px"] = "mm",
     value_unit: str = "HU",
+    presets: Sequence[Window] = CT_PRESETS,
     max_browser_bytes: int = transport.DEFAULT_MAX_BROWSER_BYTES,
     chunk_bytes: int = transport.DEFAULT_CHUNK_BYTES,
     level: int = transport.DEFAULT_LEVEL,
@@ -340,6 +342,8 @@ def workstation(
         length_unit: what lengths and positions are in: "mm", or "px" for an image whose spacing
             is unknown (a radiograph without one: its affine steps are one pixel).
         value_unit: the unit of the voxel read-out ("HU"; "" for a radiograph's values).
+        presets: the windows keys 1, 2 and 3 choose (at most three; CT's bone, soft tissue and
+            brain by default; a radiograph's come from its values).
         max_browser_bytes: refuse volumes whose int16 voxels (+ mask) exceed this in the browser.
         chunk_bytes, level: raw size and zlib level of the streamed chunks.
         store: the chunk cache (default: the process-wide one).
@@ -353,6 +357,8 @@ def workstation(
         raise InputError(f"unknown plane {plane!r}; use axial, sagittal or coronal")
     if layout not in ("single", "three"):
         raise InputError(f"unknown layout {layout!r}; use 'single' or 'three'")
+    if not 1 <= len(presets) <= len(PRESET_ACTIONS):
+        raise InputError(f"give 1 to {len(PRESET_ACTIONS)} window presets, got {len(presets)}")
     src = source() if callable(source) else source
     mask = src.mask_array()
     geometry = transport.display_geometry(src.image)
@@ -424,7 +430,8 @@ def workstation(
             "focus": focus_to_display(focus, geometry), "large_labels": bool(large_labels),
             "go_to": int(go_to),
             "height": height if height == "fill" else int(height),
-            "keymap": keymap_json(), "gestures": gestures_json(),
+            "keymap": keymap_json(presets), "gestures": gestures_json(),
+            "presets": [[float(w.width), float(w.level)] for w in presets],
             "length_unit": length_unit, "value_unit": value_unit,
             "box_post": dict(box_post) if box_post is not None and editable and drawable else None,
         },

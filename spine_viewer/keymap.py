@@ -7,7 +7,10 @@ can print it with :func:`keymap_markdown`. Keys are ``KeyboardEvent.key`` values
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from spine_core.render.windowing import BONE, BRAIN, SOFT_TISSUE, Window
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,9 @@ KEYMAP: tuple[Binding, ...] = (
     Binding("prev10", ("PageDown",), "10 slices back"),
     Binding("first", ("Home",), "first slice"),
     Binding("last", ("End",), "last slice"),
-    Binding("preset_bone", ("1",), "window: bone (1800/400)"),
-    Binding("preset_soft", ("2",), "window: soft tissue (400/40)"),
-    Binding("preset_brain", ("3",), "window: brain (80/40)"),
+    Binding("window1", ("1",), "window preset 1"),
+    Binding("window2", ("2",), "window preset 2"),
+    Binding("window3", ("3",), "window preset 3"),
     Binding("reset", ("r", "R"), "reset window, zoom and pan"),
     Binding("zoom_in", ("+", "="), "zoom in"),
     Binding("zoom_out", ("-", "_"), "zoom out"),
@@ -43,6 +46,12 @@ KEYMAP: tuple[Binding, ...] = (
     Binding("help", ("?",), "show / hide this key map"),
 )
 
+#: The windows keys 1, 2 and 3 choose on CT (HU); a radiograph passes its own (see
+#: :func:`spine_core.io.radiograph.window_presets`).
+CT_PRESETS: tuple[Window, ...] = (BONE, SOFT_TISSUE, BRAIN)
+#: The key actions that choose a preset, in the order of the presets.
+PRESET_ACTIONS: tuple[str, ...] = ("window1", "window2", "window3")
+
 #: Pointer gestures (help text only).
 GESTURES: tuple[tuple[str, str], ...] = (
     ("wheel", "one slice per notch"),
@@ -54,21 +63,34 @@ GESTURES: tuple[tuple[str, str], ...] = (
 )
 
 
-def keymap_json() -> list[dict[str, object]]:
-    """The bindings as the browser takes them."""
-    return [{"action": b.action, "keys": list(b.keys), "help": b.help} for b in KEYMAP]
+def preset_help(window: Window) -> str:
+    """'window: bone (1800/400)': a preset key's line in the key map (width/level)."""
+    return f"window: {window.name} ({window.width:g}/{window.level:g})"
+
+
+def _help(b: Binding, presets: Sequence[Window]) -> str:
+    if b.action in PRESET_ACTIONS:
+        i = PRESET_ACTIONS.index(b.action)
+        return preset_help(presets[i]) if i < len(presets) else "window preset (none here)"
+    return b.help
+
+
+def keymap_json(presets: Sequence[Window] = CT_PRESETS) -> list[dict[str, object]]:
+    """The bindings as the browser takes them, the preset keys named after ``presets``."""
+    return [{"action": b.action, "keys": list(b.keys), "help": _help(b, presets)} for b in KEYMAP]
 
 
 def gestures_json() -> list[list[str]]:
     return [list(g) for g in GESTURES]
 
 
-def keymap_markdown() -> str:
-    """The key map as a Markdown table (for a page's help)."""
+def keymap_markdown(presets: Sequence[Window] = CT_PRESETS) -> str:
+    """The key map as a Markdown table (for a page's help), the preset keys named after
+    ``presets``."""
     rows = ["| keys | action |", "|---|---|"]
     for b in KEYMAP:
         keys = dict.fromkeys(k.upper() if len(k) == 1 else k for k in b.keys)
-        rows.append(f"| {' / '.join(f'`{k}`' for k in keys)} | {b.help} |")
+        rows.append(f"| {' / '.join(f'`{k}`' for k in keys)} | {_help(b, presets)} |")
     for gesture, what in GESTURES:
         rows.append(f"| {gesture} | {what} |")
     return "\n".join(rows)

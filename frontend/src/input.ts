@@ -211,7 +211,9 @@ export function runAction(ws: Workstation, action: string): void {
     case "prev10": ws.step(p, -10); break;
     case "first": ws.setIndex(p, 0); break;
     case "last": ws.setIndex(p, 1e9); break;
-    case "preset_bone": case "preset_soft": case "preset_brain": ws.preset(action); break;
+    case "window1": ws.preset(0); break;
+    case "window2": ws.preset(1); break;
+    case "window3": ws.preset(2); break;
     case "reset": ws.reset(); break;
     case "zoom_in": ws.zoom(p, 1.25); break;
     case "zoom_out": ws.zoom(p, 1 / 1.25); break;

@@ -93,6 +93,8 @@ export interface ViewSpec {
   length_unit?: string;
   /** unit of the voxel value read-out ("HU" for CT, "" for a radiograph's detector values) */
   value_unit?: string;
+  /** the windows keys 1, 2, 3 choose, (width, level) each; absent: CT's bone, soft tissue, brain */
+  presets?: [number, number][];
   /** where box events go without a rerun (saver.ts); absent: to Python as component values */
   box_post?: BoxPost | null;
 }

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from spine_core.errors import DicomError
 from spine_core.io.dicom_scan import FileHeader, SizeLimits, _implausible_reason, read_header
+from spine_core.render.windowing import Window
 from spine_core.volume import Volume
 
 #: SOP classes read as radiographs: CR, DX (presentation and processing, incl. intra-oral and
@@ -334,12 +335,32 @@ def display_window(volume: Volume) -> tuple[float, float] | None:
     return max(hi - lo, 1.0), (lo + hi) / 2
 
 
-def radiograph_units(volume: Volume) -> dict[str, Any]:
-    """The viewer's units for ``volume``: pixels and no value unit for a radiograph whose spacing
-    is unknown, mm and no value unit for other radiographs, nothing (its defaults) otherwise."""
+def window_presets(volume: Volume) -> tuple[Window, ...]:
+    """Keys 1, 2 and 3 for a radiograph, whose values are detector units, not HU:
+
+    1. the file's window (its VOI LUT or window centre/width), else "auto": the 0.5–99.5th
+       percentiles of its values;
+    2. "full range": every value the image holds;
+    3. "bone detail": the brighter half of the values (median to 99.8th percentile), where
+       vertebrae sit on a display with bone bright (MONOCHROME1 is already inverted).
+    """
+    width, level = display_window(volume) or (1.0, 0.0)
+    first = Window(width, level, "the file's window" if volume.meta.get("window") else "auto")
+    sample = np.asarray(volume.array[0, ::4, ::4], dtype=np.float32)
+    lo, hi = float(sample.min()), float(sample.max())
+    mid, top = (float(v) for v in np.percentile(sample, [50, 99.8]))
+    return (first, Window(max(hi - lo, 1.0), (lo + hi) / 2, "full range"),
+            Window(max(top - mid, 1.0), (mid + top) / 2, "bone detail"))
+
+
+def radiograph_viewer_options(volume: Volume) -> dict[str, Any]:
+    """The viewer's units and window presets for ``volume``: pixels and no value unit for a
+    radiograph whose spacing is unknown, mm and no value unit for other radiographs, the
+    presets of :func:`window_presets`; nothing (the viewer's CT defaults) otherwise."""
     if volume.meta.get("kind") != "radiograph":
         return {}
-    return {"length_unit": "mm" if volume.meta.get("spacing_mm") else "px", "value_unit": ""}
+    return {"length_unit": "mm" if volume.meta.get("spacing_mm") else "px", "value_unit": "",
+            "presets": window_presets(volume)}
 
 
 def describe(meta: dict[str, Any]) -> str:

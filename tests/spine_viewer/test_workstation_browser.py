@@ -236,6 +236,25 @@ def test_right_drag_changes_the_window_and_presets(open_viewer: Any) -> None:
     expect_window(page, 1800, 400)
 
 
+def test_a_radiograph_s_own_presets_on_keys_1_2_3_and_in_the_key_map(open_viewer: Any) -> None:
+    """Detector values are not HU: a page passes the film's own windows; the keys and the help
+    follow them."""
+    page = open_viewer("units=px&presets=3000:1500:the file's window;4000:2000:full range;"
+                       "900:2600:bone detail")
+    focus(page)
+    page.keyboard.press("3")
+    expect_window(page, 900, 2600)
+    page.keyboard.press("2")
+    expect_window(page, 4000, 2000)
+    page.keyboard.press("1")
+    expect_window(page, 3000, 1500)
+    page.keyboard.press("?")
+    help_text = page.locator("[data-testid=sv-help]").inner_text()
+    assert "window: bone detail (900/2600)" in help_text
+    assert "window: full range (4000/2000)" in help_text
+    assert "1800/400" not in help_text
+
+
 def test_zoom_pan_reset(open_viewer: Any) -> None:
     page = open_viewer()
     runs0 = runs(page)

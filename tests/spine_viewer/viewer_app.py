@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from spine_core.render.windowing import Window  # noqa: E402
 from spine_core.volume import Volume  # noqa: E402
 from spine_viewer import (  # noqa: E402
     BoxEvent,
@@ -79,6 +80,12 @@ def source() -> tuple[str, ViewerSource]:
     return f"synthetic:{'x'.join(map(str, shape))}", synthetic(shape)  # type: ignore[arg-type]
 
 
+def presets(text: str) -> list[Window]:
+    """``"2000:1000:full range;500:1500:bone detail"`` -> the windows keys 1, 2, 3 choose."""
+    return [Window(float(w), float(c), name)
+            for w, c, name in (item.split(":", 2) for item in text.split(";"))]
+
+
 def sample_boxes(shape: tuple[int, ...]) -> list[ViewerBox]:
     k = shape[0] // 2
     return [
@@ -116,6 +123,7 @@ def main() -> None:
                 chunk_bytes=int(float(q.get("chunk_mb", "16")) * 2**20),
                 length_unit="px" if q.get("units") == "px" else "mm",
                 value_unit="" if q.get("units") == "px" else "HU",
+                **({"presets": presets(q["presets"])} if "presets" in q else {}),
             )
         except VolumeTooLargeError as exc:
             st.warning(str(exc))

@@ -305,3 +305,34 @@ def test_a_16_bit_monochrome1_film_is_int16_with_an_offset_and_its_window_follow
     assert np.array_equal(shown, film.image.astype(np.int32) * 16)
     assert volume.meta["window"] == [2000 * 16 - 32768, 1000 * 16]
     assert volume.meta["value_range"] == [-32768, 32767]
+
+
+def test_window_presets_of_a_film_are_its_own_window_full_range_and_bone_detail() -> None:
+    """Keys 1/2/3 on a radiograph: the file's window (RG1's WindowCenter/Width, inverted), every
+    value, and the brighter half; never CT's HU presets."""
+    from spine_core.io.radiograph import radiograph_viewer_options, window_presets
+    from spine_core.render.windowing import BONE
+    from spine_core.volume import Volume
+    from spine_viewer.keymap import keymap_markdown
+
+    volume = load_radiograph(_testdata("RG1_UNCR.dcm"))
+    first, full, bone = window_presets(volume)
+    centre, width = volume.meta["window"]
+    assert (first.name, first.width, first.level) == ("the file's window", width, centre)
+    values = volume.array[0, ::4, ::4]
+    assert (full.width, full.level) == (float(values.max() - values.min()),
+                                        (float(values.max()) + float(values.min())) / 2)
+    median, top = np.percentile(values.astype(np.float32), [50, 99.8])
+    assert bone.level - bone.width / 2 == pytest.approx(median)
+    assert bone.level + bone.width / 2 == pytest.approx(top)
+    options = radiograph_viewer_options(volume)
+    assert options["presets"] == (first, full, bone) and options["length_unit"] == "px"
+    table = keymap_markdown(options["presets"])
+    assert f"window: full range ({full.width:g}/{full.level:g})" in table
+    assert "bone (1800/400)" not in table and "bone (1800/400)" in keymap_markdown()
+    # a film without a window of its own: "auto" (0.5-99.5th percentiles) comes first
+    no_window = Volume(volume.array, volume.affine, {**volume.meta, "window": None})
+    assert window_presets(no_window)[0].name == "auto"
+    # CT: no options, the viewer keeps its HU presets
+    ct = Volume(np.zeros((4, 8, 8), np.int16), np.eye(4))
+    assert radiograph_viewer_options(ct) == {} and BONE.width == 1800
