@@ -628,3 +628,16 @@ class DemoCase(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class FilmView(Base):
+    """A radiograph's view as a reader set it (lateral, AP or PA), over what its header says or
+    where the header says nothing (``db.film_views``); one row per film, the last word."""
+
+    __tablename__ = "film_views"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    view: Mapped[str] = mapped_column(String(8))
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -122,6 +122,8 @@ class StudyPredictor:
     def predict_one(self, reference: str) -> tuple[bytes, str, float]:
         """(payload, "", load seconds) or (b"", error message, load seconds) for one study."""
         from db import models as m
+        from db.film_views import as_set
+        from db.session import unit_of_work
         from db.studies import open_image
         from spine_core.inference import wire
 
@@ -130,6 +132,8 @@ class StudyPredictor:
         try:
             series = m.Series(**json.loads(reference))
             volume = open_image(self.workspace, series)
+            with unit_of_work(self.workspace.sessions, readonly=True) as session:
+                volume = as_set(session, int(series.study_id), volume)  # a film's set view
             load_s = time.perf_counter() - started
             result = self.predictor.predict(volume)
             return wire.encode_prediction(result, volume.affine, volume.shape), "", load_s

@@ -29,6 +29,7 @@ from db import models as m
 from db.session import unit_of_work
 from pages.parts import prediction_panel as pp
 from pages.parts.common import SignedInUser, error_boundary, require_permission, workspace
+from pages.parts.film_view import film_view_panel
 from pages.parts.radiograph_reading import film_reading_table, film_submit_button
 from pages.parts.relabel_panel import relabel_panel
 from spine_core import annotation_geometry as ag
@@ -649,6 +650,8 @@ def main() -> None:
     with pick:
         _fracture_picker(user, study_id, own, editable)
     _ask_panel(user, study_id, editable)
+    if is_radiograph_volume(study.image):
+        film_view_panel(study, user, key="an_film_view")
     st.fragment(_viewer)(user, study_id, study, editable, prediction)
     film = film_reading_table(user, study_id, editable, _write)  # a film: one box per vertebra
     with st.expander("Keys of the viewer (the same on every page; ? inside the viewer)"):

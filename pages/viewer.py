@@ -19,6 +19,7 @@ from typing import Any
 import streamlit as st
 
 from pages.parts.common import SignedInUser, error_boundary, require_permission
+from pages.parts.film_view import film_view_panel
 from pages.parts.prediction_panel import (
     PredictedMask,
     ShownPrediction,
@@ -49,7 +50,6 @@ from pages.parts.viewer_workstation import (
     viewer_boxes,
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
-from spine_core.io.radiograph import describe as describe_radiograph
 from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_viewer_options
 from spine_core.labels import LEVEL_NAMES
 from spine_core.render import Plane
@@ -204,7 +204,7 @@ def _open(study_id: int) -> StudyView | None:
     return None
 
 
-def _header(view: StudyView) -> None:
+def _header(view: StudyView, user: SignedInUser) -> None:
     info = view.info
     st.subheader(f"Study {info.study_uid}")
     report = ("no report" if info.report_fractured is None else
@@ -220,7 +220,7 @@ def _header(view: StudyView) -> None:
     st.caption(" · ".join(x for x in (info.dataset.upper(), info.patient_id, info.description,
                                       slices, report, mask) if x))
     if radiograph:
-        st.caption(describe_radiograph(view.image.meta))
+        film_view_panel(view, user, key="vw_film_view")
     if info.warnings:
         with st.expander(f"{len(info.warnings)} import warning(s)"):
             for w in info.warnings:
@@ -256,7 +256,7 @@ def main(user: SignedInUser) -> None:
     if here.study_uid != view.info.study_uid:  # opened from the case list: name it in the address
         write_location(view.info.study_uid)
     reset_for(view)
-    _header(view)
+    _header(view, user)
     if study_id in st.session_state.get(NO_MASK, set()) and view.info.mask_id is not None:
         if st.button("Try the mask again", key="vw_retry_mask"):
             st.session_state[NO_MASK].discard(study_id)

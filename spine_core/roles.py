@@ -44,22 +44,24 @@ class Permission(str, Enum):
     read_audit = "read the audit log"
     import_studies = "import studies (from the PACS)"
     curate_demonstration = "build the demonstration's case list"
+    set_film_view = "set a radiograph's view"
 
 
 _P = Permission
 #: The one permission table.
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.annotator: frozenset({_P.open_studies, _P.annotate, _P.predict_study}),
+    Role.annotator: frozenset({_P.open_studies, _P.annotate, _P.predict_study, _P.set_film_view}),
     Role.adjudicator: frozenset({
         _P.open_studies, _P.predict_study, _P.see_all_readers, _P.read_disputes, _P.vote,
         _P.override_report, _P.decide, _P.reopen_disputes, _P.chair_committee,
         _P.dispute_dashboard, _P.see_models, _P.run_predictions, _P.demonstration,
+        _P.set_film_view,
     }),
     Role.admin: frozenset({
         _P.open_studies, _P.predict_study, _P.see_all_readers, _P.read_disputes, _P.decide,
         _P.reopen_disputes, _P.edit_reports, _P.dispute_dashboard, _P.see_models,
         _P.run_predictions, _P.demonstration, _P.manage_users, _P.assign_readers, _P.read_audit,
-        _P.import_studies, _P.curate_demonstration,
+        _P.import_studies, _P.curate_demonstration, _P.set_film_view,
     }),
     Role.viewer: frozenset({_P.open_studies, _P.dispute_dashboard, _P.see_models, _P.demonstration}),
 }

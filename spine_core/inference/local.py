@@ -31,7 +31,7 @@ from spine_core.inference.segmentation import (
 from spine_core.inference.xray.config import UNET_FILE as XRAY_UNET_FILE
 from spine_core.inference.xray.model import XrayModel
 from spine_core.inference.xray.predictor import predict_radiograph
-from spine_core.io.radiograph import is_radiograph_volume
+from spine_core.io.radiograph import FRONTAL_VIEWS, is_radiograph_volume
 from spine_core.progress import Progress
 from spine_core.volume import Volume
 
@@ -156,13 +156,18 @@ class LocalPredictor:
 
         Raises:
             OutOfFieldError: the CT is outside the models' field (too few slices, slices too
-                thick, no spine-like column of vertebrae; :mod:`spine_core.inference.field`).
+                thick, no spine-like column of vertebrae; :mod:`spine_core.inference.field`),
+                or the film is frontal (AP or PA: the radiograph model reads lateral films).
         """
         if is_radiograph_volume(volume):
             if self.radiograph is None:
                 raise ModelLoadError(
                     f"no radiograph model in {self._folder or 'the models folder'}: "
                     "run `spine train --modality xray` into it to predict radiographs")
+            view = str(volume.meta.get("view") or "unknown")
+            if view in FRONTAL_VIEWS:  # the ensemble counts vertebrae on lateral films only
+                raise refuse(f"the radiograph model reads lateral films and this film is {view}; "
+                             "if it is lateral, set its view to lateral in the viewer")
             return predict_radiograph(self.radiograph, volume, self._info, progress)
         problem = header_problem(volume)  # out of the models' field: refuse, do not guess
         if problem is None and min(volume.shape) < MIN_INPUT_VOXELS:

@@ -154,6 +154,15 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+#: Frontal views: the radiograph model, which counts vertebrae on lateral films, refuses them.
+FRONTAL_VIEWS: frozenset[str] = frozenset({"AP", "PA"})
+
+
+def with_view(volume: Volume, view: str) -> Volume:
+    """``volume`` (the same voxels) whose view is ``view``, set by a person over the header's."""
+    return Volume(volume.array, volume.affine, {**volume.meta, "view": view})
+
+
 def view_of(view_position: str) -> str:
     """lateral, AP or PA from a ViewPosition, else unknown."""
     return _VIEWS.get(view_position.strip().upper(), "unknown")
@@ -363,8 +372,10 @@ def radiograph_viewer_options(volume: Volume) -> dict[str, Any]:
             "presets": window_presets(volume)}
 
 
-def describe(meta: dict[str, Any]) -> str:
-    """One line for people: modality, view, spacing and where it came from, the window's source."""
+def describe(meta: dict[str, Any], set_view: str = "", set_by: str = "") -> str:
+    """One line for people: modality, view, spacing and where it came from, the window's source.
+
+    ``set_view``: the view a person set (``set_by``), shown over the header's."""
     spacing = meta.get("spacing_mm")
     source = meta.get("spacing_source", "unknown")
     if spacing:
@@ -380,5 +391,8 @@ def describe(meta: dict[str, Any]) -> str:
               "WindowCenter/WindowWidth": "window from the file"}.get(
                   meta.get("window_source", ""), "window from the image's values")
     view = meta.get("view", "unknown")
-    return " · ".join((f"{meta.get('modality', '?')} radiograph",
-                       f"view {view}" if view != "unknown" else "view unknown", size, window))
+    said = f"view {view}" if view != "unknown" else "view unknown"
+    if set_view:
+        header = f"header: {view}" if view != "unknown" else "the header names none"
+        said = f"view {set_view} (set by {set_by or 'a reader'}; {header})"
+    return " · ".join((f"{meta.get('modality', '?')} radiograph", said, size, window))

@@ -17,7 +17,7 @@ from db.models import Base
 from db.session import make_engine
 
 #: The newest revision (db/migrations/versions/).
-HEAD = "0009"
+HEAD = "0010"
 
 
 def _tables(url: str) -> set[str]:

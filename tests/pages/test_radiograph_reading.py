@@ -45,6 +45,12 @@ def test_a_reader_labels_film_boxes_and_the_committee_decides_the_shift(
         at = app(signed_in(ws, "reader1"), script="pages/annotate.py").run()
         assert not at.exception, at.exception
         assert any("Vertebrae on this film" in str(md.value) for md in at.markdown)
+        # the film's line above the viewer, and its view, which the reader may correct
+        assert any(str(c.value).startswith("DX radiograph · view lateral · ") for c in at.caption)
+        at = at.selectbox(key="an_film_view_1").set_value("PA").run()
+        assert not at.exception, at.exception
+        assert any("· view PA (set by reader1; header: lateral) ·" in str(c.value)
+                   for c in at.caption)
         with unit_of_work(ws.sessions, readonly=True) as s:
             mine = fr.film_boxes(s, _user(s, "reader1"), 1)
         first = mine[0]

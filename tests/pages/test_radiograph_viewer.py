@@ -89,3 +89,46 @@ def test_a_reader_reads_a_radiograph_in_one_plane_with_its_window(
         assert view["layout"] == "single"  # a film has no other plane worth showing
         assert view["window"] == [float(ds.WindowWidth), top - float(ds.WindowCenter)]
         assert (view["length_unit"], view["value_unit"]) == ("mm", "")
+
+
+def test_the_view_is_set_in_the_viewer_and_shown_over_the_header_s_on_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PNG without sidecar has no view: an admin sets "lateral"; the line says who set it; a
+    viewer (clinician) sees the line and no control; the window presets are the film's own."""
+    from sqlalchemy import select
+
+    from db import models as m
+    from db.session import unit_of_work
+
+    ws = demo_workspace(tmp_path / "var")
+    (tmp_path / "png").mkdir()
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 200).astype(np.uint8)).save(
+        tmp_path / "png" / "bare.png")
+    assert import_path(tmp_path / "png", ws, progress=False).ok
+    st.cache_data.clear()
+    with pages_on(ws, monkeypatch):
+        at = app(signed_in(ws, "admin"), script=VIEWER, viewer_study_id=1).run()
+        assert not at.exception, at.exception
+        view = workstation_view(at)
+        sample = (np.arange(64 * 64).reshape(64, 64) % 200)[::4, ::4]  # the presets' sample
+        low, high = float(sample.min()), float(sample.max())
+        assert view["presets"][0] == view["window"]  # auto: the film has no window of its own
+        assert view["presets"][1] == [high - low, (high + low) / 2]  # full range
+        assert view["presets"][2][1] > view["presets"][1][1]  # bone detail: the brighter half
+        full = f"window: full range ({high - low:g}/{(high + low) / 2:g})"
+        assert any(full == k["help"] for k in view["keymap"]), view["keymap"]
+        choice = at.selectbox(key="vw_film_view_1")
+        assert choice.value == "" and choice.options[1:] == ["lateral", "AP", "PA"]
+        at = choice.set_value("lateral").run()
+        assert not at.exception, at.exception
+        line = next(c for c in _captions(at) if "radiograph" in c)
+        assert "· view lateral (set by admin; the header names none) ·" in line, line
+        with unit_of_work(ws.sessions, readonly=True) as s:
+            entry = s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "film.view")).one()
+            assert (entry.actor, entry.after) == ("admin", {"view": "lateral"})
+
+        clinician = app(signed_in(ws, "viewer"), script=VIEWER, viewer_study_id=1).run()
+        assert not clinician.exception, clinician.exception
+        assert not [s for s in clinician.selectbox if s.key == "vw_film_view_1"]
+        line = next(c for c in _captions(clinician) if "radiograph" in c)
+        assert "· view lateral (set by admin; the header names none) ·" in line

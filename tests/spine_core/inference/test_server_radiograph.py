@@ -122,3 +122,22 @@ def test_the_backend_status_line_says_whether_it_predicts_radiographs(server: st
 
     status = backend_status(Settings(backend_url=server, backend_token=TOKEN))
     assert status.ok and "predicts radiographs" in status.summary
+
+
+@pytest.mark.parametrize("view", ["AP", "PA"])
+def test_a_frontal_film_is_refused_here_and_over_http_in_one_line(
+        server: str, local: LocalPredictor, film_volume: Volume, view: str) -> None:
+    """The ensemble counts vertebrae on lateral films: a film whose view is AP or PA (header, or
+    set by a reader: :func:`spine_core.io.radiograph.with_view`) is refused, never labelled."""
+    from spine_core.errors import OutOfFieldError
+    from spine_core.io.radiograph import with_view
+
+    frontal = with_view(film_volume, view)
+    expected = (f"cannot label this study: the radiograph model reads lateral films and this film "
+                f"is {view}; if it is lateral, set its view to lateral in the viewer")
+    with pytest.raises(OutOfFieldError) as here:
+        local.predict(frontal)
+    assert str(here.value) == expected
+    with pytest.raises(OutOfFieldError) as remote:
+        _remote(server, frontal)
+    assert str(remote.value) == expected

@@ -336,3 +336,15 @@ def test_window_presets_of_a_film_are_its_own_window_full_range_and_bone_detail(
     # CT: no options, the viewer keeps its HU presets
     ct = Volume(np.zeros((4, 8, 8), np.int16), np.eye(4))
     assert radiograph_viewer_options(ct) == {} and BONE.width == 1800
+
+
+def test_the_description_shows_a_view_a_person_set_over_the_header_s() -> None:
+    from spine_core.io.radiograph import describe
+
+    volume = load_radiograph(_testdata("RG1_UNCR.dcm"))
+    assert "· view PA ·" in describe(volume.meta)
+    assert "· view lateral (set by reader1; header: PA) ·" in describe(volume.meta, "lateral",
+                                                                       "reader1")
+    unknown = {**volume.meta, "view": "unknown"}
+    assert "· view unknown ·" in describe(unknown)
+    assert "view AP (set by admin; the header names none)" in describe(unknown, "AP", "admin")
