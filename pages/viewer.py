@@ -116,11 +116,14 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
         st.session_state["vw_ws_plane"] = plane
 
     bar = st.container(horizontal=True, vertical_alignment="center", gap="small")
-    layout = bar.segmented_control("Layout", list(WS_LAYOUTS), default="One plane",
-                                   key="vw_ws_layout", label_visibility="collapsed")
-    bar.segmented_control("Plane", list(PLANE_AXIS), key="vw_ws_plane",
-                          format_func=lambda p: PLANE_TITLES[Plane(p)],
-                          label_visibility="collapsed", on_change=_go_to_plane, args=(view,))
+    film = is_radiograph_volume(view.image)  # one image: no layout or plane to choose
+    layout = None if film else bar.segmented_control(
+        "Layout", list(WS_LAYOUTS), default="One plane", key="vw_ws_layout",
+        label_visibility="collapsed")
+    if not film:
+        bar.segmented_control("Plane", list(PLANE_AXIS), key="vw_ws_plane",
+                              format_func=lambda p: PLANE_TITLES[Plane(p)],
+                              label_visibility="collapsed", on_change=_go_to_plane, args=(view,))
     readers_on = bar.toggle("Readers' boxes", value=True, key="vw_boxes")
     model_on = False
     if prediction is not None and prediction.boxes:
@@ -140,7 +143,8 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
 
     boxes = viewer_boxes(recent_reader_boxes(study_id, user) if readers_on else [],
                          prediction.boxes if model_on and prediction is not None else [])
-    bar.caption(f"**{slice_caption(view, plane, index, tuple(cursor))}** · ? keys",
+    where = "Film · one image" if film else slice_caption(view, plane, index, tuple(cursor))
+    bar.caption(f"**{where}** · ? keys",
                 help="↑/↓ or the wheel step a slice, PgUp/PgDn ten; right-drag sets the window "
                      "(1/2/3 presets), Ctrl+wheel zooms, Shift+drag pans, R resets, L the level "
                      "colours.\n\n" + keymap_markdown(

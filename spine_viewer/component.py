@@ -299,6 +299,7 @@ def workstation(
     length_unit: Literal["mm", "px"] = "mm",
     value_unit: str = "HU",
     presets: Sequence[Window] = CT_PRESETS,
+    film: Sequence[str] | None = None,
     max_browser_bytes: int = transport.DEFAULT_MAX_BROWSER_BYTES,
     chunk_bytes: int = transport.DEFAULT_CHUNK_BYTES,
     level: int = transport.DEFAULT_LEVEL,
@@ -344,6 +345,8 @@ def workstation(
         value_unit: the unit of the voxel read-out ("HU"; "" for a radiograph's values).
         presets: the windows keys 1, 2 and 3 choose (at most three; CT's bone, soft tissue and
             brain by default; a radiograph's come from its values).
+        film: for a radiograph, the letters at its top, bottom, left and right edges ("" where
+            unknown): the viewer shows the one image as "Film", with no planes to choose.
         max_browser_bytes: refuse volumes whose int16 voxels (+ mask) exceed this in the browser.
         chunk_bytes, level: raw size and zlib level of the streamed chunks.
         store: the chunk cache (default: the process-wide one).
@@ -357,6 +360,8 @@ def workstation(
         raise InputError(f"unknown plane {plane!r}; use axial, sagittal or coronal")
     if layout not in ("single", "three"):
         raise InputError(f"unknown layout {layout!r}; use 'single' or 'three'")
+    if film is not None and len(film) != 4:
+        raise InputError(f"give a film's four edge letters (top, bottom, left, right), got {film!r}")
     if not 1 <= len(presets) <= len(PRESET_ACTIONS):
         raise InputError(f"give 1 to {len(PRESET_ACTIONS)} window presets, got {len(presets)}")
     src = source() if callable(source) else source
@@ -432,6 +437,7 @@ def workstation(
             "height": height if height == "fill" else int(height),
             "keymap": keymap_json(presets), "gestures": gestures_json(),
             "presets": [[float(w.width), float(w.level)] for w in presets],
+            "film": {"letters": [str(v) for v in film]} if film is not None else None,
             "length_unit": length_unit, "value_unit": value_unit,
             "box_post": dict(box_post) if box_post is not None and editable and drawable else None,
         },

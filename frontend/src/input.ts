@@ -227,10 +227,11 @@ export function runAction(ws: Workstation, action: string): void {
       break;
     }
     case "labels": ws.toggleLabels(); break;
-    case "layout": ws.setLayout(ws.layout === "three" ? "single" : "three"); break;
-    case "plane_axial": ws.setPlane("axial"); break;
-    case "plane_sagittal": ws.setPlane("sagittal"); break;
-    case "plane_coronal": ws.setPlane("coronal"); break;
+    case "layout": case "plane_axial": case "plane_sagittal": case "plane_coronal":
+      if (ws.isFilm) ws.note("a radiograph is one image: no other plane to show", 2500);
+      else if (action === "layout") ws.setLayout(ws.layout === "three" ? "single" : "three");
+      else ws.setPlane(action.slice("plane_".length) as PlaneName);
+      break;
     case "escape":
       ws.toggleHelp(false);
       if (ws.tool !== "nav") ws.setTool(ws.tool);

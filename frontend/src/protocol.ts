@@ -95,8 +95,15 @@ export interface ViewSpec {
   value_unit?: string;
   /** the windows keys 1, 2, 3 choose, (width, level) each; absent: CT's bone, soft tissue, brain */
   presets?: [number, number][];
+  /** a radiograph: one image shown as "Film", with the letters of its top, bottom, left and
+   * right edges ("" where the header gives none); no planes or layouts to choose */
+  film?: FilmSpec | null;
   /** where box events go without a rerun (saver.ts); absent: to Python as component values */
   box_post?: BoxPost | null;
+}
+
+export interface FilmSpec {
+  letters: [string, string, string, string];
 }
 
 export interface FrameHeader {

@@ -11,8 +11,8 @@ import { buildHelp, keyTable } from "./help";
 import { attachInput } from "./input";
 import { LabelsPanel } from "./labelsPanel";
 import { drawMeasurement, lengthMm, type Measurement } from "./measure";
-import { imageToVoxelIndex, insideImage, PLANES, planeGeom, voxelToImage } from "./planes";
-import { parseFrame, type BoxSpec, type PlaneName, type Range, type Vec3, type ViewSpec, type VolumeHeader } from "./protocol";
+import { imageToVoxelIndex, insideImage, PLANES, planeGeom, voxelToImage, type PlaneGeom } from "./planes";
+import { parseFrame, type BoxSpec, type FilmSpec, type PlaneName, type Range, type Vec3, type ViewSpec, type VolumeHeader } from "./protocol";
 import { LabelStats, Luts, rasterPlane } from "./raster";
 import { Streamer } from "./streaming";
 import { Viewport } from "./viewport";
@@ -72,6 +72,8 @@ export class Workstation {
   private py: PyView | null = null;
   keys = new Map<string, string>();
   layout: "single" | "three" = "single";
+  /** the frame's film (a radiograph), or null for a volume */
+  private film: FilmSpec | null = null;
   plane: PlaneName = "axial";
   active: PlaneName = "axial";
   cursor: Vec3 = [0, 0, 0];
@@ -171,7 +173,8 @@ export class Workstation {
     this.py = null;
     this.measurement = null;
     this.cursor = [...view.cursor] as Vec3;
-    for (const p of PLANES) this.vps[p].setGeom(planeGeom(p, h.shape, h.spacing));
+    this.film = view.film ?? null;
+    for (const p of PLANES) this.vps[p].setGeom(this.geomOf(p, h));
     this.streamer = new Streamer(this.vol, this.channel, (r) => this.loaded(r),
                                  (e) => this.note(`viewer: ${(e as Error).message}`, 10000),
                                  h.chunk_url ?? null);
@@ -181,9 +184,27 @@ export class Workstation {
     this.root.dataset.complete = "0";
   }
 
+  /** A plane's geometry; a film's one image is "Film", with the letters of its edges. */
+  private geomOf(p: PlaneName, h: { shape: Vec3; spacing: Vec3 }): PlaneGeom {
+    const g = planeGeom(p, h.shape, h.spacing);
+    return this.film && p === "axial" ? { ...g, title: "Film", letters: this.film.letters } : g;
+  }
+
+  /** A radiograph: one image, no other plane or layout to choose. */
+  get isFilm(): boolean {
+    return this.film !== null;
+  }
+
   private applyView(v: ViewSpec): void {
     const prev = this.py;
     this.view = v;
+    if (this.film && v.film && JSON.stringify(v.film) !== JSON.stringify(this.film) && this.vol) {
+      this.film = v.film;
+      this.vps.axial.setGeom(this.geomOf("axial", this.vol));
+    }
+    if (this.film) {
+      v = { ...v, layout: "single", plane: "axial" };
+    }
     this.saver.configure(v.editable ? v.box_post : null);
     const keymapKey = JSON.stringify(v.keymap);
     if (!prev || prev.keymap !== keymapKey) {
@@ -516,7 +537,7 @@ export class Workstation {
         this.paints++;
         const pending = p === "axial" ? !vol.loaded[index] : vol.loadedCount === 0;
         vp.el.classList.toggle("pending", pending);
-        setText(vp.info, `${g.title} ${index + 1} / ${g.count}`);
+        setText(vp.info, this.film ? g.title : `${g.title} ${index + 1} / ${g.count}`);
         if (vp.info.dataset.index !== String(index)) vp.info.dataset.index = String(index);
         // axial: the levels in view as one line; sagittal and coronal: each name beside its level
         setText(vp.levels, seen && this.view && p === "axial"

@@ -65,7 +65,9 @@ SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing/EstimatedRadiographicMagn
                    "ImagerPixelSpacing", "sidecar", "unknown")
 _EXTRA_TAGS = ["PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor",
                "ViewPosition", "VOILUTSequence", "WindowCenter", "WindowWidth",
-               "PresentationIntentType", "PhotometricInterpretation"]
+               "PresentationIntentType", "PhotometricInterpretation", "PatientOrientation"]
+#: The opposite of each direction letter of PatientOrientation (PS3.3 C.7.6.1.1.1).
+_OPPOSITE = {"A": "P", "P": "A", "R": "L", "L": "R", "H": "F", "F": "H"}
 
 
 def is_radiograph(modality: str, sop_class_uid: str) -> bool:
@@ -98,6 +100,9 @@ class RadiographHeader:
     window_source: str  #: "VOI LUT" | "WindowCenter/WindowWidth" | ""
     presentation_intent: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: PatientOrientation: the patient directions of the rows (left to right) and of the
+    #: columns (top to bottom), e.g. ("P", "F"); None when absent or not valid
+    orientation: tuple[str, str] | None = None
 
 
 def _positive_pair(value: Any) -> tuple[float, float] | None:
@@ -236,7 +241,37 @@ def read_radiograph_header(path: Path | str, limits: SizeLimits | None = None) -
     return RadiographHeader(
         file=h, spacing=spacing, view=view_of(view_position), view_position=view_position,
         window=window, window_source=window_source,
-        presentation_intent=str(ds.get("PresentationIntentType", "") or ""), warnings=warnings)
+        presentation_intent=str(ds.get("PresentationIntentType", "") or ""), warnings=warnings,
+        orientation=orientation_of(ds.get("PatientOrientation")))
+
+
+def orientation_of(value: Any) -> tuple[str, str] | None:
+    """PatientOrientation's two directions, upper case (e.g. ("P", "F")), or None when absent or
+    not two strings of A, P, R, L, H, F."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        pair = [str(v).strip().upper() for v in value]
+    except TypeError:
+        return None
+    if len(pair) != 2 or not all(p and set(p) <= set(_OPPOSITE) for p in pair):
+        return None
+    return pair[0], pair[1]
+
+
+def edge_letters(meta: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The letters at a film's top, bottom, left and right edges from its PatientOrientation
+    (rows run towards the right edge's letter, columns towards the bottom's); all empty when
+    the header gives none, so nothing is guessed."""
+    pair = meta.get("patient_orientation")
+    if not pair or len(pair) != 2:
+        return "", "", "", ""
+    rows, cols = str(pair[0]), str(pair[1])
+    return _opposite(cols), cols, _opposite(rows), rows
+
+
+def _opposite(direction: str) -> str:
+    return "".join(_OPPOSITE.get(c, "") for c in direction)
 
 
 def display_affine(rows_cols_mm: tuple[float, float] | None) -> npt.NDArray[np.float64]:
@@ -311,6 +346,7 @@ def load_radiograph(path: Path | str, limits: SizeLimits | None = None) -> Volum
         "inverted": inverted, "value_range": [ends[0] + offset, ends[1] + offset],
         "value_offset": offset,
         **radiograph_meta(header.spacing, header.view, header.view_position),
+        "patient_orientation": list(header.orientation) if header.orientation else None,
         "window": list(window) if window is not None else None,
         "window_source": header.window_source,
         "presentation_intent": header.presentation_intent, "dtype": str(values.dtype),
@@ -352,24 +388,27 @@ def window_presets(volume: Volume) -> tuple[Window, ...]:
     2. "full range": every value the image holds;
     3. "bone detail": the brighter half of the values (median to 99.8th percentile), where
        vertebrae sit on a display with bone bright (MONOCHROME1 is already inverted).
+
+    Presets 2 and 3 are in whole detector units, as the viewer sets windows.
     """
     width, level = display_window(volume) or (1.0, 0.0)
     first = Window(width, level, "the file's window" if volume.meta.get("window") else "auto")
     sample = np.asarray(volume.array[0, ::4, ::4], dtype=np.float32)
     lo, hi = float(sample.min()), float(sample.max())
     mid, top = (float(v) for v in np.percentile(sample, [50, 99.8]))
-    return (first, Window(max(hi - lo, 1.0), (lo + hi) / 2, "full range"),
-            Window(max(top - mid, 1.0), (mid + top) / 2, "bone detail"))
+    return (first, Window(max(round(hi - lo), 1), round((lo + hi) / 2), "full range"),
+            Window(max(round(top - mid), 1), round((mid + top) / 2), "bone detail"))
 
 
 def radiograph_viewer_options(volume: Volume) -> dict[str, Any]:
-    """The viewer's units and window presets for ``volume``: pixels and no value unit for a
-    radiograph whose spacing is unknown, mm and no value unit for other radiographs, the
-    presets of :func:`window_presets`; nothing (the viewer's CT defaults) otherwise."""
+    """The viewer's options for ``volume``: for a radiograph, its units (pixels where the spacing
+    is unknown, else mm; no value unit), the presets of :func:`window_presets` and ``film``, the
+    letters of its edges (:func:`edge_letters`: one image, no planes); for a CT nothing (the
+    viewer's defaults)."""
     if volume.meta.get("kind") != "radiograph":
         return {}
     return {"length_unit": "mm" if volume.meta.get("spacing_mm") else "px", "value_unit": "",
-            "presets": window_presets(volume)}
+            "presets": window_presets(volume), "film": edge_letters(volume.meta)}
 
 
 def describe(meta: dict[str, Any], set_view: str = "", set_by: str = "") -> str:

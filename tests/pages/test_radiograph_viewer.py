@@ -52,6 +52,11 @@ def test_a_dx_film_and_a_bare_png_open_in_the_viewer_as_radiographs(
         view = workstation_view(at)
         assert view["window"] == [float(ds.WindowWidth), top - float(ds.WindowCenter)]
         assert (view["length_unit"], view["value_unit"]) == ("mm", "")
+        # one image, lettered from PatientOrientation P\F (facing the viewer's left), no planes
+        assert view["film"] == {"letters": ["H", "F", "A", "P"]}
+        controls = {c.key for c in [*at.button_group, *at.segmented_control]}
+        assert not controls & {"vw_ws_layout", "vw_ws_plane"}, controls
+        assert any(str(c.value).startswith("**Film · one image**") for c in at.caption)
 
         bare = app(signed_in(ws, "admin"), script=VIEWER, viewer_study_id=2).run()
         assert not bare.exception, bare.exception
@@ -62,6 +67,7 @@ def test_a_dx_film_and_a_bare_png_open_in_the_viewer_as_radiographs(
         width, level = view["window"]
         assert 150 < width <= 200 and 75 < level < 125
         assert view["length_unit"] == "px"  # spacing unknown: the length tool measures pixels
+        assert view["film"] == {"letters": ["", "", "", ""]}  # no orientation: nothing guessed
 
 
 def test_a_reader_reads_a_radiograph_in_one_plane_with_its_window(
@@ -113,9 +119,10 @@ def test_the_view_is_set_in_the_viewer_and_shown_over_the_header_s_on_record(
         sample = (np.arange(64 * 64).reshape(64, 64) % 200)[::4, ::4]  # the presets' sample
         low, high = float(sample.min()), float(sample.max())
         assert view["presets"][0] == view["window"]  # auto: the film has no window of its own
-        assert view["presets"][1] == [high - low, (high + low) / 2]  # full range
+        full_range = [round(high - low), round((high + low) / 2)]
+        assert view["presets"][1] == full_range
         assert view["presets"][2][1] > view["presets"][1][1]  # bone detail: the brighter half
-        full = f"window: full range ({high - low:g}/{(high + low) / 2:g})"
+        full = f"window: full range ({full_range[0]:g}/{full_range[1]:g})"
         assert any(full == k["help"] for k in view["keymap"]), view["keymap"]
         choice = at.selectbox(key="vw_film_view_1")
         assert choice.value == "" and choice.options[1:] == ["lateral", "AP", "PA"]

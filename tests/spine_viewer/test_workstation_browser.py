@@ -255,6 +255,25 @@ def test_a_radiograph_s_own_presets_on_keys_1_2_3_and_in_the_key_map(open_viewer
     assert "1800/400" not in help_text
 
 
+def test_a_film_is_one_image_with_the_letters_of_its_edges(open_viewer: Any) -> None:
+    """A radiograph (``film``): titled "Film" without a slice count, its edges lettered from
+    PatientOrientation (not axial's A/P/R/L), and the plane and layout keys change nothing."""
+    page = open_viewer("units=px&film=H,F,A,P")
+    axial = page.locator("[data-testid=sv-vp-axial]")
+    expect(axial.locator(".sv-info")).to_have_text("Film")
+    letters = [axial.locator(f".sv-letter.sv-{side}").inner_text()
+               for side in ("top", "bottom", "left", "right")]
+    assert letters == ["H", "F", "A", "P"]
+    focus(page)
+    for key in ("s", "c", "t"):
+        page.keyboard.press(key)
+        page.wait_for_timeout(100)
+        assert axial.is_visible()
+        assert not page.locator("[data-testid=sv-vp-sagittal]").is_visible()
+        assert not page.locator("[data-testid=sv-vp-coronal]").is_visible()
+    expect(page.get_by_text("a radiograph is one image: no other plane to show")).to_be_visible()
+
+
 def test_zoom_pan_reset(open_viewer: Any) -> None:
     page = open_viewer()
     runs0 = runs(page)

@@ -124,6 +124,7 @@ def main() -> None:
                 length_unit="px" if q.get("units") == "px" else "mm",
                 value_unit="" if q.get("units") == "px" else "HU",
                 **({"presets": presets(q["presets"])} if "presets" in q else {}),
+                **({"film": q["film"].split(",")} if "film" in q else {}),
             )
         except VolumeTooLargeError as exc:
             st.warning(str(exc))
