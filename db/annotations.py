@@ -22,6 +22,7 @@ from db import models as m
 from db.access import ReaderScope, reader_scope
 from db.audit import record
 from db.studies import is_radiograph_series
+from db.unit_memo import keep, recall
 from spine_core.adjudication import LevelCall
 from spine_core.boxes import Box
 from spine_core.consensus import validate_box
@@ -77,13 +78,17 @@ def _box_dict(box: m.Box) -> dict[str, object]:
 
 
 def primary_series(session: Session, study_id: int) -> m.Series:
-    """The image series annotated for a study (the first imported)."""
+    """The image series annotated for a study (the first imported); read once per transaction
+    (``db.unit_memo``: a box save asks for it in the route, the event and the level call)."""
+    series = recall(session, ("primary_series", study_id), m.Series)
+    if series is not None:
+        return series
     series = session.scalars(
         select(m.Series).where(m.Series.study_id == study_id).order_by(m.Series.id).limit(1)
     ).first()
     if series is None:
         raise NotFound(f"study {study_id} has no image series; re-import it")
-    return series
+    return keep(session, ("primary_series", study_id), series)
 
 
 def assignment_for(session: Session, study_id: int, reader_id: int) -> m.Assignment | None:
@@ -95,9 +100,13 @@ def assignment_for(session: Session, study_id: int, reader_id: int) -> m.Assignm
 
 
 def _require_writable(session: Session, actor: m.User, study_id: int) -> m.Assignment:
+    """The reader's assignment of this study when they may write to it (the first write moves it
+    on to in progress); the row :func:`_lock_own_assignment` locked in this transaction is taken
+    as it is, not read again."""
     if not can(actor.role, Permission.annotate):
         raise PermissionDenied(f"only annotators draw boxes and mark levels; you are {actor.role}")
-    assignment = assignment_for(session, study_id, actor.id)
+    assignment = (recall(session, _locked_key(study_id, actor.id), m.Assignment)
+                  or assignment_for(session, study_id, actor.id))
     if assignment is None:
         raise PermissionDenied("this study is not assigned to you; ask an admin to assign it")
     if assignment.status == m.AssignmentStatus.submitted.value:
@@ -271,15 +280,26 @@ def submit_check(session: Session, actor: m.User, study_id: int) -> SubmitCheck:
     return SubmitCheck(tuple(int(n) for n in unlevelled), contradicted)
 
 
-def _lock_own_assignment(session: Session, actor: m.User, study_id: int) -> None:
-    """Lock the reader's assignment row (PostgreSQL ``FOR NO KEY UPDATE``), as every box event
-    does first, so a submission waits for a box event of another tab and then sees its boxes."""
-    session.execute(
+def _locked_key(study_id: int, reader_id: int) -> tuple[str, int, int]:
+    return ("assignment_locked", study_id, reader_id)
+
+
+def _lock_own_assignment(session: Session, actor: m.User, study_id: int) -> m.Assignment | None:
+    """Lock the reader's assignment row (PostgreSQL ``FOR NO KEY UPDATE``; SQLite writers are
+    serialised by ``BEGIN IMMEDIATE``), reloaded, as every box event does first, so a submission
+    waits for a box event of another tab and then sees its boxes. Once per transaction: a second
+    call returns the row already locked (None: no such assignment)."""
+    key = _locked_key(study_id, actor.id)
+    locked = recall(session, key, m.Assignment)
+    if locked is not None:
+        return locked
+    row = session.scalars(
         select(m.Assignment)
         .where(m.Assignment.study_id == study_id, m.Assignment.reader_id == actor.id)
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).first()
+    return keep(session, key, row) if row is not None else None
 
 
 def submit(session: Session, actor: m.User, study_id: int, *, confirm: bool = False,
