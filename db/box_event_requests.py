@@ -22,12 +22,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import box_events as be
 from db import models as m
-from db.annotations import BoxInput, assignment_for
+from db.annotations import BoxInput, _lock_own_assignment
 from db.study_grid import StudyGrid
 from db.users import active_user
 from spine_core.annotation_geometry import level_of_box
@@ -105,7 +104,7 @@ def apply_event(session: Session, me: m.User, study_id: int, ev: BoxEvent, *,
         raise ConflictError(f"box {box_id}: the change came without the version it was based on")
     if ev.type == "deleted":
         return Outcome(be.delete_box(session, me, box_id, ev.base_version), "Box deleted")
-    current = next((b for b in be.boxes_state(session, me, study_id).boxes if b.id == box_id), None)
+    current = be.visible_box(session, me, study_id, box_id)
     if current is None:  # deleted (or never the reader's): change_box says which, as a conflict
         raise ConflictError(f"box {box_id} was deleted in another tab or device since you loaded it; "
                             "the study changed in another tab or device and was refreshed")
@@ -233,24 +232,26 @@ class BoxReply:
                 "box_version": self.box_version}
 
 
-def _shape(session: Session, me: m.User, study_id: int) -> tuple[frozenset[str], frozenset[str], bool]:
-    """What of the reader's boxes the page's panels follow (one query): the boxed levels (level
-    calls), the fractures (the fracture picker), whether a box has no level (the submit check)."""
-    rows = session.execute(select(m.Box.level, m.Box.fracture).where(
-        m.Box.study_id == study_id, m.Box.reader_id == me.id, m.Box.deleted_at.is_(None),
-        m.Box.source != "dataset").distinct()).all()
-    return (frozenset(level for level, _ in rows if level),
-            frozenset(fracture for _, fracture in rows if fracture),
-            any(not level for level, _ in rows))
+def _shape(outline: be.Outline) -> tuple[frozenset[str], frozenset[str], bool]:
+    """What of the reader's boxes the page's panels follow, from their (level, fracture) pairs:
+    the boxed levels (level calls), the fractures (the fracture picker), whether a box has no
+    level (the submit check)."""
+    return (frozenset(level for level, _ in outline if level),
+            frozenset(fracture for _, fracture in outline if fracture),
+            any(not level for level, _ in outline))
 
 
 def writer(session: Session, user_id: int, study_id: int) -> m.User:
     """The active account of a session token, when the study is assigned to it (checked before
-    anything is opened; the db layer checks the rest: role, submitted, versions)."""
+    anything is opened; the db layer checks the rest: role, submitted, versions).
+
+    The assignment is read locked, as the box event locks it first (``db.box_events``): the
+    event finds it locked in this transaction and does not read it again, and everything the
+    request reads afterwards is the state after any other tab's event."""
     me = active_user(session, user_id)
     if me is None:
         raise PermissionDenied("your account no longer exists or is deactivated; sign in again")
-    if assignment_for(session, study_id, me.id) is None:
+    if _lock_own_assignment(session, me, study_id) is None:
         raise PermissionDenied(f"study {study_id} is not assigned to you; no box was saved")
     return me
 
@@ -259,12 +260,13 @@ def handle_request(session: Session, me: m.User, req: BoxRequest, grid: StudyGri
     """Apply one checked request in ``session``'s transaction (exactly one ``db.box_events``
     call) and build the reply. Raises like :func:`apply_event`."""
     ev = event_from_browser(req.as_browser_event(), grid.geometry)
-    before = _shape(session, me, req.study)
     out = apply_event(session, me, req.study, ev, labels=grid.labels(ev.slice),
                       fracture=req.fracture if req.type == "created" else None,
                       base_study_version=req.base_study_version)
-    state = be.boxes_state(session, me, req.study)
     result = out.event
+    # the event read the reader's boxes and the stamp after it (a replay: only the stamp)
+    boxes = (list(result.boxes) if result.boxes is not None
+             else be.boxes_state(session, me, req.study, version=result.study_version).boxes)
     message = out.message
     n = len(result.interpolated)
     if n:
@@ -274,11 +276,13 @@ def handle_request(session: Session, me: m.User, req: BoxRequest, grid: StudyGri
     if out.off_vertebra:
         message += (f" · the box on axial slice {req.slice + 1} is off the vertebra: it has no "
                     "level; move it onto the vertebra, or submit anyway")
+    before = result.outline_before
+    after: be.Outline = frozenset((b.level, b.fracture) for b in boxes if b.reader == me.username)
     return BoxReply(
-        boxes=to_display(viewer_boxes(state.boxes), grid.geometry, editable=True),
-        study_version=state.study_version, ask_levels=result.ask_levels,
+        boxes=to_display(viewer_boxes(boxes), grid.geometry, editable=True),
+        study_version=result.study_version, ask_levels=result.ask_levels,
         off_vertebra=out.off_vertebra, message=message,
         refresh=bool(result.replayed or result.ask_levels or result.superseded
-                     or _shape(session, me, req.study) != before),
+                     or before is None or _shape(after) != _shape(before)),
         box_id=result.box.id if result.box else None,
         box_version=result.box.version if result.box else None)

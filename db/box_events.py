@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ from db.access import ReaderScope, reader_scope
 from db.annotations import (
     BoxInput,
     _box_dict,
+    _lock_own_assignment,
     _mark_fractured_by_box,
     _require_writable,
     _validated,
@@ -119,6 +120,10 @@ class BoxState:
         )
 
 
+#: The (level, fracture) pairs of a reader's boxes on a study (what the page's panels follow).
+Outline = frozenset[tuple[str | None, str | None]]
+
+
 class StudyBoxes(NamedTuple):
     """What :func:`boxes_state` returns: the visible boxes and the study's version stamp."""
 
@@ -138,6 +143,12 @@ class BoxEvent:
     still fractured); ``study_version``: the stamp after the event; ``replayed``: a create whose
     ``client_key`` had already made ``box`` (nothing was written: ``box`` is that box as it is now,
     ``interpolated`` its fracture's interpolated boxes, the rest empty).
+
+    Read in the event's transaction, so a caller need not read them again: ``boxes``, the reader's
+    boxes after the event (key and interpolated, by slice, as :func:`boxes_state` gives the
+    reader; None after a replay, or where the reader's role sees more than their own boxes) and
+    ``outline_before``, the (level, fracture) pairs of the reader's boxes before it (None after a
+    replay).
     """
 
     box: BoxState | None
@@ -147,6 +158,8 @@ class BoxEvent:
     ask_levels: tuple[str, ...] = ()
     study_version: int = 0
     replayed: bool = False
+    boxes: tuple[BoxState, ...] | None = None
+    outline_before: Outline | None = None
 
     @property
     def ask_level(self) -> str | None:
@@ -209,27 +222,40 @@ def study_version(session: Session, viewer: m.User, study_id: int) -> int:
     if scope is ReaderScope.own:
         boxes = boxes.where(m.Box.reader_id == viewer.id)
         calls = calls.where(m.LevelLabel.reader_id == viewer.id)
-    return int(session.scalar(boxes) or 0) + int(session.scalar(calls) or 0)
+    return int(session.scalar(select(boxes.scalar_subquery() + calls.scalar_subquery())) or 0)
 
 
 def boxes_state(
     session: Session, viewer: m.User, study_id: int, *, slice_index: int | None = None,
+    version: int | None = None,
 ) -> StudyBoxes:
     """The boxes ``viewer`` may see (blinded like ``db.annotations.visible_boxes``: an annotator
     their own, adjudicators and admins everyone's, viewers none), key and interpolated, by slice,
-    with the study's version stamp (:func:`study_version`)."""
+    with the study's version stamp (:func:`study_version`; ``version``: the stamp already taken
+    in this transaction since its last write, e.g. an event's ``study_version``)."""
     rows = visible_boxes(session, viewer, study_id, slice_index=slice_index)
-    names = _usernames(session, {r.reader_id for r in rows})
+    names = _usernames(session, {r.reader_id for r in rows}, {viewer.id: viewer.username})
     return StudyBoxes([_state(r, names[r.reader_id]) for r in rows],
-                      study_version(session, viewer, study_id))
+                      study_version(session, viewer, study_id) if version is None else version)
 
 
-def _usernames(session: Session, ids: Iterable[int]) -> dict[int, str]:
-    wanted = set(ids)
+def visible_box(session: Session, viewer: m.User, study_id: int, box_id: int) -> BoxState | None:
+    """Box ``box_id`` of this study as :func:`boxes_state` shows it to ``viewer`` (None: deleted,
+    on another study, or not theirs to see); a primary-key read instead of the whole study."""
+    scope = reader_scope(viewer)
+    row = session.get(m.Box, box_id) if scope is not ReaderScope.nobody else None
+    if (row is None or row.study_id != study_id or row.deleted_at is not None
+            or row.source == "dataset" or (scope is ReaderScope.own and row.reader_id != viewer.id)):
+        return None
+    return _state(row, _usernames(session, {row.reader_id}, {viewer.id: viewer.username})[row.reader_id])
+
+
+def _usernames(session: Session, ids: Iterable[int], known: dict[int, str]) -> dict[int, str]:
+    wanted = set(ids) - set(known)
     if not wanted:
-        return {}
-    return {uid: name for uid, name in session.execute(
-        select(m.User.id, m.User.username).where(m.User.id.in_(wanted)))}
+        return dict(known)
+    return {**known, **{uid: name for uid, name in session.execute(
+        select(m.User.id, m.User.username).where(m.User.id.in_(wanted)))}}
 
 
 def next_fracture_id(session: Session, actor: m.User, study_id: int) -> str:
@@ -309,15 +335,11 @@ def _begin_event(session: Session, actor: m.User, study_id: int) -> m.Assignment
 
     The assignment row is locked first (``FOR NO KEY UPDATE`` on PostgreSQL; SQLite writers are
     serialised by ``BEGIN IMMEDIATE``) and reloaded, so the status checked and every row read
-    afterwards are the committed state after any other tab's event.
+    afterwards are the committed state after any other tab's event. A caller that locked it
+    earlier in the transaction (``db.box_event_requests.writer``) is not asked again.
     """
     if can(actor.role, Permission.annotate):
-        session.execute(
-            select(m.Assignment)
-            .where(m.Assignment.study_id == study_id, m.Assignment.reader_id == actor.id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        ).first()
+        _lock_own_assignment(session, actor, study_id)  # once per transaction
     return _require_writable(session, actor, study_id)
 
 
@@ -393,19 +415,26 @@ def _checked(series: m.Series, box: BoxInput, *, clip: bool) -> BoxInput:
     return _validated(series, box)
 
 
-def _live_levels(session: Session, study_id: int, reader_id: int) -> set[str]:
-    levels = session.scalars(
-        select(m.Box.level).where(
-            m.Box.study_id == study_id, m.Box.reader_id == reader_id, m.Box.deleted_at.is_(None),
-            m.Box.level.is_not(None), m.Box.source != "dataset",
-        ).distinct()
-    ).all()
-    return {level for level in levels if level is not None}
+def _live(study_id: int, reader_id: int) -> list[ColumnElement[bool]]:
+    """The reader's boxes on a study that count: not deleted, not the dataset's."""
+    return [m.Box.study_id == study_id, m.Box.reader_id == reader_id, m.Box.deleted_at.is_(None),
+            m.Box.source != "dataset"]
 
 
-def _levels_to_ask(session: Session, study_id: int, reader_id: int, before: set[str]) -> tuple[str, ...]:
+def _outline(session: Session, study_id: int, reader_id: int) -> Outline:
+    """The (level, fracture) pairs of the reader's live boxes (one query)."""
+    return frozenset((level, fracture) for level, fracture in session.execute(
+        select(m.Box.level, m.Box.fracture).where(*_live(study_id, reader_id)).distinct()))
+
+
+def _levels(outline: Outline) -> set[str]:
+    return {level for level, _ in outline if level is not None}
+
+
+def _levels_to_ask(session: Session, study_id: int, reader_id: int, before: set[str],
+                   after: set[str]) -> tuple[str, ...]:
     """Levels that had a box before the event, have none now, and are called fractured."""
-    lost = before - _live_levels(session, study_id, reader_id)
+    lost = before - after
     if not lost:
         return ()
     fractured = set(session.scalars(
@@ -426,10 +455,14 @@ def _head_to_feet(level: str) -> int:
 
 def _finish(
     session: Session, actor: m.User, study_id: int, row: m.Box | None,
-    refreshes: Sequence[FractureRefresh], removed: Iterable[int], levels_before: set[str],
+    refreshes: Sequence[FractureRefresh], removed: Iterable[int], outline_before: Outline,
 ) -> BoxEvent:
+    """The event's result: what it changed, and the reader's boxes and the study's stamp after
+    it (read once here; the caller's reply reuses them)."""
     session.flush()
     name = actor.username
+    live = session.scalars(select(m.Box).where(*_live(study_id, actor.id))
+                           .order_by(m.Box.slice_index, m.Box.id)).all()
     gone = [*removed]
     superseded: list[BoxState] = []
     interpolated: list[BoxState] = []
@@ -442,8 +475,12 @@ def _finish(
         superseded=tuple(superseded),
         interpolated=tuple(sorted(interpolated, key=lambda b: (b.fracture or "", b.slice_index))),
         removed=tuple(dict.fromkeys(gone)),
-        ask_levels=_levels_to_ask(session, study_id, actor.id, levels_before),
+        ask_levels=_levels_to_ask(session, study_id, actor.id, _levels(outline_before),
+                                  {r.level for r in live if r.level is not None}),
         study_version=study_version(session, actor, study_id),
+        boxes=(tuple(_state(r, name) for r in live)
+               if reader_scope(actor) is ReaderScope.own else None),
+        outline_before=outline_before,
     )
 
 
@@ -518,7 +555,7 @@ def _create(
             "the study changed in another tab or device since you loaded it and was refreshed; "
             "look at the current boxes and draw the box again if it is still needed"
         )
-    levels_before = _live_levels(session, study_id, actor.id)
+    outline_before = _outline(session, study_id, actor.id)
     row = m.Box(
         study_id=study_id, series_id=series.id, reader_id=actor.id,
         slice_index=box.slice_index, instance_number=_slice_number(_instance_numbers(series), box.slice_index),
@@ -549,7 +586,7 @@ def _create(
                                           latest=row.id, series=series))
     if row.level is not None:
         _mark_fractured_by_box(session, actor, study_id, row.level)
-    return _finish(session, actor, study_id, row, refreshes, (), levels_before)
+    return _finish(session, actor, study_id, row, refreshes, (), outline_before)
 
 
 def _change(
@@ -562,7 +599,7 @@ def _change(
     if keep_fracture:
         box = replace(box, fracture=row.fracture, is_key=True)
     box = _checked(series, box, clip=clip)
-    levels_before = _live_levels(session, study_id, actor.id)
+    outline_before = _outline(session, study_id, actor.id)
     before = _box_dict(row)
     old_fracture = row.fracture
     row.slice_index = box.slice_index
@@ -582,7 +619,7 @@ def _change(
     ]
     if row.level is not None:
         _mark_fractured_by_box(session, actor, study_id, row.level)
-    return _finish(session, actor, study_id, row, refreshes, (), levels_before)
+    return _finish(session, actor, study_id, row, refreshes, (), outline_before)
 
 
 def _delete(session: Session, actor: m.User, box_id: int, base_version: int | None) -> BoxEvent:
@@ -594,7 +631,7 @@ def _delete(session: Session, actor: m.User, box_id: int, base_version: int | No
             "around it"
         )
     study_id = row.study_id
-    levels_before = _live_levels(session, study_id, actor.id)
+    outline_before = _outline(session, study_id, actor.id)
     before = _box_dict(row)
     row.deleted_at = dt.datetime.now(dt.UTC)
     session.flush()
@@ -602,7 +639,7 @@ def _delete(session: Session, actor: m.User, box_id: int, base_version: int | No
     refreshes = []
     if row.fracture is not None:
         refreshes.append(refresh_fracture(session, study_id, actor.id, row.fracture, actor.username))
-    return _finish(session, actor, study_id, None, refreshes, (row.id,), levels_before)
+    return _finish(session, actor, study_id, None, refreshes, (row.id,), outline_before)
 
 
 # --- interpolation in the database --------------------------------------------------------------
