@@ -280,6 +280,13 @@ def main(user: SignedInUser) -> None:
     st.html("<style>.stMainBlockContainer, .block-container {padding-top: 2.5rem} "
             "[data-testid=stHeading] h3 {font-size: 1.25rem; overflow-wrap: anywhere; "
             "padding-bottom: 0}</style>")  # style only: takes no room on the page
+    if is_radiograph_volume(view.image):  # one image: no 3-D
+        slices = st.container()
+        with st.container():
+            prediction, predicted = prediction_section(view, user, key="vw_pred")
+        with slices:
+            client_panel(view, user, prediction, predicted)
+        return
     slices, solid = st.tabs(["Slices", "3-D vertebrae"])
     with st.container():
         prediction, predicted = prediction_section(view, user, key="vw_pred")

@@ -50,7 +50,9 @@ from spine_core.volume import Volume
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 1
+#: The sidecar's format; an entry of another format is a miss and is rebuilt from the sources.
+#: 2: a radiograph's meta carries its PatientOrientation (the viewer letters the film's edges).
+_FORMAT = 2
 _SAFE_KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{8,128}")
 

@@ -57,6 +57,7 @@ def test_a_dx_film_and_a_bare_png_open_in_the_viewer_as_radiographs(
         controls = {c.key for c in [*at.button_group, *at.segmented_control]}
         assert not controls & {"vw_ws_layout", "vw_ws_plane"}, controls
         assert any(str(c.value).startswith("**Film · one image**") for c in at.caption)
+        assert not at.tabs  # no 3-D tab for one image
 
         bare = app(signed_in(ws, "admin"), script=VIEWER, viewer_study_id=2).run()
         assert not bare.exception, bare.exception
