@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -198,3 +199,50 @@ def get_latest(sessions: sessionmaker[Session], lock_key: str) -> m.PredictionJo
 def get(sessions: sessionmaker[Session], job_id: int) -> m.PredictionJobRow | None:
     with unit_of_work(sessions, readonly=True) as session:
         return session.get(m.PredictionJobRow, job_id)
+
+
+class _Snapshot(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+
+S = TypeVar("S", bound=_Snapshot)
+
+
+class StoredRow(Generic[S]):
+    """A job seen through its row: one another replica runs, or one whose worker died.
+
+    Subclasses say how a row reads (:meth:`_snapshot_of`) and which lock key its worker holds
+    (:meth:`_lock_key`, for :func:`reap`)."""
+
+    def __init__(self, sessions: sessionmaker[Session], row: m.PredictionJobRow) -> None:
+        self.sessions = sessions
+        self.job_id = int(row.id)
+        self._row = row
+
+    def _snapshot_of(self, row: m.PredictionJobRow) -> S:
+        raise NotImplementedError
+
+    def _lock_key(self) -> str:
+        raise NotImplementedError
+
+    def snapshot(self) -> S:
+        row = get(self.sessions, self.job_id)
+        if row is not None:
+            self._row = row
+        return self._snapshot_of(self._row)
+
+    @property
+    def running(self) -> bool:
+        return self.snapshot().running
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait (polling the row) for the job to end, or its worker to be found dead."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            reap(self.sessions, lock_key=self._lock_key())
+            if not self.running:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -223,41 +222,24 @@ def snapshot_of(row: m.PredictionJobRow) -> JobSnapshot:
     )
 
 
-class StoredJob:
+class StoredJob(job_rows.StoredRow[JobSnapshot]):
     """A batch seen through its row: one another replica runs, or one whose worker died."""
 
     def __init__(self, sessions: sessionmaker[Session], row: m.PredictionJobRow) -> None:
-        self.sessions = sessions
-        self.job_id = int(row.id)
+        super().__init__(sessions, row)
         self.study_ids = [int(i) for i in row.study_ids]
         self.replace = bool(row.replace)
-        self._row = row
 
-    def snapshot(self) -> JobSnapshot:
-        row = job_rows.get(self.sessions, self.job_id)
-        if row is not None:
-            self._row = row
-        return snapshot_of(self._row)
+    def _snapshot_of(self, row: m.PredictionJobRow) -> JobSnapshot:
+        return snapshot_of(row)
 
-    @property
-    def running(self) -> bool:
-        return self.snapshot().running
+    def _lock_key(self) -> str:
+        return job_rows.batch_key()
 
     def cancel(self) -> None:
         """Ask the process that runs it to stop after the current study (a queued batch stops
         at once)."""
         job_queue.cancel(self.sessions, self.job_id)
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait (polling the row) for the batch to end, or its worker to be found dead."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job_rows.reap(self.sessions, lock_key=job_rows.batch_key())
-            if not self.running:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
 
 
 class JobBoard:

@@ -224,35 +224,18 @@ def snapshot_of(row: m.PredictionJobRow) -> RunSnapshot:
     )
 
 
-class StoredRun:
+class StoredRun(job_rows.StoredRow[RunSnapshot]):
     """A run seen through its row: one another replica runs, or one whose worker died."""
 
     def __init__(self, sessions: sessionmaker[Session], row: m.PredictionJobRow) -> None:
-        self.sessions = sessions
-        self.job_id = int(row.id)
+        super().__init__(sessions, row)
         self.study_id = int(row.study_id or 0)
-        self._row = row
 
-    def snapshot(self) -> RunSnapshot:
-        row = job_rows.get(self.sessions, self.job_id)
-        if row is not None:
-            self._row = row
-        return snapshot_of(self._row)
+    def _snapshot_of(self, row: m.PredictionJobRow) -> RunSnapshot:
+        return snapshot_of(row)
 
-    @property
-    def running(self) -> bool:
-        return self.snapshot().running
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait (polling the row) for the run to end, or its worker to be found dead."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job_rows.reap(self.sessions, lock_key=job_rows.study_key(self.study_id))
-            if not self.running:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
+    def _lock_key(self) -> str:
+        return job_rows.study_key(self.study_id)
 
 
 class RunBoard:
