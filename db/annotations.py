@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from db import models as m
 from db.access import ReaderScope, reader_scope
@@ -77,15 +77,17 @@ def _box_dict(box: m.Box) -> dict[str, object]:
     }
 
 
-def primary_series(session: Session, study_id: int) -> m.Series:
+def primary_series(session: Session, study_id: int, *, with_masks: bool = False) -> m.Series:
     """The image series annotated for a study (the first imported); read once per transaction
-    (``db.unit_memo``: a box save asks for it in the route, the event and the level call)."""
+    (``db.unit_memo``: a box save asks for it in the route, the event and the level call).
+    ``with_masks``: its ``masks`` loaded in the same query (the box route's grid needs them)."""
     series = recall(session, ("primary_series", study_id), m.Series)
     if series is not None:
         return series
-    series = session.scalars(
-        select(m.Series).where(m.Series.study_id == study_id).order_by(m.Series.id).limit(1)
-    ).first()
+    stmt = select(m.Series).where(m.Series.study_id == study_id).order_by(m.Series.id).limit(1)
+    if with_masks:
+        stmt = stmt.options(joinedload(m.Series.masks))
+    series = session.scalars(stmt).unique().first()
     if series is None:
         raise NotFound(f"study {study_id} has no image series; re-import it")
     return keep(session, ("primary_series", study_id), series)

@@ -51,7 +51,7 @@ _lock = threading.Lock()
 def study_grid(ws: Workspace, session: Session, study_id: int) -> StudyGrid:
     """The study's grid and mask (opened on first use, then kept). Raises NotFound for a study
     without a series, SourceChangedError when its files changed since import."""
-    series = primary_series(session, study_id)
+    series = primary_series(session, study_id, with_masks=True)  # one query
     row = primary_mask(series)
     key = (series.id, series.fingerprint, row.id if row else None, row.path if row else None)
     with _lock:
