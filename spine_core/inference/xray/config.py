@@ -30,7 +30,10 @@ class XrayConfig:
     detector_grid: int = 0  # the detector reads the grid resized to this side (0: the grid)
     low_percentile: float = 1.0  # intensity normalisation on the grid
     high_percentile: float = 99.5
-    foreground: float = 0.5  # U-Net vertebra probability threshold
+    foreground: float = 0.5  # U-Net vertebra probability threshold (instances on the grid)
+    film_foreground: float = 0.3  # ... and for the instances' extent, on the grid and the film
+    film_expand_px: int = 1  # grid instances grown by this many pixels before they are drawn
+    #                          on the film, where ``film_foreground`` draws the edge
     core: float = 0.5  # U-Net core probability threshold (instance seeds of the U-Net alone)
     min_core_px: int = 6  # smallest core component kept as a seed (grid pixels)
     core_erosion_px: int = 2  # training target: a core pixel is at least this far inside
@@ -38,7 +41,10 @@ class XrayConfig:
     peak: float = 0.3  # detector centre heatmap threshold
     box_margin: float = 0.15  # ensemble: a detection in a core's box grown by this share confirms it
     add_peak: float = 0.5  # ensemble: a detection off the cores at least this strong adds a vertebra
-    drop_unconfirmed: bool = True  # ensemble: drop U-Net cores no detection confirms
+    drop_unconfirmed: bool = True  # ensemble: drop U-Net cores no detection confirms ...
+    loose_core_fraction: float = 0.5  # ... unless at least this share of the confirmed cores'
+    #                                   median area (above 1: drop them all) ...
+    spine_distance: float = 0.6  # ... and this share of a box width from the spine's line
     min_instance_fraction: float = 0.25  # a smaller instance (share of the median) off the edge
     #                                      joins its neighbour
     seed_radius: float = 0.2  # ensemble: a detection off the U-Net's cores seeds a disk this

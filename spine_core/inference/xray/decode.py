@@ -3,22 +3,31 @@
 * **U-Net alone**: seeds are the connected parts of the *core* channel (the middle of each
   vertebra: the largest part of its pixels at least ``core_fraction`` of its largest inner distance
   from its edge, so touching vertebrae get cores well apart); parts the C2 (or S) channel claims
-  are one seed. Every foreground pixel joins a seed by a watershed of the inverted core
-  probability. An instance under ``min_instance_fraction`` of the median instance area, off the
-  grid's edge, joins the neighbour it touches most (a fragment would shift every label counted
-  past it). The reference is the instance with the highest mean C2 (or S) probability.
+  are one seed. Every pixel of at least ``film_foreground`` vertebra probability joins a seed by a
+  watershed of the inverted core probability. An instance under ``min_instance_fraction`` of the
+  median instance area, off the grid's edge, joins the neighbour it touches most (a fragment
+  would shift every label counted past it). The reference is the instance with the highest mean
+  C2 (or S) probability.
 * **Detector alone**: peaks of the centre heatmap (a weaker peak inside half a stronger one's box
   is dropped) with their regressed boxes; each box, filled, is the vertebra's mask. The reference
   is the detection with the highest C2 (or S) heatmap value.
 * **Ensemble** (the rule the model card states): the detector says *where the vertebrae are*, the
-  U-Net *which pixels are bone*. A U-Net core is a vertebra when a detection's centre lies in the
-  core's box grown by ``box_margin`` (with ``drop_unconfirmed``, a core no detection confirms is
-  no vertebra); a detection of at least ``add_peak`` on the U-Net's foreground, at least half its
-  box's height from every core, adds a vertebra seeded by a small disk at its centre. Every U-Net
-  foreground pixel joins a seed by the watershed above, and fragments merge as above. A
-  vertebra's reference score is the mean of the detector's C2 (or S) heatmap at its centre and the
-  U-Net's mean C2 (or S) probability over its mask; the highest score over both references picks
-  the reference vertebra (and so the film's region) if it reaches ``config.reference``.
+  U-Net *which pixels are bone*. A core holding the centres of two detections half a box apart is
+  split between them (nearest centre). A detection confirms the nearest core whose box, grown by
+  ``box_margin``, holds its centre or whose centroid its box holds; further cores it confirms
+  beside that one (within 0.3 of its box height in rows) are parts of the same vertebra, one seed.
+  With ``drop_unconfirmed``, a core no detection confirms is a vertebra only when it is at least
+  ``loose_core_fraction`` of the confirmed cores' median area (a quarter of that near the grid's
+  edge, where the field cuts vertebrae the detector misses) and lies within ``spine_distance`` of
+  a box width from the spine's line through the detections. A detection of at least ``add_peak``
+  on the U-Net's foreground, at least half its box's height from every seed, adds a vertebra
+  seeded by a small disk at its centre. Every pixel of at least ``film_foreground`` joins a seed
+  by the watershed above, and fragments no detection backs merge as above. A vertebra's reference
+  score is the mean of the detector's C2 (or S) heatmap at its centre and the U-Net's mean C2 (or
+  S) probability over its mask; the highest score over both references picks the reference
+  vertebra (and so the film's region) if it reaches ``config.reference``.
+* **On the film**: grid instances (the boxes aside) grow by ``film_expand_px`` and are drawn where
+  the U-Net's probability, upsampled bilinearly, reaches ``film_foreground``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from spine_core.inference.xray.config import (
     UNET_REFERENCE_CHANNEL,
     XrayConfig,
 )
+from spine_core.inference.xray.cores import assign_cores, loose_cores, split_cores
 
 
 @dataclass
@@ -128,16 +138,18 @@ def _grow(seeds: npt.NDArray[np.int32], probs: npt.NDArray[np.float32], config: 
     seeds, over the foreground (a pixel goes to the vertebra whose core it runs down to)."""
     from skimage.segmentation import watershed
 
-    fg = (probs[0] >= config.foreground) | (seeds > 0)
+    fg = (probs[0] >= min(config.foreground, config.film_foreground)) | (seeds > 0)
     if not seeds.any():
         return np.zeros_like(seeds)
     return watershed(-probs[1], markers=seeds, mask=fg).astype(np.int32)
 
 
-def _merge_small(labels: npt.NDArray[np.int32], n: int, fraction: float) -> npt.NDArray[np.int32]:
+def _merge_small(labels: npt.NDArray[np.int32], n: int, fraction: float,
+                 keep: set[int] | frozenset[int] = frozenset()) -> npt.NDArray[np.int32]:
     """Instances under ``fraction`` of the median instance area, off the grid's edge, join the
     neighbour they touch most (a fragment is no vertebra of its own; one would shift every label
-    counted past it), or are dropped when they touch none. Cut vertebrae at the edge stay."""
+    counted past it), or are dropped when they touch none. Cut vertebrae at the edge stay, and
+    so do the instances in ``keep`` (those a detection of their own backs)."""
     if n < 3 or fraction <= 0:
         return labels
     areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
@@ -152,7 +164,7 @@ def _merge_small(labels: npt.NDArray[np.int32], n: int, fraction: float) -> npt.
         k, sl = int(i) + 1, boxes[int(i)]
         if areas[i] >= floor:
             break
-        if sl is None or sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == g0 or sl[1].stop == g1:
+        if k in keep or sl is None or sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == g0 or sl[1].stop == g1:
             continue
         win = tuple(slice(max(0, a.start - 1), a.stop + 1) for a in sl)
         mask = out[win] == k
@@ -219,43 +231,40 @@ def ensemble_instances(probs: npt.NDArray[np.float32], det: npt.NDArray[np.float
                        dets: list[Detection], config: XrayConfig) -> Instances:
     """The ensemble rule (module docstring); ``det`` is the detector's output (5, g, g)."""
     g = probs.shape[-1]
-    cores = core_seeds(probs, config)
-    n_cores = int(cores.max())
+    cores = split_cores(core_seeds(probs, config), dets, config.box_margin)
     fg = probs[0] >= config.foreground
-    boxes = ndimage.find_objects(cores, max_label=n_cores)
-    away = (ndimage.distance_transform_edt(cores == 0) if n_cores
-            else np.full((g, g), np.inf))
-    confirmed: dict[int, float] = {}
-    added: list[Detection] = []
-    for d in dets:  # strongest first
-        y, x = int(round(min(d.cy, g - 1))), int(round(min(d.cx, g - 1)))
-        hits = [p for p, sl in enumerate(boxes, start=1) if sl is not None and _in_grown(sl, y, x, config.box_margin)]
-        if hits:
-            for p in hits:
-                confirmed.setdefault(p, d.score)
-        elif (d.score >= config.add_peak and fg[y, x] and away[y, x] >= 0.5 * d.height
-              and all(abs(d.cy - a.cy) > a.height / 2 for a in added)):
-            added.append(d)
+    owner = assign_cores(cores, dets, config.box_margin)
     seeds = np.zeros_like(cores)
     scores: list[float] = []
-    for p in range(1, n_cores + 1):
-        if p in confirmed or not config.drop_unconfirmed:
-            scores.append(confirmed.get(p, 0.0))
-            seeds[cores == p] = len(scores)
+    backed: set[int] = set()
+    seed_of: dict[int, int] = {}
+    for p, k in enumerate(owner, start=1):
+        if k < 0:
+            continue
+        if k not in seed_of:  # one seed per detection: its cores are parts of one vertebra
+            scores.append(dets[k].score)
+            seed_of[k] = len(scores)
+            backed.add(len(scores))
+        seeds[cores == p] = seed_of[k]
+    for p in loose_cores(cores, owner, dets, config):
+        scores.append(0.0)
+        seeds[cores == p] = len(scores)
+    away = ndimage.distance_transform_edt(seeds == 0) if seeds.any() else np.full((g, g), np.inf)
     yy, xx = np.ogrid[:g, :g]
-    for d in added:
+    added: list[Detection] = []
+    for k, d in enumerate(dets):  # strongest first
+        y, x = int(round(min(d.cy, g - 1))), int(round(min(d.cx, g - 1)))
+        if (k in seed_of or d.score < config.add_peak or not fg[y, x] or away[y, x] < 0.5 * d.height
+                or any(abs(d.cy - a.cy) <= a.height / 2 for a in added)):
+            continue
+        added.append(d)
         scores.append(d.score)
+        backed.add(len(scores))
         r = max(1.0, config.seed_radius * min(d.height, d.width))
         seeds[((yy - d.cy) ** 2 + (xx - d.cx) ** 2 <= r * r) & (seeds == 0)] = len(scores)
-    labels = _merge_small(_grow(seeds, probs, config), len(scores), config.min_instance_fraction)
+    labels = _merge_small(_grow(seeds, probs, config), len(scores), config.min_instance_fraction,
+                          keep=backed)
     return _instances_from_labels(labels, len(scores), probs, det, scores)
-
-
-def _in_grown(sl: tuple[slice, slice], y: int, x: int, margin: float) -> bool:
-    """Whether (y, x) lies in the box ``sl`` grown by ``margin`` of its size on each side."""
-    h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-    return (sl[0].start - margin * h <= y < sl[0].stop + margin * h
-            and sl[1].start - margin * w <= x < sl[1].stop + margin * w)
 
 
 def pick_reference(inst: Instances, config: XrayConfig) -> tuple[int | None, str | None, float]:

@@ -163,13 +163,17 @@ def _to_film(inst: Instances, foreground: npt.NDArray[np.float32], shape: tuple[
     for new, old in enumerate(order, start=1):
         remap[old + 1] = new
     grid_inst = remap[inst.labels]
+    if not inst.filled_boxes and config.film_expand_px:
+        from skimage.segmentation import expand_labels
+
+        grid_inst = expand_labels(grid_inst, config.film_expand_px)  # the film's threshold decides
     ri = np.minimum(((np.arange(rows) + 0.5) * g / rows).astype(np.intp), g - 1)
     ci = np.minimum(((np.arange(cols) + 0.5) * g / cols).astype(np.intp), g - 1)
     film_inst = grid_inst[ri][:, ci]
     if not inst.filled_boxes:
         up = F.interpolate(torch.from_numpy(np.ascontiguousarray(foreground))[None, None],
                            size=(rows, cols), mode="bilinear", align_corners=False)[0, 0].numpy()
-        film_inst = np.where(up >= config.foreground, film_inst, 0).astype(np.int16)
+        film_inst = np.where(up >= config.film_foreground, film_inst, 0).astype(np.int16)
     lut = np.zeros(len(order) + 1, np.uint8)
     for i, level in enumerate(levels, start=1):
         lut[i] = LEVEL_IDS[level] if level else 0

@@ -3,12 +3,17 @@ and the ensemble's detector confirming the U-Net's cores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 
 from spine_core.inference.xray.config import XrayConfig
+from spine_core.inference.xray.cores import assign_cores, loose_cores, split_cores
 from spine_core.inference.xray.decode import (
     Detection,
+    _merge_small,
+    core_seeds,
     ensemble_instances,
     unet_instances,
 )
@@ -94,3 +99,95 @@ def test_ensemble_adds_a_strong_detection_off_the_cores() -> None:
     inst = ensemble_instances(probs, det, dets, config)
     assert len(inst) == 3
     assert np.bincount(inst.labels[labels == 5]).argmax() > 0
+
+
+def _dets(centres: list[tuple[float, float]], height: float = 10.0, width: float = 24.0
+          ) -> list[Detection]:
+    return [Detection(y, x, height, width, 0.9, {"C2": 0.0, "S": 0.0}) for y, x in centres]
+
+
+def test_a_core_holding_two_detections_is_split_between_them() -> None:
+    config = XrayConfig(min_core_px=1)
+    labels = _stack(2)
+    probs = _probs(labels, config)
+    probs[1, 8:24, 26:38] = 1.0  # the two cores ran together through the disc
+    assert ndimage.label(probs[1] >= 0.5)[1] == 1
+    dets = _dets([(11.0, 32.0), (21.0, 32.0)])
+    split = split_cores(core_seeds(probs, config), dets, config.box_margin)
+    assert set(np.unique(split)) == {0, 1, 2}
+    inst = ensemble_instances(probs, np.zeros((5, G, G), np.float32), dets, config)
+    assert len(inst) == 2
+    for lid in (3, 4):
+        values = inst.labels[labels == lid]
+        assert np.bincount(values).max() >= 0.8 * values.size
+    assert len(ensemble_instances(probs, np.zeros((5, G, G), np.float32), dets[:1], config)) == 1
+
+
+def test_core_parts_side_by_side_are_one_vertebra_but_a_neighbour_in_a_tall_box_is_not() -> None:
+    config = XrayConfig(min_core_px=1)
+    labels = _stack(3)
+    probs = _probs(labels, config)
+    probs[1, :, 31:34] = 0.0  # every core in two halves, left and right
+    cores = core_seeds(probs, config)
+    assert int(cores.max()) == 6
+    det = np.zeros((5, G, G), np.float32)
+    dets = _dets([(11.0, 32.0), (21.0, 32.0), (31.0, 32.0)])
+    assert len(unet_instances(probs, config)) == 6
+    inst = ensemble_instances(probs, det, dets, config)
+    assert len(inst) == 3
+    owner = assign_cores(cores, dets, config.box_margin)
+    assert sorted(owner) == [0, 0, 1, 1, 2, 2]
+    tall = [Detection(16.0, 32.0, 30.0, 24.0, 0.9, {"C2": 0.0, "S": 0.0})]  # one box over two
+    owner = assign_cores(cores, tall, config.box_margin)
+    assert owner.count(0) == 2 and owner.count(-1) == 4  # the nearest vertebra's halves only
+
+
+def _spine(n: int = 5) -> np.ndarray:
+    """``n`` touching 10 x 24 vertebrae (labels 3...) down a 96 x 96 grid at columns 40-64."""
+    labels = np.zeros((96, 96), np.uint8)
+    for i in range(n):
+        labels[5 + i * 10:15 + i * 10, 40:64] = 3 + i
+    return labels
+
+
+def test_an_unconfirmed_core_on_the_spine_is_a_vertebra_and_one_off_it_is_not() -> None:
+    config = XrayConfig(min_core_px=1)
+    labels = _spine()
+    labels[40:50, 2:26] = 20  # a vertebra-shaped blob well off the spine
+    probs = make_targets(labels, config).masks
+    dets = _dets([(10.0, 52.0), (20.0, 52.0), (40.0, 52.0), (50.0, 52.0)])  # the third missed
+    det = np.zeros((5, 96, 96), np.float32)
+    inst = ensemble_instances(probs, det, dets, config)
+    assert len(inst) == 5
+    assert np.bincount(inst.labels[labels == 5]).argmax() > 0  # the missed one found
+    assert not inst.labels[labels == 20].any()  # the blob off the spine dropped
+    assert len(ensemble_instances(probs, det, dets, replace(config, spine_distance=3.0))) == 6
+    assert len(ensemble_instances(probs, det, dets, replace(config, loose_core_fraction=2.0))) == 4
+
+
+def test_a_small_unconfirmed_core_is_a_vertebra_only_at_the_grid_edge() -> None:
+    config = XrayConfig()
+    cores = np.zeros((96, 96), np.int32)
+    for i in range(4):  # four confirmed cores of 6 x 20 = 120 pixels
+        cores[18 + i * 10:24 + i * 10, 42:62] = 2 + i
+    dets = _dets([(21.0, 52.0), (31.0, 52.0), (41.0, 52.0), (51.0, 52.0)])
+    for top, kept in ((1, True), (8, False)):  # 3 x 8 = 24 pixels: at the edge, then inside
+        c = cores.copy()
+        c[top:top + 3, 48:56] = 1
+        owner = assign_cores(c, dets, config.box_margin)
+        assert owner == [-1, 0, 1, 2, 3]
+        assert (1 in loose_cores(c, owner, dets, config)) is kept
+    c[8:11, 44:60] = 1  # 48 pixels: still under half the others' median, inside
+    assert loose_cores(c, assign_cores(c, dets, config.box_margin), dets, config) == []
+    c[8:12, 44:60] = 1  # 64 pixels: over half
+    assert loose_cores(c, assign_cores(c, dets, config.box_margin), dets, config) == [1]
+
+
+def test_a_small_instance_a_detection_backs_is_not_merged() -> None:
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:12, 5:35] = 1
+    labels[12:22, 5:35] = 2
+    labels[22:25, 5:35] = 3  # a thin instance off the edge
+    labels[25:35, 5:35] = 4
+    assert not (_merge_small(labels, 4, 0.5) == 3).any()
+    assert (_merge_small(labels, 4, 0.5, keep={3}) == 3).sum() == 90
