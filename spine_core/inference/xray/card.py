@@ -51,6 +51,11 @@ def _prose(doc: str | None) -> str:
     return "\n".join(items)
 
 
+def ensemble_rule() -> str:
+    """The decoding's rule, as the card states it (:mod:`.decode`'s docstring)."""
+    return _prose(DECODE_DOC)
+
+
 def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module, unet_log: PhaseLog,
                det_log: PhaseLog, metrics: Mapping[str, Any], data_seconds: float,
                total_seconds: float) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
                          "note": DETECTOR_NOTE},
         },
         "config": s["config"],
-        "ensemble_rule": _prose(DECODE_DOC),
+        "ensemble_rule": ensemble_rule(),
         "label_counting": "C2 upward and downward on cervical films, S1 upward on lumbar films, "
                           "along the typical spine (7 cervical, 12 thoracic, 5 lumbar)",
         "scoring": _prose(EVALUATE_DOC),
@@ -133,7 +138,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "Ensemble Dice per level: " + ", ".join(f"{k} {v}" for k, v in
                                                 m.get("ensemble_dice_by_level", {}).items()) + ".",
         f"Prediction (both networks, three decodings) took {m.get('predict_seconds_mean')} s per "
-        f"film on {tr['threads']} CPU threads.", "",
+        f"film on {card.get('rescored', tr)['threads']} CPU thread(s).",
+        *([f"Scored again with the current decoding (`python -m spine_core.inference.xray.rescore`, "
+           f"weights as trained): {card['rescored']['seconds']} s on {card['rescored']['threads']} "
+           f"CPU thread(s), torch {card['rescored']['torch']}."] if "rescored" in card else []), "",
         "## Training run",
         f"{tr['threads']} CPU threads, budget {tr['budget_minutes']} min: films made in "
         f"{tr['data_seconds']} s, {tr['total_seconds']} s in all; torch {tr['torch']}, Python "
