@@ -1,0 +1,215 @@
+"""Anatomical order of vertebra labels: instances ordered head to foot get consecutive levels.
+
+A low-resolution network labels each vertebra, but can be off by one in a long run of similar
+levels (mid-thoracic, lumbar). :func:`order_levels` treats each predicted vertebra (a connected
+component of one label) as an *instance*, sorts the instances head to foot and chooses, by dynamic
+programming (Viterbi), the sequence of levels that
+
+* follows the craniocaudal chain C1 … C7, T1 … T12, (T13), L1 … L5, (L6), S with no gap, where
+  T12 → L1 (no T13), T11 → L1 (11 rib-bearing vertebrae) and L5 → S (no L6) are ordinary steps;
+* may start and end at any level (a study sees part of the spine);
+* costs the least, an instance's cost for a level being ``-log`` of the network's mean
+  probability of that level over its voxels (or its vote share when no probabilities are given),
+  weighted by its size relative to the median instance.
+
+Strong anchors (C1/C2 and the skull base, the last rib, the sacrum) thus fix the labels of the
+whole run. Pure numpy/scipy: no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from spine_core.labels import CRANIOCAUDAL_ORDER
+
+#: The levels a whole-spine labelling uses, head to foot (the coccyx, 27, is not labelled).
+CHAIN: tuple[int, ...] = tuple(v for v in CRANIOCAUDAL_ORDER if v != 27)
+
+#: Extra steps besides chain neighbours: T12 -> L1 (no T13), T11 -> L1 (11 ribs), L5 -> S (no L6).
+EXTRA_STEPS: frozenset[tuple[int, int]] = frozenset({(19, 20), (18, 20), (24, 26)})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One predicted vertebra: its component id, voxel count, centroid (LPS mm) and label."""
+
+    index: int
+    size: int
+    centroid: tuple[float, float, float]
+    label: int
+
+
+def allowed_steps(chain: Sequence[int] = CHAIN) -> set[tuple[int, int]]:
+    """Pairs (level above, level below) that may be neighbouring instances."""
+    steps = {(a, b) for a, b in zip(chain, chain[1:])}
+    return steps | {s for s in EXTRA_STEPS if s[0] in chain and s[1] in chain}
+
+
+def viterbi_levels(
+    costs: npt.NDArray[np.float64], chain: Sequence[int] = CHAIN,
+    steps: set[tuple[int, int]] | None = None,
+) -> list[int]:
+    """The cheapest consecutive level sequence for instances ordered head to foot.
+
+    ``costs[k, j]`` is the cost of giving instance ``k`` the level ``chain[j]``. Returns one level
+    per instance (levels strictly descend the chain through ``steps``).
+    """
+    n, m = costs.shape
+    if n == 0:
+        return []
+    step_set = allowed_steps(chain) if steps is None else steps
+    pos = {lv: j for j, lv in enumerate(chain)}
+    preds: list[list[int]] = [[pos[a] for (a, b) in step_set if b == lv] for lv in chain]
+    total = costs[0].astype(np.float64).copy()
+    back = np.full((n, m), -1, dtype=np.int64)
+    for k in range(1, n):
+        nxt = np.full(m, np.inf)
+        for j in range(m):
+            if preds[j]:
+                cand = [(total[i], i) for i in preds[j]]
+                best, arg = min(cand)
+                nxt[j] = best + costs[k, j]
+                back[k, j] = arg
+        total = nxt
+    j = int(np.argmin(total))
+    if not np.isfinite(total[j]):  # more instances than the chain has levels: keep the labels
+        return [int(chain[int(np.argmin(costs[k]))]) for k in range(n)]
+    out = [j]
+    for k in range(n - 1, 0, -1):
+        j = int(back[k, j])
+        out.append(j)
+    return [int(chain[j]) for j in reversed(out)]
+
+
+def instances_of(
+    labels: npt.NDArray[np.integer], spacing: Sequence[float], min_fraction: float = 0.15,
+) -> tuple[npt.NDArray[np.int32], list[Instance]]:
+    """Connected components of each label (26-connected) as instances, head first.
+
+    Components smaller than ``min_fraction`` of the median instance are dropped (0 in the
+    returned component map). ``labels`` is on a grid whose axis 0 points to the head (the model
+    grid, ``S``); the centroid is in voxel units times ``spacing``.
+    """
+    from scipy import ndimage
+
+    structure = np.ones((3, 3, 3), dtype=bool)
+    comp = np.zeros(labels.shape, dtype=np.int32)
+    found: list[tuple[int, int]] = []  # (component id, label)
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
+    next_id = 1
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        sub = labels[box] == value
+        lab, n = ndimage.label(sub, structure=structure)
+        view = comp[box]
+        view[sub] = lab[sub] + (next_id - 1)
+        found += [(next_id + i, value) for i in range(n)]
+        next_id += n
+    if not found:
+        return comp, []
+    sizes = np.bincount(comp.ravel(), minlength=next_id)
+    ids = np.array([c for c, _ in found])
+    centres = ndimage.center_of_mass(np.ones(comp.shape, dtype=np.uint8), comp, ids)
+    median = float(np.median(sizes[ids]))
+    sp = np.asarray(spacing, dtype=np.float64)
+    out: list[Instance] = []
+    for (cid, value), c in zip(found, centres):
+        if sizes[cid] < min_fraction * median:
+            comp[comp == cid] = 0
+            continue
+        mm = np.asarray(c) * sp
+        out.append(Instance(cid, int(sizes[cid]), (float(mm[0]), float(mm[1]), float(mm[2])), value))
+    out.sort(key=lambda inst: -inst.centroid[0])
+    return comp, out
+
+
+def _merge_split(comp: npt.NDArray[np.int32], inst: list[Instance], max_gap_fraction: float
+                 ) -> list[Instance]:
+    """Merge neighbouring instances whose centroids are much closer than the typical step
+    (one vertebra split between two labels)."""
+    if len(inst) < 3:
+        return inst
+    gaps = [abs(a.centroid[0] - b.centroid[0]) for a, b in zip(inst, inst[1:])]
+    typical = float(np.median(gaps))
+    out = [inst[0]]
+    for cur in inst[1:]:
+        prev = out[-1]
+        if abs(prev.centroid[0] - cur.centroid[0]) < max_gap_fraction * typical:
+            big, small = (prev, cur) if prev.size >= cur.size else (cur, prev)
+            comp[comp == small.index] = big.index
+            total = big.size + small.size
+            c = tuple((np.asarray(big.centroid) * big.size + np.asarray(small.centroid) * small.size)
+                      / total)
+            out[-1] = Instance(big.index, total, (float(c[0]), float(c[1]), float(c[2])), big.label)
+        else:
+            out.append(cur)
+    return out
+
+
+def mean_probabilities(
+    comp: npt.NDArray[np.int32], probs: npt.NDArray[np.floating], channel_levels: Sequence[int]
+) -> dict[int, dict[int, float]]:
+    """Component id -> level -> mean of ``probs[channel]`` over the component's voxels."""
+    fg = comp > 0
+    ids = comp[fg]
+    if ids.size == 0:
+        return {}
+    n = int(ids.max()) + 1
+    sizes = np.bincount(ids, minlength=n).astype(np.float64)
+    present = np.flatnonzero(sizes)
+    out: dict[int, dict[int, float]] = {int(c): {} for c in present}
+    for ch, level in enumerate(channel_levels):
+        if level == 0:
+            continue
+        sums = np.bincount(ids, weights=np.asarray(probs[ch][fg], dtype=np.float64), minlength=n)
+        for c in present:
+            out[int(c)][int(level)] = float(sums[c] / sizes[c])
+    return out
+
+
+def order_levels(
+    labels: npt.NDArray[np.integer],
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    probs: npt.NDArray[np.floating] | None = None,
+    channel_levels: Sequence[int] = (),
+    *,
+    chain: Sequence[int] = CHAIN,
+    min_fraction: float = 0.15,
+    merge_fraction: float = 0.4,
+) -> tuple[npt.NDArray[np.uint8], dict[int, int]]:
+    """Relabel a canonical-id label map so its vertebrae follow the anatomical order.
+
+    ``labels`` is on a grid whose axis 0 points to the head, ``spacing`` its voxel size (mm).
+    ``probs`` (channels, *labels.shape) are the network's softmax outputs, ``channel_levels`` the
+    level of each channel (0: background); ``None`` scores each instance by its own label only (a
+    vote). Returns the relabelled map (dropped fragments: 0) and the renaming (old label -> new
+    level, for the labels that changed).
+    """
+    comp, inst = instances_of(labels, spacing, min_fraction)
+    inst = _merge_split(comp, inst, merge_fraction)
+    if not inst:
+        return np.zeros(labels.shape, dtype=np.uint8), {}
+    level_probs = (mean_probabilities(comp, probs, channel_levels) if probs is not None else None)
+    median = float(np.median([i.size for i in inst]))
+    eps = 1e-4
+    costs = np.zeros((len(inst), len(chain)))
+    for k, i in enumerate(inst):
+        if level_probs is not None and i.index in level_probs:
+            p = level_probs[i.index]
+            row = np.array([float(p.get(lv, 0.0)) for lv in chain])
+        else:
+            row = np.array([1.0 if lv == i.label else 0.0 for lv in chain])
+        costs[k] = -np.log(row + eps) * min(1.0, i.size / median)
+    levels = viterbi_levels(costs, chain)
+    lut = np.zeros(int(comp.max()) + 1, dtype=np.uint8)
+    renamed: dict[int, int] = {}
+    for i, lv in zip(inst, levels):
+        lut[i.index] = lv
+        if lv != i.label:
+            renamed[i.label] = lv
+    return lut[comp], renamed
