@@ -299,6 +299,9 @@ class Reader:
     boxes_tried: list[int] = field(default_factory=list)
     calls_confirmed: dict[str, str] = field(default_factory=dict)  # level -> last confirmed call
     calls_tried: int = 0
+    #: levels whose call shows chosen but whose toast never came
+    calls_reclicked: int = 0  #: clicks given again: no toast and the option still not chosen
+    calls_untoasted: list[str] = field(default_factory=list)
     box_ms: list[float] = field(default_factory=list)
     box_after_kill: list[float] = field(default_factory=list)
     call_ms: list[float] = field(default_factory=list)
@@ -578,9 +581,19 @@ async def reader_run(browser: Any, reader: Reader, shared: Shared, url: str, arg
 CALLS = ["Not fractured", "Unsure", "Fractured"]
 
 
+#: A level's call option not chosen yet, and the chosen one (Streamlit's segmented control).
+OPTION = "[data-testid=stButtonGroup] button[role=radio][aria-checked=false]"
+CHOSEN = "[data-testid=stButtonGroup] button[role=radio][aria-checked=true]"
+#: Seconds a reader waits for a level call's toast before clicking again.
+CALL_RETRY_S = 8.0
+
+
 async def level_call(page: Any, reader: Reader, i: int, shared: Shared, args: argparse.Namespace) -> None:
+    """Call a level not called ``value`` yet (clicking a chosen option would clear it) and wait
+    for its toast. A call whose toast never came but whose option shows chosen is counted as
+    saved without a toast (the reader saw it chosen), not as lost."""
     value = CALLS[(i // 7) % len(CALLS)]
-    buttons = page.locator("[data-testid=stButtonGroup]").get_by_text(value, exact=True)
+    buttons = page.locator(OPTION).filter(has_text=re.compile(rf"^{re.escape(value)}$"))
     n = await buttons.count()
     if n == 0:
         raise RuntimeError("no level to call")
@@ -590,8 +603,22 @@ async def level_call(page: Any, reader: Reader, i: int, shared: Shared, args: ar
     before = await n_toasts(page, f"^{level}: ")
     reader.calls_tried += 1
     t0 = await page.evaluate("performance.now()")
-    await target.click()
-    t_toast, text = await wait_toast(page, f"^{level}: ", before, args.confirm_timeout_s, shared, reader)
+    chosen = row.locator(CHOSEN).filter(has_text=re.compile(rf"^{re.escape(value)}$"))
+    for attempt in range(3):  # a click a redraw swallowed shows nothing: the reader clicks again
+        await target.click()
+        try:
+            t_toast, text = await wait_toast(page, f"^{level}: ", before, args.confirm_timeout_s
+                                             if attempt == 2 else CALL_RETRY_S, shared, reader)
+            break
+        except Lost:
+            await settle(page, 0.3)
+            if await chosen.count():  # saved, shown chosen; its toast never came
+                reader.calls_untoasted.append(level)
+                reader.calls_confirmed[level] = value
+                return
+            if attempt == 2:
+                raise
+            reader.calls_reclicked += 1
     reader.call_ms.append(t_toast - t0)
     reader.calls_confirmed[level] = text.split(": ", 1)[1].strip()
     await settle(page, 0.1)
@@ -814,6 +841,11 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     print(f"  of it the server (nginx: POST /spine-box-events, reference reader included): "
           f"{fmt(team.box_route_ms())}")
     print(f"level call (click -> toast): {fmt(calls)}")
+    untoasted = [f"{r.username} {lvl}" for r in readers for lvl in r.calls_untoasted]
+    print(f"  saved and shown chosen, but no toast seen: {len(untoasted)}"
+          + (f" ({', '.join(untoasted)})" if untoasted else "")
+          + f"; clicked again (no toast, not chosen after {CALL_RETRY_S:g} s): "
+          f"{sum(r.calls_reclicked for r in readers)}")
     print(f"killed replica port {shared.killed_port}; its active readers: {len(affected)}; "
           f"reloaded by hand: {sum(r.reloaded for r in affected)}")
     print("  back at work (kill -> viewer ready, signed in): "
