@@ -52,37 +52,57 @@ def allowed_steps(chain: Sequence[int] = CHAIN) -> set[tuple[int, int]]:
 def viterbi_levels(
     costs: npt.NDArray[np.float64], chain: Sequence[int] = CHAIN,
     steps: set[tuple[int, int]] | None = None,
+    drop_costs: npt.NDArray[np.float64] | None = None,
 ) -> list[int]:
     """The cheapest consecutive level sequence for instances ordered head to foot.
 
-    ``costs[k, j]`` is the cost of giving instance ``k`` the level ``chain[j]``. Returns one level
-    per instance (levels strictly descend the chain through ``steps``).
+    ``costs[k, j]`` is the cost of giving instance ``k`` the level ``chain[j]``; ``drop_costs[k]``
+    (default: never) that of calling it no vertebra (level 0, e.g. a spurious fragment), which
+    leaves the chain where it was. Returns one level per instance; the levels kept strictly
+    descend the chain through ``steps``.
     """
     n, m = costs.shape
     if n == 0:
         return []
+    drops = np.full(n, np.inf) if drop_costs is None else np.asarray(drop_costs, dtype=np.float64)
     step_set = allowed_steps(chain) if steps is None else steps
     pos = {lv: j for j, lv in enumerate(chain)}
     preds: list[list[int]] = [[pos[a] for (a, b) in step_set if b == lv] for lv in chain]
-    total = costs[0].astype(np.float64).copy()
-    back = np.full((n, m), -1, dtype=np.int64)
-    for k in range(1, n):
-        nxt = np.full(m, np.inf)
+    none = m  # state "no level given yet"
+    total = np.full(m + 1, np.inf)
+    total[none] = 0.0
+    back = np.zeros((n, m + 1), dtype=np.int64)  # previous state of each state
+    kept = np.zeros((n, m + 1), dtype=bool)  # whether instance k took the state's level
+    for k in range(n):
+        nxt = total + drops[k]  # drop instance k: the state stays
+        back[k] = np.arange(m + 1)
         for j in range(m):
-            if preds[j]:
-                cand = [(total[i], i) for i in preds[j]]
-                best, arg = min(cand)
+            best, arg = total[none], none
+            for i in preds[j]:
+                if total[i] < best:
+                    best, arg = total[i], i
+            if best + costs[k, j] < nxt[j]:
                 nxt[j] = best + costs[k, j]
                 back[k, j] = arg
+                kept[k, j] = True
         total = nxt
-    j = int(np.argmin(total))
-    if not np.isfinite(total[j]):  # more instances than the chain has levels: keep the labels
+    state = int(np.argmin(total))
+    if not np.isfinite(total[state]):  # more instances than the chain has levels: keep the labels
         return [int(chain[int(np.argmin(costs[k]))]) for k in range(n)]
-    out = [j]
-    for k in range(n - 1, 0, -1):
-        j = int(back[k, j])
-        out.append(j)
-    return [int(chain[j]) for j in reversed(out)]
+    out = []
+    for k in range(n - 1, -1, -1):
+        out.append(int(chain[state]) if kept[k, state] else 0)
+        state = int(back[k, state])
+    return list(reversed(out))
+
+
+def reference_size(sized: Sequence[tuple[int, int]]) -> float:
+    """The typical size of a vertebra: the median over labels of each label's largest component
+    (``sized``: (size, label) pairs), so that many small fragments do not lower it."""
+    largest: dict[int, int] = {}
+    for size, label in sized:
+        largest[label] = max(size, largest.get(label, 0))
+    return float(np.median(list(largest.values()))) if largest else 0.0
 
 
 def instances_of(
@@ -90,7 +110,7 @@ def instances_of(
 ) -> tuple[npt.NDArray[np.int32], list[Instance]]:
     """Connected components of each label (26-connected) as instances, head first.
 
-    Components smaller than ``min_fraction`` of the median instance are dropped (0 in the
+    Components smaller than ``min_fraction`` of :func:`reference_size` are dropped (0 in the
     returned component map). ``labels`` is on a grid whose axis 0 points to the head (the model
     grid, ``S``); the centroid is in voxel units times ``spacing``.
     """
@@ -115,7 +135,7 @@ def instances_of(
     sizes = np.bincount(comp.ravel(), minlength=next_id)
     ids = np.array([c for c, _ in found])
     centres = ndimage.center_of_mass(np.ones(comp.shape, dtype=np.uint8), comp, ids)
-    median = float(np.median(sizes[ids]))
+    median = reference_size([(int(sizes[c]), v) for c, v in found])
     sp = np.asarray(spacing, dtype=np.float64)
     out: list[Instance] = []
     for (cid, value), c in zip(found, centres):
@@ -128,18 +148,24 @@ def instances_of(
     return comp, out
 
 
-def _merge_split(comp: npt.NDArray[np.int32], inst: list[Instance], max_gap_fraction: float
-                 ) -> list[Instance]:
-    """Merge neighbouring instances whose centroids are much closer than the typical step
-    (one vertebra split between two labels)."""
+def _merge_split(comp: npt.NDArray[np.int32], inst: list[Instance], max_gap_fraction: float,
+                 same_label_fraction: float = 0.75) -> list[Instance]:
+    """Merge neighbouring instances (head-to-foot order) that are one vertebra: centroids much
+    closer than the typical step (a vertebra split between two labels), or pieces of one label
+    closer than ``same_label_fraction`` of it (a ring such as C1 broken up on a coarse grid).
+    The typical step is measured between instances of at least half the reference size."""
     if len(inst) < 3:
         return inst
-    gaps = [abs(a.centroid[0] - b.centroid[0]) for a, b in zip(inst, inst[1:])]
-    typical = float(np.median(gaps))
+    ref = reference_size([(i.size, i.label) for i in inst])
+    big_ones = [i for i in inst if i.size >= 0.5 * ref] or inst
+    gaps = [abs(a.centroid[0] - b.centroid[0]) for a, b in zip(big_ones, big_ones[1:])]
+    typical = float(np.median(gaps)) if gaps else 0.0
     out = [inst[0]]
     for cur in inst[1:]:
         prev = out[-1]
-        if abs(prev.centroid[0] - cur.centroid[0]) < max_gap_fraction * typical:
+        gap = abs(prev.centroid[0] - cur.centroid[0])
+        limit = same_label_fraction if prev.label == cur.label else max_gap_fraction
+        if gap < limit * typical:
             big, small = (prev, cur) if prev.size >= cur.size else (cur, prev)
             comp[comp == small.index] = big.index
             total = big.size + small.size
@@ -181,6 +207,7 @@ def order_levels(
     chain: Sequence[int] = CHAIN,
     min_fraction: float = 0.15,
     merge_fraction: float = 0.4,
+    drop_cost: float = 12.0,
 ) -> tuple[npt.NDArray[np.uint8], dict[int, int]]:
     """Relabel a canonical-id label map so its vertebrae follow the anatomical order.
 
@@ -195,7 +222,7 @@ def order_levels(
     if not inst:
         return np.zeros(labels.shape, dtype=np.uint8), {}
     level_probs = (mean_probabilities(comp, probs, channel_levels) if probs is not None else None)
-    median = float(np.median([i.size for i in inst]))
+    median = reference_size([(i.size, i.label) for i in inst])
     eps = 1e-4
     costs = np.zeros((len(inst), len(chain)))
     for k, i in enumerate(inst):
@@ -205,7 +232,8 @@ def order_levels(
         else:
             row = np.array([1.0 if lv == i.label else 0.0 for lv in chain])
         costs[k] = -np.log(row + eps) * min(1.0, i.size / median)
-    levels = viterbi_levels(costs, chain)
+    drops = np.array([drop_cost * min(1.0, i.size / median) ** 2 for i in inst])
+    levels = viterbi_levels(costs, chain, drop_costs=drops)
     lut = np.zeros(int(comp.max()) + 1, dtype=np.uint8)
     renamed: dict[int, int] = {}
     for i, lv in zip(inst, levels):
