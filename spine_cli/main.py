@@ -107,6 +107,10 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         from spine_core.inference.xray.train import run_xray_from_args
 
         return run_xray_from_args(args)
+    if getattr(args, "stage", "both") == "labelling-whole":
+        from spine_core.inference.wholespine.train import run_whole_spine_from_args
+
+        return run_whole_spine_from_args(args)
     from spine_core.inference.train import run_from_args
 
     return run_from_args(args)
@@ -504,10 +508,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "radiograph U-Net + detector ensemble on synthetic lateral films.")
     if argv is None or "train" in argv:
         from spine_core.inference.train import add_arguments
+        from spine_core.inference.wholespine.train import add_whole_spine_arguments
         from spine_core.inference.xray.train import add_xray_arguments
 
         add_arguments(p)
         add_xray_arguments(p)
+        add_whole_spine_arguments(p)
 
     p = add("calibrate", _cmd_calibrate,
             "Fit the fracture model's temperature (calibrated probabilities) for existing CT "

@@ -1,0 +1,3 @@
+from spine_core.inference.wholespine.train import main
+
+raise SystemExit(main())
