@@ -86,6 +86,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
         "targets": TARGETS,
         "targets_met": {k: bool(ens.get(k, 0.0) >= v) for k, v in TARGETS.items()},
         "training": {"threads": s["threads"], "budget_minutes": s["budget_minutes"],
+                     "stage": s.get("stage", "both"), "soft_foreground": s.get("soft_foreground", False),
                      "data_seconds": round(data_seconds, 1), "total_seconds": round(total_seconds, 1),
                      "torch": torch.__version__, "python": platform.python_version(),
                      "machine": platform.machine()},
@@ -110,7 +111,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "## Networks",
         f"- U-Net: `{net['unet']['spec']['arch']}` {net['unet']['spec']['params']}, "
         f"{net['unet']['parameters']:,} parameters; outputs (sigmoid) {', '.join(net['unet']['outputs'])}; "
-        f"BCE + soft Dice, {net['unet']['training']['iterations']} iterations "
+        "BCE + soft Dice"
+        + (" (vertebra target: each grid pixel's vertebra share of its film pixels)"
+           if tr.get("soft_foreground") else "")
+        + f", {net['unet']['training']['iterations']} iterations "
         f"({net['unet']['training']['seconds']} s), loss {net['unet']['training']['first_loss']} -> "
         f"{net['unet']['training']['last_loss']}.",
         f"- Detector: `{net['detector']['spec']['arch']}` {net['detector']['spec']['params']}, "
@@ -118,7 +122,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "weighted squared error on the heatmaps + L1 on box sizes, "
         f"{net['detector']['training']['iterations']} "
         f"iterations ({net['detector']['training']['seconds']} s), loss "
-        f"{net['detector']['training']['first_loss']} -> {net['detector']['training']['last_loss']}.",
+        f"{net['detector']['training']['first_loss']} -> {net['detector']['training']['last_loss']}"
+        + ("; kept from the earlier run, only the U-Net trained again"
+           if tr.get("stage") == "unet" else "") + ".",
         f"- {net['detector']['note']}",
         f"- Input: the whole film resized to {card['config']['grid']} x {card['config']['grid']} "
         "(area), scaled by its percentiles to [0, 1]; the detector reads that grid resized to "
@@ -145,6 +151,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "## Training run",
         f"{tr['threads']} CPU threads, budget {tr['budget_minutes']} min: films made in "
         f"{tr['data_seconds']} s, {tr['total_seconds']} s in all; torch {tr['torch']}, Python "
-        f"{tr['python']} on {tr['machine']}.", "",
+        f"{tr['python']} on {tr['machine']}."
+        + (" Stage: the U-Net alone (`--xray-stage unet`)." if tr.get("stage") == "unet" else "")
+        + (f" {tr['note']}" if tr.get("note") else ""), "",
     ]
     return "\n".join(lines)

@@ -8,12 +8,19 @@ so the card scores the model on what ``spine demo --modality xray`` writes. The 
 then the detector, each within its share of the budget; every held-out film is scored for the
 U-Net alone, the detector alone and the ensemble (:mod:`.evaluate`). Weights (float16), their
 configs and the card go to ``out_dir``. The models are for demonstrations and tests only.
+
+With ``stage='unet'`` only the U-Net trains (with the whole budget); the detector's files are
+copied unchanged from ``detector_from`` and the card keeps that detector's training record.
+With ``soft_foreground`` the U-Net's vertebra channel learns the share of each grid pixel's film
+pixels that are vertebra (area average of the film's truth) instead of the nearest film pixel's
+label, so its probability, upsampled and thresholded on the film, places edges within a grid pixel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from spine_core.errors import InputError
 from spine_core.inference.loading import save_state_dict
@@ -47,6 +55,7 @@ from spine_core.inference.xray.loop import (
     unet_loss,
 )
 from spine_core.inference.xray.model import MODES, XrayModel
+from spine_core.inference.xray.weights import load_stage
 from spine_core.phantom.radiograph import Radiograph
 
 #: seed, region -> film
@@ -69,6 +78,9 @@ class XraySettings:
     unet_share: float = 0.7  # of the training time; the detector (on a smaller grid) gets the rest
     threads: int = 2
     budget_minutes: float = 19.0
+    stage: str = "both"  # "unet": the U-Net alone, the detector copied from ``detector_from``
+    detector_from: str | None = None  # weights folder of the kept detector (stage "unet")
+    soft_foreground: bool = False  # vertebra target: area share on the grid (module docstring)
     name: str = "spinereview-xray-demo"
     version: str = "0.2.0"
     config: XrayConfig = field(default_factory=lambda: XrayConfig(detector_grid=128))
@@ -97,8 +109,15 @@ def phantom_films(scale: float = 1.0) -> FilmSource:
     return make
 
 
-def prepare_films(films: Sequence[Radiograph], config: XrayConfig) -> FilmSet:
-    """Films on the grid with their targets."""
+def soft_vertebra(labels: np.ndarray, grid: int) -> np.ndarray:
+    """(grid, grid) share of each grid pixel's film pixels that are vertebra (area average, as
+    :func:`film_to_grid` resizes the image)."""
+    t = torch.from_numpy((labels > 0).astype(np.float32))[None, None]
+    return F.interpolate(t, size=(grid, grid), mode="area")[0, 0].numpy()
+
+
+def prepare_films(films: Sequence[Radiograph], config: XrayConfig, soft: bool = False) -> FilmSet:
+    """Films on the grid with their targets (``soft``: see :func:`soft_vertebra`)."""
     images, det_images, masks, heat, size, size_mask = [], [], [], [], [], []
     d = config.det_grid
     det_config = replace(config, min_truth_px=max(1, round(config.min_truth_px * (d / config.grid) ** 2)))
@@ -106,6 +125,8 @@ def prepare_films(films: Sequence[Radiograph], config: XrayConfig) -> FilmSet:
         x = film_to_grid(film.image, config)
         images.append(x[0])
         t = make_targets(labels_to_grid(film.labels, config.grid), config)
+        if soft:
+            t.masks[0] = soft_vertebra(film.labels, config.grid)
         masks.append(t.masks)
         if d != config.grid:  # the detector's targets on its own grid
             det_images.append(detector_input(x, config)[0])
@@ -168,6 +189,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
     s = settings or XraySettings()
     if s.n_train < 1 or s.n_val < 1:
         raise InputError(f"need at least one training and one held-out film (got {s.n_train}, {s.n_val})")
+    kept = _kept_detector(s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     make = source or phantom_films(s.train_phantom_scale)
@@ -183,7 +205,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
             films.append(make(seed, region))
             if (i + 1) % 10 == 0 or i + 1 == s.n_train:
                 say(f"made training film {i + 1}/{s.n_train}")
-        train_set = prepare_films(films, s.config)
+        train_set = prepare_films(films, s.config, s.soft_foreground)
         del films
         data_seconds = time.perf_counter() - start
         eval_reserve = 0.12 * budget + 0.1 * s.n_val
@@ -192,16 +214,20 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         unet = build_network(s.unet_spec)
         unet_log = train_phase(
             unet, train_set, lambda y, b: unet_loss(y, b["masks"]), s.unet_iterations, s.batch_size,
-            s.lr, s.seed, s.unet_share * phases, "U-Net", say, keys=("images", "masks"))
-        torch.manual_seed(s.seed + 1)
-        detector = build_network(s.detector_spec)
-        init_heatmap_bias(detector)
-        left = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
-        det_log = train_phase(
-            detector, train_set, lambda y, b: detector_loss(y, b["heat"], b["size"], b["size_mask"]),
-            s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say,
-            keys=("det_images" if train_set.det_images is not None else "images", "heat", "size",
-                  "size_mask"))
+            s.lr, s.seed, (1.0 if kept else s.unet_share) * phases, "U-Net", say,
+            keys=("images", "masks"))
+        if kept:
+            detector, det_log = kept
+        else:
+            torch.manual_seed(s.seed + 1)
+            detector = build_network(s.detector_spec)
+            init_heatmap_bias(detector)
+            left = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
+            det_log = train_phase(
+                detector, train_set, lambda y, b: detector_loss(y, b["heat"], b["size"], b["size_mask"]),
+                s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say,
+                keys=("det_images" if train_set.det_images is not None else "images", "heat", "size",
+                      "size_mask"))
         del train_set
         for net in (unet, detector):  # score exactly what is shipped (float16 storage)
             _round_to_half(net)
@@ -218,15 +244,53 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         torch.set_num_threads(previous)
 
 
+def _kept_detector(s: XraySettings) -> tuple[torch.nn.Module, PhaseLog] | None:
+    """Stage 'unet': the detector of ``s.detector_from`` and its training record from that
+    folder's card (None for stage 'both').
+
+    Raises:
+        InputError: an unknown stage, stage 'unet' without a detector folder, or a detector
+            whose grids differ from the run's config.
+    """
+    if s.stage == "both":
+        return None
+    if s.stage != "unet":
+        raise InputError(f"radiograph training stage {s.stage!r}: choose both or unet")
+    if not s.detector_from:
+        raise InputError("stage 'unet' keeps a trained detector: name its weights folder")
+    root = Path(s.detector_from)
+    detector, stage = load_stage(root / DETECTOR_FILE, "xray-detector")
+    theirs = XrayConfig.from_dict(stage)
+    if (theirs.grid, theirs.det_grid) != (s.config.grid, s.config.det_grid):
+        raise InputError(f"the kept detector reads a {theirs.det_grid} grid of a {theirs.grid} grid, "
+                         f"this run's config a {s.config.det_grid} grid of {s.config.grid}")
+    record = PhaseLog()
+    card = root / CARD_JSON
+    if card.is_file():
+        done = json.loads(card.read_text(encoding="utf-8"))["networks"]["detector"]["training"]
+        record = PhaseLog(iterations=int(done["iterations"]), seconds=float(done["seconds"]),
+                          first_loss=float(done["first_loss"]), last_loss=float(done["last_loss"]),
+                          stopped_early=bool(done["stopped_early"]))
+    return detector, record
+
+
 def _write(out: Path, s: XraySettings, unet: torch.nn.Module, detector: torch.nn.Module,
            unet_log: PhaseLog, det_log: PhaseLog, metrics: dict[str, Any], data_seconds: float,
            total: float) -> list[Path]:
     common = {"version": s.version, **s.config.to_dict()}
     unet_json = save_state_dict(unet, {"task": "xray-unet", "name": s.name, "network": s.unet_spec,
                                        **common}, out / UNET_FILE, half=True)
-    det_json = save_state_dict(detector, {"task": "xray-detector", "name": s.name,
-                                          "network": s.detector_spec, **common},
-                               out / DETECTOR_FILE, half=True)
+    if s.stage == "unet" and s.detector_from:  # the kept detector's files, byte for byte
+        det_json = out / DETECTOR_FILE
+        src = Path(s.detector_from) / DETECTOR_FILE
+        if src.resolve() != det_json.resolve():
+            shutil.copyfile(src, det_json)
+            stage = json.loads(src.read_text(encoding="utf-8"))
+            shutil.copyfile(src.parent / stage["weights"], det_json.with_suffix(".pt"))
+    else:
+        det_json = save_state_dict(detector, {"task": "xray-detector", "name": s.name,
+                                              "network": s.detector_spec, **common},
+                                   out / DETECTOR_FILE, half=True)
     settings = asdict(s)
     card = build_card(settings, unet, detector, unet_log, det_log, metrics, data_seconds, total)
     (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -251,15 +315,32 @@ def add_xray_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xray-train-films", type=int, default=d.n_train,
                         help=f"xray: training films (default {d.n_train}); --val-studies is the "
                              "held-out count")
+    parser.add_argument("--xray-stage", choices=["both", "unet"], default=d.stage,
+                        help="xray: both (default) networks, or the U-Net alone with the whole "
+                             "budget, the detector kept from --xray-detector-from")
+    parser.add_argument("--xray-detector-from", metavar="DIR", default=None,
+                        help="xray, --xray-stage unet: weights folder whose detector is kept "
+                             "(default: the shipped weights)")
+    parser.add_argument("--xray-soft-foreground", action="store_true",
+                        help="xray: the U-Net's vertebra channel learns each grid pixel's vertebra "
+                             "share (area average) instead of the nearest film pixel's label")
 
 
 def xray_settings_from_args(args: argparse.Namespace) -> XraySettings:
     if args.device not in ("cpu", "auto"):
         raise InputError("the radiograph model trains on the CPU: leave out --device")
+    stage = getattr(args, "xray_stage", "both")
+    detector_from = getattr(args, "xray_detector_from", None)
+    if stage == "unet" and not detector_from:
+        from spine_core.inference.loading import default_weights_dir
+
+        detector_from = str(default_weights_dir())
     return XraySettings(n_train=args.xray_train_films, n_val=args.val_studies, seed=args.seed,
                         unet_iterations=args.unet_iterations,
                         detector_iterations=args.detector_iterations, threads=args.threads,
-                        budget_minutes=args.budget_minutes)
+                        budget_minutes=args.budget_minutes, stage=stage,
+                        detector_from=detector_from,
+                        soft_foreground=bool(getattr(args, "xray_soft_foreground", False)))
 
 
 def run_xray_from_args(args: argparse.Namespace) -> int:

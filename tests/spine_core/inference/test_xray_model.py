@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spine_core.errors import ModelLoadError
+from spine_core.errors import InputError, ModelLoadError
 from spine_core.inference.xray.config import (
     DETECTOR_FILE,
     UNET_FILE,
@@ -19,7 +20,7 @@ from spine_core.inference.xray.config import (
     default_unet_spec,
 )
 from spine_core.inference.xray.model import XrayModel
-from spine_core.inference.xray.train import XraySettings, phantom_films, train_xray
+from spine_core.inference.xray.train import XraySettings, phantom_films, soft_vertebra, train_xray
 
 #: Measured: the tiny run below (6 films, 150 U-Net and 100 detector iterations on a 96 x 96 grid,
 #: ~25 s on 2 threads) gives the ensemble an instance Dice (each whole vertebra against its
@@ -67,6 +68,40 @@ def test_trained_weights_load_and_predict_a_film(tiny_run: tuple[Path, dict]) ->
     assert pred.instances.shape == film.image.shape
     for v in pred.vertebrae:
         assert v.box[2] > 0 and v.box[3] > 0
+
+
+def test_unet_stage_trains_the_unet_alone_and_keeps_the_detector(
+        tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
+    src, _ = tiny_run
+    settings = replace(_tiny(), stage="unet", detector_from=str(src), unet_iterations=20,
+                       soft_foreground=True)
+    train_xray(tmp_path, settings, val_source=phantom_films(0.25), log=None)
+    for name in (DETECTOR_FILE, "xray_detector.pt"):
+        assert (tmp_path / name).read_bytes() == (src / name).read_bytes()
+    assert (tmp_path / "xray_unet.pt").read_bytes() != (src / "xray_unet.pt").read_bytes()
+    card = json.loads((tmp_path / "xray_model_card.json").read_text())
+    old = json.loads((src / "xray_model_card.json").read_text())
+    assert card["networks"]["detector"]["training"] == old["networks"]["detector"]["training"]
+    assert card["training"]["stage"] == "unet" and card["training"]["soft_foreground"]
+    assert card["networks"]["unet"]["training"]["iterations"] == 20
+    assert "only the U-Net trained again" in (tmp_path / "XRAY_MODEL_CARD.md").read_text()
+    XrayModel.from_dir(tmp_path)  # loads, checksums verified
+
+
+def test_unet_stage_needs_a_detector_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="detector"):
+        train_xray(tmp_path, replace(_tiny(), stage="unet"), log=None)
+    with pytest.raises(InputError, match="stage"):
+        train_xray(tmp_path, replace(_tiny(), stage="detector"), log=None)
+
+
+def test_soft_vertebra_target_is_the_area_share() -> None:
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 0:4] = 7  # rows 2-4: grid row 1 (rows 2-3) whole, grid row 2 (rows 4-5) half
+    soft = soft_vertebra(labels, 4)
+    assert soft.shape == (4, 4)
+    assert soft[1, :2].tolist() == [1.0, 1.0] and soft[2, :2].tolist() == [0.5, 0.5]
+    assert soft[:, 2:].max() == 0.0 and soft[0].max() == 0.0
 
 
 def test_weights_of_another_shape_fail_in_one_line(tmp_path: Path) -> None:

@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
+from spine_core.errors import InputError
 from spine_core.inference.loading import default_weights_dir
 from spine_core.inference.xray.config import CARD_JSON, CARD_MD, DETECTOR_FILE, UNET_FILE
 from spine_core.inference.xray.model import XrayModel
-from spine_core.inference.xray.rescore import _write, held_out
+from spine_core.inference.xray.rescore import _write, held_out, rescore
 
 FILES = (UNET_FILE, DETECTOR_FILE, "xray_unet.pt", "xray_detector.pt", CARD_JSON, CARD_MD)
 
@@ -19,6 +22,12 @@ def test_held_out_films_are_the_cards_own() -> None:
     card = {"data": {"held_out_films": 4, "seed": 2022, "regions": ["cervical", "lumbar"]}}
     assert held_out(card) == [(2022500, "cervical"), (2022501, "lumbar"), (2022502, "cervical"),
                               (2022503, "lumbar")]
+    assert held_out(card, seed=2031)[:2] == [(2031500, "cervical"), (2031501, "lumbar")]
+
+
+def test_films_of_another_seed_are_never_written_to_the_card() -> None:
+    with pytest.raises(InputError, match="dry-run"):
+        rescore(threads=1, write=True, seed=2031)
 
 
 def test_rescoring_rewrites_card_and_configs_but_keeps_the_weights(tmp_path: Path) -> None:
