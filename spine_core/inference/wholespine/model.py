@@ -180,27 +180,30 @@ class WholeSpineLabeller:
             mask = labels_onto(coarse, grid.affine, target)
             timings.update({"fine_network": 0.0, "fine_post": time.perf_counter() - t0})
             return WholeSpineResult(mask, coarse, grid, renamed, raw, timings)
-        fine_prob, fine_grid, t_net = self._fine_probability(image, volume.affine, coarse, grid)
+        fine_prob, fine_grid, t_pre, t_net = self._fine_probability(image, volume.affine, coarse, grid)
         t1 = time.perf_counter()
         mask = self._combine(coarse, grid, fine_prob, fine_grid, target)
-        timings.update({"fine_network": t_net, "fine_post": (t1 - t0 - t_net) + (time.perf_counter() - t1)})
+        timings["preprocess"] += t_pre
+        timings.update({"fine_network": t_net, "fine_post": (t1 - t0 - t_net - t_pre) + (time.perf_counter() - t1)})
         return WholeSpineResult(mask, coarse, grid, renamed, raw, timings)
 
     def _fine_probability(self, image: torch.Tensor, affine: npt.NDArray[np.float64],
                           coarse: npt.NDArray[np.uint8], grid: Grid
-                          ) -> tuple[torch.Tensor, Grid, float]:
-        """Bone probability on the fine grid of the box around the coarse labels."""
+                          ) -> tuple[torch.Tensor, Grid, float, float]:
+        """Bone probability on the fine grid of the box around the coarse labels, and the seconds
+        taken to resample the input onto that grid and to run the network."""
         c = self.config
         assert self.fine is not None
         margin = int(np.ceil(c.fine_margin_mm / c.coarse_mm))
         lo, hi = _box_of(coarse > 0, margin)
         box = _sub_grid(grid, lo, hi)
         fine_grid = model_grid(box, c.fine_mm)
-        x = sample_onto(image, affine, fine_grid).to(self.device)
         t0 = time.perf_counter()
+        x = sample_onto(image, affine, fine_grid).to(self.device)
+        t1 = time.perf_counter()
         logits = _sliding(self.fine, x, c.fine_roi, c.overlap)
         prob = torch.softmax(logits.float(), dim=1)[:, 1:2]
-        return prob, fine_grid, time.perf_counter() - t0
+        return prob, fine_grid, t1 - t0, time.perf_counter() - t1
 
     def _combine(self, coarse: npt.NDArray[np.uint8], grid: Grid, fine_prob: torch.Tensor,
                  fine_grid: Grid, target: Grid) -> npt.NDArray[np.uint8]:

@@ -5,12 +5,14 @@ levels (mid-thoracic, lumbar). :func:`order_levels` treats each predicted verteb
 component of one label) as an *instance*, sorts the instances head to foot and chooses, by dynamic
 programming (Viterbi), the sequence of levels that
 
-* follows the craniocaudal chain C1 … C7, T1 … T12, (T13), L1 … L5, (L6), S with no gap, where
-  T12 → L1 (no T13), T11 → L1 (11 rib-bearing vertebrae) and L5 → S (no L6) are ordinary steps;
+* follows the craniocaudal chain C1 … C7, T1 … T12, (T13), L1 … L5, (L6), S with no gap (one
+  level passed over at a cost: a vertebra missed or merged), where T12 → L1 (no T13), T11 → L1
+  (11 rib-bearing vertebrae) and L5 → S (no L6) are ordinary steps;
 * may start and end at any level (a study sees part of the spine);
 * costs the least, an instance's cost for a level being ``-log`` of the network's mean
   probability of that level over its voxels (or its vote share when no probabilities are given),
-  weighted by its size relative to the median instance.
+  weighted by its size relative to half the typical vertebra (fragments count less); dropping
+  a fragment and passing over a missed level have costs too.
 
 Strong anchors (C1/C2 and the skull base, the last rib, the sacrum) thus fix the labels of the
 whole run. Pure numpy/scipy: no torch.
@@ -53,13 +55,15 @@ def viterbi_levels(
     costs: npt.NDArray[np.float64], chain: Sequence[int] = CHAIN,
     steps: set[tuple[int, int]] | None = None,
     drop_costs: npt.NDArray[np.float64] | None = None,
+    skip_cost: float = np.inf,
 ) -> list[int]:
     """The cheapest consecutive level sequence for instances ordered head to foot.
 
     ``costs[k, j]`` is the cost of giving instance ``k`` the level ``chain[j]``; ``drop_costs[k]``
     (default: never) that of calling it no vertebra (level 0, e.g. a spurious fragment), which
-    leaves the chain where it was. Returns one level per instance; the levels kept strictly
-    descend the chain through ``steps``.
+    leaves the chain where it was; ``skip_cost`` (default: never) that of passing over one level
+    (a vertebra the network missed or merged with its neighbour). Returns one level per instance;
+    the levels kept strictly descend the chain through ``steps``.
     """
     n, m = costs.shape
     if n == 0:
@@ -67,7 +71,11 @@ def viterbi_levels(
     drops = np.full(n, np.inf) if drop_costs is None else np.asarray(drop_costs, dtype=np.float64)
     step_set = allowed_steps(chain) if steps is None else steps
     pos = {lv: j for j, lv in enumerate(chain)}
-    preds: list[list[int]] = [[pos[a] for (a, b) in step_set if b == lv] for lv in chain]
+    preds: list[list[tuple[int, float]]] = [[(pos[a], 0.0) for (a, b) in step_set if b == lv]
+                                            for lv in chain]
+    if np.isfinite(skip_cost):
+        for j in range(2, m):
+            preds[j].append((j - 2, float(skip_cost)))
     none = m  # state "no level given yet"
     total = np.full(m + 1, np.inf)
     total[none] = 0.0
@@ -78,9 +86,9 @@ def viterbi_levels(
         back[k] = np.arange(m + 1)
         for j in range(m):
             best, arg = total[none], none
-            for i in preds[j]:
-                if total[i] < best:
-                    best, arg = total[i], i
+            for i, extra in preds[j]:
+                if total[i] + extra < best:
+                    best, arg = total[i] + extra, i
             if best + costs[k, j] < nxt[j]:
                 nxt[j] = best + costs[k, j]
                 back[k, j] = arg
@@ -208,6 +216,7 @@ def order_levels(
     min_fraction: float = 0.15,
     merge_fraction: float = 0.4,
     drop_cost: float = 12.0,
+    skip_cost: float = 3.0,
 ) -> tuple[npt.NDArray[np.uint8], dict[int, int]]:
     """Relabel a canonical-id label map so its vertebrae follow the anatomical order.
 
@@ -230,10 +239,10 @@ def order_levels(
             p = level_probs[i.index]
             row = np.array([float(p.get(lv, 0.0)) for lv in chain])
         else:
-            row = np.array([1.0 if lv == i.label else 0.0 for lv in chain])
-        costs[k] = -np.log(row + eps) * min(1.0, i.size / median)
-    drops = np.array([drop_cost * min(1.0, i.size / median) ** 2 for i in inst])
-    levels = viterbi_levels(costs, chain, drop_costs=drops)
+            row = np.array([0.9 if lv == i.label else 0.1 / (len(chain) - 1) for lv in chain])
+        costs[k] = -np.log(row + eps) * min(1.0, 2.0 * i.size / median)
+    drops = np.array([drop_cost * min(1.0, 2.0 * i.size / median) ** 2 for i in inst])
+    levels = viterbi_levels(costs, chain, drop_costs=drops, skip_cost=skip_cost)
     lut = np.zeros(int(comp.max()) + 1, dtype=np.uint8)
     renamed: dict[int, int] = {}
     for i, lv in zip(inst, levels):
