@@ -514,12 +514,23 @@ def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: se
         value = st.session_state.get(key)
         if value is None:
             return
-        _write(user, study_id, lambda s, me: ann.set_level_call(
-            s, me, study_id, level, value, expected_version=version), f"{level}: {CALL_LABELS[value]}")
+        if not _write(user, study_id, lambda s, me: ann.set_level_call(
+                s, me, study_id, level, value, expected_version=version),
+                f"{level}: {CALL_LABELS[value]}"):
+            st.session_state.pop(key, None)  # refused: the control shows the stored call again
 
     for level in levels:
         call, version = calls.get(level, (None, None))
         key = f"annotate_call_{study_id}_{level}_{version}_{level in boxed}"
+        if editable and level not in boxed and _unsaved_choice(key, call):
+            # the reader's click reached the server but its callback did not run (a run cut
+            # short by another rerun under load): save it now, against the version shown
+            chosen = st.session_state[key]
+            if _write(user, study_id, lambda s, me, lvl=level, v=version, val=chosen:
+                      ann.set_level_call(s, me, study_id, lvl, val, expected_version=v),
+                      f"{level}: {CALL_LABELS[chosen]}"):
+                st.rerun()
+            del st.session_state[key]  # refused (said above): show the stored call again
         name, control = st.columns([1, 6], vertical_alignment="center")
         name.markdown(f"**{level}**" + (" ▣" if level in boxed else ""))
         control.segmented_control(
@@ -530,6 +541,13 @@ def _level_panel(user: SignedInUser, study_id: int, levels: list[str], boxed: se
     unmarked = [lvl for lvl in levels if lvl not in calls]
     if unmarked:
         st.caption(f"Not marked yet: {', '.join(unmarked)}")
+
+
+def _unsaved_choice(key: str, stored: str | None) -> bool:
+    """Whether the level-call control ``key`` holds a choice the database does not: the
+    widget's value arrived with a run whose on_change callback never ran."""
+    value = st.session_state.get(key)
+    return value is not None and value in CALL_LABELS and value != stored
 
 
 GRADE_LABELS = {0: "0 normal", 1: "1 mild", 2: "2 moderate", 3: "3 severe"}

@@ -32,3 +32,45 @@ def test_annotate_opens_a_ct_study_in_one_large_axial_plane(
         assert not at.exception, at.exception
         view = workstation_view(at)
         assert (view["layout"], view["plane"]) == ("single", "axial")
+
+
+def test_a_level_call_that_arrives_without_its_callback_is_still_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load a reader's click on a level call can reach the server in a run whose on_change
+    callback never runs (the run that drew the control was cut short): the control then shows
+    the choice, and the page saves it on that run instead of losing it. Here the choice arrives
+    through session state, which runs no callback."""
+    from db import annotations as ann
+    from tests.annotation_helpers import add_user
+
+    ws = demo_workspace(tmp_path / "var")
+    assert import_path(write_tiny_dataset(tmp_path / "ct", n_studies=1), ws, progress=False).ok
+    with unit_of_work(ws.sessions) as session:
+        admin = session.scalars(select(m.User).where(m.User.username == "admin")).one()
+        reader = add_user(session, "reader9", "annotator")  # no reading of the dataset's
+        study = session.scalars(select(m.Study)).one()
+        assign(session, admin, study.id, [reader.id])
+        study_id, reader_id = study.id, reader.id
+
+    def stored() -> dict[str, str]:
+        with unit_of_work(ws.sessions, readonly=True) as s:
+            me = s.get(m.User, reader_id)
+            assert me is not None
+            return {lvl: c.call for lvl, c in ann.own_level_calls(s, me, study_id).items()}
+
+    st.cache_data.clear()
+    with pages_on(ws, monkeypatch):
+        at = app(signed_in(ws, "reader9"), script="pages/annotate.py").run()
+        assert not at.exception, at.exception
+        controls = [c for c in at.button_group
+                    if str(c.key).startswith(f"annotate_call_{study_id}_")]
+        assert controls, "no level-call control on the page"
+        key = str(controls[0].key)
+        level = key.split("_")[3]
+        assert stored().get(level) != "fractured"
+        at.session_state[key] = "fractured"  # the value, without the click's callback
+        at = at.run()
+        assert not at.exception, at.exception
+        assert stored().get(level) == "fractured", ([e.value for e in at.error],
+                                                    [w.value for w in at.warning], key)
+        assert [t.value for t in at.toast] == [f"{level}: Fractured"]
