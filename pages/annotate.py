@@ -572,14 +572,25 @@ def _grade_panel(user: SignedInUser, study_id: int, levels: list[str], editable:
             return
         morph = None if grade == 0 else st.session_state.get(morph_key)
         text = f"{level}: grade {grade}" + (f", {morph}" if morph else "")
-        _write(user, study_id, lambda s, me: gr.set_grade(s, me, study_id, level, int(grade), morph,
-                                                          expected_version=version), text)
+        if not _write(user, study_id, lambda s, me: gr.set_grade(
+                s, me, study_id, level, int(grade), morph, expected_version=version), text):
+            for key in (grade_key, morph_key):  # refused: the controls show what is stored
+                st.session_state.pop(key, None)
 
     for level in levels:
         have = own.get(level)
         version = have.version if have else None
         grade_key = f"annotate_grade_{study_id}_{level}_{version}"
         morph_key = f"annotate_morph_{study_id}_{level}_{version}"
+        grade, morph = st.session_state.get(grade_key), st.session_state.get(morph_key)
+        if editable and grade in GRADE_LABELS and (
+                have is None or grade != have.grade
+                or (grade != 0 and morph in MORPHOLOGIES and morph != have.morphology)):
+            # a choice that reached the server without its callback (a run cut short under
+            # load, as for level calls): save it now rather than lose it
+            save(level, grade_key, morph_key, version)
+            if st.session_state.get(grade_key) is not None:
+                st.rerun()
         name, grade_col, morph_col = st.columns([1, 6, 5], vertical_alignment="center")
         name.markdown(f"**{level}**" + (f" → {renumbered[level]}" if level in renumbered else ""))
         grade_col.segmented_control(

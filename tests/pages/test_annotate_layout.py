@@ -74,3 +74,48 @@ def test_a_level_call_that_arrives_without_its_callback_is_still_saved(
         assert stored().get(level) == "fractured", ([e.value for e in at.error],
                                                     [w.value for w in at.warning], key)
         assert [t.value for t in at.toast] == [f"{level}: Fractured"]
+
+
+def test_a_genant_grade_that_arrives_without_its_callback_is_still_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a Genant grade and its morphology (VerSe-style reading)."""
+    from db import grades as gr
+    from tests.annotation_helpers import add_user
+
+    ws = demo_workspace(tmp_path / "var")
+    assert import_path(write_tiny_dataset(tmp_path / "ct", n_studies=1), ws, progress=False).ok
+    with unit_of_work(ws.sessions) as session:
+        admin = session.scalars(select(m.User).where(m.User.username == "admin")).one()
+        reader = add_user(session, "reader9", "annotator")
+        study = session.scalars(select(m.Study)).one()
+        study.call_scheme = "genant"
+        assign(session, admin, study.id, [reader.id])
+        study_id, reader_id = study.id, reader.id
+
+    def stored() -> dict[str, tuple[int, str | None]]:
+        with unit_of_work(ws.sessions, readonly=True) as s:
+            me = s.get(m.User, reader_id)
+            assert me is not None
+            return {lvl: (g.grade, g.morphology) for lvl, g in gr.grades_of(s, me, study_id).items()}
+
+    st.cache_data.clear()
+    with pages_on(ws, monkeypatch):
+        at = app(signed_in(ws, "reader9"), script="pages/annotate.py").run()
+        assert not at.exception, at.exception
+        grades = [c for c in at.button_group
+                  if str(c.key).startswith(f"annotate_grade_{study_id}_")]
+        assert grades, "no grade control on the page"
+        key = str(grades[0].key)
+        level = key.split("_")[3]
+        assert level not in stored()
+        at.session_state[key] = 2  # the value, without the click's callback
+        at = at.run()
+        assert not at.exception, at.exception
+        assert stored()[level] == (2, None)
+        assert [t.value for t in at.toast] == [f"{level}: grade 2"]
+        morph = next(str(c.key) for c in at.button_group
+                     if str(c.key).startswith(f"annotate_morph_{study_id}_{level}_"))
+        at.session_state[morph] = "wedge"
+        at = at.run()
+        assert not at.exception, at.exception
+        assert stored()[level] == (2, "wedge")
