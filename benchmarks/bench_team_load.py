@@ -581,8 +581,10 @@ async def reader_run(browser: Any, reader: Reader, shared: Shared, url: str, arg
 CALLS = ["Not fractured", "Unsure", "Fractured"]
 
 
-#: A level's call option not chosen yet, and the chosen one (Streamlit's segmented control).
-OPTION = "[data-testid=stButtonGroup] button[role=radio][aria-checked=false]"
+#: A level's call option not chosen yet on a level that takes calls (a boxed level's are
+#: disabled: its box marks it), and the chosen one (Streamlit's segmented control).
+OPTION = ("[data-testid=stButtonGroup] [role=radiogroup]:not([aria-disabled=true]) "
+          "button[role=radio][aria-checked=false]:not([disabled])")
 CHOSEN = "[data-testid=stButtonGroup] button[role=radio][aria-checked=true]"
 #: Seconds a reader waits for a level call's toast before clicking again.
 CALL_RETRY_S = 8.0
@@ -597,15 +599,18 @@ async def level_call(page: Any, reader: Reader, i: int, shared: Shared, args: ar
     n = await buttons.count()
     if n == 0:
         raise RuntimeError("no level to call")
-    target = buttons.nth(i % n)
-    row = target.locator("xpath=ancestor::div[@data-testid='stHorizontalBlock'][1]")
-    level = (await row.locator("p").first.inner_text()).strip().split()[0]
+    group = buttons.nth(i % n).locator("xpath=ancestor::*[@role='radiogroup'][1]")
+    level = str(await group.get_attribute("aria-label"))
+    # from here on, this level's own control (the page redraws; a list position would move)
+    group = page.locator(f"[data-testid=stButtonGroup] [role=radiogroup][aria-label='{level}']")
+    exact = re.compile(rf"^{re.escape(value)}$")
+    option = group.locator("button[role=radio]").filter(has_text=exact)
+    chosen = group.locator("button[role=radio][aria-checked=true]").filter(has_text=exact)
     before = await n_toasts(page, f"^{level}: ")
     reader.calls_tried += 1
     t0 = await page.evaluate("performance.now()")
-    chosen = row.locator(CHOSEN).filter(has_text=re.compile(rf"^{re.escape(value)}$"))
     for attempt in range(3):  # a click a redraw swallowed shows nothing: the reader clicks again
-        await target.click()
+        await option.click()
         try:
             t_toast, text = await wait_toast(page, f"^{level}: ", before, args.confirm_timeout_s
                                              if attempt == 2 else CALL_RETRY_S, shared, reader)
