@@ -107,7 +107,7 @@ class StudyPredictor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         ids, payloads, errors, load_times = [], [], [], []
         for study_id, reference in zip(batch["study_id"], batch["series"]):
-            payload, error, load_s = self.predict_one(str(reference))
+            payload, error, load_s = self.predict_one(str(reference), int(study_id))
             ids.append(int(study_id))
             payloads.append(payload)
             errors.append(error)
@@ -119,7 +119,7 @@ class StudyPredictor:
             "load_s": np.asarray(load_times, dtype=np.float64),
         }
 
-    def predict_one(self, reference: str) -> tuple[bytes, str, float]:
+    def predict_one(self, reference: str, study_id: int) -> tuple[bytes, str, float]:
         """(payload, "", load seconds) or (b"", error message, load seconds) for one study."""
         from db import models as m
         from db.film_views import as_set
@@ -133,7 +133,7 @@ class StudyPredictor:
             series = m.Series(**json.loads(reference))
             volume = open_image(self.workspace, series)
             with unit_of_work(self.workspace.sessions, readonly=True) as session:
-                volume = as_set(session, int(series.study_id), volume)  # a film's set view
+                volume = as_set(session, study_id, volume)  # a film's view as a reader set it
             load_s = time.perf_counter() - started
             result = self.predictor.predict(volume)
             return wire.encode_prediction(result, volume.affine, volume.shape), "", load_s

@@ -66,7 +66,7 @@ def test_client_key_upgrades_empty_is_unique_per_reader_and_downgrades(db_url: s
             assert "client_key" not in {c["name"] for c in insp.get_columns("boxes")}
             assert "uq_boxes_client_key" not in {i["name"] for i in insp.get_indexes("boxes")}
             assert conn.execute(text("SELECT id FROM boxes ORDER BY id")).scalars().all() == [1, 2, 3, 4]
-        upgrade(db_url)
+        upgrade(db_url, "0009")
         assert current_revision(db_url) == "0009"
     finally:
         engine.dispose()

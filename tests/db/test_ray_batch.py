@@ -146,7 +146,7 @@ def test_ray_batch_stores_each_study_once_resumes_and_reports_a_broken_study(
     outcomes: list[tuple[int, str]] = []
     report = predict_many_ray(ws, imported.study_ids, actor="carol",
                               options=RayBatchOptions(actors=2), on_study=lambda i, o: outcomes.append((i, o)))
-    assert (report.predicted, report.skipped, report.stopped) == (2, 0, "")
+    assert (report.predicted, report.skipped, report.stopped) == (2, 0, ""), report.problems
     broken_uid = imported.uids[broken_id]
     assert len(report.problems) == 1 and report.problems[0].startswith(f"study {broken_uid}: ")
     assert "missing" in report.problems[0]
