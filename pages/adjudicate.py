@@ -26,7 +26,7 @@ from spine_core import adjudication as adj
 from spine_core import words
 from spine_core.adjudication import craniocaudal_key
 from spine_core.colours import UNION_COLOUR
-from spine_core.io.radiograph import display_window, radiograph_viewer_options
+from spine_core.io.radiograph import viewer_options
 from spine_core.labels import CERVICAL, CRANIOCAUDAL_ORDER, LEVEL_NAMES
 from spine_core.roles import Permission, can
 
@@ -156,10 +156,9 @@ def _workstation(detail: views.DisputeDetail) -> bool:
         workstation(f"{view.info.series_uid}:{view.fingerprint}:{view.mask_id}",
                     lambda: ViewerSource(view.image, view.mask), key="adjudicate_viewer",
                     layout="single", plane="axial", slice=index,
-                    window=display_window(view.image) or "bone",
                     boxes=dispute_boxes(detail), focus=dispute_region(detail), large_labels=True,
                     editable=False, height=560, max_browser_bytes=browser_limit(),
-                    **radiograph_viewer_options(view.image))
+                    **viewer_options(view.image))
     except VolumeTooLargeError as exc:
         st.info(f"{exc}. The slices are rendered on the server instead.")
         return False

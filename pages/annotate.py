@@ -35,7 +35,7 @@ from pages.parts.relabel_panel import relabel_panel
 from spine_core import annotation_geometry as ag
 from spine_core import words
 from spine_core.errors import ConflictError, InputError, NotFound, PermissionDenied
-from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_viewer_options
+from spine_core.io.radiograph import is_radiograph_volume, viewer_options
 from spine_core.roles import Permission
 from spine_viewer import CT_PRESETS, BoxEvent, keymap_markdown
 
@@ -374,9 +374,9 @@ def _viewer(user: SignedInUser, study_id: int, study: Any, editable: bool,
                 f"{info.series_uid}:{study.fingerprint}:{study.mask_id}",
                 lambda: ViewerSource(study.image, study.mask), key=f"annotate_viewer_{study_id}",
                 layout="single", plane="axial",  # boxes are drawn on axial slices; T: three planes
-                slice=start, window=display_window(study.image) or "bone", boxes=boxes,
+                slice=start, boxes=boxes,
                 on_event=on_event, editable=editable, height="fill", max_browser_bytes=browser_limit(),
-                box_post=_box_post(study_id, study), **radiograph_viewer_options(study.image))
+                box_post=_box_post(study_id, study), **viewer_options(study.image))
         except VolumeTooLargeError as exc:
             _server_fallback(user, study, exc)
             return
@@ -685,7 +685,7 @@ def main() -> None:
     film = film_reading_table(user, study_id, editable, _write)  # a film: one box per vertebra
     with st.expander("Keys of the viewer (the same on every page; ? inside the viewer)"):
         st.markdown(keymap_markdown(
-            radiograph_viewer_options(study.image).get("presets", CT_PRESETS)))
+            viewer_options(study.image).get("presets", CT_PRESETS)))
     if film:  # the vertebra table stands in for the CT's level calls
         _submit_panel(user, study_id, status, study_status, film=True)
         return

@@ -50,7 +50,7 @@ from pages.parts.viewer_workstation import (
     viewer_boxes,
 )
 from spine_core.errors import CacheError, DicomError, MaskError, NotFound, SourceChangedError
-from spine_core.io.radiograph import display_window, is_radiograph_volume, radiograph_viewer_options
+from spine_core.io.radiograph import is_radiograph_volume, viewer_options
 from spine_core.labels import LEVEL_NAMES
 from spine_core.render import Plane
 from spine_viewer import CT_PRESETS, ViewerSource, VolumeTooLargeError, keymap_markdown, workstation
@@ -144,18 +144,18 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
     boxes = viewer_boxes(recent_reader_boxes(study_id, user) if readers_on else [],
                          prediction.boxes if model_on and prediction is not None else [])
     where = "Film · one image" if film else slice_caption(view, plane, index, tuple(cursor))
+    options = viewer_options(view.image)
     bar.caption(f"**{where}** · ? keys",
                 help="↑/↓ or the wheel step a slice, PgUp/PgDn ten; right-drag sets the window "
                      "(1/2/3 presets), Ctrl+wheel zooms, Shift+drag pans, R resets, L the level "
                      "colours.\n\n" + keymap_markdown(
-                         radiograph_viewer_options(view.image).get("presets", CT_PRESETS)))
+                         options.get("presets", CT_PRESETS)))
     try:
         workstation(volume_id, lambda: ViewerSource(view.image, mask), key=key,
                     layout=WS_LAYOUTS.get(layout or "", "single"),  # type: ignore[arg-type]
                     plane=plane,  # type: ignore[arg-type]
                     cursor=cursor, boxes=boxes, editable=False, max_browser_bytes=browser_limit(),
-                    window=display_window(view.image) or "bone",
-                    **radiograph_viewer_options(view.image),
+                    **options,
                     go_to=int(st.session_state.get("vw_ws_go_to", 0)))
     except VolumeTooLargeError as exc:  # checked before; a mask switch may still exceed it
         st.info(f"{exc}.")
@@ -280,20 +280,15 @@ def main(user: SignedInUser) -> None:
     st.html("<style>.stMainBlockContainer, .block-container {padding-top: 2.5rem} "
             "[data-testid=stHeading] h3 {font-size: 1.25rem; overflow-wrap: anywhere; "
             "padding-bottom: 0}</style>")  # style only: takes no room on the page
-    if is_radiograph_volume(view.image):  # one image: no 3-D
-        slices = st.container()
-        with st.container():
-            prediction, predicted = prediction_section(view, user, key="vw_pred")
-        with slices:
-            client_panel(view, user, prediction, predicted)
-        return
-    slices, solid = st.tabs(["Slices", "3-D vertebrae"])
+    film = is_radiograph_volume(view.image)  # one image: no 3-D
+    slices, solid = (st.container(), None) if film else st.tabs(["Slices", "3-D vertebrae"])
     with st.container():
         prediction, predicted = prediction_section(view, user, key="vw_pred")
     with slices:
         client_panel(view, user, prediction, predicted)
-    with solid:
-        panel_3d(view, user, prediction)
+    if solid is not None:
+        with solid:
+            panel_3d(view, user, prediction)
 
 
 signed_in = require_permission()

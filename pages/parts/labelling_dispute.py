@@ -52,7 +52,7 @@ def film_view(user: SignedInUser, detail: views.DisputeDetail) -> None:
     """The film in the workstation with every reader's boxes, each labelled with its vertebra."""
     from pages.parts.viewer_parts import load_study
     from pages.parts.viewer_workstation import browser_limit
-    from spine_core.io.radiograph import display_window, radiograph_viewer_options
+    from spine_core.io.radiograph import viewer_options
     from spine_viewer import ViewerBox, ViewerSource, workstation
 
     ws = workspace()
@@ -71,9 +71,9 @@ def film_view(user: SignedInUser, detail: views.DisputeDetail) -> None:
     workstation(f"{study.info.series_uid}:{study.fingerprint}:{study.mask_id}",
                 lambda: ViewerSource(study.image, study.mask), key="adjudicate_film_viewer",
                 layout="single", plane="axial", slice=0,
-                window=display_window(study.image) or "bone", boxes=shown, large_labels=True,
+                boxes=shown, large_labels=True,
                 editable=False, height=560, max_browser_bytes=browser_limit(),
-                **radiograph_viewer_options(study.image))
+                **viewer_options(study.image))
 
 
 def sides(detail: views.DisputeDetail) -> None:

@@ -310,7 +310,7 @@ def test_a_16_bit_monochrome1_film_is_int16_with_an_offset_and_its_window_follow
 def test_window_presets_of_a_film_are_its_own_window_full_range_and_bone_detail() -> None:
     """Keys 1/2/3 on a radiograph: the file's window (RG1's WindowCenter/Width, inverted), every
     value, and the brighter half; never CT's HU presets."""
-    from spine_core.io.radiograph import radiograph_viewer_options, window_presets
+    from spine_core.io.radiograph import viewer_options, window_presets
     from spine_core.render.windowing import BONE
     from spine_core.volume import Volume
     from spine_viewer.keymap import keymap_markdown
@@ -325,8 +325,9 @@ def test_window_presets_of_a_film_are_its_own_window_full_range_and_bone_detail(
     median, top = np.percentile(values.astype(np.float32), [50, 99.8])
     assert bone.level - bone.width / 2 == pytest.approx(median, abs=1)
     assert bone.level + bone.width / 2 == pytest.approx(top, abs=1)
-    options = radiograph_viewer_options(volume)
+    options = viewer_options(volume)
     assert options["presets"] == (first, full, bone) and options["length_unit"] == "px"
+    assert options["window"] == (width, centre)  # the film opens in its first preset
     table = keymap_markdown(options["presets"])
     assert f"window: full range ({full.width:g}/{full.level:g})" in table
     assert "bone (1800/400)" not in table and "bone (1800/400)" in keymap_markdown()
@@ -335,7 +336,7 @@ def test_window_presets_of_a_film_are_its_own_window_full_range_and_bone_detail(
     assert window_presets(no_window)[0].name == "auto"
     # CT: no options, the viewer keeps its HU presets
     ct = Volume(np.zeros((4, 8, 8), np.int16), np.eye(4))
-    assert radiograph_viewer_options(ct) == {} and BONE.width == 1800
+    assert viewer_options(ct) == {"window": "bone"} and BONE.width == 1800
 
 
 def test_the_description_shows_a_view_a_person_set_over_the_header_s() -> None:
@@ -356,11 +357,11 @@ def test_the_edges_of_a_film_are_lettered_from_its_patient_orientation(
         name: str, letters: tuple[str, ...]) -> None:
     """RG1 (chest PA) says L\\F: rows run to the patient's left, so the right edge is L and the top
     H; RG3 (AP) says R\\F. The viewer gets them as ``film``."""
-    from spine_core.io.radiograph import edge_letters, radiograph_viewer_options
+    from spine_core.io.radiograph import edge_letters, viewer_options
 
     volume = load_radiograph(_testdata(name))
     assert edge_letters(volume.meta) == letters
-    assert radiograph_viewer_options(volume)["film"] == letters
+    assert viewer_options(volume)["film"] == letters
 
 
 def test_a_synthetic_lateral_film_faces_left_and_bad_orientations_letter_nothing() -> None:
