@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import audit
 from db import models as m
 from db.access import check_permission, is_annotator
-from db.annotations import assignment_for
-from db.studies import is_radiograph_series
+from db.annotations import assignment_for, primary_series
+from db.session import unit_of_work
+from db.studies import is_radiograph_series, open_image
+from db.workspace import Workspace
 from spine_core.errors import InputError, NotFound, PermissionDenied
 from spine_core.io.radiograph import is_radiograph_volume, with_view
 from spine_core.roles import Permission
@@ -46,10 +47,7 @@ def film_view(session: Session, study_id: int) -> SetView | None:
 
 def _check_film(session: Session, actor: m.User, study_id: int) -> None:
     check_permission(actor, Permission.set_film_view)
-    series = session.scalars(select(m.Series).where(m.Series.study_id == int(study_id))
-                             .order_by(m.Series.id).limit(1)).first()
-    if series is None:
-        raise NotFound(f"study {study_id} does not exist or has no image; reload the case list")
+    series = primary_series(session, int(study_id))  # NotFound: no such study, or no image
     if not is_radiograph_series(series):
         raise InputError(f"study {series.study.study_uid} is not a radiograph; only a film has a "
                          "view to set")
@@ -57,12 +55,14 @@ def _check_film(session: Session, actor: m.User, study_id: int) -> None:
         raise PermissionDenied("this film is not assigned to you; ask an admin to assign it")
 
 
-def as_set(session: Session, study_id: int, volume: Volume) -> Volume:
-    """Film ``volume`` with the view a person set on it (unchanged when none was set): the
-    models see the readers' word over the header's."""
+def image_to_predict(ws: Workspace, series: m.Series, study_id: int) -> Volume:
+    """The series' image as the models see it: a film carries the view a person set on it
+    (unchanged when none was set), so the models hear the readers' word over the header's."""
+    volume = open_image(ws, series)
     if not is_radiograph_volume(volume):
         return volume
-    set_view = film_view(session, study_id)
+    with unit_of_work(ws.sessions, readonly=True) as session:
+        set_view = film_view(session, study_id)
     return with_view(volume, set_view.view) if set_view is not None else volume
 
 

@@ -254,8 +254,7 @@ def predict_study(
         ConflictError: another run replaced the same prediction at the same moment.
         SpineError subclasses from opening the study or from the predictor (nothing stored then).
     """
-    from db.film_views import as_set
-    from db.studies import open_image
+    from db.film_views import image_to_predict
 
     info = predictor.info()
     _check_info(info)
@@ -263,9 +262,7 @@ def predict_study(
     if series is None:
         return None
     started = time.perf_counter()
-    volume = open_image(ws, series)
-    with unit_of_work(ws.sessions, readonly=True) as session:
-        volume = as_set(session, study_id, volume)  # a film's view as a reader set it
+    volume = image_to_predict(ws, series, study_id)
     load_s = time.perf_counter() - started
     result = predictor.predict(volume, progress)
     backend = getattr(predictor, "url", "") or f"local ({result.device})"

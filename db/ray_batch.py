@@ -122,18 +122,14 @@ class StudyPredictor:
     def predict_one(self, reference: str, study_id: int) -> tuple[bytes, str, float]:
         """(payload, "", load seconds) or (b"", error message, load seconds) for one study."""
         from db import models as m
-        from db.film_views import as_set
-        from db.session import unit_of_work
-        from db.studies import open_image
+        from db.film_views import image_to_predict
         from spine_core.inference import wire
 
         started = time.perf_counter()
         load_s = 0.0
         try:
             series = m.Series(**json.loads(reference))
-            volume = open_image(self.workspace, series)
-            with unit_of_work(self.workspace.sessions, readonly=True) as session:
-                volume = as_set(session, study_id, volume)  # a film's view as a reader set it
+            volume = image_to_predict(self.workspace, series, study_id)
             load_s = time.perf_counter() - started
             result = self.predictor.predict(volume)
             return wire.encode_prediction(result, volume.affine, volume.shape), "", load_s

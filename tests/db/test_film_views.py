@@ -74,7 +74,7 @@ def test_a_reader_sets_the_view_and_the_committee_corrects_it_on_record(
     ("reader2", "film", "AP", PermissionDenied, "not assigned to you"),
     ("reader1", "ct", "AP", InputError, "is not a radiograph"),
     ("reader1", "film", "oblique", InputError, "unknown view 'oblique'"),
-    ("admin", "missing", "PA", NotFound, "does not exist"),
+    ("admin", "missing", "PA", NotFound, "no image series"),
 ])
 def test_refusals_say_why_in_one_line_and_change_nothing(
         db_sessions: sessionmaker[Session], who: str, study: str, view: str,
