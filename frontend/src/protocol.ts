@@ -93,8 +93,8 @@ export interface ViewSpec {
   length_unit?: string;
   /** unit of the voxel value read-out ("HU" for CT, "" for a radiograph's detector values) */
   value_unit?: string;
-  /** the windows keys 1, 2, 3 choose, (width, level) each; absent: CT's bone, soft tissue, brain */
-  presets?: [number, number][];
+  /** the windows keys 1, 2, 3 choose, (width, level) each (CT's or a film's own) */
+  presets: [number, number][];
   /** a radiograph: one image shown as "Film", with the letters of its top, bottom, left and
    * right edges ("" where the header gives none); no planes or layouts to choose */
   film?: FilmSpec | null;

@@ -21,8 +21,6 @@ import { VolumeStore } from "./volume";
 export type Tool = "nav" | "box" | "measure";
 type Setter = (name: string, value: unknown) => void;
 
-/** keys 1, 2, 3 on a frame that names no presets: CT's bone, soft tissue, brain (width, level) */
-const CT_PRESETS: [number, number][] = [[1800, 400], [400, 40], [80, 40]];
 const AXIS: Record<PlaneName, 0 | 1 | 2> = { axial: 0, coronal: 1, sagittal: 2 };
 
 interface PyView {
@@ -371,7 +369,7 @@ export class Workstation {
 
   /** window preset ``n`` (0-based) of the frame's presets (a radiograph sends its own) */
   preset(n: number): void {
-    const p = (this.view?.presets ?? CT_PRESETS)[n];
+    const p = this.view?.presets[n];
     if (p) this.setWindow(p[0], p[1]);
   }
 
