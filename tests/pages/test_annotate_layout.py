@@ -13,6 +13,7 @@ from db import models as m
 from db.annotations import assign
 from db.importer import import_path
 from db.session import unit_of_work
+from db.workspace import Workspace
 from tests.app_helpers import app, demo_workspace, pages_on, signed_in, workstation_view
 from tests.prediction_helpers import write_tiny_dataset
 
@@ -34,6 +35,23 @@ def test_annotate_opens_a_ct_study_in_one_large_axial_plane(
         assert (view["layout"], view["plane"]) == ("single", "axial")
 
 
+def _new_reader_on_a_tiny_study(tmp_path: Path, scheme: str = "fracture"
+                                ) -> tuple[Workspace, int, int]:
+    """A workspace with one imported tiny study assigned to a new reader, reader9 (who has none
+    of the dataset's readings); returns it, the study id and the reader's id."""
+    from tests.annotation_helpers import add_user
+
+    ws = demo_workspace(tmp_path / "var")
+    assert import_path(write_tiny_dataset(tmp_path / "ct", n_studies=1), ws, progress=False).ok
+    with unit_of_work(ws.sessions) as session:
+        admin = session.scalars(select(m.User).where(m.User.username == "admin")).one()
+        reader = add_user(session, "reader9", "annotator")
+        study = session.scalars(select(m.Study)).one()
+        study.call_scheme = scheme
+        assign(session, admin, study.id, [reader.id])
+        return ws, study.id, reader.id
+
+
 def test_a_level_call_that_arrives_without_its_callback_is_still_saved(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under load a reader's click on a level call can reach the server in a run whose on_change
@@ -41,16 +59,8 @@ def test_a_level_call_that_arrives_without_its_callback_is_still_saved(
     the choice, and the page saves it on that run instead of losing it. Here the choice arrives
     through session state, which runs no callback."""
     from db import annotations as ann
-    from tests.annotation_helpers import add_user
 
-    ws = demo_workspace(tmp_path / "var")
-    assert import_path(write_tiny_dataset(tmp_path / "ct", n_studies=1), ws, progress=False).ok
-    with unit_of_work(ws.sessions) as session:
-        admin = session.scalars(select(m.User).where(m.User.username == "admin")).one()
-        reader = add_user(session, "reader9", "annotator")  # no reading of the dataset's
-        study = session.scalars(select(m.Study)).one()
-        assign(session, admin, study.id, [reader.id])
-        study_id, reader_id = study.id, reader.id
+    ws, study_id, reader_id = _new_reader_on_a_tiny_study(tmp_path)
 
     def stored() -> dict[str, str]:
         with unit_of_work(ws.sessions, readonly=True) as s:
@@ -80,17 +90,8 @@ def test_a_genant_grade_that_arrives_without_its_callback_is_still_saved(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same for a Genant grade and its morphology (VerSe-style reading)."""
     from db import grades as gr
-    from tests.annotation_helpers import add_user
 
-    ws = demo_workspace(tmp_path / "var")
-    assert import_path(write_tiny_dataset(tmp_path / "ct", n_studies=1), ws, progress=False).ok
-    with unit_of_work(ws.sessions) as session:
-        admin = session.scalars(select(m.User).where(m.User.username == "admin")).one()
-        reader = add_user(session, "reader9", "annotator")
-        study = session.scalars(select(m.Study)).one()
-        study.call_scheme = "genant"
-        assign(session, admin, study.id, [reader.id])
-        study_id, reader_id = study.id, reader.id
+    ws, study_id, reader_id = _new_reader_on_a_tiny_study(tmp_path, "genant")
 
     def stored() -> dict[str, tuple[int, str | None]]:
         with unit_of_work(ws.sessions, readonly=True) as s:
