@@ -8,7 +8,11 @@ stores (``db.signin_state``), the same rows app.py uses, so several replicas of 
 one database redeem tickets and revoke tokens alike.
 """
 
+import logging
+
 import streamlit as st
+from streamlit.proto.ClientState_pb2 import ClientState
+from streamlit.runtime.app_session import AppSession
 from streamlit.runtime.pages_manager import PagesManager
 
 from db.workspace import open_workspace
@@ -24,6 +28,44 @@ from spine_web.volume_routes import volume_routes
 # first session arriving on a page's URL (a reader of a killed replica reconnecting on /annotate)
 # would run pages/annotate.py bare (an error page, for every such session of that process).
 PagesManager.uses_pages_directory = False
+
+
+def run_whole_page_for_unknown_fragments() -> None:
+    """A browser that reconnects to this process gets its page run here.
+
+    When a replica dies (or restarts), Streamlit's front end reconnects to whichever process
+    answers and opens a new session there, but runs nothing: the page on screen is the dead
+    process's last render. Its next request is often a rerun of a fragment (the viewer asking for
+    a chunk or committing a slice, a progress panel's timer), which the new session, never having
+    run the page, does not know: Streamlit drops it (an info line), so the page stopped following
+    the viewer and a viewer still streaming stayed at "loading n %". Here a session that has not
+    run the whole page yet runs it instead, with the same widget states and page. A session that
+    has keeps Streamlit's rule (a fragment that a full run removed is not run again).
+    """
+    if getattr(AppSession, "_spine_whole_page_patch", False):
+        return
+    original = AppSession.request_rerun
+
+    def request_rerun(self: AppSession, client_state: ClientState | None) -> None:
+        fragment = client_state.fragment_id if client_state is not None else ""
+        if (client_state is not None and fragment and not getattr(self, "_spine_ran_page", False)
+                and not self.has_fragment(fragment)):
+            whole = ClientState()
+            whole.CopyFrom(client_state)
+            whole.fragment_id, whole.is_auto_rerun = "", False
+            logging.getLogger("spine.server").info(
+                "session %s: fragment %s unknown before the page's first run here (a reconnect):"
+                " running the whole page", self.id, fragment)
+            client_state = whole
+        if client_state is None or not client_state.fragment_id:
+            self._spine_ran_page = True  # type: ignore[attr-defined]
+        original(self, client_state)
+
+    AppSession.request_rerun = request_rerun  # type: ignore[method-assign]
+    AppSession._spine_whole_page_patch = True  # type: ignore[attr-defined]
+
+
+run_whole_page_for_unknown_fragments()
 
 _workspace = open_workspace(load_settings())
 _signin = _workspace.signin

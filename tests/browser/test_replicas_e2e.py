@@ -5,9 +5,11 @@ browser context carries its cookie from one loopback server to the other."""
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,14 +20,17 @@ from playwright.sync_api import expect
 
 from tests.backend_helpers import free_port
 from tests.browser.conftest import ROOT, _wait_http, open_page, sign_in
+from tests.browser.test_annotation_e2e import axial_index, choose_study, step
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 @contextmanager
-def replica(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """One more ``streamlit run server.py`` on the same data folder (and so the same database)."""
-    port = free_port()
+def replica(env: dict[str, str], log: Path,
+            port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """One more ``streamlit run server.py`` on the same data folder (and so the same database);
+    ``port``: where (default a free one; the port of a killed replica plays its restart)."""
+    port = port or free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "server.py", "--server.headless", "true",
@@ -69,3 +74,62 @@ def test_a_reader_stays_signed_in_across_replicas_and_a_killed_server(
     with replica(app_env, tmp_path / "d.log") as (url_d, _):  # a fresh process, same database
         second.goto(f"{url_d}/annotate")
         _signed_in_as(second, "Reader 2 · Reader")
+
+
+@pytest.fixture(scope="module")
+def restart_study(app_url: str, app_env: dict[str, str],
+                  tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One synthetic study of this module's own, assigned to reader1 and reader2."""
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
+    from tests.browser.test_annotate_workstation_e2e import ASSIGN
+
+    root = tmp_path_factory.mktemp("e2e-restart") / "data"
+    write_rsna_dataset(root, n_studies=1, seed=4813, shape=(48, 96, 96), workers=1, n_readers=0)
+    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
+                   env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    with (root / "train.csv").open(newline="") as fh:
+        uid = next(csv.DictReader(fh))["StudyInstanceUID"]
+    subprocess.run([sys.executable, "-c", ASSIGN, uid], env=app_env, cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    return uid
+
+
+def test_a_reader_whose_server_died_is_back_at_work_without_a_reload(
+    app_env: dict[str, str], restart_study: str, contexts: Any, tmp_path: Path,
+) -> None:
+    """The browser reconnects to a fresh process on the same address (what a replica's death
+    behind nginx, or a restart, looks like), and Streamlit runs nothing there by itself. The
+    viewer's next message is a rerun of its fragment, which a session that never ran the page does
+    not know; Streamlit dropped it, so the page stopped following the viewer (and a viewer still
+    streaming stayed at "loading n %"). server.py's run_whole_page_for_unknown_fragments runs the
+    whole page instead: the side panel follows the slice again, with no reload."""
+    env = {**app_env, "SPINE_VOLUME_SECRET": "one-secret-for-both-processes"}
+    port = free_port()
+    reader = contexts()
+    sockets: list[Any] = []
+    reader.on("websocket", lambda ws: sockets.append(ws))
+    with replica(env, tmp_path / "first.log", port) as (url, proc):
+        sign_in(reader, url, "reader1")
+        open_page(reader, "Annotate")
+        choose_study(reader, restart_study)
+        shown = axial_index(reader) + 1  # the page counts slices from 1, the viewer from 0
+        expect(reader.get_by_text(f"· axial {shown}", exact=False).first).to_be_visible()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    opened = len(sockets)
+    with replica(env, tmp_path / "second.log", port):
+        deadline = time.monotonic() + 60
+        while len(sockets) == opened and time.monotonic() < deadline:  # Streamlit's reconnect
+            reader.wait_for_timeout(250)
+        assert len(sockets) > opened, "the browser never reconnected"
+        reader.wait_for_timeout(1000)
+        for _ in range(3):
+            step(reader, "ArrowUp")
+        assert axial_index(reader) + 1 == shown + 3
+        # the slice is committed through the viewer's fragment: the page runs on the new process
+        expect(reader.get_by_text(f"· axial {shown + 3}", exact=False).first).to_be_visible(
+            timeout=20_000)
+        expect(reader.get_by_role("button", name="Sign out")).to_be_visible()
+        assert reader.url.startswith(url), reader.url  # never reloaded elsewhere
+        second = (tmp_path / "second.log").read_text()
+        assert "does not exist anymore" not in second, second[-2000:]
