@@ -63,6 +63,7 @@ export class Streamer {
     const next = url ?? null;
     if (!next || next === this.url || this.refused.has(next) || this.vol.complete) return;
     this.url = next;
+    this.channel.need = null; // the route brings what was asked of Python
     this.tries.clear();
     this.notBefore.clear();
     this.pump();
@@ -173,7 +174,9 @@ export class Streamer {
     if (!retry) {
       if (this.url) {
         this.onError(new Error(`volume route refused (${message}); streaming through the page instead`));
-        this.refused.add(this.url);
+        // a grant still unknown after GRANT_TRIES (the page has not run on this replica yet) is
+        // worth fetching again once the page's run brings it (retarget); a refusal is not
+        if (!message.startsWith("404")) this.refused.add(this.url);
         this.url = null;
       }
       this.pump();

@@ -283,6 +283,37 @@ def test_a_failed_chunk_is_fetched_again_and_a_refusal_falls_back_to_reruns(
         ctx.close()
 
 
+def test_a_grant_unknown_to_the_server_is_fetched_again_once_the_page_brings_it(
+        browser: Any, app_url: str, app_env: dict[str, str]) -> None:
+    """A 404 (a replica that has not run this reader's page yet does not know the grant) is tried
+    a few times, then the viewer asks the page; the page's answer brings the same chunk URL, and
+    the viewer fetches from it again (it used to stay on reruns for good)."""
+    uid = _demo_study_uids(app_env)[0]
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = ctx.new_page()
+    failed: list[str] = []
+
+    def unknown_at_first(route: Any) -> None:
+        if len(failed) < 15:  # enough for one chunk to use up its tries (3 fetched at once)
+            failed.append(route.request.url)
+            route.fulfill(status=404, body="this volume link is unknown or expired; reload the page")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/spine-volume/.*"), unknown_at_first)
+    sign_in(page, app_url, "viewer")
+    page.goto(_viewer_url(page, app_url, uid, 12))
+    _wait_viewer(page)
+    root = page.locator(WS_ROOT)
+    note = root.locator(".sv-note").text_content() or ""
+    assert len(failed) >= 5, failed  # GRANT_TRIES of one chunk at least
+    assert root.evaluate("r => r.svWorkstation.channel.sent") > 0  # it did ask the page
+    assert re.search(r"volume route refused \(404 .*\); streaming through the page", note), note
+    assert root.get_attribute("data-transport") == "fetch"
+    assert root.evaluate("r => r.svWorkstation.streamer.fetched.length") > 0
+    ctx.close()
+
+
 def test_wheel_and_keys_step_without_a_rerun(browser: Any, app_url: str,
                                              app_env: dict[str, str]) -> None:
     ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
