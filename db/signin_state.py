@@ -50,9 +50,11 @@ class DbSessionTokens:
     """Session tokens as ``signin_sessions`` rows (see the module docstring)."""
 
     def __init__(self, sessions: sessionmaker[Session], *,
-                 idle_timeout_s: float = rules.IDLE_TIMEOUT_S, clock: Clock = _utcnow) -> None:
+                 idle_timeout_s: float = rules.IDLE_TIMEOUT_S, clock: Clock = _utcnow,
+                 touch_every_s: float = rules.TOUCH_EVERY_S) -> None:
         self.sessions = sessions
         self.idle_timeout_s = idle_timeout_s
+        self.touch_every_s = touch_every_s
         self._clock = clock
 
     def issue(self, user_id: int) -> str:
@@ -68,7 +70,8 @@ class DbSessionTokens:
         return token
 
     def resolve(self, token: str | None) -> int | None:
-        """The user id of a live token (and mark it seen now), else None."""
+        """The user id of a live token, else None. Its last-seen time is written when it is
+        older than ``touch_every_s`` (not on every request)."""
         if not _usable(token):
             return None
         now = self._clock()
@@ -79,7 +82,8 @@ class DbSessionTokens:
                 return None
             if rules.is_idle(_seconds(row.last_seen_at), _seconds(now), row.idle_timeout_s):
                 return None
-            row.last_seen_at = now
+            if rules.needs_touch(_seconds(row.last_seen_at), _seconds(now), self.touch_every_s):
+                row.last_seen_at = now
             return int(row.user_id)
 
     def revoke(self, token: str | None) -> None:

@@ -24,6 +24,10 @@ from typing import Protocol
 
 #: Idle time after which a token no longer signs anybody in.
 IDLE_TIMEOUT_S = 8 * 3600.0
+#: A token's last-seen time is written again only when it is this old (seconds): one write a
+#: minute per reader instead of one per request (every box save, every chunk), so an idle session
+#: expires between IDLE_TIMEOUT_S - TOUCH_EVERY_S and IDLE_TIMEOUT_S after its last use.
+TOUCH_EVERY_S = 60.0
 #: Tokens remembered at most (the oldest are dropped first).
 MAX_TOKENS = 10_000
 
@@ -67,6 +71,11 @@ def secret_hash(secret: str) -> str:
 def is_idle(last_seen_s: float, now_s: float, idle_timeout_s: float) -> bool:
     """Whether a token last used at ``last_seen_s`` has expired at ``now_s``."""
     return now_s - last_seen_s > idle_timeout_s
+
+
+def needs_touch(last_seen_s: float, now_s: float, every_s: float = TOUCH_EVERY_S) -> bool:
+    """Whether a live token's last-seen time is old enough to be written again."""
+    return now_s - last_seen_s >= every_s
 
 
 def _ticket_key(ticket: str, length: int) -> bytes:

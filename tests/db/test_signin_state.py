@@ -122,3 +122,42 @@ def test_throttle_counts_every_concurrent_failure_and_forgets(
     assert throttle.penalty("user:carol") == 1.0
     throttle.reset()
     assert throttle.failures("user:carol") == 0
+
+
+def test_a_token_is_written_again_only_once_a_minute(db_sessions: sessionmaker[Session]) -> None:
+    """Resolving a token reads its row; the last-seen time is written only when it is
+    ``touch_every_s`` old, so a reader's box saves and chunks cost no write each; the session
+    still expires by its idle time counted from the last write."""
+    from sqlalchemy import event
+
+    uid = _user(db_sessions)
+    clock = Clock()
+    tokens = DbSessionTokens(db_sessions, idle_timeout_s=600, clock=clock, touch_every_s=60)
+    token = tokens.issue(uid)
+    writes: list[str] = []
+    engine = db_sessions.kw["bind"]
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE SIGNIN_SESSIONS"):
+            writes.append(statement)
+
+    def last_seen() -> dt.datetime:
+        with db_sessions() as session:
+            return session.scalars(select(m.SignInSession.last_seen_at)).one()
+
+    issued = last_seen()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(5):
+            clock.advance(10)  # 50 s of requests: no write
+            assert tokens.resolve(token) == uid
+        assert writes == [] and last_seen() == issued
+        clock.advance(10)  # 60 s after the last write: written
+        assert tokens.resolve(token) == uid
+        assert len(writes) == 1 and last_seen() == clock.now
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    clock.advance(590)  # 590 s after the write, under the idle timeout: alive
+    assert tokens.resolve(token) == uid
+    clock.advance(611)  # the one at +590 s was written (over a minute), so 611 s idle: expired
+    assert tokens.resolve(token) is None
