@@ -45,6 +45,7 @@ class XrayConfig:
     loose_core_fraction: float = 0.5  # ... unless at least this share of the confirmed cores'
     #                                   median area (above 1: drop them all) ...
     spine_distance: float = 0.6  # ... and this share of a box width from the spine's line
+    edge_core_fraction: float = 0.25  # ... near the grid's edge, this share of that area floor
     min_instance_fraction: float = 0.25  # a smaller instance (share of the median) off the edge
     #                                      joins its neighbour
     seed_radius: float = 0.2  # ensemble: a detection off the U-Net's cores seeds a disk this
@@ -53,6 +54,8 @@ class XrayConfig:
     reference_merge: float = 0.5  # core parts with a mean C2 (or S) probability this high are one
     #                               seed (above 1: never; a barely trained U-Net says 0.5 everywhere)
     min_truth_px: int = 12  # training: a vertebra smaller than this on the grid gets no centre
+    unet_flip: bool = False  # inference: the U-Net's output is the mean of the film's and its
+    #                          left-right mirror's (trained with flips; one more U-Net pass)
 
     @property
     def det_grid(self) -> int:

@@ -98,9 +98,10 @@ def loose_cores(cores: npt.NDArray[np.int32], owner: list[int], dets: list[Detec
                 config: XrayConfig) -> list[int]:
     """Cores no detection confirms that are still vertebrae: all of them without
     ``drop_unconfirmed``; with it, those of at least ``loose_core_fraction`` of the confirmed
-    cores' median area whose centroid lies within ``spine_distance`` of the detections' median
-    box width from the spine's line (a parabola through the confirmed detections' centres; the
-    detector misses a vertebra cut by the film's edge more often than the U-Net does)."""
+    cores' median area (``edge_core_fraction`` of that near the grid's edge) whose centroid lies
+    within ``spine_distance`` of the detections' median box width from the spine's line (a
+    parabola through the confirmed detections' centres; the detector misses a vertebra cut by the
+    film's edge, or faint at the film's end, more often than the U-Net does)."""
     loose = [p for p, d in enumerate(owner, start=1) if d < 0]
     if not loose or not config.drop_unconfirmed:
         return loose
@@ -129,16 +130,15 @@ def loose_cores(cores: npt.NDArray[np.int32], owner: list[int], dets: list[Detec
         at_edge = (sl[0].start < margin or sl[1].start < margin or sl[0].stop > cores.shape[0] - margin
                    or sl[1].stop > cores.shape[1] - margin)
         cy, cx = centroids[p - 1]
-        if (areas[p - 1] >= floor * (EDGE_FLOOR if at_edge else 1.0)
+        if (areas[p - 1] >= floor * (config.edge_core_fraction if at_edge else 1.0)
                 and abs(cx - float(np.polyval(line, cy))) <= reach):
             kept.append(p)
     return kept
 
 
 #: A core within this share of the grid's side from its edge belongs to a vertebra the field may
-#: cut: its area floor is :data:`EDGE_FLOOR` of the others'.
+#: cut: its area floor is ``config.edge_core_fraction`` of the others'.
 EDGE_SHARE = 0.04
-EDGE_FLOOR = 0.25
 
 
 def in_grown(sl: tuple[slice, slice], y: int, x: int, margin: float) -> bool:

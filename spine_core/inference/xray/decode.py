@@ -1,5 +1,7 @@
 """From network outputs on the grid to vertebra instances, for each model alone and the ensemble.
 
+* **U-Net output**: with ``unet_flip``, the mean of its output on the film and on the film's
+  left-right mirror (mirrored back); the detector reads the film once.
 * **U-Net alone**: seeds are the connected parts of the *core* channel (the middle of each
   vertebra: the largest part of its pixels at least ``core_fraction`` of its largest inner distance
   from its edge, so touching vertebrae get cores well apart); parts the C2 (or S) channel claims
@@ -17,9 +19,9 @@
   ``box_margin``, holds its centre or whose centroid its box holds; further cores it confirms
   beside that one (within 0.3 of its box height in rows) are parts of the same vertebra, one seed.
   With ``drop_unconfirmed``, a core no detection confirms is a vertebra only when it is at least
-  ``loose_core_fraction`` of the confirmed cores' median area (a quarter of that near the grid's
-  edge, where the field cuts vertebrae the detector misses) and lies within ``spine_distance`` of
-  a box width from the spine's line through the detections. A detection of at least ``add_peak``
+  ``loose_core_fraction`` of the confirmed cores' median area (``edge_core_fraction`` of that
+  near the grid's edge, where the field cuts vertebrae the detector misses) and lies within
+  ``spine_distance`` of a box width from the spine's line through the detections. A detection of at least ``add_peak``
   on the U-Net's foreground, at least half its box's height from every seed, adds a vertebra
   seeded by a small disk at its centre. Every pixel of at least ``film_foreground`` joins a seed
   by the watershed above, and fragments no detection backs merge as above. A vertebra's reference

@@ -107,11 +107,14 @@ class XrayModel:
 
     @torch.no_grad()
     def outputs(self, image: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Sigmoid U-Net output (4, g, g) and detector output (5, g, g: heatmaps after sigmoid,
-        then sizes; read on the detector's grid and resized to the U-Net's) of one film (bone
-        bright)."""
+        """Sigmoid U-Net output (4, g, g; with ``config.unet_flip`` the mean over the film and its
+        left-right mirror) and detector output (5, g, g: heatmaps after sigmoid, then sizes; read
+        on the detector's grid and resized to the U-Net's) of one film (bone bright)."""
         x = film_to_grid(image, self.config).to(self.device)
-        probs = torch.sigmoid(self.unet(x))[0].float().cpu().numpy()
+        p = torch.sigmoid(self.unet(x))
+        if self.config.unet_flip:  # mirror's output mirrored back, averaged with the film's
+            p = 0.5 * (p + torch.flip(torch.sigmoid(self.unet(torch.flip(x, dims=(-1,)))), dims=(-1,)))
+        probs = p[0].float().cpu().numpy()
         det = self.detector(detector_input(x, self.config)).float()
         det = torch.cat([torch.sigmoid(det[:, :3]), det[:, 3:]], dim=1)
         if det.shape[-1] != self.config.grid:  # the detector's grid -> the U-Net's

@@ -181,6 +181,11 @@ def test_a_small_unconfirmed_core_is_a_vertebra_only_at_the_grid_edge() -> None:
     assert loose_cores(c, assign_cores(c, dets, config.box_margin), dets, config) == []
     c[8:12, 44:60] = 1  # 64 pixels: over half
     assert loose_cores(c, assign_cores(c, dets, config.box_margin), dets, config) == [1]
+    tiny = cores.copy()
+    tiny[1:3, 50:54] = 1  # 8 pixels at the edge: under a quarter of half the median (15) ...
+    owner = assign_cores(tiny, dets, config.box_margin)
+    assert loose_cores(tiny, owner, dets, config) == []
+    assert loose_cores(tiny, owner, dets, replace(config, edge_core_fraction=0.05)) == [1]  # ... over 3
 
 
 def test_a_small_instance_a_detection_backs_is_not_merged() -> None:
