@@ -244,14 +244,16 @@ class Team:
         self.procs[f"replica-{i}"].send_signal(signal.SIGKILL)
 
     def routes(self) -> dict[str, int]:
-        """spine_route cookie -> the replica port that served it last (nginx's access log)."""
+        """spine_route cookie -> the replica port that served it last (nginx's access log; box
+        saves go to the route server, not to a replica, and are skipped)."""
         out: dict[str, int] = {}
         log = self.run / "nginx-access.log"
         if not log.exists():
             return out
+        replicas = set(self.replica_ports)
         for line in log.read_text(errors="replace").splitlines():
             m = re.search(r"upstream=127\.0\.0\.1:(\d+)\S* route=(\S+)", line)
-            if m:
+            if m and int(m.group(1)) in replicas:
                 out[m.group(2)] = int(m.group(1))
         return out
 
