@@ -87,6 +87,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
         "targets_met": {k: bool(ens.get(k, 0.0) >= v) for k, v in TARGETS.items()},
         "training": {"threads": s["threads"], "budget_minutes": s["budget_minutes"],
                      "stage": s.get("stage", "both"), "soft_foreground": s.get("soft_foreground", False),
+                     "precision": s.get("precision", "fp32"),
                      "data_seconds": round(data_seconds, 1), "total_seconds": round(total_seconds, 1),
                      "torch": torch.__version__, "python": platform.python_version(),
                      "machine": platform.machine()},
@@ -153,6 +154,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{tr['data_seconds']} s, {tr['total_seconds']} s in all; torch {tr['torch']}, Python "
         f"{tr['python']} on {tr['machine']}."
         + (" Stage: the U-Net alone (`--xray-stage unet`)." if tr.get("stage") == "unet" else "")
+        + (" Forward passes in bfloat16 (CPU autocast; batch norms, weights and loss float32)."
+           if tr.get("precision") == "bf16" else "")
         + (f" {tr['note']}" if tr.get("note") else ""), "",
     ]
     return "\n".join(lines)

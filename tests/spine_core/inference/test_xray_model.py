@@ -19,6 +19,7 @@ from spine_core.inference.xray.config import (
     default_detector_spec,
     default_unet_spec,
 )
+from spine_core.inference.xray.loop import bf16_supported, resolve_precision
 from spine_core.inference.xray.model import XrayModel
 from spine_core.inference.xray.train import XraySettings, phantom_films, soft_vertebra, train_xray
 
@@ -74,7 +75,7 @@ def test_unet_stage_trains_the_unet_alone_and_keeps_the_detector(
         tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
     src, _ = tiny_run
     settings = replace(_tiny(), stage="unet", detector_from=str(src), unet_iterations=20,
-                       soft_foreground=True)
+                       soft_foreground=True, precision="bf16")
     train_xray(tmp_path, settings, val_source=phantom_films(0.25), log=None)
     for name in (DETECTOR_FILE, "xray_detector.pt"):
         assert (tmp_path / name).read_bytes() == (src / name).read_bytes()
@@ -83,6 +84,7 @@ def test_unet_stage_trains_the_unet_alone_and_keeps_the_detector(
     old = json.loads((src / "xray_model_card.json").read_text())
     assert card["networks"]["detector"]["training"] == old["networks"]["detector"]["training"]
     assert card["training"]["stage"] == "unet" and card["training"]["soft_foreground"]
+    assert card["training"]["precision"] == "bf16"
     assert card["networks"]["unet"]["training"]["iterations"] == 20
     assert "only the U-Net trained again" in (tmp_path / "XRAY_MODEL_CARD.md").read_text()
     XrayModel.from_dir(tmp_path)  # loads, checksums verified
@@ -93,6 +95,51 @@ def test_unet_stage_needs_a_detector_folder(tmp_path: Path) -> None:
         train_xray(tmp_path, replace(_tiny(), stage="unet"), log=None)
     with pytest.raises(InputError, match="stage"):
         train_xray(tmp_path, replace(_tiny(), stage="detector"), log=None)
+
+
+def test_unet_flip_averages_the_film_and_its_mirror() -> None:
+    import torch
+
+    from spine_core.inference.networks import build_network
+
+    torch.manual_seed(0)
+    config = XrayConfig(grid=64, detector_grid=32)
+    model = XrayModel(build_network(default_unet_spec((8, 16, 32))),
+                      build_network(default_detector_spec((8, 16, 32))), config)
+    film = np.random.default_rng(0).random((80, 70)).astype(np.float32)
+    plain, det = model.outputs(film)
+    mirrored, _ = model.outputs(film[:, ::-1])
+    model.config = replace(config, unet_flip=True)
+    both, det_both = model.outputs(film)
+    np.testing.assert_allclose(both, 0.5 * (plain + mirrored[..., ::-1]), atol=1e-5)
+    np.testing.assert_array_equal(det_both, det)  # the detector reads the film once
+
+
+def test_cli_defaults_are_the_shipped_recipe() -> None:
+    import argparse
+
+    from spine_core.inference.loading import default_weights_dir
+    from spine_core.inference.train.run import add_arguments
+    from spine_core.inference.xray.train import add_xray_arguments, xray_settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    add_xray_arguments(parser)
+    s = xray_settings_from_args(parser.parse_args(["--modality", "xray"]))
+    assert s.stage == "unet" and s.detector_from == str(default_weights_dir())
+    assert s.soft_foreground and s.n_train == 120 and s.precision == "fp32"
+    assert s.config.unet_flip and s.config.edge_core_fraction == 0.05
+    off = xray_settings_from_args(parser.parse_args(
+        ["--modality", "xray", "--no-xray-soft-foreground", "--xray-stage", "both",
+         "--xray-precision", "bf16"]))
+    assert not off.soft_foreground and off.stage == "both" and off.precision == "bf16"
+
+
+def test_training_precision_resolves_auto_and_refuses_others() -> None:
+    assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")
 
 
 def test_soft_vertebra_target_is_the_area_share() -> None:
