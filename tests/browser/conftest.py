@@ -240,6 +240,21 @@ def open_page(page: Any, title: str, pause: float = 1.5) -> None:
     settle(page, pause)
 
 
+def import_synthetic_studies(app_env: dict[str, str], folder: Path, n: int, seed: int,
+                             shape: tuple[int, int, int] = (48, 112, 112)) -> list[str]:
+    """Write ``n`` synthetic RSNA studies without readers under ``folder`` and import them into
+    the running app's database (``spine import``); returns their StudyInstanceUIDs."""
+    import csv
+
+    from spine_core.phantom.rsna_layout import write_rsna_dataset
+
+    write_rsna_dataset(folder, n_studies=n, seed=seed, shape=shape, workers=1, n_readers=0)
+    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(folder), "--no-progress"],
+                   env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    with (folder / "train.csv").open(newline="") as fh:
+        return [row["StudyInstanceUID"] for row in csv.DictReader(fh)]
+
+
 def app_db(app_env: dict[str, str]) -> sqlite3.Connection:
     """A read-only connection to the running app's SQLite database."""
     path = Path(app_env["SPINE_DATA_DIR"]) / "spine.db"

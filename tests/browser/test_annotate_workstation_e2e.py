@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ROOT, app_db, open_page, screenshot, settle, sign_in
+from tests.browser.conftest import ROOT, app_db, import_synthetic_studies, open_page, screenshot, settle, sign_in
 from tests.browser.test_annotation_e2e import axial, axial_index, box_tool, choose_study, drag, step
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -40,14 +40,8 @@ with unit_of_work(ws.sessions) as s:
 @pytest.fixture(scope="module")
 def studies(app_url: str, app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Two synthetic studies, assigned to reader1 and reader2."""
-    from spine_core.phantom.rsna_layout import write_rsna_dataset
-
-    root = tmp_path_factory.mktemp("e2e-workstation") / "data"
-    write_rsna_dataset(root, n_studies=2, seed=4711, shape=(48, 112, 112), workers=1, n_readers=0)
-    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
-                   env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
-    with (root / "train.csv").open(newline="") as fh:
-        uids = [row["StudyInstanceUID"] for row in csv.DictReader(fh)]
+    uids = import_synthetic_studies(app_env, tmp_path_factory.mktemp("e2e-workstation") / "data", 2,
+                                    seed=4711)
     subprocess.run([sys.executable, "-c", ASSIGN, *uids], env=app_env, cwd=ROOT, check=True,
                    capture_output=True, timeout=120)
     return uids

@@ -9,17 +9,14 @@ colours drawn on the canvas / consensus image.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, ROOT, app_db, open_page, screenshot, settle, sign_in
+from tests.browser.conftest import ARTIFACTS, app_db, import_synthetic_studies, open_page, screenshot, settle, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -32,14 +29,8 @@ UNION_YELLOW = (255, 230, 0)
 def fresh_study(app_url: str, app_env: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> str:
     """A synthetic RSNA study without readers, imported into the running app's database."""
-    from spine_core.phantom.rsna_layout import write_rsna_dataset
-
-    root = tmp_path_factory.mktemp("e2e-annotation") / "data"
-    write_rsna_dataset(root, n_studies=1, seed=90210, shape=(48, 112, 112), workers=1, n_readers=0)
-    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
-                   env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
-    with (root / "train.csv").open(newline="") as fh:
-        return next(csv.DictReader(fh))["StudyInstanceUID"]
+    folder = tmp_path_factory.mktemp("e2e-annotation") / "data"
+    return import_synthetic_studies(app_env, folder, 1, seed=90210)[0]
 
 
 def choose_study(page: Any, uid: str) -> None:

@@ -5,7 +5,6 @@ browser context carries its cookie from one loopback server to the other."""
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.backend_helpers import free_port
-from tests.browser.conftest import ROOT, _wait_http, open_page, sign_in
+from tests.browser.conftest import ROOT, _wait_http, import_synthetic_studies, open_page, sign_in
 from tests.browser.test_annotation_e2e import axial_index, choose_study, step
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -80,15 +79,10 @@ def test_a_reader_stays_signed_in_across_replicas_and_a_killed_server(
 def restart_study(app_url: str, app_env: dict[str, str],
                   tmp_path_factory: pytest.TempPathFactory) -> str:
     """One synthetic study of this module's own, assigned to reader1 and reader2."""
-    from spine_core.phantom.rsna_layout import write_rsna_dataset
     from tests.browser.test_annotate_workstation_e2e import ASSIGN
 
-    root = tmp_path_factory.mktemp("e2e-restart") / "data"
-    write_rsna_dataset(root, n_studies=1, seed=4813, shape=(48, 96, 96), workers=1, n_readers=0)
-    subprocess.run([sys.executable, "-m", "spine_cli.main", "import", str(root), "--no-progress"],
-                   env=app_env, cwd=ROOT, check=True, capture_output=True, timeout=300)
-    with (root / "train.csv").open(newline="") as fh:
-        uid = next(csv.DictReader(fh))["StudyInstanceUID"]
+    folder = tmp_path_factory.mktemp("e2e-restart") / "data"
+    uid = import_synthetic_studies(app_env, folder, 1, seed=4813, shape=(48, 96, 96))[0]
     subprocess.run([sys.executable, "-c", ASSIGN, uid], env=app_env, cwd=ROOT, check=True,
                    capture_output=True, timeout=120)
     return uid
