@@ -148,6 +148,7 @@ export class Streamer {
     const href = new URL(`${this.url}${r[0]}-${r[1]}`, document.baseURI).href;
     const asked = performance.now();
     let retry = true;
+    let status = 0; // 0: no answer (a network error)
     let message = "";
     try {
       const resp = await fetch(href, { credentials: "same-origin" });
@@ -161,6 +162,7 @@ export class Streamer {
         this.decode(chunk, frame.payload, asked);
         return;
       }
+      status = resp.status;
       message = `${resp.status} ${(await resp.text()).slice(0, 200)}`;
       // a proxy's 502/503/504 (a replica is going away) is worth another try, and so is a 404
       // for a while (another replica has the grant once the page has run there); a refusal is not
@@ -176,7 +178,7 @@ export class Streamer {
         this.onError(new Error(`volume route refused (${message}); streaming through the page instead`));
         // a grant still unknown after GRANT_TRIES (the page has not run on this replica yet) is
         // worth fetching again once the page's run brings it (retarget); a refusal is not
-        if (!message.startsWith("404")) this.refused.add(this.url);
+        if (status !== 404) this.refused.add(this.url);
         this.url = null;
       }
       this.pump();
