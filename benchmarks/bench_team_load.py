@@ -257,13 +257,23 @@ class Team:
                 out[m.group(2)] = int(m.group(1))
         return out
 
-    def box_route_ms(self) -> list[float]:
-        """nginx's request time of each answered ``POST /spine-box-events`` (the server's part of a
-        box save: proxy, route, database), in ms."""
+    def box_route_ms(self) -> dict[str, list[float]]:
+        """Each answered ``POST /spine-box-events`` in nginx's log, in ms: ``nginx`` its request
+        time (the server's part of a box save: proxy, route, database), ``upstream`` the app's
+        answer time as nginx saw it, and from the route's Server-Timing header ``auth`` (the
+        sign-in check) and ``save`` (the transaction, from its worker thread's start)."""
         log = self.run / "nginx-access.log"
         text = log.read_text(errors="replace") if log.exists() else ""
-        return [float(m.group(1)) * 1000 for m in re.finditer(
-            r'"POST /spine-box-events [^"]*" 200 .* rt=([\d.]+)', text)]
+        out: dict[str, list[float]] = {"nginx": [], "upstream": [], "auth": [], "save": []}
+        for m in re.finditer(r'"POST /spine-box-events [^"]*" 200 .* rt=([\d.]+)'
+                             r'(?: urt=([\d.]+))?(?: st="([^"]*)")?', text):
+            out["nginx"].append(float(m.group(1)) * 1000)
+            if m.group(2):
+                out["upstream"].append(float(m.group(2)) * 1000)
+            for name, dur in re.findall(r"(\w+);dur=([\d.]+)", m.group(3) or ""):
+                if name in out:
+                    out[name].append(float(dur))
+        return out
 
     def stop(self) -> None:
         for _name, proc in reversed(list(self.procs.items())):
@@ -801,18 +811,75 @@ def wait_job(team: Team, timeout_s: float) -> None:
         time.sleep(2)
 
 
+def niced_chromium(nice: int, folder: Path) -> str:
+    """The Chromium to launch: Debian's, or a wrapper that starts it at niceness ``nice``."""
+    if nice <= 0:
+        return CHROMIUM
+    wrapper = folder / "chromium-niced"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {nice} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def machine_cpu() -> dict[str, float]:
+    """The machine's CPU seconds so far (/proc/stat): ``busy``, ``iowait`` and ``idle``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {"busy": (sum(v) - v[3] - v[4]) / tick, "iowait": v[4] / tick, "idle": v[3] / tick}
+
+
+def cpu_seconds_by_kind(team_pids: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system, with the children each reaped) used so far by this machine's
+    live processes: ``browser`` (Chromium), ``team`` (the processes of ``team_pids`` and their
+    descendants, PostgreSQL, nginx) and ``other`` (this script, Playwright's driver, the rest)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, float, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        procs[int(proc.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / tick, cmd)
+
+    def in_team(pid: int) -> bool:
+        for _ in range(64):
+            if pid in team_pids:
+                return True
+            if pid not in procs or pid <= 1:
+                return False
+            pid = procs[pid][0]
+        return False
+
+    out = {"browser": 0.0, "team": 0.0, "other": 0.0}
+    for pid, (_ppid, used, cmd) in procs.items():
+        if "chrom" in cmd:
+            out["browser"] += used
+        elif in_team(pid) or cmd.startswith(("postgres", "nginx", "/usr/lib/postgresql")):
+            out["team"] += used
+        else:
+            out["other"] += used
+    return out
+
+
 async def main_async(args: argparse.Namespace, team: Team) -> int:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=niced_chromium(args.browser_nice, team.tmp),
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         try:
             ref = await one_reader_reference(browser, team, args)
             print(f"reference, 1 reader alone (bench01): box save {fmt(ref)}", flush=True)
+            pids = {p.pid for p in team.procs.values()}
+            cpu0, m0 = cpu_seconds_by_kind(pids), machine_cpu()
             res = await load(browser, team, args, first=2)
+            cpu1, m1 = cpu_seconds_by_kind(pids), machine_cpu()
         finally:
             await browser.close()
     readers: list[Reader] = res["readers"]
@@ -836,6 +903,11 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
           f"contexts in one Chromium), {args.boxes} boxes + {args.calls} level calls each; "
           f"{res['wall_s']:.0f} s{' (TIME LIMIT hit)' if res['timed_out'] else ''}; "
           f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    used = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    print(f"CPU seconds in the load phase: browsers {used['browser']:.0f} (at niceness "
+          f"{args.browser_nice}), team {used['team']:.0f}, other processes {used['other']:.0f}; "
+          f"the machine: busy {m1['busy'] - m0['busy']:.0f}, waiting on I/O "
+          f"{m1['iowait'] - m0['iowait']:.0f}, idle {m1['idle'] - m0['idle']:.0f}")
     print(f"readers finished: {sum(r.done for r in readers)}/{len(readers)}; boxes confirmed "
           f"{n_conf}/{len(readers) * args.boxes}; calls confirmed "
           f"{sum(len(r.calls_confirmed) for r in readers)} levels")
@@ -845,8 +917,12 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     print(f"box save (pointerup -> the viewer's confirmed saves N+1), all: {fmt(every)}")
     print(f"  before the kill: {fmt(before)}")
     print(f"  after the kill (one replica left): {fmt(after)}")
+    server = team.box_route_ms()
     print(f"  of it the server (nginx: POST /spine-box-events, reference reader included): "
-          f"{fmt(team.box_route_ms())}")
+          f"{fmt(server['nginx'])}")
+    print(f"    the app's answer (nginx's upstream time): {fmt(server['upstream'])}")
+    print(f"    in it, the route's sign-in check: {fmt(server['auth'])}; its transaction: "
+          f"{fmt(server['save'])}")
     print(f"level call (click -> toast): {fmt(calls)}")
     untoasted = [f"{r.username} {lvl}" for r in readers for lvl in r.calls_untoasted]
     print(f"  saved and shown chosen, but no toast seen: {len(untoasted)}"
@@ -900,6 +976,10 @@ def main() -> int:
     ap.add_argument("--confirm-timeout-s", type=float, default=30)
     ap.add_argument("--reload-after-s", type=float, default=6)
     ap.add_argument("--shots", default="", help="folder for screenshots of failures")
+    ap.add_argument("--browser-nice", type=int, default=0,
+                    help="start Chromium at this niceness (e.g. 19): the readers' browsers, "
+                         "which on a real team run on their own machines, yield the CPU to the "
+                         "servers")
     ap.add_argument("--routes-in-replicas", action="store_true",
                     help="box saves served inside the replicas (server.py), not by a route server")
     args = ap.parse_args()

@@ -15,7 +15,10 @@ for ``created`` the tab's ``client_key`` of the new box). The route
   to show ("Box saved on C5"); a stale version is a 409 and nothing is written. Every refusal is
   ``{"message": "..."}``;
 * answers a create sent again with the same ``client_key`` (the saver retries when the network
-  dropped the reply) with the box the first one made, writing nothing: one box, one audit entry.
+  dropped the reply) with the box the first one made, writing nothing: one box, one audit entry;
+* says in a ``Server-Timing`` header how long the sign-in check (``auth``) and the transaction
+  (``save``, the worker thread's own time from its start) took, in ms: the browser's network panel
+  shows them, and nginx logs them (``deploy/nginx-team.conf``) beside its own request time.
 
 The db layer checks the rest as for the page: an annotator's own assignment, not submitted.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -76,11 +80,13 @@ async def _body(request: Request) -> Any:
         raise InputError("the body is not JSON") from None
 
 
-def _apply(ws: Workspace, user_id: int, req: BoxRequest) -> BoxReply:
-    """One transaction: the writer, the study's grid, one db.box_events call."""
+def _apply(ws: Workspace, user_id: int, req: BoxRequest) -> tuple[BoxReply, float]:
+    """One transaction: the writer, the study's grid, one db.box_events call; and its ms."""
+    t0 = time.perf_counter()
     with unit_of_work(ws.sessions) as session:
         me = writer(session, user_id, req.study)
-        return handle_request(session, me, req, study_grid(ws, session, req.study))
+        reply = handle_request(session, me, req, study_grid(ws, session, req.study))
+    return reply, (time.perf_counter() - t0) * 1000
 
 
 def box_routes(ws: Workspace, tokens: TokenStore) -> list[Route]:
@@ -98,12 +104,14 @@ def box_routes(ws: Workspace, tokens: TokenStore) -> list[Route]:
             return _refusal(413, str(exc))
         except InputError as exc:
             return _refusal(400, str(exc))
+        t0 = time.perf_counter()
         user_id = await session_user(tokens, request)
+        auth_ms = (time.perf_counter() - t0) * 1000
         if user_id is None:
             return _refusal(401, "your session has ended; reload the page and sign in again")
         try:
             req = parse_request(raw)
-            reply = await run_in_threadpool(_apply, ws, user_id, req)
+            reply, save_ms = await run_in_threadpool(_apply, ws, user_id, req)
         except ConflictError as exc:
             return _refusal(409, f"The study changed in another tab or device; refreshed. Your "
                                  f"last change was not saved: {exc}")
@@ -118,6 +126,7 @@ def box_routes(ws: Workspace, tokens: TokenStore) -> list[Route]:
         except Exception:  # never a traceback in the browser
             log.exception("box event of user %s failed", user_id)
             return _refusal(500, "Not saved: the server failed to store the box; reload the page")
-        return JSONResponse(reply.as_json())
+        timing = f"auth;dur={auth_ms:.1f}, save;dur={save_ms:.1f}"
+        return JSONResponse(reply.as_json(), headers={"Server-Timing": timing})
 
     return [Route(ROUTE, box_event, methods=["POST"])]

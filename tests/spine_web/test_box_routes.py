@@ -7,6 +7,8 @@ and a zero-size box refused. The writes are audited as the page's are."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,18 @@ def test_a_box_off_the_image_is_clipped_and_a_zero_size_box_refused(world: dict[
     outside = client.post(ROUTE, json=_event(world, id="new-3", x0=100.0, y0=100.0))
     assert outside.status_code == 400 and "outside" in outside.json()["message"]
     assert len(_live_boxes(world)) == 1
+
+
+def test_a_saved_box_says_in_server_timing_what_its_check_and_transaction_took(
+        world: dict[str, Any]) -> None:
+    client = _signed_in(world)
+    t0 = time.perf_counter()
+    r = client.post(ROUTE, json=_event(world))
+    wall_ms = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200, r.text
+    parts = dict(re.findall(r"(\w+);dur=([\d.]+)", r.headers["server-timing"]))
+    assert set(parts) == {"auth", "save"}
+    auth, save = float(parts["auth"]), float(parts["save"])
+    assert 0 < auth and 0 < save and auth + save <= wall_ms
+    refused = client.post(ROUTE, json=_event(world, study=world["study"] + 999))
+    assert refused.status_code == 403 and "server-timing" not in refused.headers
