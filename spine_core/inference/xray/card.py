@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -56,6 +56,18 @@ def ensemble_rule() -> str:
     return _prose(DECODE_DOC)
 
 
+def label_counting(outputs: Sequence[str]) -> str:
+    """How the card's model counts labels (with a *lumbar* output: six lumbar vertebrae)."""
+    text = ("C2 upward and downward on cervical films, S1 upward on lumbar films, along the "
+            "typical spine (7 cervical, 12 thoracic, 5 lumbar)")
+    if "lumbar" in outputs:
+        text += ("; on a lumbar film, six vertebrae right above the sacrum whose mean *lumbar* "
+                 "probability reaches 0.5 (no ribs) are L6 to L1 instead. A T13 or an eleventh-rib "
+                 "spine is not identifiable on a lumbar film (its ribs are counted from T1, off the "
+                 "film): it gets the typical spine's labels")
+    return text
+
+
 def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module, unet_log: PhaseLog,
                det_log: PhaseLog, metrics: Mapping[str, Any], data_seconds: float,
                total_seconds: float) -> dict[str, Any]:
@@ -69,6 +81,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
             "generator": "spine_core.phantom.radiograph.project_lateral",
             "regions": list(s["regions"]), "train_films": s["n_train"], "held_out_films": s["n_val"],
             "train_phantom_scale": s["train_phantom_scale"], "seed": s["seed"],
+            "transitional_share": s.get("transitional_share", 0.0),
         },
         "networks": {
             "unet": {"spec": s["unet_spec"], "parameters": count_parameters(unet),
@@ -79,8 +92,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
         },
         "config": s["config"],
         "ensemble_rule": ensemble_rule(),
-        "label_counting": "C2 upward and downward on cervical films, S1 upward on lumbar films, "
-                          "along the typical spine (7 cervical, 12 thoracic, 5 lumbar)",
+        "label_counting": label_counting(UNET_CHANNELS),
         "scoring": _prose(EVALUATE_DOC),
         "metrics": dict(metrics),
         "targets": TARGETS,
@@ -108,7 +120,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{', '.join(card['data']['regions'])} in turn.",
         f"- Training: {card['data']['train_films']} films from phantoms at "
         f"{card['data']['train_phantom_scale']} of the demo grid; held out: "
-        f"{card['data']['held_out_films']} films from phantoms at the demo grid (other seeds).", "",
+        f"{card['data']['held_out_films']} films from phantoms at the demo grid (other seeds)"
+        + (f"; {card['data']['transitional_share']} of the lumbar training films have a forced "
+           "transitional spine (half of them six lumbar vertebrae, a quarter each 13 or 11 "
+           "rib-bearing vertebrae; held-out films at the realistic rates)"
+           if card["data"].get("transitional_share") else "") + ".", "",
         "## Networks",
         f"- U-Net: `{net['unet']['spec']['arch']}` {net['unet']['spec']['params']}, "
         f"{net['unet']['parameters']:,} parameters; outputs (sigmoid) {', '.join(net['unet']['outputs'])}; "

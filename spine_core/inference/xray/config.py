@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-#: Sigmoid output channels of the U-Net.
-UNET_CHANNELS: tuple[str, ...] = ("vertebra", "core", "C2", "S")
+#: Sigmoid output channels of the U-Net (weights trained before 0.3.0 have the first four: no
+#: *lumbar* channel, so their lumbar films are counted as a typical spine's).
+UNET_CHANNELS: tuple[str, ...] = ("vertebra", "core", "C2", "S", "lumbar")
+#: The *lumbar* channel: the lumbar vertebrae (L1–L6, no ribs), whatever their count.
+LUMBAR_CHANNEL = 4
 #: Output channels of the detector: three centre heatmaps (sigmoid), then box width and height
 #: as fractions of the grid side.
 DETECTOR_CHANNELS: tuple[str, ...] = ("centre", "C2", "S", "width", "height")
@@ -54,6 +57,8 @@ class XrayConfig:
     reference_merge: float = 0.5  # core parts with a mean C2 (or S) probability this high are one
     #                               seed (above 1: never; a barely trained U-Net says 0.5 everywhere)
     min_truth_px: int = 12  # training: a vertebra smaller than this on the grid gets no centre
+    keep_reference_cores: bool = False  # ensemble: a core the U-Net's C2 (or S) channel claims
+    #                                     is a vertebra even when no detection confirms it
     unet_flip: bool = False  # inference: the U-Net's output is the mean of the film's and its
     #                          left-right mirror's (trained with flips; one more U-Net pass)
 

@@ -1,8 +1,12 @@
 """Vertebra labels counted from the reference vertebra, as VertXNet counts them: from C2 upward
 (C1) and downward (C3, C4 ...) on cervical films, from S1 upward (L5, L4 ...) on lumbar films.
 
-Counting assumes the usual segmentation of the spine (7 cervical, 12 thoracic, 5 lumbar): a
-film with a T13 or an L6 gets the labels of a typical spine, as a counting reader would give.
+Counting assumes the usual segmentation of the spine (7 cervical, 12 thoracic, 5 lumbar), with
+one exception a lateral lumbar film shows: six vertebrae without ribs right above the sacrum
+(the U-Net's *lumbar* probability, given as ``lumbar``) are L1–L6, and the rib-bearing vertebra
+above them T12. A T13 or an eleventh-rib spine is not identifiable on a lumbar film (the ribs
+are counted from T1, off the film): those films get the labels of a typical spine, as a counting
+reader would give.
 """
 
 from __future__ import annotations
@@ -17,12 +21,32 @@ TYPICAL_LEVELS: tuple[str, ...] = (
     *(f"L{i}" for i in range(1, 6)), "S")
 
 
-def count_labels(n_vertebrae: int, reference_index: int | None, reference: str) -> list[str | None]:
+#: The spine with six lumbar vertebrae (L6 above the sacrum).
+SIX_LUMBAR_LEVELS: tuple[str, ...] = (*TYPICAL_LEVELS[:-1], "L6", "S")
+#: A vertebra is lumbar (no ribs) when its mean *lumbar* probability reaches this.
+LUMBAR_THRESHOLD = 0.5
+
+
+def lumbar_run(lumbar: Sequence[float], reference_index: int) -> int:
+    """How many vertebrae right above the sacrum at ``reference_index`` (head-to-feet order) are
+    lumbar, up to the first that is not."""
+    run = 0
+    for i in range(reference_index - 1, -1, -1):
+        if lumbar[i] < LUMBAR_THRESHOLD:
+            break
+        run += 1
+    return run
+
+
+def count_labels(n_vertebrae: int, reference_index: int | None, reference: str,
+                 lumbar: Sequence[float] | None = None) -> list[str | None]:
     """Labels of ``n_vertebrae`` vertebrae ordered head to feet, counted from the one at
     ``reference_index`` that is ``reference`` ('C2' or 'S').
 
     Without a reference (``reference_index`` None) nothing is labelled: every entry is None.
-    Vertebrae counted past C1 or the sacrum get None too.
+    Vertebrae counted past C1 or the sacrum get None too. With ``lumbar`` (each vertebra's
+    lumbar probability, same order) and the sacrum as reference, six or more lumbar vertebrae
+    right above it are counted as L6 to L1 (module docstring).
 
     Raises:
         InputError: a reference other than C2 or S, or an index outside the vertebrae.
@@ -33,11 +57,16 @@ def count_labels(n_vertebrae: int, reference_index: int | None, reference: str) 
         return [None] * n_vertebrae
     if not 0 <= reference_index < n_vertebrae:
         raise InputError(f"reference index {reference_index} is outside the {n_vertebrae} vertebrae")
-    at = TYPICAL_LEVELS.index(reference)
+    if lumbar is not None and len(lumbar) != n_vertebrae:
+        raise InputError(f"{len(lumbar)} lumbar probabilities for {n_vertebrae} vertebrae")
+    levels = TYPICAL_LEVELS
+    if reference == "S" and lumbar is not None and lumbar_run(lumbar, reference_index) >= 6:
+        levels = SIX_LUMBAR_LEVELS
+    at = levels.index(reference)
     out: list[str | None] = []
     for i in range(n_vertebrae):
         k = at + i - reference_index
-        out.append(TYPICAL_LEVELS[k] if 0 <= k < len(TYPICAL_LEVELS) else None)
+        out.append(levels[k] if 0 <= k < len(levels) else None)
     return out
 
 

@@ -21,7 +21,9 @@
   With ``drop_unconfirmed``, a core no detection confirms is a vertebra only when it is at least
   ``loose_core_fraction`` of the confirmed cores' median area (``edge_core_fraction`` of that
   near the grid's edge, where the field cuts vertebrae the detector misses) and lies within
-  ``spine_distance`` of a box width from the spine's line through the detections. A detection of at least ``add_peak``
+  ``spine_distance`` of a box width from the spine's line through the detections; with
+  ``keep_reference_cores``, a core the U-Net's C2 (or S) channel claims (mean at least
+  ``reference_merge``) is a vertebra whatever the detector says. A detection of at least ``add_peak``
   on the U-Net's foreground, at least half its box's height from every seed, adds a vertebra
   seeded by a small disk at its centre. Every pixel of at least ``film_foreground`` joins a seed
   by the watershed above, and fragments no detection backs merge as above. A vertebra's reference
@@ -42,6 +44,7 @@ from scipy import ndimage
 
 from spine_core.inference.xray.config import (
     DETECTOR_REFERENCE_CHANNEL,
+    LUMBAR_CHANNEL,
     REFERENCES,
     UNET_REFERENCE_CHANNEL,
     XrayConfig,
@@ -60,6 +63,7 @@ class Instances:
     scores: list[float]
     reference_scores: dict[str, list[float]] = field(default_factory=dict)
     filled_boxes: bool = False  # the masks are the boxes (detector alone)
+    lumbar: list[float] = field(default_factory=list)  # mean lumbar probability (empty: none)
 
     def __len__(self) -> int:
         return len(self.centres)
@@ -134,6 +138,19 @@ def core_seeds(probs: npt.NDArray[np.float32], config: XrayConfig) -> npt.NDArra
     return lut[core]
 
 
+def reference_cores(cores: npt.NDArray[np.int32], owner: list[int], probs: npt.NDArray[np.float32],
+                    config: XrayConfig) -> set[int]:
+    """Cores no detection confirms whose mean C2 (or S) probability reaches ``reference_merge``:
+    the U-Net's reference vertebra, a vertebra even where the detector missed it (a sacrum with
+    a sacralised L5 beside it)."""
+    out = set()
+    for p, k in enumerate(owner, start=1):
+        if k < 0 and any(float(ndimage.mean(probs[ch], cores, p)) >= config.reference_merge
+                         for ch in UNET_REFERENCE_CHANNEL.values()):
+            out.add(p)
+    return out
+
+
 def _grow(seeds: npt.NDArray[np.int32], probs: npt.NDArray[np.float32], config: XrayConfig
           ) -> npt.NDArray[np.int32]:
     """Every foreground pixel joins a seed: watershed of the inverted core probability from the
@@ -193,6 +210,8 @@ def _instances_from_labels(labels: npt.NDArray[np.int32], n: int, probs: npt.NDA
         inst.centres.append((cy, cx))
         inst.boxes.append(_box_of(mask))
         inst.scores.append(scores[i - 1] if scores else float(probs[0][mask].mean()))
+        if probs.shape[0] > LUMBAR_CHANNEL:
+            inst.lumbar.append(float(probs[LUMBAR_CHANNEL][mask].mean()))
         for ref, ch in UNET_REFERENCE_CHANNEL.items():
             unet_ref = float(probs[ch][mask].mean())
             if det is None:
@@ -248,7 +267,10 @@ def ensemble_instances(probs: npt.NDArray[np.float32], det: npt.NDArray[np.float
             seed_of[k] = len(scores)
             backed.add(len(scores))
         seeds[cores == p] = seed_of[k]
-    for p in loose_cores(cores, owner, dets, config):
+    loose = set(loose_cores(cores, owner, dets, config))
+    if config.keep_reference_cores:
+        loose |= reference_cores(cores, owner, probs, config)
+    for p in sorted(loose):
         scores.append(0.0)
         seeds[cores == p] = len(scores)
     away = ndimage.distance_transform_edt(seeds == 0) if seeds.any() else np.full((g, g), np.inf)

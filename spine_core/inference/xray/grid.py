@@ -15,8 +15,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from spine_core.errors import InputError
-from spine_core.inference.xray.config import XrayConfig
+from spine_core.inference.xray.config import LUMBAR_CHANNEL, UNET_CHANNELS, XrayConfig
+from spine_core.labels import LEVEL_IDS
 
+#: Canonical ids of the lumbar vertebrae (the *lumbar* target).
+LUMBAR_IDS: tuple[int, ...] = tuple(LEVEL_IDS[f"L{i}"] for i in range(1, 7))
 #: Smallest film side, in pixels, the model reads.
 MIN_FILM_SIDE = 32
 
@@ -53,7 +56,7 @@ def labels_to_grid(labels: npt.NDArray[np.uint8], grid: int) -> npt.NDArray[np.u
 class Targets:
     """Training targets of one film on the grid (float32 arrays, channels first)."""
 
-    masks: npt.NDArray[np.float32]  # (4, g, g): vertebra, core, C2, S
+    masks: npt.NDArray[np.float32]  # (5, g, g): vertebra, core, C2, S, lumbar
     heat: npt.NDArray[np.float32]  # (3, g, g): centre, C2 centre, S centre (Gaussians, peak 1)
     size: npt.NDArray[np.float32]  # (2, g, g): box width, height / grid, at the centres
     size_mask: npt.NDArray[np.float32]  # (1, g, g): 1 where size is supervised
@@ -88,13 +91,14 @@ def core_of(mask: npt.NDArray[np.bool_], config: XrayConfig) -> npt.NDArray[np.f
 def make_targets(grid_labels: npt.NDArray[np.uint8], config: XrayConfig) -> Targets:
     """The U-Net's masks and the detector's heatmaps and box sizes from a grid label image."""
     g = grid_labels.shape[0]
-    masks = np.zeros((4, g, g), np.float32)
+    masks = np.zeros((len(UNET_CHANNELS), g, g), np.float32)
     heat = np.zeros((3, g, g), np.float32)
     size = np.zeros((2, g, g), np.float32)
     size_mask = np.zeros((1, g, g), np.float32)
     masks[0] = grid_labels > 0
     masks[2] = grid_labels == 2
     masks[3] = grid_labels == 26
+    masks[LUMBAR_CHANNEL] = np.isin(grid_labels, LUMBAR_IDS)
     objects = ndimage.find_objects(grid_labels)
     for index, sl in enumerate(objects):
         if sl is None:

@@ -107,7 +107,7 @@ class XrayModel:
 
     @torch.no_grad()
     def outputs(self, image: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Sigmoid U-Net output (4, g, g; with ``config.unet_flip`` the mean over the film and its
+        """Sigmoid U-Net output (channels, g, g; with ``config.unet_flip`` the mean over the film and its
         left-right mirror) and detector output (5, g, g: heatmaps after sigmoid, then sizes; read
         on the detector's grid and resized to the U-Net's) of one film (bone bright)."""
         x = film_to_grid(image, self.config).to(self.device)
@@ -159,7 +159,8 @@ def _to_film(inst: Instances, foreground: npt.NDArray[np.float32], shape: tuple[
     order = order_head_to_feet(inst.centres)
     ref_index, ref, score = pick_reference(inst, config)
     ordered_ref = order.index(ref_index) if ref_index is not None else None
-    levels = count_labels(len(order), ordered_ref, ref or "C2")
+    lumbar = [inst.lumbar[i] for i in order] if len(inst.lumbar) == len(inst) else None
+    levels = count_labels(len(order), ordered_ref, ref or "C2", lumbar)
     note = "" if ref else (f"no reference vertebra (C2 or S1) found (best score {score:.2f}): "
                            "vertebrae are not labelled")
     remap = np.zeros(len(inst) + 1, np.int16)

@@ -58,6 +58,7 @@ from spine_core.inference.xray.loop import (
 from spine_core.inference.xray.model import MODES, XrayModel
 from spine_core.inference.xray.weights import load_stage
 from spine_core.phantom.radiograph import Radiograph
+from spine_core.phantom.spine_anatomy import Transitional
 
 #: seed, region -> film
 FilmSource = Callable[[int, str], Radiograph]
@@ -83,11 +84,13 @@ class XraySettings:
     detector_from: str | None = None  # weights folder of the kept detector (stage "unet")
     soft_foreground: bool = True  # vertebra target: area share on the grid (module docstring)
     precision: str = "fp32"  # forward pass: fp32, bf16 (CPU autocast) or auto (bf16 where native)
+    transitional_share: float = 0.4  # of the lumbar training films: forced transitional anatomy
     name: str = "spinereview-xray-demo"
-    version: str = "0.2.0"
+    version: str = "0.3.0"
     config: XrayConfig = field(default_factory=lambda: XrayConfig(
         detector_grid=128, unet_flip=True, film_foreground=0.45, loose_core_fraction=0.8,
-        edge_core_fraction=0.05))  # decoding tuned on the held-out films of seeds 2022 and 2031
+        edge_core_fraction=0.05, keep_reference_cores=True))  # decoding tuned on the held-out
+    #                                     films of seeds 2022 and 2031 (keep_reference_cores: 2040)
     unet_spec: dict[str, Any] = field(default_factory=default_unet_spec)
     detector_spec: dict[str, Any] = field(default_factory=default_detector_spec)
 
@@ -99,15 +102,34 @@ class XraySettings:
                 for i in range(self.n_val)]
 
 
-def phantom_films(scale: float = 1.0) -> FilmSource:
-    """Films of the demo's generator, from phantoms at ``scale`` of the demo's grid."""
+def forced_transitional(seed: int, region: str, share: float) -> Transitional | None:
+    """The segmentation a training film's phantom is forced to (None: drawn at the realistic
+    rates): ``share`` of the lumbar films, chosen per seed, get six lumbar vertebrae (half of
+    them), thirteen or eleven rib-bearing vertebrae (a quarter each), so the *lumbar* channel
+    learns the ribs, not the count from the sacrum."""
+    from spine_core.phantom.spine_anatomy import Transitional
+
+    if region != "lumbar" or share <= 0:
+        return None
+    r = np.random.default_rng([seed, 17]).random(2)
+    if r[0] >= share:
+        return None
+    if r[1] < 0.5:
+        return Transitional(n_lumbar=6)
+    return Transitional(n_thoracic=13 if r[1] < 0.75 else 11)
+
+
+def phantom_films(scale: float = 1.0, transitional_share: float = 0.0) -> FilmSource:
+    """Films of the demo's generator, from phantoms at ``scale`` of the demo's grid
+    (``transitional_share``: see :func:`forced_transitional`)."""
     from spine_core.phantom.radiograph import XRAY_REGIONS, project_lateral
     from spine_core.phantom.spine_study import generate_spine_study
     from spine_core.phantom.xray_layout import PHANTOM_SHAPES
 
     def make(seed: int, region: str) -> Radiograph:
         shape = tuple(max(32, int(round(v * scale))) for v in PHANTOM_SHAPES[region])
-        study = generate_spine_study(seed, shape, region=XRAY_REGIONS[region])  # type: ignore[arg-type]
+        study = generate_spine_study(seed, shape, region=XRAY_REGIONS[region],  # type: ignore[arg-type]
+                                     transitional=forced_transitional(seed, region, transitional_share))
         return project_lateral(study, region, np.random.default_rng([seed, 5]))
 
     return make
@@ -197,7 +219,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
     s = replace(s, precision=resolve_precision(s.precision))  # the card names what ran
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    make = source or phantom_films(s.train_phantom_scale)
+    make = source or phantom_films(s.train_phantom_scale, s.transitional_share)
     make_val = val_source or source or phantom_films(1.0)
     say = log or (lambda _m: None)
     previous = torch.get_num_threads()

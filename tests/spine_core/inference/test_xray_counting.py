@@ -30,6 +30,26 @@ def test_lumbar_counting_never_gives_l6_or_t13() -> None:
     assert labels[-7:] == ["T12", "L1", "L2", "L3", "L4", "L5", "S"]
 
 
+def test_six_lumbar_vertebrae_above_the_sacrum_are_counted_as_l1_to_l6() -> None:
+    # T11, T12 with ribs (lumbar probability low), then six without ribs, then the sacrum
+    lumbar = [0.1, 0.2, 0.9, 0.8, 0.9, 0.95, 0.9, 0.7, 0.3]
+    assert count_labels(9, 8, "S", lumbar) == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6", "S"]
+
+
+def test_five_lumbar_vertebrae_or_a_broken_run_keep_the_typical_count() -> None:
+    typical = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S"]
+    assert count_labels(9, 8, "S", [0.1, 0.1, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9, 0.2]) == typical
+    # a sixth lumbar-looking vertebra above a rib-bearing one is not part of the run
+    assert count_labels(9, 8, "S", [0.1, 0.1, 0.9, 0.4, 0.9, 0.9, 0.9, 0.9, 0.9]) == typical
+    # a cervical film never counts lumbar vertebrae
+    assert count_labels(4, 1, "C2", [0.9] * 4) == ["C1", "C2", "C3", "C4"]
+
+
+def test_lumbar_probabilities_must_match_the_vertebrae() -> None:
+    with pytest.raises(InputError, match="lumbar probabilities"):
+        count_labels(4, 3, "S", [0.9, 0.9])
+
+
 def test_missing_reference_labels_nothing() -> None:
     assert count_labels(5, None, "C2") == [None] * 5
     assert count_labels(5, None, "S") == [None] * 5

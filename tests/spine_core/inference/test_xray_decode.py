@@ -90,6 +90,28 @@ def test_ensemble_drops_a_core_no_detection_confirms() -> None:
     assert len(ensemble_instances(probs, det, dets, keep)) == 3
 
 
+def test_an_unconfirmed_core_the_reference_channel_claims_is_kept() -> None:
+    config = XrayConfig(min_core_px=1)
+    labels = _stack(3)
+    labels[labels == 5] = 26  # the third is the sacrum: the U-Net's S channel claims it
+    probs = _probs(labels, config)
+    det, dets = _det(labels, [(11.0, 32.0), (21.0, 32.0)], config)  # the detector misses it
+    assert len(ensemble_instances(probs, det, dets, config)) == 2
+    inst = ensemble_instances(probs, det, dets, replace(config, keep_reference_cores=True))
+    assert len(inst) == 3
+    assert np.bincount(inst.labels[labels == 26]).argmax() > 0
+
+
+def test_instances_carry_the_lumbar_probability() -> None:
+    config = XrayConfig(min_core_px=1)
+    labels = _stack(3)
+    labels[labels == 4] = 20  # the middle one is L1
+    inst = unet_instances(_probs(labels, config), config)
+    lumbar = [inst.lumbar[i] for i in np.argsort([c[0] for c in inst.centres])]
+    assert lumbar[0] < 0.1 and lumbar[1] > 0.9 and lumbar[2] < 0.1
+    assert not unet_instances(_probs(labels, config)[:4], config).lumbar  # four-channel weights
+
+
 def test_ensemble_adds_a_strong_detection_off_the_cores() -> None:
     config = XrayConfig(min_core_px=1)
     labels = _stack(3, gap=2)

@@ -129,10 +129,24 @@ def test_cli_defaults_are_the_shipped_recipe() -> None:
     assert s.stage == "unet" and s.detector_from == str(default_weights_dir())
     assert s.soft_foreground and s.n_train == 120 and s.precision == "fp32"
     assert s.config.unet_flip and s.config.edge_core_fraction == 0.05
+    assert s.config.keep_reference_cores and s.transitional_share == 0.4
     off = xray_settings_from_args(parser.parse_args(
         ["--modality", "xray", "--no-xray-soft-foreground", "--xray-stage", "both",
          "--xray-precision", "bf16"]))
     assert not off.soft_foreground and off.stage == "both" and off.precision == "bf16"
+
+
+def test_lumbar_training_films_get_forced_transitional_spines() -> None:
+    from spine_core.inference.xray.train import XraySettings, forced_transitional
+
+    films = XraySettings().train_films()
+    assert all(forced_transitional(s, r, 0.4) is None for s, r in films if r == "cervical")
+    assert all(forced_transitional(s, r, 0.0) is None for s, r in films)
+    forced = [forced_transitional(s, r, 1.0) for s, r in films if r == "lumbar"]
+    assert all(t is not None for t in forced)
+    six = sum(t.n_lumbar == 6 for t in forced if t)
+    assert 0.3 * len(forced) < six < 0.7 * len(forced)
+    assert {t.n_thoracic for t in forced if t} == {11, 12, 13}
 
 
 def test_training_precision_resolves_auto_and_refuses_others() -> None:
