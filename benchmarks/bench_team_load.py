@@ -96,8 +96,11 @@ print(len(studies))
 # In every page: pointerups and Streamlit toasts, timed by performance.now().
 PROBE = r"""
 (() => {
-  const b = window.__bench = {up: [], toasts: []};
+  const b = window.__bench = {up: [], down: [], toasts: []};
   document.addEventListener('pointerup', () => b.up.push(performance.now()), true);
+  // whether each pointerdown landed on the axial view (a drag off it draws nothing)
+  document.addEventListener('pointerdown', (e) => b.down.push(e.composedPath().some(
+    (el) => el.dataset && el.dataset.testid === 'sv-vp-axial')), true);
   const scan = () => {
     for (const el of document.querySelectorAll('[data-testid=stToast]')) {
       if (el.dataset.benchSeen) continue;
@@ -496,7 +499,11 @@ async def draw_box(page: Any, k: int, n: int) -> None:
     if await root.get_attribute("data-tool") != "box":
         await page.keyboard.press("b")
     canvas = page.locator("[data-testid=sv-vp-axial] canvas.sv-img").first
-    await canvas.scroll_into_view_if_needed()  # a level call scrolled the page down
+    # a level call, or the page run again after a reconnect, may leave the image's top (where
+    # the box goes) above the window: bring the whole image into view
+    await canvas.evaluate("c => { const r = c.getBoundingClientRect(); if (r.top < 0 || "
+                          "r.bottom > innerHeight) c.scrollIntoView({block: r.height > "
+                          "innerHeight ? 'start' : 'center'}); }")
     bb = await canvas.bounding_box()
     fx0, fy0 = 0.04 + 0.01 * (n % 5), 0.04 + 0.01 * (n % 3)
     await page.mouse.move(bb["x"] + bb["width"] * fx0, bb["y"] + bb["height"] * fy0)
@@ -504,6 +511,8 @@ async def draw_box(page: Any, k: int, n: int) -> None:
     await page.mouse.move(bb["x"] + bb["width"] * (fx0 + 0.08), bb["y"] + bb["height"] * (fy0 + 0.07),
                           steps=5)
     await page.mouse.up()
+    if not await page.evaluate("window.__bench.down.at(-1)"):
+        raise RuntimeError("the drag began off the axial view (the bench's miss, not a lost save)")
 
 
 async def recover(page: Any, reader: Reader, shared: Shared, url: str, reload_after_s: float) -> None:
@@ -608,6 +617,10 @@ async def level_call(page: Any, reader: Reader, i: int, shared: Shared, args: ar
     saved without a toast (the reader saw it chosen), not as lost."""
     value = CALLS[(i // 7) % len(CALLS)]
     buttons = page.locator(OPTION).filter(has_text=re.compile(rf"^{re.escape(value)}$"))
+    try:  # the Levels panel may be between two runs of the page
+        await buttons.first.wait_for(state="attached", timeout=10_000)
+    except Exception:  # noqa: BLE001 - none came: said below
+        pass
     n = await buttons.count()
     if n == 0:
         raise RuntimeError("no level to call")
@@ -876,9 +889,13 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
         try:
             ref = await one_reader_reference(browser, team, args)
             print(f"reference, 1 reader alone (bench01): box save {fmt(ref)}", flush=True)
+            alone = team.box_route_ms()
+            print(f"  of it the server: {fmt(alone['nginx'])}; the route's sign-in check "
+                  f"{fmt(alone['auth'])}; its transaction {fmt(alone['save'])}", flush=True)
             pids = {p.pid for p in team.procs.values()}
             cpu0, m0 = cpu_seconds_by_kind(pids), machine_cpu()
             res = await load(browser, team, args, first=2)
+            res["alone"] = alone
             cpu1, m1 = cpu_seconds_by_kind(pids), machine_cpu()
         finally:
             await browser.close()
@@ -917,8 +934,8 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     print(f"box save (pointerup -> the viewer's confirmed saves N+1), all: {fmt(every)}")
     print(f"  before the kill: {fmt(before)}")
     print(f"  after the kill (one replica left): {fmt(after)}")
-    server = team.box_route_ms()
-    print(f"  of it the server (nginx: POST /spine-box-events, reference reader included): "
+    server = {k: v[len(res["alone"][k]):] for k, v in team.box_route_ms().items()}
+    print(f"  of it the server (nginx: POST /spine-box-events): "
           f"{fmt(server['nginx'])}")
     print(f"    the app's answer (nginx's upstream time): {fmt(server['upstream'])}")
     print(f"    in it, the route's sign-in check: {fmt(server['auth'])}; its transaction: "
