@@ -74,6 +74,7 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
     """The card as a dict (settings as :func:`dataclasses.asdict` gives them)."""
     s = dict(settings)
     ens = metrics.get("ensemble", {})
+    outputs = list(UNET_CHANNELS[:int(s["unet_spec"]["params"]["out_channels"])])
     return {
         "name": s["name"], "version": s["version"], "modality": "DX (lateral radiograph)",
         "disclaimer": DISCLAIMER,
@@ -85,14 +86,14 @@ def build_card(settings: Mapping[str, Any], unet: nn.Module, detector: nn.Module
         },
         "networks": {
             "unet": {"spec": s["unet_spec"], "parameters": count_parameters(unet),
-                     "outputs": list(UNET_CHANNELS), "training": unet_log.to_dict()},
+                     "outputs": outputs, "training": unet_log.to_dict()},
             "detector": {"spec": s["detector_spec"], "parameters": count_parameters(detector),
                          "outputs": list(DETECTOR_CHANNELS), "training": det_log.to_dict(),
                          "note": DETECTOR_NOTE},
         },
         "config": s["config"],
         "ensemble_rule": ensemble_rule(),
-        "label_counting": label_counting(UNET_CHANNELS),
+        "label_counting": label_counting(outputs),
         "scoring": _prose(EVALUATE_DOC),
         "metrics": dict(metrics),
         "targets": TARGETS,

@@ -77,10 +77,13 @@ class XrayConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def default_unet_spec(channels: tuple[int, ...] = (16, 32, 64, 128, 256)) -> dict[str, Any]:
-    """A 5-level 2-D MONAI UNet with residual units: one grey input, :data:`UNET_CHANNELS` out."""
+def default_unet_spec(channels: tuple[int, ...] = (16, 32, 64, 128, 256), lumbar: bool = True
+                      ) -> dict[str, Any]:
+    """A 5-level 2-D MONAI UNet with residual units: one grey input, :data:`UNET_CHANNELS` out
+    (without ``lumbar``, the first four)."""
     return {"arch": "monai.UNet", "params": {
-        "spatial_dims": 2, "in_channels": 1, "out_channels": len(UNET_CHANNELS),
+        "spatial_dims": 2, "in_channels": 1,
+        "out_channels": len(UNET_CHANNELS) if lumbar else LUMBAR_CHANNEL,
         "channels": list(channels), "strides": [2] * (len(channels) - 1),
         "num_res_units": 1, "norm": "BATCH"}}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spine_core.errors import InputError, ModelLoadError
 from spine_core.inference.xray.config import (
@@ -129,11 +130,39 @@ def test_cli_defaults_are_the_shipped_recipe() -> None:
     assert s.stage == "unet" and s.detector_from == str(default_weights_dir())
     assert s.soft_foreground and s.n_train == 120 and s.precision == "fp32"
     assert s.config.unet_flip and s.config.edge_core_fraction == 0.05
-    assert s.config.keep_reference_cores and s.transitional_share == 0.4
+    assert s.config.keep_reference_cores and s.transitional_share == 0.0
+    assert s.unet_spec["params"]["out_channels"] == 4  # the shipped U-Net: no lumbar channel
+    lumbar = xray_settings_from_args(parser.parse_args(
+        ["--modality", "xray", "--xray-lumbar-channel", "--xray-transitional-share", "0.4"]))
+    assert lumbar.unet_spec["params"]["out_channels"] == 5 and lumbar.transitional_share == 0.4
     off = xray_settings_from_args(parser.parse_args(
         ["--modality", "xray", "--no-xray-soft-foreground", "--xray-stage", "both",
          "--xray-precision", "bf16"]))
     assert not off.soft_foreground and off.stage == "both" and off.precision == "bf16"
+
+
+def test_batch_norms_fit_float16_storage_without_changing_the_output() -> None:
+    from spine_core.inference.networks import build_network
+    from spine_core.inference.xray.config import default_unet_spec
+    from spine_core.inference.xray.train import fit_norms_to_half
+
+    torch.manual_seed(0)
+    net = build_network(default_unet_spec((4, 8, 16), lumbar=False))
+    x = torch.rand(2, 1, 32, 32) * 3e3  # large activations: running variances past float16's range
+    net.train()
+    with torch.no_grad():
+        for _ in range(30):
+            net(x)
+    net.eval()
+    variances = [m.running_var for m in net.modules()
+                 if isinstance(m, torch.nn.BatchNorm2d) and m.running_var is not None]
+    assert any(not torch.isfinite(v.half()).all() for v in variances)
+    with torch.no_grad():
+        before = net(x)
+        assert fit_norms_to_half(net) > 0
+        after = net(x)
+    assert all(torch.isfinite(v.half()).all() for v in variances)
+    assert torch.allclose(before, after, rtol=1e-3, atol=1e-3)
 
 
 def test_lumbar_training_films_get_forced_transitional_spines() -> None:
