@@ -153,6 +153,7 @@ class Team:
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-team-"))
         self.tmp.chmod(0o755)  # started as root, nginx's workers (nobody) write its cache here
         self.run = self.tmp / "team"
+        self.keep_logs = ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.db_created = False
         self.studies, self.shape, self.n_readers = studies, shape, n_readers
@@ -310,6 +311,8 @@ class Team:
                     con.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
             except psycopg.Error as exc:
                 print(f"could not drop database {self.dbname}: {exc}", file=sys.stderr)
+        if self.keep_logs:  # the processes' logs and nginx's, for a look afterwards
+            subprocess.run(["cp", "-r", str(self.run), self.keep_logs], check=False)
         subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
 
 
@@ -338,6 +341,7 @@ class Reader:
     back_saved_s: float | None = None
     back_page_s: float | None = None  # kill -> the page follows the viewer's slice again
     reloaded: bool = False
+    drag_misses: int = 0  # drags that began off the axial view (made again)
     done: bool = False
 
 
@@ -504,26 +508,46 @@ async def fresh_slice(page: Any, used: set[int], direction: list[str]) -> int:
     raise RuntimeError("no free slice")
 
 
-async def draw_box(page: Any, k: int, n: int) -> None:
+#: Scroll the image's scrolling ancestor (across the viewer's shadow root) so that the image's top
+#: is in the window; answers the image's top after it.
+SHOW_IMAGE_TOP = """c => {
+  const r = c.getBoundingClientRect();
+  if (r.top >= 0 && r.top + 0.25 * r.height <= innerHeight) return r.top;
+  for (let el = c.parentNode || c.host; el; el = el.parentNode || el.host) {
+    if (el.nodeType === 1 && el.scrollHeight > el.clientHeight
+        && /(auto|scroll)/.test(getComputedStyle(el).overflowY)) {
+      el.scrollTop += r.top - 40;
+      break;
+    }
+  }
+  return c.getBoundingClientRect().top;
+}"""
+
+
+async def draw_box(page: Any, k: int, n: int, reader: Reader) -> None:
+    """Drag a box in the image's top-left corner. A level call, or the page run again, may have
+    scrolled the image's top out of the window, or shift it between the look and the drag: such a
+    drag begins off the view and draws nothing; it is counted (``reader.drag_misses``) and made
+    again, at most 3 times."""
     root = page.locator("[data-testid=sv-root]").first
     await root.focus()
     if await root.get_attribute("data-tool") != "box":
         await page.keyboard.press("b")
     canvas = page.locator("[data-testid=sv-vp-axial] canvas.sv-img").first
-    # a level call, or the page run again after a reconnect, may leave the image's top (where
-    # the box goes) above the window: bring the whole image into view
-    await canvas.evaluate("c => { const r = c.getBoundingClientRect(); if (r.top < 0 || "
-                          "r.bottom > innerHeight) c.scrollIntoView({block: r.height > "
-                          "innerHeight ? 'start' : 'center'}); }")
-    bb = await canvas.bounding_box()
     fx0, fy0 = 0.04 + 0.01 * (n % 5), 0.04 + 0.01 * (n % 3)
-    await page.mouse.move(bb["x"] + bb["width"] * fx0, bb["y"] + bb["height"] * fy0)
-    await page.mouse.down()
-    await page.mouse.move(bb["x"] + bb["width"] * (fx0 + 0.08), bb["y"] + bb["height"] * (fy0 + 0.07),
-                          steps=5)
-    await page.mouse.up()
-    if not await page.evaluate("window.__bench.down.at(-1)"):
-        raise RuntimeError("the drag began off the axial view (the bench's miss, not a lost save)")
+    for _ in range(3):
+        await canvas.evaluate(SHOW_IMAGE_TOP)
+        bb = await canvas.bounding_box()
+        await page.mouse.move(bb["x"] + bb["width"] * fx0, bb["y"] + bb["height"] * fy0)
+        await page.mouse.down()
+        await page.mouse.move(bb["x"] + bb["width"] * (fx0 + 0.08),
+                              bb["y"] + bb["height"] * (fy0 + 0.07), steps=5)
+        await page.mouse.up()
+        if await page.evaluate("window.__bench.down.at(-1)"):
+            return
+        reader.drag_misses += 1
+        await page.wait_for_timeout(300)
+    raise RuntimeError("3 drags began off the axial view (the bench's misses, not lost saves)")
 
 
 async def page_follows(page: Any, reader: Reader, shared: Shared, url: str, k: int,
@@ -585,7 +609,7 @@ async def reader_run(browser: Any, reader: Reader, shared: Shared, url: str, arg
                 shown = await saved_count(page)
                 ups = int(await page.evaluate("window.__bench.up.length"))
                 reader.boxes_tried.append(k)
-                await draw_box(page, k, b)
+                await draw_box(page, k, b, reader)
                 up = await page.evaluate("n => window.__bench.up.slice(n)", ups)
                 t_up = float(up[-1]) if up else 0.0
                 t_saved = await wait_box(page, shown + 1, t_up, args.confirm_timeout_s, shared,
@@ -996,6 +1020,8 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
           + (f"p50 {pct(paged, .5):.1f} s, max {max(paged):.1f} s" if paged else "none measured"))
     print(f"committee: {res['side']['committee']}; votes in db (dispute, count): {check['votes']}")
     print(f"admin predict all: {res['side']['admin']}; jobs in db: {check['jobs']}")
+    print(f"drags the bench made again (they began off the axial view: the page had scrolled or "
+          f"shifted): {sum(r.drag_misses for r in readers)}")
     print(f"errors: {len(errors)}")
     for who, e in errors[:20]:
         print(f"  {who}: {e}")
@@ -1037,6 +1063,7 @@ def main() -> int:
     ap.add_argument("--confirm-timeout-s", type=float, default=30)
     ap.add_argument("--reload-after-s", type=float, default=6)
     ap.add_argument("--shots", default="", help="folder for screenshots of failures")
+    ap.add_argument("--keep-logs", default="", help="copy the team's logs here at the end")
     ap.add_argument("--browser-nice", type=int, default=0,
                     help="start Chromium at this niceness (e.g. 19): the readers' browsers, "
                          "which on a real team run on their own machines, yield the CPU to the "
@@ -1048,6 +1075,7 @@ def main() -> int:
         ARGS_SHOTS.append(args.shots)
     team = Team(args.pg, args.studies, args.shape, args.readers + 1,
                  route_server=not args.routes_in_replicas)
+    team.keep_logs = args.keep_logs
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
