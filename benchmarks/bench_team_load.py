@@ -538,6 +538,12 @@ async def draw_box(page: Any, k: int, n: int, reader: Reader) -> None:
     for _ in range(3):
         await canvas.evaluate(SHOW_IMAGE_TOP)
         bb = await canvas.bounding_box()
+        for _ in range(12):  # a scroll may be animated: wait until the image stands still
+            await page.wait_for_timeout(80)
+            now = await canvas.bounding_box()
+            if now == bb:
+                break
+            bb = now
         await page.mouse.move(bb["x"] + bb["width"] * fx0, bb["y"] + bb["height"] * fy0)
         await page.mouse.down()
         await page.mouse.move(bb["x"] + bb["width"] * (fx0 + 0.08),
