@@ -566,9 +566,13 @@ async def page_follows(page: Any, reader: Reader, shared: Shared, url: str, k: i
     shown = page.get_by_text(re.compile(rf"· axial {k + 1}\b")).first
     try:
         await shown.wait_for(timeout=args.reload_after_s * 1000)
-    except Exception:  # noqa: BLE001 - not back by itself
-        await recover(page, reader, shared, url, 0.1)
-        await shown.wait_for(timeout=60_000)
+    except Exception:  # noqa: BLE001 - not back by itself: the reader reloads the page
+        reader.reloaded = True
+        reader.errors.append(f"the page did not follow the viewer within {args.reload_after_s:g} s "
+                             "of the box after the kill: reloaded")
+        await page.goto(page.url if "/annotate" in page.url else f"{url}/annotate", timeout=60_000)
+        await page.get_by_role("button", name="Sign out").wait_for(timeout=30_000)
+        await wait_viewer(page)
     reader.back_page_s = time.monotonic() - shared.kill_at
 
 
