@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -342,6 +343,7 @@ class Reader:
     back_page_s: float | None = None  # kill -> the page follows the viewer's slice again
     reloaded: bool = False
     drag_misses: int = 0  # drags that began off the axial view (made again)
+    box_events: dict[str, int] = field(default_factory=dict)  # posted box events by type
     done: bool = False
 
 
@@ -599,6 +601,16 @@ async def reader_run(browser: Any, reader: Reader, shared: Shared, url: str, arg
     await context.add_init_script(PROBE)
     page = await context.new_page()
     page.set_default_timeout(60_000)
+
+    def sent(request: Any) -> None:  # the type of each box event the viewer posts
+        if request.method == "POST" and request.url.endswith("/spine-box-events"):
+            try:
+                kind = str(json.loads(request.post_data or "{}").get("type"))
+            except ValueError:
+                kind = "?"
+            reader.box_events[kind] = reader.box_events.get(kind, 0) + 1
+
+    page.on("request", sent)
     try:
         reader.sign_in_s = await sign_in(page, url, reader.username, READER_PASSWORD)
         for c in await context.cookies():
@@ -851,7 +863,8 @@ def db_check(team: Team, readers: list[Reader]) -> dict[str, Any]:
             conf = len(r.boxes_confirmed)
             if len(rows) - dup < conf:
                 lost += conf - (len(rows) - dup)
-                notes.append(f"{r.username}: {conf} boxes confirmed, {len(rows)} stored")
+                notes.append(f"{r.username}: {conf} boxes confirmed, {len(rows)} stored; box "
+                             f"events it posted: {r.box_events}")
             elif len(rows) - dup > conf:
                 unconfirmed += len(rows) - dup - conf
             if dup:
@@ -1030,6 +1043,11 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
           + (f"p50 {pct(paged, .5):.1f} s, max {max(paged):.1f} s" if paged else "none measured"))
     print(f"committee: {res['side']['committee']}; votes in db (dispute, count): {check['votes']}")
     print(f"admin predict all: {res['side']['admin']}; jobs in db: {check['jobs']}")
+    kinds: dict[str, int] = {}
+    for r in readers:
+        for kind, n in r.box_events.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    print(f"box events the viewers posted, by type: {kinds} (a drag that began on a box moves it)")
     print(f"drags the bench made again (they began off the axial view: the page had scrolled or "
           f"shifted): {sum(r.drag_misses for r in readers)}")
     print(f"errors: {len(errors)}")
