@@ -550,11 +550,16 @@ async def draw_box(page: Any, k: int, n: int, reader: Reader) -> None:
         await page.mouse.down()
         await page.mouse.move(bb["x"] + bb["width"] * (fx0 + 0.08),
                               bb["y"] + bb["height"] * (fy0 + 0.07), steps=5)
+        posted = sum(reader.box_events.values())
         await page.mouse.up()
         if await page.evaluate("window.__bench.down.at(-1)"):
             return
+        # the probe saw the pointerdown elsewhere; a drag the viewer took all the same has
+        # posted its box by now (drawing again there would move that box)
+        await page.wait_for_timeout(500)
+        if sum(reader.box_events.values()) > posted:
+            return
         reader.drag_misses += 1
-        await page.wait_for_timeout(300)
     raise RuntimeError("3 drags began off the axial view (the bench's misses, not lost saves)")
 
 
@@ -860,7 +865,9 @@ def db_check(team: Team, readers: list[Reader]) -> dict[str, Any]:
             # slice are two boxes (a drag can land on a slice the viewer had not settled on yet)
             dup = sum(n - 1 for n in geoms.values() if n > 1)
             doubled += dup
-            conf = len(r.boxes_confirmed)
+            # a confirmed save that moved or deleted a box (a drag that began on one) is no new box
+            conf = len(r.boxes_confirmed) - r.box_events.get("changed", 0) \
+                - r.box_events.get("deleted", 0)
             if len(rows) - dup < conf:
                 lost += conf - (len(rows) - dup)
                 notes.append(f"{r.username}: {conf} boxes confirmed, {len(rows)} stored; box "
