@@ -109,7 +109,6 @@ def forced_transitional(seed: int, region: str, share: float) -> Transitional | 
     rates): ``share`` of the lumbar films, chosen per seed, get six lumbar vertebrae (half of
     them), thirteen or eleven rib-bearing vertebrae (a quarter each), so the *lumbar* channel
     learns the ribs, not the count from the sacrum."""
-    from spine_core.phantom.spine_anatomy import Transitional
 
     if region != "lumbar" or share <= 0:
         return None
