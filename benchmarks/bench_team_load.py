@@ -912,15 +912,16 @@ def wait_job(team: Team, timeout_s: float) -> None:
 
 
 def niced_chromium(nice: int, folder: Path) -> str:
-    """The Chromium to launch: Debian's, or a wrapper that starts it at niceness ``nice``, and
-    its scheduler autogroup too where the kernel has them (a niceness counts only inside its
-    autogroup; the team's servers run in sessions, so autogroups, of their own)."""
+    """The Chromium to launch: Debian's, or a wrapper that starts it in a scheduler autogroup of
+    niceness ``nice``. A process's own niceness would not do: Chromium (as root) sets its
+    processes' own, and it counts only inside an autogroup (the team's servers run in sessions,
+    so autogroups, of their own)."""
     if nice <= 0:
         return CHROMIUM
     wrapper = folder / "chromium-niced"
     wrapper.write_text("#!/bin/sh\n"
                        f"[ -w /proc/self/autogroup ] && echo {nice} > /proc/self/autogroup\n"
-                       f'exec nice -n {nice} {CHROMIUM} "$@"\n')
+                       f'exec {CHROMIUM} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
