@@ -345,6 +345,7 @@ class Reader:
     drag_misses: int = 0  # drags that began off the axial view (made again)
     box_events: dict[str, int] = field(default_factory=dict)  # posted box events by type
     done: bool = False
+    kind: str = "browser"  # or "wire": driven over Streamlit's websocket, no browser
 
 
 @dataclass
@@ -683,6 +684,230 @@ async def reader_run(browser: Any, reader: Reader, shared: Shared, url: str, arg
         await context.close()
 
 
+# --- a reader over Streamlit's websocket (no browser) -------------------------------------------
+
+
+class WireReader:
+    """A reader driven over Streamlit's websocket (:mod:`streamlit_wire`), doing what the
+    browser would: the page's runs (sign-in, Annotate, the slice the reader settles on, the
+    level calls, the page rerun a box save asks for) over the websocket, the viewer's box posts
+    and the volume's chunks over HTTP with the same cookies."""
+
+    def __init__(self, reader: Reader, url: str, http: Any) -> None:
+        self.r, self.url, self.http = reader, url, http
+        self.s: Any = None
+        self.viewer: Any = None  # the viewer's element in the last run that had it
+        self.header: dict[str, Any] = {}
+        self.levels: list[Any] = []  # the enabled level controls of the last full run
+        self.study_version: int | None = None
+        self.page_version: Any = "unset"
+        self.refreshes = 0
+
+    async def connect(self) -> None:
+        from streamlit_wire import WireSession
+
+        self.s = WireSession(self.url, dict(self.http.cookies))
+        await self.s.connect()
+
+    def _saw(self, run: Any) -> None:
+        from streamlit_wire import viewer_header
+
+        v = run.component("workstation")
+        if v is not None:
+            self.viewer, self.header = v, viewer_header(v)
+            post = self.header["view"].get("box_post") or {}
+            if post.get("base_study_version") != self.page_version:  # as the viewer's saver
+                self.page_version = post.get("base_study_version")
+                self.study_version = self.page_version
+        if run.status == 0:  # a full run: its level controls
+            self.levels = [e for e in run.find("button_group") if not e.proto.disabled]
+
+    async def run(self, widgets: list[Any] | None = None, **kw: Any) -> Any:
+        run = await self.s.rerun(widgets, **kw)
+        self._saw(run)
+        return run
+
+    async def sign_in(self, password: str) -> float:
+        from streamlit_wire import component_state, widget
+
+        await self.http.get("/")  # nginx's spine_route cookie
+        self.r.route = self.http.cookies.get("spine_route", "")
+        # nginx logs the websocket only when it closes: one request with the cookie now puts this
+        # reader's replica in its log for the killer (the first one went to any replica)
+        await self.http.get("/_stcore/health")
+        await self.connect()
+        run = await self.run(page="")
+        ids = [run.find("text_input", "User name")[0].proto.id,
+               run.find("text_input", "Password")[0].proto.id, run.find("button", "Sign in")[0].proto.id]
+        t0 = time.monotonic()
+        run = await self.run([widget(ids[0], string_value=self.r.username),
+                              widget(ids[1], string_value=password), widget(ids[2], trigger_value=True)])
+        if not run.find("button", "Sign out"):
+            raise RuntimeError(f"not signed in: {run.texts()[:3]}")
+        took = time.monotonic() - t0
+        handover = run.component("session_cookie")
+        data = json.loads(handover.proto.json)
+        answer = await self.http.post(f"/{data['path']}", json={"ticket": data["ticket"]},
+                                      headers={"Origin": self.url})
+        if answer.status_code >= 300 or "spine_session" not in self.http.cookies:
+            raise RuntimeError(f"the session route answered {answer.status_code}")
+        self.s.cookies = dict(self.http.cookies)
+        await self.run([component_state(handover.proto.id, {"result": "ok"})])
+        return took
+
+    async def open_annotate(self) -> None:
+        await self.run(page="annotate")
+        if self.viewer is None:
+            raise RuntimeError("no viewer on Annotate")
+        vol = self.header["volume"]
+        if vol.get("chunk_url"):  # the browser fetches the volume's chunks once
+            for a, b in vol["plan"]:
+                await self.http.get(f"/{vol['chunk_url']}{a}-{b}")
+
+    async def settle_on(self, k: int) -> Any:
+        """The reader stopped stepping at axial slice ``k``: the viewer commits it (the
+        viewer's fragment runs)."""
+        from streamlit_wire import component_state
+
+        shape = self.header["volume"]["shape"]
+        cursor = [k, shape[1] // 2, shape[2] // 2]
+        return await self.run([component_state(self.viewer.proto.id, {"slice": {
+            "plane": "axial", "index": k, "cursor": cursor}})], fragment_id=self.viewer.fragment_id)
+
+    async def post_box(self, k: int, n: int) -> tuple[float, dict[str, Any]]:
+        """Draw a box in the image's top-left corner of slice ``k`` (off the vertebra): the
+        viewer's POST, timed; (ms, its answer)."""
+        post = self.header["view"]["box_post"]
+        shape = self.header["volume"]["shape"]
+        x0, y0 = shape[2] * (0.04 + 0.01 * (n % 5)), shape[1] * (0.04 + 0.01 * (n % 3))
+        key = f"wire-{self.r.username}-{n}"
+        body = {"study": post["study"], "type": "created", "id": f"new-{n}", "base_version": None,
+                "slice": k, "x0": x0, "y0": y0, "width": shape[2] * 0.08, "height": shape[1] * 0.07,
+                "fracture": post["fracture"], "base_study_version": self.study_version,
+                "client_key": key}
+        t0 = time.monotonic()
+        for wait in (0.25, 0.5, 1.0, 2.0, 4.0, None):  # as the viewer's saver, while no app answers
+            answer = await self.http.post(f"/{post['url']}", json=body, headers={"Origin": self.url})
+            no_app = answer.status_code in (502, 503, 504) and "json" not in answer.headers.get(
+                "content-type", "")
+            if not no_app or wait is None:
+                break
+            await asyncio.sleep(wait)
+        ms = (time.monotonic() - t0) * 1000
+        reply = answer.json()
+        self.r.box_events["created"] = self.r.box_events.get("created", 0) + 1
+        if answer.status_code != 200:
+            raise RuntimeError(f"box refused {answer.status_code}: {reply.get('message')}")
+        self.study_version = reply["study_version"]
+        return ms, reply
+
+    async def refresh(self, reply: dict[str, Any]) -> Any:
+        """The save changed what the page shows: the viewer asks the page to run again."""
+        from streamlit_wire import component_trigger
+
+        self.refreshes += 1
+        return await self.run([component_trigger(self.viewer.proto.id, "msg", {
+            "client": f"wire-{self.r.username}", "volume": self.header["volume"]["id"],
+            "need": None, "events": [], "refresh": {
+                "message": reply["message"], "kind": "toast", "ask_levels": reply["ask_levels"],
+                "n": self.refreshes}})], fragment_id=self.viewer.fragment_id)
+
+    async def level_call(self, i: int) -> None:
+        from streamlit_wire import widget
+
+        value = CALLS[(i // 7) % len(CALLS)]
+        free = [e for e in self.levels if e.proto.label not in self.r.calls_confirmed]
+        if not free:
+            raise RuntimeError("no level to call")
+        level = free[i % len(free)].proto
+        self.r.calls_tried += 1
+        run = await self.run([widget(level.id, string_array_value=[value])])
+        want = f"{level.label}: {value}"
+        if want not in run.toasts:
+            raise RuntimeError(f"no toast {want!r} (toasts: {run.toasts})")
+        self.r.call_ms.append((run.toast_s or run.seconds) * 1000)
+        self.r.calls_confirmed[level.label] = value
+
+    async def back(self, shared: Shared, k: int) -> None:
+        """The websocket closed (the replica was killed): connect again through nginx, as the
+        frontend does, every 0.5 s, and run the page (signed in by the cookie)."""
+        for _ in range(120):
+            try:
+                await self.connect()
+                await self.run(page="annotate")
+                run = await self.settle_on(k)
+                if any(f"· axial {k + 1}" in t for t in run.texts()):
+                    break
+            except Exception:  # noqa: BLE001 - not yet: the proxy still tries the dead one
+                await asyncio.sleep(0.5)
+        if shared.kill_at is not None and self.r.affected and self.r.back_page_s is None:
+            self.r.back_page_s = time.monotonic() - shared.kill_at
+
+
+async def wire_reader_run(reader: Reader, shared: Shared, url: str, args: argparse.Namespace,
+                          on_box: Any) -> None:
+    """One reader over the websocket: sign in, open Annotate, then per box settle on a fresh
+    slice, think (``--wire-think-s``, ±50 %), post the box and run the page when it asks; the level
+    calls spread among the boxes, as the browser readers'."""
+    import random
+
+    import httpx
+    from streamlit_wire import Disconnected
+
+    reader.kind = "wire"
+    rng = random.Random(reader.username)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        w = WireReader(reader, url, http)
+        try:
+            reader.sign_in_s = await w.sign_in(READER_PASSWORD)
+            await w.open_annotate()
+            n_slices = w.header["volume"]["shape"][0]
+            k = w.header["view"]["cursor"][0]
+            call_every = max(1, args.boxes // max(1, args.calls)) if args.calls else 0
+            call_i = b = attempts = 0
+            while b < args.boxes and attempts < args.boxes * 3:
+                attempts += 1
+                k = (k + 1) % n_slices
+                try:
+                    await w.settle_on(k)
+                    await asyncio.sleep(args.wire_think_s * rng.uniform(0.5, 1.5))
+                    reader.boxes_tried.append(k)
+                    ms, reply = await w.post_box(k, b)
+                    reader.boxes_confirmed.append(k)
+                    reader.box_fetch_ms.append(ms)
+                    (reader.box_after_kill if shared.kill_at else reader.box_ms).append(ms)
+                    if shared.kill_at is not None and reader.affected and reader.back_saved_s is None:
+                        reader.back_saved_s = time.monotonic() - shared.kill_at
+                    b += 1
+                    on_box()
+                    if reply.get("refresh"):
+                        asked = time.monotonic()
+                        await w.refresh(reply)
+                        if shared.kill_at is not None and asked > shared.kill_at and reader.affected \
+                                and reader.back_page_s is None:  # the page ran on the other replica
+                            reader.back_page_s = time.monotonic() - shared.kill_at
+                    if call_every and b % call_every == 0 and call_i < args.calls:
+                        await w.level_call(call_i)
+                        call_i += 1
+                except Disconnected:
+                    reader.errors.append(f"box {b + 1}: the websocket closed; connecting again")
+                    await w.back(shared, k)
+                    if reader.back_ready_s is None and shared.kill_at is not None and reader.affected:
+                        reader.back_ready_s = time.monotonic() - shared.kill_at
+            while call_i < args.calls:
+                try:
+                    await w.level_call(call_i)
+                except Exception as exc:  # noqa: BLE001
+                    reader.errors.append(f"call {call_i + 1}: {type(exc).__name__}: {str(exc)[:160]}")
+                call_i += 1
+            reader.done = True
+        except Exception as exc:  # noqa: BLE001
+            reader.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+        finally:
+            if w.s is not None:
+                await w.s.close()
+
+
 CALLS = ["Not fractured", "Unsure", "Fractured"]
 
 
@@ -797,6 +1022,17 @@ async def one_reader_reference(browser: Any, team: Team, args: argparse.Namespac
     return r.box_ms
 
 
+async def one_wire_reader_reference(team: Team, args: argparse.Namespace) -> list[float]:
+    """The same reader alone over the websocket (its boxes on other slices of its study)."""
+    shared = Shared(total_boxes=args.boxes)
+    r = Reader("bench01")
+    ref_args = argparse.Namespace(**{**vars(args), "calls": 0, "wire_think_s": 0.5})
+    await wire_reader_run(r, shared, team.url, ref_args, lambda: None)
+    if r.errors:
+        print(f"websocket reference reader errors: {r.errors}", flush=True)
+    return r.box_ms
+
+
 async def load(browser: Any, team: Team, args: argparse.Namespace, first: int) -> dict[str, Any]:
     readers = [Reader(f"bench{i:02d}") for i in range(first, first + args.readers)]
     shared = Shared(total_boxes=len(readers) * args.boxes)
@@ -809,7 +1045,13 @@ async def load(browser: Any, team: Team, args: argparse.Namespace, first: int) -
         if shared.kill_at is None and shared.confirmed >= shared.total_boxes // 2:
             kill_event.set()
 
-    async def run_one(r: Reader) -> None:
+    n_browsers = len(readers) - args.wire_readers
+
+    async def run_one(r: Reader, i: int) -> None:
+        if i >= n_browsers:  # over the websocket: light enough to run all at once
+            shared.started += 1
+            await wire_reader_run(r, shared, team.url, args, on_box)
+            return
         async with sem:
             shared.started += 1
             await reader_run(browser, r, shared, team.url, args, on_box)
@@ -834,7 +1076,7 @@ async def load(browser: Any, team: Team, args: argparse.Namespace, first: int) -
               f"{len(on_victim)} active readers on it: {[r.username for r in on_victim]}", flush=True)
 
     t0 = time.monotonic()
-    tasks = [asyncio.create_task(run_one(r)) for r in readers]
+    tasks = [asyncio.create_task(run_one(r, i)) for i, r in enumerate(readers)]
     kill_task = asyncio.create_task(killer())
     await asyncio.sleep(2)
     side_tasks = [asyncio.create_task(committee(browser, team.url, side["committee"])),
@@ -904,8 +1146,9 @@ def wait_job(team: Team, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with team.db() as con:
-            running = con.execute(
-                "SELECT count(*) FROM prediction_jobs WHERE status = 'running'").fetchone()[0]
+            row = con.execute(
+                "SELECT count(*) FROM prediction_jobs WHERE status = 'running'").fetchone()
+            running = row[0] if row else 0
         if not running:
             return
         time.sleep(2)
@@ -984,6 +1227,12 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
             alone = team.box_route_ms()
             print(f"  of it the server: {fmt(alone['nginx'])}; the route's sign-in check "
                   f"{fmt(alone['auth'])}; its transaction {fmt(alone['save'])}", flush=True)
+            wire_ref: list[float] = []
+            if args.wire_readers:
+                wire_ref = await one_wire_reader_reference(team, args)
+                print(f"reference, 1 reader alone over the websocket (bench01): box save "
+                      f"{fmt(wire_ref)}", flush=True)
+                alone = team.box_route_ms()
             pids = {p.pid for p in team.procs.values()}
             cpu0, m0 = cpu_seconds_by_kind(pids), machine_cpu()
             res = await load(browser, team, args, first=2)
@@ -1009,8 +1258,10 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     n_conf = sum(len(r.boxes_confirmed) for r in readers)
     print()
     print(f"box saves served by: {'a route server (python -m spine_web)' if team.route_server else 'the replicas'}")
-    print(f"== team load: {len(readers)} readers (waves of at most {args.concurrency} browser "
-          f"contexts in one Chromium), {args.boxes} boxes + {args.calls} level calls each; "
+    print(f"== team load: {len(readers)} readers: {len(readers) - args.wire_readers} in Chromium "
+          f"(waves of at most {args.concurrency} browser contexts in one Chromium), "
+          f"{args.wire_readers} over the websocket (all at once, ~{args.wire_think_s:g} s on a "
+          f"slice before each box); {args.boxes} boxes + {args.calls} level calls each; "
           f"{res['wall_s']:.0f} s{' (TIME LIMIT hit)' if res['timed_out'] else ''}; "
           f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     used = {k: cpu1[k] - cpu0[k] for k in cpu0}
@@ -1024,12 +1275,18 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     print(f"sign-in (click -> first page): {fmt(signs, 's', 1.0)}"
           if not signs else f"sign-in (click -> first page): p50 {pct(signs, .5):.2f} s, "
           f"p95 {pct(signs, .95):.2f} s, max {max(signs):.2f} s (n={len(signs)})")
-    print(f"box save (pointerup -> the viewer's confirmed saves N+1), all: {fmt(every)}")
+    print(f"box save, all readers: {fmt(every)}")
+    for kind, what in (("browser", "in Chromium: pointerup -> the viewer's confirmed saves N+1"),
+                       ("wire", "over the websocket: the viewer's POST -> its answer")):
+        of = [r for r in readers if r.kind == kind]
+        if of:
+            print(f"  {len(of)} readers {what}: {fmt([v for r in of for v in r.box_ms + r.box_after_kill])}")
     print(f"  before the kill: {fmt(before)}")
     print(f"  after the kill (one replica left): {fmt(after)}")
     server = {k: v[len(res["alone"][k]):] for k, v in team.box_route_ms().items()}
     print(f"  of it the request, as the browser's network stack timed it (Resource Timing, "
-          f"start -> response end): {fmt([v for r in readers for v in r.box_fetch_ms])}")
+          f"start -> response end): "
+          f"{fmt([v for r in readers if r.kind == 'browser' for v in r.box_fetch_ms])}")
     print(f"  of it the server (nginx: POST /spine-box-events): "
           f"{fmt(server['nginx'])}")
     print(f"    the app's answer (nginx's upstream time): {fmt(server['upstream'])}")
@@ -1041,8 +1298,12 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
           + (f" ({', '.join(untoasted)})" if untoasted else "")
           + f"; clicked again (no toast, not chosen after {CALL_RETRY_S:g} s): "
           f"{sum(r.calls_reclicked for r in readers)}")
-    print(f"killed replica port {shared.killed_port}; its active readers: {len(affected)}; "
-          f"reloaded by hand: {sum(r.reloaded for r in affected)}")
+    print(f"killed replica port {shared.killed_port}; its active readers: {len(affected)} "
+          f"({sum(r.kind == 'wire' for r in affected)} over the websocket); reloaded by hand: "
+          f"{sum(r.reloaded for r in affected)}")
+    for r in affected:
+        print(f"  {r.username} ({r.kind}): next confirmed box {r.back_saved_s or float('nan'):.1f} s, "
+              f"page follows {r.back_page_s or float('nan'):.1f} s after the kill")
     print("  back at work (kill -> viewer ready, signed in): "
           + (f"p50 {pct(ready, .5):.1f} s, max {max(ready):.1f} s" if ready else "none measured"))
     print("  kill -> next confirmed box: "
@@ -1069,6 +1330,10 @@ async def main_async(args: argparse.Namespace, team: Team) -> int:
     ref_p50 = pct(ref, 0.5) if ref else float("nan")
     print(f"reference: box save p50 with 1 reader alone {ref_p50:.0f} ms; under load p50 "
           f"{pct(every, .5):.0f} ms ({pct(every, .5) / ref_p50:.1f}x)")
+    if wire_ref:
+        wired = [v for r in readers if r.kind == "wire" for v in r.box_ms + r.box_after_kill]
+        print(f"reference over the websocket: box save p50 alone {pct(wire_ref, .5):.0f} ms; under "
+              f"load p50 {pct(wired, .5):.0f} ms ({pct(wired, .5) / pct(wire_ref, .5):.1f}x)")
     vote_ok = all(c == 1 for _, c in check["votes"]) and len(check["votes"]) == (
         1 if res["side"]["committee"].get("voted") else 0)
     writes_ok = (check["lost"] + check["doubled"] + check["calls_lost"] + check["calls_doubled"] == 0
@@ -1104,6 +1369,12 @@ def main() -> int:
                     help="start Chromium at this niceness (e.g. 19): the readers' browsers, "
                          "which on a real team run on their own machines, yield the CPU to the "
                          "servers")
+    ap.add_argument("--wire-readers", type=int, default=0,
+                    help="of --readers, this many driven over Streamlit's websocket without a "
+                         "browser (benchmarks/streamlit_wire.py); the rest in Chromium")
+    ap.add_argument("--wire-think-s", type=float, default=4.0,
+                    help="a websocket reader's pause on a slice before drawing its box (mean; "
+                         "drawn from 0.5x to 1.5x)")
     ap.add_argument("--routes-in-replicas", action="store_true",
                     help="box saves served inside the replicas (server.py), not by a route server")
     args = ap.parse_args()
