@@ -655,15 +655,20 @@ def _submit_panel(user: SignedInUser, study_id: int, status: str, study_status: 
 
 def main() -> None:
     user = require_permission(Permission.annotate)
-    _show_flash()
+    # Notices and the "still fractured?" question each fill one container: Streamlit mounts an
+    # element anew when its position changes, so a warning of its own above the viewer would
+    # reload the viewer (its volume, zoom, window and tool) every time one came or went.
+    notices = st.container()
+    with notices:
+        _show_flash()
     chosen = _choose_study(user)
     if chosen is None:
         return
     study_id, uid, status, study_status = chosen
     study, mask_problem = _open(study_id)
     if mask_problem:
-        st.warning(f"The vertebra mask could not be opened ({mask_problem}); new boxes get no "
-                   "level (submit anyway, or ask an administrator to fix the mask).")
+        notices.warning(f"The vertebra mask could not be opened ({mask_problem}); new boxes get "
+                        "no level (submit anyway, or ask an administrator to fix the mask).")
     editable = status != "submitted"
     if editable:
         _open_reading(user, study_id)
@@ -678,7 +683,8 @@ def main() -> None:
     head.markdown(f"**Annotate** · study `{uid}` · {state}")
     with pick:
         _fracture_picker(user, study_id, own, editable)
-    _ask_panel(user, study_id, editable)
+    with st.container():  # always there, even empty (see above)
+        _ask_panel(user, study_id, editable)
     if is_radiograph_volume(study.image):
         film_view_panel(study, user, key="an_film_view")
     st.fragment(_viewer)(user, study_id, study, editable, prediction)

@@ -70,6 +70,18 @@ def wait_saved(page: Any, n: int, timeout_ms: float = 15000) -> None:
         raise AssertionError(f"the viewer confirmed no save {n}: {said}") from None
 
 
+def mark_viewer(page: Any) -> None:
+    """Tag the viewer's root element, to tell later whether Streamlit mounted it anew."""
+    page.locator("[data-testid=sv-root]").first.evaluate("r => { r.__testMark = 'same'; }")
+
+
+def same_viewer(page: Any) -> bool:
+    """Whether the viewer is still the one :func:`mark_viewer` tagged (not mounted anew, which
+    loads its volume again and loses its zoom, window and tool)."""
+    return bool(page.locator("[data-testid=sv-root]").first.evaluate(
+        "r => r.__testMark === 'same'"))
+
+
 def open_study(page: Any, app_url: str, reader: str, uid: str) -> None:
     """Sign in, then Annotate and the study over the same connection (no reload): the viewer
     fetches its volume over the session-checked route all the same."""
@@ -153,10 +165,12 @@ def test_a_stale_tab_cannot_delete_the_other_tabs_box(
     # tab 2 selects its stale view of the box and deletes it: refused, told, refreshed
     bb = axial(tab2).bounding_box()
     box_tool(tab2)
+    mark_viewer(tab2)
     tab2.mouse.click(bb["x"] + bb["width"] * 0.35, bb["y"] + bb["height"] * 0.35)
     tab2.keyboard.press("Delete")
     settle(tab2, 2.0)
     tab2.get_by_text("changed in another tab or device; refreshed").first.wait_for()
+    assert same_viewer(tab2), "the warning above the viewer made Streamlit mount the viewer anew"
     assert len(rows(app_env, uid, "reader1")) == 2
     assert box_id in {r[0] for r in rows(app_env, uid, "reader1")}
     tab2.get_by_text("Boxes on this slice (2)").wait_for()
@@ -175,13 +189,16 @@ def test_deleting_the_last_box_of_a_level_asks_whether_it_is_still_fractured(
     assert level, "the box in the middle of the slice lies on a vertebra"
     bb = axial(page).bounding_box()
     box_tool(page)
+    mark_viewer(page)
     page.mouse.click(bb["x"] + bb["width"] * 0.48, bb["y"] + bb["height"] * 0.47)
     page.keyboard.press("Delete")
     settle(page, 2.0)
     page.get_by_text(f"Is {level} still fractured?").wait_for()
+    assert same_viewer(page), "the question above the viewer made Streamlit mount it anew"
     assert rows(app_env, uid, "reader2") == []
     page.get_by_role("button", name=f"No, {level} is not fractured").click()
     settle(page, 1.5)
+    assert same_viewer(page), "the question's going made Streamlit mount the viewer anew"
     with app_db(app_env) as con:
         call = con.execute(
             "SELECT l.call FROM level_labels l JOIN users u ON u.id = l.reader_id "
