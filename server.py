@@ -30,6 +30,18 @@ from spine_web.volume_routes import volume_routes
 PagesManager.uses_pages_directory = False
 
 
+def log_app_lines() -> None:
+    """The app's own log lines (loggers under ``spine``, INFO and up) on the server's stderr,
+    beside Streamlit's: without a handler Python drops INFO lines, such as the one below saying
+    that a reconnected browser's page was run whole."""
+    log = logging.getLogger("spine")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def run_whole_page_for_unknown_fragments() -> None:
     """A browser that reconnects to this process gets its page run here.
 
@@ -65,6 +77,7 @@ def run_whole_page_for_unknown_fragments() -> None:
     AppSession._spine_whole_page_patch = True  # type: ignore[attr-defined]
 
 
+log_app_lines()
 run_whole_page_for_unknown_fragments()
 
 _workspace = open_workspace(load_settings())
