@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from pages.parts.common import SignedInUser, current_user, error_boundary, workspace
+from pages.parts.reconnect import run_page_again_after_a_reconnect
 from spine_core import signin_throttle, words
 from spine_core.errors import SpineError
 from spine_core.roles import Permission, can
@@ -263,6 +264,7 @@ def main() -> None:
     with st.sidebar:
         st.markdown(f"**{user.display_name}** · {words.role_words(user.role)}")
         st.button("Sign out", on_click=_sign_out, key="signout")
+        run_page_again_after_a_reconnect()
     st.navigation(pages).run()
 
 

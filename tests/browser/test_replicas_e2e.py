@@ -101,7 +101,15 @@ def test_a_reader_whose_server_died_is_back_at_work_without_a_reload(
     port = free_port()
     reader = contexts()
     sockets: list[Any] = []
-    reader.on("websocket", lambda ws: sockets.append(ws))
+    frames: dict[int, int] = {}  # socket index -> frames the server sent on it
+
+    def opened(ws: Any) -> None:
+        n = len(sockets)
+        sockets.append(ws)
+        frames[n] = 0
+        ws.on("framereceived", lambda _payload: frames.__setitem__(n, frames[n] + 1))
+
+    reader.on("websocket", opened)
     with replica(env, tmp_path / "first.log", port) as (url, proc):
         sign_in(reader, url, "reader1")
         open_page(reader, "Annotate")
@@ -116,6 +124,12 @@ def test_a_reader_whose_server_died_is_back_at_work_without_a_reload(
         while len(sockets) == opened and time.monotonic() < deadline:  # Streamlit's reconnect
             reader.wait_for_timeout(250)
         assert len(sockets) > opened, "the browser never reconnected"
+        # untouched, the page runs on the new process by itself (the sidebar's timer fragment
+        # makes Streamlit's front end ask for a run when it reconnects): the server sends it
+        deadline = time.monotonic() + 20
+        while frames[len(sockets) - 1] == 0 and time.monotonic() < deadline:
+            reader.wait_for_timeout(250)
+        assert frames[len(sockets) - 1] > 0, "the page did not run on the new process by itself"
         reader.wait_for_timeout(1000)
         for _ in range(3):
             step(reader, "ArrowUp")
