@@ -347,7 +347,8 @@ def _in_words(detail: views.DisputeDetail) -> str:
 def main() -> None:
     user = require_permission(Permission.read_disputes)
     st.title("Adjudication")
-    _show_flash()
+    with st.container():  # always there: a message of its own would move the viewer below,
+        _show_flash()     # and Streamlit would mount it anew (its volume loaded again)
     dispute_id = _queue(user)
     if dispute_id is None:
         _show_flash("actions")  # the dispute acted on left the queue's filter

@@ -165,6 +165,7 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     screenshot(a1, "adjudication-01-dispute-opened")
 
     # -- a vote without rationale is refused, and nothing is recorded -----------------------------
+    viewer.evaluate("r => { r.__testMark = 'same'; }")  # to tell whether it is mounted anew
     cast_vote(a1, "Fractured", "   ")
     a1.get_by_text(re.compile(r"has no rationale: write what you saw that supports 'fractured'")
                    ).wait_for()
@@ -191,6 +192,9 @@ def test_committee_decides_a_dispute_in_the_browser_and_the_export_carries_it(
     a1.get_by_role("heading", name=re.compile(rf"^{LEVEL} · Readers disagree · study {uid}$")
                    ).wait_for()
     a1.get_by_text("Round 1 · 1 vote(s) · Open", exact=True).wait_for()
+    # the messages above and below it left the viewer in place: not mounted anew (its volume
+    # loaded again, zoom and window lost)
+    assert viewer.evaluate("r => r.__testMark === 'same'")
     a1.get_by_text(RATIONALE_1).scroll_into_view_if_needed()
     screenshot(a1, "adjudication-03-first-vote")
 
