@@ -47,7 +47,7 @@ def _lock_enqueue(session: Session, lock_key: str) -> None:
 
 def enqueue(sessions: sessionmaker[Session], *, kind: str, lock_key: str, owner: str,
             study_ids: Sequence[int | str], replace: bool = False, retry_of: int | None = None,
-            study_id: int | None = None) -> int:
+            study_id: int | None = None, params: Sequence[str] = ()) -> int:
     """A new queued row for a worker to run; its id.
 
     Raises:
@@ -67,6 +67,7 @@ def enqueue(sessions: sessionmaker[Session], *, kind: str, lock_key: str, owner:
             kind=kind, lock_key=lock_key, study_id=study_id, study_ids=job_rows.job_ids(study_ids),
             replace=replace, status=QUEUED, total=len(study_ids), owner=owner[:64], started_at=now,
             heartbeat_at=now, worker="", message="waiting for a worker", retry_of=retry_of,
+            params=[str(p) for p in params],
         )
         session.add(row)
         session.flush()

@@ -30,7 +30,7 @@ from spine_core.job_liveness import STALE_AFTER_S, dead_reason, worker_id
 log = logging.getLogger(__name__)
 
 RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
-BATCH, STUDY, PACS = "batch", "study", "pacs"
+BATCH, STUDY, PACS, TRAIN = "batch", "study", "pacs", "train"
 QUEUED = "queued"
 
 
@@ -51,6 +51,11 @@ def pacs_key() -> str:
     return PACS
 
 
+def train_key() -> str:
+    """One training at a time per database (it takes a machine's CPUs or GPU for long)."""
+    return TRAIN
+
+
 def job_ids(ids: Sequence[int | str]) -> list[int | str]:
     """A job's ``study_ids`` as stored: database ids as ints, StudyInstanceUIDs as strings."""
     return [i if isinstance(i, str) else int(i) for i in ids]
@@ -64,6 +69,10 @@ def busy(row: m.PredictionJobRow) -> str:
                 "worker); wait for it" if waiting else
                 f"{row.owner} is already predicting this study ({row.message}); wait for that "
                 "prediction to finish")
+    if row.kind == TRAIN:
+        return (f"a training queued by {row.owner} is waiting for a worker" if waiting else
+                f"a training started by {row.owner} is running ({row.message}); wait for it "
+                "to finish or stop it first")
     what = "a PACS import" if row.kind == PACS else "a prediction batch"
     state = ("is waiting for a worker" if waiting
              else f"is running ({row.done} of {row.total} studies done)")

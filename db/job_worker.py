@@ -5,17 +5,18 @@ died (:func:`db.job_rows.reap`: failed, with the reason, so they can be retried)
 oldest queued job (:func:`db.job_queue.claim_next`: two workers never take one job). It runs the
 job by its kind: a batch as a :class:`~db.prediction_jobs.PredictionJob`, a single study as a
 :class:`~db.prediction_runs.StudyPredictionRun`, a PACS import as a
-:class:`~db.pacs_jobs.PacsImportJob`, each of its claimed row, writing the progress, beating the
-heartbeat and writing the end or the error into the row; pages read them from there.
-:meth:`JobWorker.stop` (the CLI calls it on SIGTERM or Ctrl-C) ends the worker between two
-studies: the job is stopped with the reason and resumes when run again.
+:class:`~db.pacs_jobs.PacsImportJob`, a training (when the worker was given the command that
+trains) as a :class:`~db.training_jobs.TrainingRun`, each of its claimed row, writing the
+progress, beating the heartbeat and writing the end or the error into the row; pages read them
+from there. :meth:`JobWorker.stop` (the CLI calls it on SIGTERM or Ctrl-C) ends the worker between
+two studies (a training at once): the job is stopped with the reason and resumes when run again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,6 +25,7 @@ from db.db_errors import database_refusal, database_said, is_connection_error
 from db.pacs_jobs import PacsImportJob, snapshot_of
 from db.prediction_jobs import PredictionJob
 from db.prediction_runs import StudyPredictionRun
+from db.training_jobs import TrainingRun
 from db.workspace import Workspace
 from spine_core.inference.protocol import Predictor
 
@@ -51,11 +53,16 @@ class JobWorker:
     """Claims and runs queued jobs, one at a time (see the module docstring)."""
 
     def __init__(self, ws: Workspace, predictor: Predictor, *, poll_s: float = POLL_S,
-                 say: Callable[[str], None] = lambda line: None) -> None:
+                 say: Callable[[str], None] = lambda line: None,
+                 train_command: Sequence[str] | None = None) -> None:
+        """``train_command``: the command line that trains (``spine train``), the job's options
+        appended; without it this worker leaves training jobs to another."""
         self.ws = ws
         self.predictor = predictor
         self.poll_s = poll_s
         self.say = say
+        self.train_command = list(train_command) if train_command else None
+        self.kinds = (*KINDS, job_rows.TRAIN) if self.train_command else KINDS
         self._reason = ""
         self._stopping = False
 
@@ -83,10 +90,15 @@ class JobWorker:
             return None
         for job_id in job_rows.reap(self.ws.sessions):
             self.say(f"job {job_id}: its worker is gone; marked failed")
-        row = job_queue.claim_next(self.ws.sessions, kinds=KINDS)
+        row = job_queue.claim_next(self.ws.sessions, kinds=self.kinds)
         if row is None:
             return None
-        if row.kind == job_rows.PACS:
+        if row.kind == job_rows.TRAIN and self.train_command:
+            self.say(f"job {row.id}: training for {row.owner}: {' '.join(row.params or [])}")
+            halt = lambda: self._reason if self._stopping else ""  # noqa: E731
+            trained = TrainingRun(self.ws.sessions, row, self.train_command, halt=halt).run()
+            summary = trained.summary() if trained is not None else "gone"
+        elif row.kind == job_rows.PACS:
             pacs = PacsImportJob.of_claimed(self.ws, row, halt=self._halt_import)
             self.say(f"job {row.id}: importing {len(pacs.study_uids)} studies from the PACS "
                      f"for {row.owner}")

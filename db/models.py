@@ -565,7 +565,8 @@ class SignInFailure(Base):
 
 
 class PredictionJobRow(Base):
-    """A prediction batch (``kind='batch'``) or single-study run (``'study'``), shared by replicas.
+    """A prediction batch (``kind='batch'``), a single-study run (``'study'``), a PACS import
+    (``'pacs'``) or a training (``'train'``), shared by replicas.
 
     At most one row per ``lock_key`` is ``running`` (a partial unique index); the worker beats
     ``heartbeat_at`` while it runs, so a row whose worker died can be found and marked failed.
@@ -603,6 +604,8 @@ class PredictionJobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     retry_of: Mapped[int | None] = mapped_column(
         ForeignKey("prediction_jobs.id", ondelete="SET NULL"), default=None)
+    #: a training job's command-line options (``spine train --queue``); empty for the others
+    params: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
 
     __table_args__ = (
         Index("ix_prediction_jobs_lock_key_started_at", "lock_key", "started_at"),

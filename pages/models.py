@@ -46,6 +46,7 @@ from pages.parts.common import (
     require_permission,
     workspace,
 )
+from pages.parts.training_panel import training_section
 from spine_core.adjudication import craniocaudal_key
 from spine_core.errors import SpineError
 from spine_core.film_prediction import FOUND_MIN_IOU
@@ -378,6 +379,7 @@ def main() -> None:
         predict_section(ws, user)
     except SpineError as exc:  # e.g. a batch already running, a backend URL we cannot use
         st.error(str(exc))
+    training_section()
     st.divider()
     with unit_of_work(ws.sessions, readonly=True) as session:
         versions = model_versions(session)

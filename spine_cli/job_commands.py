@@ -1,7 +1,7 @@
 """`spine worker`, and `spine predict` when long jobs run in a worker (``SPINE_WORKER=external``).
 
-``spine worker`` runs the jobs queued in the database (batches, single studies, PACS imports:
-:class:`db.job_worker.JobWorker`) until SIGTERM or Ctrl-C, which end it between two studies;
+``spine worker`` runs the jobs queued in the database (batches, single studies, PACS imports,
+trainings: :class:`db.job_worker.JobWorker`) until SIGTERM or Ctrl-C, which end it between two studies;
 ``spine predict`` then queues its batch for a worker instead of running it, and with ``--wait``
 follows its progress from the database.
 """
@@ -34,9 +34,9 @@ def add_worker_parser(add: object) -> None:
 
     p = add("worker", cmd_worker,  # type: ignore[operator]
             "Run the long jobs queued in the database ('predict all' batches, single-study "
-            "predictions and PACS imports, queued when SPINE_WORKER=external) outside the app's "
-            "processes; SIGTERM or Ctrl-C end it between two studies (the job resumes when run "
-            "again).")
+            "predictions and PACS imports, queued when SPINE_WORKER=external; trainings queued "
+            "by `spine train --queue`) outside the app's processes; SIGTERM or Ctrl-C end it "
+            "between two studies (the job resumes when run again; a training is stopped).")
     p.add_argument("--once", action="store_true", help="run the jobs queued now, then exit")
     p.add_argument("--poll-s", type=float, default=POLL_S,
                    help=f"seconds between two looks at the queue (default {POLL_S:g})")
@@ -51,7 +51,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if not (math.isfinite(args.poll_s) and args.poll_s > 0):
         raise InputError(f"--poll-s must be a number of seconds above 0, got {args.poll_s:g}")
     ws = open_workspace(settings)
-    worker = JobWorker(ws, predictor_from_settings(settings), poll_s=args.poll_s, say=_say)
+    worker = JobWorker(ws, predictor_from_settings(settings), poll_s=args.poll_s, say=_say,
+                       train_command=[sys.executable, "-m", "spine_cli.main", "train"])
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         worker.stop(f"the worker was stopped ({signal.Signals(signum).name})")
@@ -92,3 +93,13 @@ def queue_batch(ws: Workspace, study_ids: Sequence[int], *, actor: str, replace:
     for problem in snap.problems:
         print(f"failed {problem}", file=sys.stderr)
     return 0 if not (snap.error or snap.problems or snap.stopped) else 3
+
+
+def queue_training(ws: Workspace, params: Sequence[str], *, actor: str) -> int:
+    """Queue a training with these ``spine train`` options for a ``spine worker``."""
+    from db.training_jobs import queue
+
+    job_id = queue(ws.sessions, params, actor=actor)
+    _say(f"queued training {job_id}; a `spine worker` runs it (follow it on the Models page; "
+         f"stop it there)")
+    return 0

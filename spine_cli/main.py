@@ -102,7 +102,37 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.problems and not report.stopped else 3
 
 
+def _training_options(args: argparse.Namespace) -> list[str]:
+    """The options this ``spine train`` was given, for a worker to run them: without
+    ``--queue``/``--actor``, and ``--out`` as an absolute path (the worker runs elsewhere)."""
+    argv = list(getattr(args, "argv", []))
+    given = argv[argv.index("train") + 1:] if "train" in argv else []
+    out: list[str] = []
+    skip = False
+    for arg in given:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--out", "--actor"):
+            skip = "=" not in arg
+            continue
+        if name != "--queue":
+            out.append(arg)
+    return [*out, "--out", str(Path(args.out).resolve())]
+
+
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "queue", False):
+        from db.workspace import open_workspace
+        from spine_cli.job_commands import queue_training
+
+        if getattr(args, "modality", "ct") == "ct" and getattr(args, "stage", "both") == "both":
+            from spine_core.inference.train.run import settings_from_args
+
+            settings_from_args(args)  # a bad option is said now, not by the worker later
+        return queue_training(open_workspace(settings), _training_options(args),
+                              actor=args.actor)
     if getattr(args, "modality", "ct") == "xray":
         from spine_core.inference.xray.train import run_xray_from_args
 
@@ -506,6 +536,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "Train the two demo models (vertebra segmentation, fracture classifier) on synthetic "
             "studies and write small weights with a model card; with --modality xray, the "
             "radiograph U-Net + detector ensemble on synthetic lateral films.")
+    p.add_argument("--queue", action="store_true",
+                   help="queue the training for a `spine worker` (run outside this shell, one at "
+                        "a time; progress on the Models page) instead of running it here")
+    p.add_argument("--actor", default="cli", help="who queued it (with --queue; default cli)")
     if argv is None or "train" in argv:
         from spine_core.inference.train import add_arguments
         from spine_core.inference.wholespine.train import add_whole_spine_arguments
@@ -584,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments)
     args, extra = parser.parse_known_args(arguments)
+    args.argv = arguments  # `spine train --queue` hands its options on to a worker
     _fix_export_args(args, extra, parser)
     debug = bool(getattr(args, "debug", False))
     try:

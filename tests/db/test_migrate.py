@@ -17,7 +17,7 @@ from db.models import Base
 from db.session import make_engine
 
 #: The newest revision (db/migrations/versions/).
-HEAD = "0010"
+HEAD = "0011"
 
 
 def _tables(url: str) -> set[str]:
