@@ -21,6 +21,15 @@ the ``--calls`` level calls on the Levels panel, spread among the boxes, are nev
 box). Meanwhile adjudicator1 casts a vote on the first dispute (Adjudication page) and the admin
 clicks "Predict all" on the Models page (the worker runs the batch).
 
+``--wire-readers N``: N of the readers (the last ones) have no browser: they are driven over
+Streamlit's websocket (``streamlit_wire``), all at once, each doing what the page and its viewer
+would: sign in (and hand the sign-in ticket to the session route for the cookie), open Annotate
+(and fetch the volume's chunks), and per box commit a fresh slice (the viewer's fragment run),
+pause ``--wire-think-s`` (±50 %), post the box to the box route as the viewer does (timed: the box
+save), run the page when the answer asks for it, and the level calls. When their replica dies
+they connect again through nginx every 0.5 s and run the page (signed in by the cookie); the
+browser readers measure Streamlit's own front end doing that.
+
 Box save round trip: from the pointerup of the drag to the viewer's count of confirmed saves going
 up by one: the viewer posts the box to ``/spine-box-events`` (no Streamlit rerun) and, when the
 server answers, sets ``data-saved`` (the count) and ``data-saved-at`` (its performance.now()) on
