@@ -1074,14 +1074,17 @@ async def load(browser: Any, team: Team, args: argparse.Namespace, first: int) -
     async def killer() -> None:
         await kill_event.wait()
         routes = team.routes()
-        victim = 0
-        port = team.replica_ports[victim]
         active = [r for r in readers if r.route and not r.done]
-        on_victim = [r for r in active if routes.get(r.route) == port]
-        if not on_victim:  # kill the replica that serves readers now
-            victim = 1
-            port = team.replica_ports[victim]
-            on_victim = [r for r in active if routes.get(r.route) == port]
+
+        def served(i: int) -> list[Reader]:
+            return [r for r in active if routes.get(r.route) == team.replica_ports[i]]
+
+        # the replica that serves readers now; of two, the one with more readers in Chromium
+        # (Streamlit's own front end reconnecting is what a reader sees)
+        victim = max((0, 1), key=lambda i: (sum(r.kind == "browser" for r in served(i)),
+                                           len(served(i))))
+        port = team.replica_ports[victim]
+        on_victim = served(victim)
         for r in on_victim:
             r.affected = True
         shared.killed_port = port
