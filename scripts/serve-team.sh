@@ -15,7 +15,8 @@
 # SPINE_BACKEND_URL (an existing backend: none is started here), SPINE_BACKEND_TOKEN (made up
 # and kept in $SPINE_DATA_DIR/team/backend-token when unset), SPINE_VOLUME_SECRET (likewise, in
 # team/volume-secret). Logs and nginx's files:
-# $SPINE_DATA_DIR/team/. Ctrl-C (or SIGTERM) stops everything it started.
+# $SPINE_DATA_DIR/team/. A replica that dies is started again. Ctrl-C (or SIGTERM) stops everything it
+# started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,11 +96,26 @@ export SPINE_WORKER=external
 PIDS+=("$!")
 echo "job worker: spine worker (log $RUN/worker.log)" >&2
 
+# A replica that dies (a crash, the OOM killer, kill -9) is started again; meanwhile its readers'
+# browsers reconnect through nginx to the other replicas, still signed in (the sessions are rows).
+replica() {  # replica INDEX PORT
+  local child=""
+  trap '[ -n "$child" ] && kill "$child" 2>/dev/null; exit 0' INT TERM
+  : > "$RUN/replica-$1.log"
+  while true; do
+    .venv/bin/streamlit run server.py --server.headless true --server.address 127.0.0.1 \
+      --server.port "$2" --browser.gatherUsageStats false >> "$RUN/replica-$1.log" 2>&1 &
+    child=$!
+    wait "$child" || true
+    echo "serve-team.sh: replica $1 (127.0.0.1:$2) ended; starting it again" >&2
+    sleep 1
+  done
+}
+
 SERVERS=""
 for i in $(seq 0 $((REPLICAS - 1))); do
   port=$((APP_PORT + i))
-  .venv/bin/streamlit run server.py --server.headless true --server.address 127.0.0.1 \
-    --server.port "$port" --browser.gatherUsageStats false > "$RUN/replica-$i.log" 2>&1 &
+  replica "$i" "$port" &
   PIDS+=("$!")
   SERVERS="$SERVERS    server 127.0.0.1:$port max_fails=1 fail_timeout=5s;
 "
