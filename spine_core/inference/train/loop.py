@@ -4,6 +4,7 @@ crops; augmentations) and its loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from spine_core.errors import InputError
+from spine_core.inference.checkpoint import TrainingCheckpoint
 from spine_core.inference.train.data import CropSet, Log, SegSample
 
 #: A batch of inputs and targets, on the CPU.
@@ -133,6 +135,7 @@ def train_phase(
     device: torch.device = torch.device("cpu"),
     budget_s: float | None = None,
     log: Log | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> PhaseLog:
     """Train ``net`` for ``iterations`` steps: the loop both stages share.
 
@@ -140,15 +143,25 @@ def train_phase(
     batch with ``draw_batch(rng)`` (``rng`` seeded with ``seed``, as is torch), moves it to
     ``device`` and minimises ``loss_fn(net(x), y)``. The loss is logged as ``name`` every
     ``log_every`` iterations and at the last; the phase stops early once ``budget_s`` seconds
-    have passed (recorded in the returned :class:`PhaseLog`). ``net`` is left in eval mode.
+    have passed (recorded in the returned :class:`PhaseLog`). With ``checkpoint``, the phase is
+    saved as it trains under ``name`` and goes on from its last save when one is there
+    (:mod:`spine_core.inference.checkpoint`). ``net`` is left in eval mode.
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     out = PhaseLog()
-    t0 = time.perf_counter()
-    for step in range(iterations):
+    first, before = 0, 0.0
+    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    if saved is not None:
+        out = PhaseLog(**saved.record)
+        if saved.done:
+            net.eval()
+            return out
+        first, before = saved.step, saved.seconds
+    t0 = time.perf_counter() - before
+    for step in range(first, iterations):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, iterations, lr)
         x, y = draw_batch(rng)
@@ -167,7 +180,13 @@ def train_phase(
             if log:
                 log(f"{name}: time budget of {budget_s:.0f} s reached after {step + 1} iterations")
             break
+        if checkpoint and checkpoint.due(name):
+            checkpoint.save(name, net, opt, rng, step=step + 1, seconds=elapsed,
+                            record=dataclasses.asdict(out))
     out.seconds = time.perf_counter() - t0
+    if checkpoint:
+        checkpoint.save(name, net, opt, rng, step=out.iterations, seconds=out.seconds,
+                        record=dataclasses.asdict(out), done=True)
     net.eval()
     return out
 
@@ -184,6 +203,7 @@ def train_segmentation(
     device: torch.device = torch.device("cpu"),
     budget_s: float | None = None,
     log: Log | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> PhaseLog:
     """Train the segmentation network on random ``roi`` patches (:func:`segmentation_loss`)."""
     if not samples:
@@ -201,7 +221,7 @@ def train_segmentation(
 
     return train_phase(
         net, iterations, draw_batch, segmentation_loss, name="seg", log_every=25,
-        lr=lr, seed=seed, device=device, budget_s=budget_s, log=log,
+        lr=lr, seed=seed, device=device, budget_s=budget_s, log=log, checkpoint=checkpoint,
     )
 
 
@@ -216,6 +236,7 @@ def train_fracture(
     device: torch.device = torch.device("cpu"),
     budget_s: float | None = None,
     log: Log | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> PhaseLog:
     """Train the classifier with class-balanced batches (half fractured when there are any)."""
     if data.targets.numel() == 0:
@@ -239,5 +260,5 @@ def train_fracture(
 
     return train_phase(
         net, iterations, draw_batch, loss_fn, name="fracture", log_every=50,
-        lr=lr, seed=seed, device=device, budget_s=budget_s, log=log,
+        lr=lr, seed=seed, device=device, budget_s=budget_s, log=log, checkpoint=checkpoint,
     )

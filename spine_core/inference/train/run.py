@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from spine_core.errors import InputError
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
 from spine_core.inference.fracture import FractureModel
 from spine_core.inference.loading import save_state_dict
 from spine_core.inference.networks import build_network
@@ -74,11 +75,16 @@ def train(
     settings: TrainSettings | None = None,
     source: StudySource | None = None,
     log: Log | None = print,
+    fresh: bool = False,
+    checkpoint_every_s: float = EVERY_S,
 ) -> TrainReport:
     """Train both stages and write weights, configs and the model card to ``out_dir``.
 
     ``source`` makes a study from a seed (default: the phantom at ``settings.shape``). Training
     stops a phase early if it would overrun its share of ``settings.budget_minutes`` (recorded).
+    Both phases are checkpointed in ``out_dir`` every ``checkpoint_every_s`` seconds; a run of the
+    same settings started again goes on from there, unless ``fresh``
+    (:mod:`spine_core.inference.checkpoint`).
     """
     s = settings or TrainSettings()
     if s.n_train < 1 or s.n_val < 1:
@@ -97,6 +103,8 @@ def train(
     start = time.perf_counter()
     budget = s.budget_minutes * 60.0
     say = log or (lambda _m: None)
+    checkpoint = TrainingCheckpoint.open(out, "ct", s, fresh=fresh, every_s=checkpoint_every_s,
+                                         log=say)
     try:
         studies: list[LabelledStudy] = []
         seg_samples: list[SegSample] = []
@@ -120,7 +128,7 @@ def train(
         seg_log = train_segmentation(
             seg_net, seg_samples, s.train_roi or s.seg_config.roi_size, s.seg_iterations,
             batch_size=s.seg_batch_size, lr=s.seg_lr, seed=s.seed, device=device,
-            budget_s=0.6 * train_budget, log=say,
+            budget_s=0.6 * train_budget, log=say, checkpoint=checkpoint,
         )
         del seg_samples
         seg_model = SegmentationModel(seg_net, s.seg_config, device, amp=True)
@@ -138,7 +146,7 @@ def train(
         frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
         frac_log = train_fracture(
             frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
-            seed=s.seed + 1, device=device, budget_s=frac_budget, log=say,
+            seed=s.seed + 1, device=device, budget_s=frac_budget, log=say, checkpoint=checkpoint,
         )
         for net in (seg_net, frac_net):  # evaluate exactly what is shipped (float16 storage)
             _round_to_half(net)
@@ -160,6 +168,7 @@ def train(
         files = _write_outputs(out, s, seg_net, frac_net, seg_log, frac_log, val_metrics,
                                data_seconds, total, n_fractured_train, crops, calibration)
         card = json.loads((out / "model_card.json").read_text())
+        checkpoint.finish()
         say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
         return TrainReport(out, files, val_metrics, card)
     finally:
@@ -242,6 +251,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
                         help="wall-clock budget; phases stop early (and say so) to keep it")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start from the beginning: discard the checkpoint of an interrupted run "
+                             "of the same options in --out (by default the run goes on from it)")
 
 
 
@@ -262,7 +274,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train``."""
-    report = train(args.out, settings_from_args(args))
+    report = train(args.out, settings_from_args(args), fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))
     return 0
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from spine_core.errors import InputError
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
 from spine_core.inference.networks import build_network
 from spine_core.inference.train.data import Log
 from spine_core.inference.train.loop import Batch, PhaseLog, _augment_intensity, segmentation_loss
@@ -123,19 +124,28 @@ def _draw(samples: Sequence[Sample], roi: Sequence[int], batch_size: int
 def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, budget_s: float,
                 max_iterations: int, lr: float, seed: int, name: str, log: Log | None = None,
-                warmup: int = 20) -> PhaseLog:
+                warmup: int = 20, checkpoint: TrainingCheckpoint | None = None) -> PhaseLog:
     """Train for ``budget_s`` seconds or ``max_iterations`` steps, whichever ends first.
 
     AdamW with a linear warm-up, then a cosine decay over the larger of the step and the time
     fraction used, so the schedule completes even when a shared CPU runs slower than expected.
+    With ``checkpoint``, the phase is saved as it trains under ``name`` and goes on from its last
+    save when one is there (:mod:`spine_core.inference.checkpoint`).
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     out = PhaseLog()
-    t0 = time.perf_counter()
-    step = 0
+    step, before = 0, 0.0
+    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    if saved is not None:
+        out = PhaseLog(**saved.record)
+        if saved.done:
+            net.eval()
+            return out
+        step, before = saved.step, saved.seconds
+    t0 = time.perf_counter() - before
     while step < max_iterations:
         elapsed = time.perf_counter() - t0
         frac = max(step / max_iterations, elapsed / budget_s)
@@ -154,15 +164,26 @@ def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
         step += 1
         if log and step % 50 == 1:
             log(f"{name} it {step} loss {out.losses[-1]:.4f} lr {rate:.2e} ({elapsed:.0f} s of {budget_s:.0f})")
+        if checkpoint and checkpoint.due(name):
+            out.iterations = step
+            checkpoint.save(name, net, opt, rng, step=step, seconds=time.perf_counter() - t0,
+                            record=asdict(out))
     out.iterations = step
     out.seconds = time.perf_counter() - t0
+    if checkpoint:
+        checkpoint.save(name, net, opt, rng, step=step, seconds=out.seconds,
+                        record=asdict(out), done=True)
     net.eval()
     return out
 
 
 def train_whole_spine(out_dir: str | Path, settings: WholeSpineSettings | None = None,
-                      make: StudyMaker | None = None, log: Log | None = print) -> WholeSpineReport:
-    """Train the coarse (and fine) network, evaluate on held-out studies, write to ``out_dir``."""
+                      make: StudyMaker | None = None, log: Log | None = print, fresh: bool = False,
+                      checkpoint_every_s: float = EVERY_S) -> WholeSpineReport:
+    """Train the coarse (and fine) network, evaluate on held-out studies, write to ``out_dir``.
+
+    Both networks are checkpointed in ``out_dir``; a run of the same settings started again goes
+    on from there, unless ``fresh`` (:mod:`spine_core.inference.checkpoint`)."""
     s = settings or WholeSpineSettings()
     if s.n_train < 1 or s.n_val < 1:
         raise InputError(f"need training and held-out studies (got {s.n_train}, {s.n_val})")
@@ -170,6 +191,8 @@ def train_whole_spine(out_dir: str | Path, settings: WholeSpineSettings | None =
     say = log or (lambda _m: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = TrainingCheckpoint.open(out, "whole", s, fresh=fresh, every_s=checkpoint_every_s,
+                                         log=say)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, s.threads))
     start = time.perf_counter()
@@ -191,7 +214,7 @@ def train_whole_spine(out_dir: str | Path, settings: WholeSpineSettings | None =
         logs: dict[str, PhaseLog] = {}
         logs["coarse"] = train_timed(coarse, draw, coarse_loss, budget_s=share * train_s,
                                      max_iterations=s.max_iterations, lr=s.coarse_lr, seed=s.seed,
-                                     name="coarse", log=say)
+                                     name="coarse", log=say, checkpoint=checkpoint)
         fine: nn.Module | None = None
         if s.fine:
             torch.manual_seed(s.seed + 1)
@@ -205,7 +228,8 @@ def train_whole_spine(out_dir: str | Path, settings: WholeSpineSettings | None =
                        - (time.perf_counter() - start))
             logs["fine"] = train_timed(fine, fdraw, fine_loss, budget_s=left,
                                        max_iterations=s.max_iterations, lr=s.fine_lr,
-                                       seed=s.seed + 1, name="fine", log=say)
+                                       seed=s.seed + 1, name="fine", log=say,
+                                       checkpoint=checkpoint)
         del coarse_samples, fine_samples
         labeller = WholeSpineLabeller(coarse, s.config, fine)
         studies = (make_study(seed, region, forced, s.val_shapes[region]) for seed, region, forced in s.val_plan())
@@ -219,6 +243,7 @@ def train_whole_spine(out_dir: str | Path, settings: WholeSpineSettings | None =
                for k, v in logs.items()},
         }
         files = write_whole_spine(out, s, coarse, fine, metrics)
+        checkpoint.finish()
         say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
         return WholeSpineReport(out, files, metrics)
     finally:
@@ -351,7 +376,8 @@ def whole_spine_settings_from_args(args: argparse.Namespace) -> WholeSpineSettin
 
 def run_whole_spine_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train --stage labelling-whole``."""
-    report = train_whole_spine(args.out, whole_spine_settings_from_args(args))
+    report = train_whole_spine(args.out, whole_spine_settings_from_args(args),
+                               fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))
     return 0
 

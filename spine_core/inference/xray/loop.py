@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spine_core.inference.checkpoint import TrainingCheckpoint
 
 Log = Callable[[str], None]
 
@@ -105,23 +108,36 @@ def resolve_precision(precision: str) -> str:
 def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
                 iterations: int, batch_size: int, lr: float, seed: int, budget_s: float,
                 name: str, log: Log, keys: tuple[str, ...] = ("images", "masks", "heat", "size", "size_mask"),
-                precision: str = "fp32") -> PhaseLog:
+                precision: str = "fp32", checkpoint: TrainingCheckpoint | None = None) -> PhaseLog:
     """AdamW with warm-up and cosine decay over the iterations or the budget, whichever runs out
     first; stops early (recorded) once ``budget_s`` is spent. The batch holds ``keys`` of the
     film set; the first is the network's input (read as ``images``). With ``precision`` 'bf16'
     the forward pass runs under CPU bfloat16 autocast (weights, optimiser and loss stay float32),
     about twice the iterations per second where the CPU has bfloat16 units; batch norms run in
-    float32 there."""
+    float32 there. With ``checkpoint``, the phase is saved as it trains under ``name`` and goes on
+    from its last save when one is there (:mod:`spine_core.inference.checkpoint`)."""
     bf16 = resolve_precision(precision) == "bf16"
     hooks = _float32_norms(net) if bf16 else []
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     record = PhaseLog()
-    start = time.perf_counter()
+    smooth: float | None = None
+    first, before = 0, 0.0
+    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    if saved is not None:
+        fields = dict(saved.record)
+        smooth = fields.pop("smooth", None)
+        record = PhaseLog(**fields)
+        if saved.done:
+            for hook in hooks:
+                hook.remove()
+            net.eval()
+            return record
+        first, before = saved.step, saved.seconds
+    start = time.perf_counter() - before
     net.train()
-    smooth = None
-    for it in range(iterations):
+    for it in range(first, iterations):
         if time.perf_counter() - start > budget_s:
             record.stopped_early = True
             log(f"{name}: budget spent after {it} of {iterations} iterations")
@@ -147,10 +163,16 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
         if (it + 1) % 100 == 0:
             record.history.append(round(smooth, 4))
             log(f"{name}: iteration {it + 1}/{iterations}, loss {smooth:.4f}")
+        if checkpoint and checkpoint.due(name):
+            checkpoint.save(name, net, opt, rng, step=it + 1, seconds=time.perf_counter() - start,
+                            record={**dataclasses.asdict(record), "smooth": smooth})
     for hook in hooks:
         hook.remove()
     record.last_loss = float(smooth) if smooth is not None else float("nan")
     record.seconds = time.perf_counter() - start
+    if checkpoint:
+        checkpoint.save(name, net, opt, rng, step=record.iterations, seconds=record.seconds,
+                        record={**dataclasses.asdict(record), "smooth": smooth}, done=True)
     net.eval()
     return record
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from spine_core.errors import InputError
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
 from spine_core.inference.loading import save_state_dict
 from spine_core.inference.networks import build_network
 from spine_core.inference.xray.card import build_card, card_markdown
@@ -244,10 +245,14 @@ def evaluate(model: XrayModel, films: Sequence[tuple[Radiograph, str]]) -> dict[
 
 def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
                source: FilmSource | None = None, val_source: FilmSource | None = None,
-               log: Log | None = print) -> XrayReport:
+               log: Log | None = print, fresh: bool = False,
+               checkpoint_every_s: float = EVERY_S) -> XrayReport:
     """Train both networks, score them on held-out films and write weights and card to ``out_dir``.
 
     ``source`` / ``val_source`` make a film from (seed, region) (default: the phantom films).
+    Both networks are checkpointed in ``out_dir`` every ``checkpoint_every_s`` seconds; a run of
+    the same settings started again goes on from there, unless ``fresh``
+    (:mod:`spine_core.inference.checkpoint`).
     """
     s = settings or XraySettings()
     if s.n_train < 1 or s.n_val < 1:
@@ -259,6 +264,8 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
     make = source or phantom_films(s.train_phantom_scale, s.transitional_share)
     make_val = val_source or source or phantom_films(1.0)
     say = log or (lambda _m: None)
+    checkpoint = TrainingCheckpoint.open(out, "xray", s, fresh=fresh, every_s=checkpoint_every_s,
+                                         log=say)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, s.threads))
     start = time.perf_counter()
@@ -279,7 +286,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         unet_log = train_phase(
             unet, train_set, lambda y, b: unet_loss(y, b["masks"][:, :y.shape[1]]), s.unet_iterations, s.batch_size,
             s.lr, s.seed, (1.0 if kept else s.unet_share) * phases, "U-Net", say,
-            keys=("images", "masks"), precision=s.precision)
+            keys=("images", "masks"), precision=s.precision, checkpoint=checkpoint)
         if kept:
             detector, det_log = kept
         else:
@@ -291,7 +298,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
                 detector, train_set, lambda y, b: detector_loss(y, b["heat"], b["size"], b["size_mask"]),
                 s.detector_iterations, s.batch_size, s.lr, s.seed + 1, left, "detector", say,
                 keys=("det_images" if train_set.det_images is not None else "images", "heat", "size",
-                      "size_mask"), precision=s.precision)
+                      "size_mask"), precision=s.precision, checkpoint=checkpoint)
         del train_set
         for net in (unet, detector):  # score exactly what is shipped (float16 storage)
             _round_to_half(net)
@@ -302,6 +309,7 @@ def train_xray(out_dir: str | Path, settings: XraySettings | None = None,
         total = time.perf_counter() - start
         files = _write(out, s, unet, detector, unet_log, det_log, metrics, data_seconds, total)
         card = json.loads((out / CARD_JSON).read_text())
+        checkpoint.finish()
         say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
         return XrayReport(out, files, metrics, card)
     finally:
@@ -430,6 +438,6 @@ def xray_settings_from_args(args: argparse.Namespace) -> XraySettings:
 
 def run_xray_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train --modality xray``."""
-    report = train_xray(args.out, xray_settings_from_args(args))
+    report = train_xray(args.out, xray_settings_from_args(args), fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))
     return 0
