@@ -210,6 +210,21 @@ def get(sessions: sessionmaker[Session], job_id: int) -> m.PredictionJobRow | No
         return session.get(m.PredictionJobRow, job_id)
 
 
+class RowStatus:
+    """``running`` and ``queued`` of a job snapshot, read from its ``status`` field (the
+    snapshots of the job kinds one row holds entirely: PACS imports, trainings)."""
+
+    status: str
+
+    @property
+    def running(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+    @property
+    def queued(self) -> bool:
+        return self.status == QUEUED
+
+
 class _Snapshot(Protocol):
     @property
     def running(self) -> bool: ...

@@ -83,6 +83,9 @@ class JobWorker:
     def _halt_import(self) -> str:
         return f"{self._reason}; run the import again to resume" if self._stopping else ""
 
+    def _halt_training(self) -> str:
+        return f"{self._reason}; queue it again to resume from its checkpoint" if self._stopping else ""
+
     def run_once(self) -> str | None:
         """Reap dead workers' jobs, then claim and run one queued job to its end; the line that
         says how it ended, or None when none was waiting."""
@@ -95,8 +98,8 @@ class JobWorker:
             return None
         if row.kind == job_rows.TRAIN and self.train_command:
             self.say(f"job {row.id}: training for {row.owner}: {' '.join(row.params or [])}")
-            halt = lambda: self._reason if self._stopping else ""  # noqa: E731
-            trained = TrainingRun(self.ws.sessions, row, self.train_command, halt=halt).run()
+            trained = TrainingRun(self.ws.sessions, row, self.train_command,
+                                  halt=self._halt_training).run()
             summary = trained.summary() if trained is not None else "gone"
         elif row.kind == job_rows.PACS:
             pacs = PacsImportJob.of_claimed(self.ws, row, halt=self._halt_import)

@@ -63,7 +63,7 @@ def import_one(ws: Workspace, uid: str, actor: str,
 
 
 @dataclass(frozen=True)
-class PacsSnapshot:
+class PacsSnapshot(job_rows.RowStatus):
     """A PACS import as its row has it."""
 
     job_id: int
@@ -79,14 +79,6 @@ class PacsSnapshot:
     error: str
     stopped: str
     study_uids: tuple[str, ...]
-
-    @property
-    def running(self) -> bool:
-        return self.status in job_queue.LIVE
-
-    @property
-    def queued(self) -> bool:
-        return self.status == job_queue.QUEUED
 
     @property
     def fraction(self) -> float:

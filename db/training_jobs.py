@@ -12,8 +12,10 @@ The worker runs the command it was given (``spine train``) with the options in a
 (its own CPU threads and memory, all returned when it ends), beats the job's heartbeat meanwhile,
 and ends the child (SIGTERM) when someone asks the job to stop, from any replica, or the worker
 stops. A worker that dies takes its child with it (Linux's parent-death signal); its job is then
-reaped as failed, with the reason, and can be queued again. A training stopped or failed starts
-anew when queued again.
+reaped as failed, with the reason, and can be queued again. A training stopped or failed goes on
+from its last checkpoint when queued again with the same options (:func:`queue_again`; the
+checkpoints are ``spine train``'s, :mod:`spine_core.inference.checkpoint`); ``--fresh`` among the
+options starts it anew.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import job_queue, job_rows
 from db import models as m
+from spine_core.errors import ConflictError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ WATCH_S = 0.5
 
 
 @dataclass(frozen=True)
-class TrainingSnapshot:
+class TrainingSnapshot(job_rows.RowStatus):
     """A training job as its row has it."""
 
     job_id: int
@@ -64,14 +67,6 @@ class TrainingSnapshot:
     stopped: str
     started_at: dt.datetime
     finished_at: dt.datetime | None
-
-    @property
-    def running(self) -> bool:
-        return self.status in job_queue.LIVE
-
-    @property
-    def queued(self) -> bool:
-        return self.status == job_queue.QUEUED
 
     def summary(self) -> str:
         """How the training stands, in one line."""
@@ -110,6 +105,22 @@ def queue(sessions: sessionmaker[Session], params: Sequence[str], *, actor: str)
     """
     return job_queue.enqueue(sessions, kind=job_rows.TRAIN, lock_key=job_rows.train_key(),
                              owner=actor, study_ids=[], params=[str(p) for p in params])
+
+
+def queue_again(sessions: sessionmaker[Session], job_id: int, *, actor: str) -> int:
+    """Queue the ended training ``job_id`` again, with its options (it resumes from its
+    checkpoint); the new job's id.
+
+    Raises:
+        NotFound: no training ``job_id``.
+        ConflictError: that training has not ended, or another is queued or running.
+    """
+    row = job_rows.get(sessions, job_id)
+    if row is None or row.kind != job_rows.TRAIN:
+        raise NotFound(f"no training job {job_id}")
+    if row.status in job_queue.LIVE:
+        raise ConflictError(f"training job {job_id} has not ended: stop it first")
+    return queue(sessions, [str(p) for p in row.params or ()], actor=actor)
 
 
 def stop(sessions: sessionmaker[Session], job_id: int) -> None:

@@ -1,6 +1,6 @@
 """The Models page's training panel: the database's last training job (``spine train --queue``,
-run by a ``spine worker``), its progress read from its row (:mod:`db.training_jobs`), and a stop
-button for those who may run the models."""
+run by a ``spine worker``), its progress read from its row (:mod:`db.training_jobs`), and for those
+who may run the models a stop button, and a resume button once it was stopped or failed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import streamlit as st
 from db import training_jobs
 from db.training_jobs import TrainingSnapshot
 from pages.parts.common import current_user, workspace
+from spine_core.errors import ConflictError, NotFound
 from spine_core.roles import Permission, can
 
 #: Lines of the training's output shown under the panel.
@@ -41,10 +42,22 @@ def _panel() -> None:
         return
     _show(snap)
     user = current_user()
-    if snap.running and user is not None and can(user.role, Permission.run_predictions):
+    allowed = user is not None and can(user.role, Permission.run_predictions)
+    if snap.running and allowed:
         if st.button("Stop the training", key="models_train_stop"):
             training_jobs.stop(ws.sessions, snap.job_id)
             st.rerun()
+    if allowed and not snap.running and (snap.error or snap.stopped):
+        if st.button("Resume the training", key="models_train_resume",
+                     help="Queues it again with the same options: it goes on from its last "
+                          "checkpoint (saved every minute), not from the beginning."):
+            assert user is not None
+            try:
+                training_jobs.queue_again(ws.sessions, snap.job_id, actor=user.username)
+            except (ConflictError, NotFound) as exc:
+                st.warning(f"Not resumed: {exc}")
+            else:
+                st.rerun()
     if snap.running:
         st.session_state["models_training_seen_running"] = True
     elif st.session_state.pop("models_training_seen_running", False):

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db import job_queue, job_rows, training_jobs
 from db.session import make_engine, make_sessionmaker
 from pages.parts.common import SignedInUser, workspace
+from spine_core.errors import ConflictError, NotFound
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = SignedInUser(1, "admin", "Admin", "admin")
@@ -86,3 +87,33 @@ def test_a_queued_training_stops_from_the_page(sessions) -> None:  # type: ignor
         "stopped", "stopped before a worker took it up")
     assert [e.value for e in at.warning] == [
         "the training was stopped: stopped before a worker took it up"]
+
+
+def test_a_stopped_training_resumes_from_the_page_with_its_options(sessions) -> None:  # type: ignore[no-untyped-def]
+    job_id = training_jobs.queue(sessions, ["--seg-iterations", "40", "--out", "/models/x"],
+                                 actor="mlops")
+    training_jobs.stop(sessions, job_id)
+    assert not any(b.label == "Resume the training" for b in page(VIEWER).button)
+    at = page()
+    next(b for b in at.button if b.label == "Resume the training").click().run()
+    assert not at.exception, at.exception
+    again = training_jobs.current(sessions)
+    assert again is not None and again.job_id != job_id and again.queued
+    assert again.params == ("--seg-iterations", "40", "--out", "/models/x")
+    assert again.owner == "admin"
+    assert "waiting for a worker to start it" in texts(at)
+    assert not any(b.label == "Resume the training" for b in at.button)
+
+    # queued meanwhile from a shell: the next run of the page has no resume button to press,
+    # and the use case refuses a second training (or a job that is not one)
+    training_jobs.stop(sessions, again.job_id)
+    at.run()
+    other = training_jobs.queue(sessions, ["--out", "/models/y"], actor="mlops")
+    at.run()
+    assert not any(b.label == "Resume the training" for b in at.button)
+    with pytest.raises(ConflictError, match="a training queued by mlops is waiting for a worker"):
+        training_jobs.queue_again(sessions, again.job_id, actor="admin")
+    with pytest.raises(ConflictError, match="has not ended"):
+        training_jobs.queue_again(sessions, other, actor="admin")
+    with pytest.raises(NotFound):
+        training_jobs.queue_again(sessions, other + 100, actor="admin")
