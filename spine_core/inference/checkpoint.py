@@ -16,6 +16,10 @@ A run's checkpoints live in ``<out>/checkpoint/<kind>/`` (``kind``: ``ct``, ``xr
 A resumed phase continues with the same batches, learning rate and random draws it would have had;
 its time budget counts the time trained before. When the run has written its weights and card, its
 checkpoint folder is removed: the next ``spine train`` into that folder starts afresh.
+
+``spine train`` calls :func:`save_on_sigterm`: a SIGTERM (a worker stopping the training, from the
+Models page or its own shutdown) lets the phase under way finish its step, save it and exit, so a
+stopped training resumes where it was stopped; outside a phase the process exits at once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +47,29 @@ Log = Callable[[str], None]
 UNSHAPING = frozenset({"threads", "budget_minutes", "device", "precision"})
 #: Seconds between two checkpoints of a phase (and one at its end).
 EVERY_S = 60.0
+
+
+class _StopRequest:
+    """Whether a SIGTERM asked the training to stop, and how many phases are training now."""
+
+    asked: bool = False
+    phases: int = 0
+
+
+_stop = _StopRequest()
+
+
+def save_on_sigterm() -> None:
+    """From here on (main thread), SIGTERM makes the phase under way save itself at the end of its
+    step and the process exit with status 143; outside a phase the process exits at once."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    if _stop.phases > 0:
+        _stop.asked = True
+    else:
+        raise SystemExit(128 + signum)
 
 
 @dataclass
@@ -124,10 +152,23 @@ class TrainingCheckpoint:
                   f"({out.seconds:.0f} s trained before)")
         return out
 
+    def begin(self, phase: str) -> None:
+        """``phase`` trains from here (a SIGTERM now waits for the end of its step)."""
+        _stop.phases += 1
+        self._last_save.setdefault(phase, time.monotonic())
+
     def due(self, phase: str) -> bool:
-        """Whether ``every_s`` has passed since ``phase`` was last saved (or began here)."""
+        """Whether ``phase`` is to be saved now: ``every_s`` has passed since its last save (or
+        its start here), or a SIGTERM asked the training to stop."""
         last = self._last_save.setdefault(phase, time.monotonic())
-        return time.monotonic() - last >= self.every_s
+        return _stop.asked or time.monotonic() - last >= self.every_s
+
+    def stop_if_asked(self, phase: str, step: int, log: Log | None = None) -> None:
+        """After ``phase``'s save at ``step``: exit (status 143) when a SIGTERM asked for it."""
+        if _stop.asked:
+            (log or self._say)(f"{phase}: stopped after iteration {step}, saved in the checkpoint; "
+                               "the same command goes on from there")
+            raise SystemExit(128 + signal.SIGTERM)
 
     def save(self, phase: str, net: nn.Module, opt: torch.optim.Optimizer | None,
              rng: np.random.Generator, *, step: int, seconds: float, record: Mapping[str, Any],
@@ -142,6 +183,10 @@ class TrainingCheckpoint:
         torch.save(state, buffer)
         _write_atomic(self.path(phase), buffer.getvalue())
         self._last_save[phase] = time.monotonic()
+        if done:
+            _stop.phases = max(0, _stop.phases - 1)
+            if _stop.asked:
+                raise SystemExit(128 + signal.SIGTERM)
 
     def finish(self) -> None:
         """Remove the run's checkpoints: its weights and card are written."""

@@ -160,6 +160,8 @@ def train_phase(
             net.eval()
             return out
         first, before = saved.step, saved.seconds
+    if checkpoint:
+        checkpoint.begin(name)
     t0 = time.perf_counter() - before
     for step in range(first, iterations):
         for group in opt.param_groups:
@@ -183,6 +185,7 @@ def train_phase(
         if checkpoint and checkpoint.due(name):
             checkpoint.save(name, net, opt, rng, step=step + 1, seconds=elapsed,
                             record=dataclasses.asdict(out))
+            checkpoint.stop_if_asked(name, step + 1, log)
     out.seconds = time.perf_counter() - t0
     if checkpoint:
         checkpoint.save(name, net, opt, rng, step=out.iterations, seconds=out.seconds,

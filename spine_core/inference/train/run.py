@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from spine_core.errors import InputError
-from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint, save_on_sigterm
 from spine_core.inference.fracture import FractureModel
 from spine_core.inference.loading import save_state_dict
 from spine_core.inference.networks import build_network
@@ -274,6 +274,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train``."""
+    save_on_sigterm()
     report = train(args.out, settings_from_args(args), fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))
     return 0

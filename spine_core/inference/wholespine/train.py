@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from spine_core.errors import InputError
-from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint, save_on_sigterm
 from spine_core.inference.networks import build_network
 from spine_core.inference.train.data import Log
 from spine_core.inference.train.loop import Batch, PhaseLog, _augment_intensity, segmentation_loss
@@ -145,6 +145,8 @@ def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
             net.eval()
             return out
         step, before = saved.step, saved.seconds
+    if checkpoint:
+        checkpoint.begin(name)
     t0 = time.perf_counter() - before
     while step < max_iterations:
         elapsed = time.perf_counter() - t0
@@ -168,6 +170,7 @@ def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
             out.iterations = step
             checkpoint.save(name, net, opt, rng, step=step, seconds=time.perf_counter() - t0,
                             record=asdict(out))
+            checkpoint.stop_if_asked(name, step, log)
     out.iterations = step
     out.seconds = time.perf_counter() - t0
     if checkpoint:
@@ -376,6 +379,7 @@ def whole_spine_settings_from_args(args: argparse.Namespace) -> WholeSpineSettin
 
 def run_whole_spine_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train --stage labelling-whole``."""
+    save_on_sigterm()
     report = train_whole_spine(args.out, whole_spine_settings_from_args(args),
                                fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))

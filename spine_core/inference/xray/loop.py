@@ -135,6 +135,8 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
             net.eval()
             return record
         first, before = saved.step, saved.seconds
+    if checkpoint:
+        checkpoint.begin(name)
     start = time.perf_counter() - before
     net.train()
     for it in range(first, iterations):
@@ -166,6 +168,7 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
         if checkpoint and checkpoint.due(name):
             checkpoint.save(name, net, opt, rng, step=it + 1, seconds=time.perf_counter() - start,
                             record={**dataclasses.asdict(record), "smooth": smooth})
+            checkpoint.stop_if_asked(name, it + 1, log)
     for hook in hooks:
         hook.remove()
     record.last_loss = float(smooth) if smooth is not None else float("nan")

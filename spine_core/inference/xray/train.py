@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from spine_core.errors import InputError
-from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint
+from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint, save_on_sigterm
 from spine_core.inference.loading import save_state_dict
 from spine_core.inference.networks import build_network
 from spine_core.inference.xray.card import build_card, card_markdown
@@ -438,6 +438,7 @@ def xray_settings_from_args(args: argparse.Namespace) -> XraySettings:
 
 def run_xray_from_args(args: argparse.Namespace) -> int:
     """Handler body of ``spine train --modality xray``."""
+    save_on_sigterm()
     report = train_xray(args.out, xray_settings_from_args(args), fresh=bool(getattr(args, "fresh", False)))
     print(json.dumps(report.metrics, indent=2))
     return 0

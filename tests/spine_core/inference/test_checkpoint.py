@@ -169,21 +169,18 @@ def test_other_settings_or_fresh_start_from_the_beginning(tmp_path: Path) -> Non
 _KILLED_RUN = """
 import sys
 sys.path.insert(0, {tests!r})
+from spine_core.inference.checkpoint import save_on_sigterm
 from spine_core.inference.train import train
 from tests.spine_core.inference.test_train import _tiny_settings
-train({out!r}, _tiny_settings(), log=lambda m: print(m, flush=True), checkpoint_every_s=0.0)
+save_on_sigterm()  # as spine train does
+train({out!r}, _tiny_settings(), log=lambda m: print(m, flush=True), checkpoint_every_s={every})
 """
 
 
-@pytest.mark.slow
-def test_a_killed_training_run_goes_on_from_its_checkpoint(tmp_path: Path) -> None:
-    """The tiny two-stage run in a process of its own, killed (SIGKILL) in its segmentation
-    phase, then started again: it resumes after the iteration it had saved, and finishes."""
-    from spine_core.inference.train import train
-    from tests.spine_core.inference.test_train import _tiny_settings
-
-    out = tmp_path / "weights"
-    code = _KILLED_RUN.format(tests=str(REPO), out=str(out))
+def _start_tiny_run(out: Path, every_s: float) -> tuple[subprocess.Popen[str], list[str]]:
+    """The tiny two-stage run in a process of its own, read until its segmentation logs
+    iteration 26."""
+    code = _KILLED_RUN.format(tests=str(REPO), out=str(out), every=every_s)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -194,9 +191,36 @@ def test_a_killed_training_run_goes_on_from_its_checkpoint(tmp_path: Path) -> No
         seen.append(line.rstrip())
         if line.startswith("seg it 26/") or time.monotonic() > deadline:
             break
+    assert any(line.startswith("seg it 26/") for line in seen), seen[-5:]
+    return child, seen
+
+
+@pytest.mark.slow
+def test_a_stopped_training_saves_its_phase_at_the_end_of_the_step_and_exits(tmp_path: Path) -> None:
+    """SIGTERM (what a worker sends when the training is stopped) in the segmentation phase,
+    whose periodic checkpoint is an hour away: the step ends, is saved, and the process exits."""
+    out = tmp_path / "weights"
+    child, _ = _start_tiny_run(out, every_s=3600.0)
+    child.send_signal(signal.SIGTERM)
+    rest, _ = child.communicate(timeout=120)
+    assert child.returncode == 143, rest[-2000:]
+    assert "seg: stopped after iteration" in rest and "saved in the checkpoint" in rest, rest[-2000:]
+    saved = torch.load(out / "checkpoint" / "ct" / "seg.pt", weights_only=True)
+    assert 26 <= saved["step"] < 80 and not saved["done"]
+    assert f"stopped after iteration {saved['step']}," in rest
+
+
+@pytest.mark.slow
+def test_a_killed_training_run_goes_on_from_its_checkpoint(tmp_path: Path) -> None:
+    """The tiny two-stage run in a process of its own, killed (SIGKILL) in its segmentation
+    phase, then started again: it resumes after the iteration it had saved, and finishes."""
+    from spine_core.inference.train import train
+    from tests.spine_core.inference.test_train import _tiny_settings
+
+    out = tmp_path / "weights"
+    child, _ = _start_tiny_run(out, every_s=0.0)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert any(line.startswith("seg it 26/") for line in seen), seen[-5:]
     saved = torch.load(out / "checkpoint" / "ct" / "seg.pt", weights_only=True)
     assert 25 <= saved["step"] < 80 and not saved["done"]
 
