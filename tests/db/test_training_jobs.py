@@ -1,8 +1,8 @@
 """Training as a job: `spine train --queue` (one process) queues it, a `spine worker` (another)
 runs the real training in a child process, and this test's session (a third) follows it from the
 row (SQLite and the real PostgreSQL). A training that fails says its line; one asked to stop from
-another session stops; a worker killed with SIGKILL takes its training with it and the job is
-found failed with the reason.
+another session stops, saved, and resumes from there when queued again; a worker killed with
+SIGKILL takes its training with it and the job is found failed with the reason.
 """
 
 from __future__ import annotations
@@ -160,6 +160,26 @@ def test_a_training_asked_to_stop_from_another_session_stops(
     assert (row.status, row.stopped, row.error) == ("stopped", "stopped on request", "")
     assert 0 < row.fraction < 1
     wait_for(lambda: not pids_training_into(out_dir), "the training child to end", 20)
+    # the stop let the phase end its step and save it (SIGTERM to `spine train`)
+    said = [line for line in row.problems if "stopped after iteration" in line]
+    assert said and said[-1].startswith("seg: stopped after iteration "), row.problems[-3:]
+    step = int(said[-1].split("iteration ")[1].split(",")[0])
+    assert (out_dir / "checkpoint" / "ct" / "seg.pt").is_file()
+
+    # resumed (the Models page's button): the same options, on from the next iteration
+    again = training_jobs.queue_again(sessions, job_id, actor="mlops")
+    worker = spine(env, "worker", "--once", "--poll-s", "0.2")
+    try:
+        wait_for(lambda: any("resuming at iteration" in line
+                             for line in the_row(sessions, again).problems),
+                 "the resumed training's first lines", 240)
+        training_jobs.stop(sessions, again)
+        finish(worker, 60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    resumed = [line for line in the_row(sessions, again).problems if "resuming at iteration" in line]
+    assert resumed[0].startswith(f"seg: resuming at iteration {step + 1} from the checkpoint")
 
 
 def test_a_killed_worker_takes_its_training_with_it_and_the_job_is_found_failed(
