@@ -29,7 +29,7 @@ from spine_core.inference.preprocess import (
     sample_onto,
     volume_tensor,
 )
-from spine_core.inference.upsample import argmax_upsample
+from spine_core.inference.upsample import argmax_upsample, first_argmax
 from spine_core.labels import level_name
 from spine_core.volume import Volume
 
@@ -194,7 +194,7 @@ class SegmentationModel:
         return out  # type: ignore[return-value]
 
     def labels_from_logits(self, logits: torch.Tensor) -> npt.NDArray[np.uint8]:
-        channel = logits[0].argmax(dim=0).to("cpu", torch.uint8).numpy()
+        channel = first_argmax(logits[0]).numpy()
         labels = self._lut[channel]
         if self.config.largest_component:
             labels = largest_components(labels)

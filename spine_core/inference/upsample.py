@@ -24,6 +24,19 @@ import torch.nn.functional as F
 OUTSIDE = 255
 
 
+def first_argmax(values: torch.Tensor) -> torch.Tensor:
+    """Index (uint8, on the CPU) of the largest of ``values`` along its first axis, the first one
+    on ties, as ``argmax(dim=0)`` gives; one pass per channel over contiguous memory, several
+    times faster than torch's strided reduction across channels on the CPU."""
+    best = values[0].clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=values.device)
+    for c in range(1, int(values.shape[0])):
+        larger = values[c] > best
+        index[larger] = c
+        torch.maximum(best, values[c], out=best)
+    return index.cpu()
+
+
 def parallel_axes(index_map: npt.NDArray[np.float64]) -> npt.NDArray[np.intp] | None:
     """For a target-index -> source-index map (4x4), the source axis each target axis reads, or
     None when the axes are not parallel."""
@@ -57,7 +70,7 @@ def argmax_upsample(logits: torch.Tensor, lut: npt.NDArray[np.uint8], allowed: n
         coords.append(c)
         floors.append(np.floor(c).astype(np.int64))
         nearest.append(np.rint(c).astype(np.int64))
-    best = logits[0].argmax(dim=0).to("cpu", torch.uint8).numpy()  # index into lut, model grid
+    best = first_argmax(logits[0]).numpy()  # index into lut, model grid
     padded = np.pad(best, 1, constant_values=OUTSIDE)
     corner = padded[:-1, :-1, :-1]
     uniform = np.ones(corner.shape, dtype=bool)
@@ -85,7 +98,7 @@ def argmax_upsample(logits: torch.Tensor, lut: npt.NDArray[np.uint8], allowed: n
         grid = torch.from_numpy(points).to(logits.device)[None, :, None, None, :]
         sampled = F.grid_sample(logits.float(), grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)
-        out[edge] = sampled[0, :, :, 0, 0].argmax(dim=0).to("cpu", torch.uint8).numpy()
+        out[edge] = first_argmax(sampled[0, :, :, 0, 0]).numpy()
     out = lut[out]
     near = [nearest[int(order[s])] for s in range(3)]
     inside = [(n >= 0) & (n < allowed.shape[s]) for s, n in enumerate(near)]

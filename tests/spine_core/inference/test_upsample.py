@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from spine_core.inference.preprocess import Grid, sample_onto
-from spine_core.inference.upsample import argmax_upsample, parallel_axes
+from spine_core.inference.upsample import argmax_upsample, first_argmax, parallel_axes
 
 
 def _logits(shape: tuple[int, int, int], channels: int, seed: int) -> torch.Tensor:
@@ -86,3 +86,12 @@ def _shift(start: np.ndarray) -> np.ndarray:
     m = np.eye(4)
     m[:3, 3] = start
     return m
+
+
+def test_first_argmax_is_torchs_argmax_ties_included() -> None:
+    rng = np.random.default_rng(3)
+    values = torch.from_numpy(rng.integers(0, 4, size=(7, 9, 11)).astype(np.float32))  # many ties
+    np.testing.assert_array_equal(first_argmax(values).numpy(), values.argmax(dim=0).numpy())
+    smooth = _logits((6, 7, 8), 20, seed=2)[0]
+    np.testing.assert_array_equal(first_argmax(smooth).numpy(), smooth.argmax(dim=0).numpy())
+    assert first_argmax(smooth).dtype == torch.uint8
