@@ -50,9 +50,13 @@ def run_whole_page_for_unknown_fragments() -> None:
     process's last render. Its next request is often a rerun of a fragment (the viewer asking for
     a chunk or committing a slice, a progress panel's timer), which the new session, never having
     run the page, does not know: Streamlit drops it (an info line), so the page stopped following
-    the viewer and a viewer still streaming stayed at "loading n %". Here a session that has not
-    run the whole page yet runs it instead, with the same widget states and page. A session that
-    has keeps Streamlit's rule (a fragment that a full run removed is not run again).
+    the viewer and a viewer still streaming stayed at "loading n %". Here a rerun of a fragment
+    the session does not know runs the whole page instead, with the same widget states and page.
+    That includes a session whose first run here is still under way (asked for by the reconnect
+    timer, :mod:`pages.parts.reconnect`): its fragments are not registered yet, and Streamlit would
+    drop the viewer's slice commit ("the fragment ... does not exist anymore"), seen in about one
+    run in three of the reconnect browser test. A fragment that a full run removed costs one full
+    run instead of nothing.
     """
     if getattr(AppSession, "_spine_whole_page_patch", False):
         return
@@ -60,17 +64,14 @@ def run_whole_page_for_unknown_fragments() -> None:
 
     def request_rerun(self: AppSession, client_state: ClientState | None) -> None:
         fragment = client_state.fragment_id if client_state is not None else ""
-        if (client_state is not None and fragment and not getattr(self, "_spine_ran_page", False)
-                and not self.has_fragment(fragment)):
+        if client_state is not None and fragment and not self.has_fragment(fragment):
             whole = ClientState()
             whole.CopyFrom(client_state)
             whole.fragment_id, whole.is_auto_rerun = "", False
             logging.getLogger("spine.server").info(
-                "session %s: fragment %s unknown before the page's first run here (a reconnect):"
+                "session %s: fragment %s unknown here (a reconnect, or the page's run under way):"
                 " running the whole page", self.id, fragment)
             client_state = whole
-        if client_state is None or not client_state.fragment_id:
-            self._spine_ran_page = True  # type: ignore[attr-defined]
         original(self, client_state)
 
     AppSession.request_rerun = request_rerun  # type: ignore[method-assign]
