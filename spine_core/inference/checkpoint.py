@@ -130,12 +130,14 @@ class TrainingCheckpoint:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in phase)
         return self.folder / f"{safe}.pt"
 
-    def restore(self, phase: str, net: nn.Module, opt: torch.optim.Optimizer | None,
-                rng: np.random.Generator) -> PhaseState | None:
+    def resume(self, phase: str, net: nn.Module, opt: torch.optim.Optimizer | None,
+               rng: np.random.Generator) -> PhaseState | None:
         """Put ``phase``'s saved network, optimiser and generators back; None when nothing of it
-        was saved (the phase starts from its first step)."""
+        was saved (the phase starts from its first step). Unless it had ended, the phase trains
+        from here: a SIGTERM now waits for the end of its step."""
         file = self.path(phase)
         if not file.is_file():
+            self._begin(phase)
             return None
         state = torch.load(file, map_location="cpu", weights_only=True)
         net.load_state_dict(state["net"])
@@ -146,14 +148,15 @@ class TrainingCheckpoint:
         out = PhaseState(int(state["step"]), float(state["seconds"]), dict(state["record"]),
                          bool(state["done"]))
         self._last_save[phase] = time.monotonic()
+        if not out.done:
+            self._begin(phase)
         self._say(f"{phase}: done in an earlier run ({out.step} iterations), kept from the checkpoint"
                   if out.done else
                   f"{phase}: resuming at iteration {out.step + 1} from the checkpoint "
                   f"({out.seconds:.0f} s trained before)")
         return out
 
-    def begin(self, phase: str) -> None:
-        """``phase`` trains from here (a SIGTERM now waits for the end of its step)."""
+    def _begin(self, phase: str) -> None:
         _stop.phases += 1
         self._last_save.setdefault(phase, time.monotonic())
 
@@ -163,17 +166,12 @@ class TrainingCheckpoint:
         last = self._last_save.setdefault(phase, time.monotonic())
         return _stop.asked or time.monotonic() - last >= self.every_s
 
-    def stop_if_asked(self, phase: str, step: int, log: Log | None = None) -> None:
-        """After ``phase``'s save at ``step``: exit (status 143) when a SIGTERM asked for it."""
-        if _stop.asked:
-            (log or self._say)(f"{phase}: stopped after iteration {step}, saved in the checkpoint; "
-                               "the same command goes on from there")
-            raise SystemExit(128 + signal.SIGTERM)
 
     def save(self, phase: str, net: nn.Module, opt: torch.optim.Optimizer | None,
              rng: np.random.Generator, *, step: int, seconds: float, record: Mapping[str, Any],
              done: bool = False) -> None:
-        """Write ``phase``'s state (atomically: a temporary file renamed over the last)."""
+        """Write ``phase``'s state (atomically: a temporary file renamed over the last); then,
+        when a SIGTERM asked the training to stop, exit with status 143."""
         import io
 
         state = {"net": net.state_dict(), "opt": opt.state_dict() if opt is not None else None,
@@ -185,8 +183,11 @@ class TrainingCheckpoint:
         self._last_save[phase] = time.monotonic()
         if done:
             _stop.phases = max(0, _stop.phases - 1)
-            if _stop.asked:
-                raise SystemExit(128 + signal.SIGTERM)
+        if _stop.asked:
+            if not done:
+                self._say(f"{phase}: stopped after iteration {step}, saved in the checkpoint; "
+                          "the same command goes on from there")
+            raise SystemExit(128 + signal.SIGTERM)
 
     def finish(self) -> None:
         """Remove the run's checkpoints: its weights and card are written."""

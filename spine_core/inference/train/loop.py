@@ -153,15 +153,13 @@ def train_phase(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     out = PhaseLog()
     first, before = 0, 0.0
-    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    saved = checkpoint.resume(name, net, opt, rng) if checkpoint else None
     if saved is not None:
         out = PhaseLog(**saved.record)
         if saved.done:
             net.eval()
             return out
         first, before = saved.step, saved.seconds
-    if checkpoint:
-        checkpoint.begin(name)
     t0 = time.perf_counter() - before
     for step in range(first, iterations):
         for group in opt.param_groups:
@@ -185,7 +183,6 @@ def train_phase(
         if checkpoint and checkpoint.due(name):
             checkpoint.save(name, net, opt, rng, step=step + 1, seconds=elapsed,
                             record=dataclasses.asdict(out))
-            checkpoint.stop_if_asked(name, step + 1, log)
     out.seconds = time.perf_counter() - t0
     if checkpoint:
         checkpoint.save(name, net, opt, rng, step=out.iterations, seconds=out.seconds,

@@ -138,15 +138,13 @@ def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     out = PhaseLog()
     step, before = 0, 0.0
-    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    saved = checkpoint.resume(name, net, opt, rng) if checkpoint else None
     if saved is not None:
         out = PhaseLog(**saved.record)
         if saved.done:
             net.eval()
             return out
         step, before = saved.step, saved.seconds
-    if checkpoint:
-        checkpoint.begin(name)
     t0 = time.perf_counter() - before
     while step < max_iterations:
         elapsed = time.perf_counter() - t0
@@ -170,7 +168,6 @@ def train_timed(net: nn.Module, draw: Callable[[np.random.Generator], Batch],
             out.iterations = step
             checkpoint.save(name, net, opt, rng, step=step, seconds=time.perf_counter() - t0,
                             record=asdict(out))
-            checkpoint.stop_if_asked(name, step, log)
     out.iterations = step
     out.seconds = time.perf_counter() - t0
     if checkpoint:

@@ -124,7 +124,7 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
     record = PhaseLog()
     smooth: float | None = None
     first, before = 0, 0.0
-    saved = checkpoint.restore(name, net, opt, rng) if checkpoint else None
+    saved = checkpoint.resume(name, net, opt, rng) if checkpoint else None
     if saved is not None:
         fields = dict(saved.record)
         smooth = fields.pop("smooth", None)
@@ -135,8 +135,6 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
             net.eval()
             return record
         first, before = saved.step, saved.seconds
-    if checkpoint:
-        checkpoint.begin(name)
     start = time.perf_counter() - before
     net.train()
     for it in range(first, iterations):
@@ -168,7 +166,6 @@ def train_phase(net: nn.Module, films: FilmSet, loss: Callable[[torch.Tensor, di
         if checkpoint and checkpoint.due(name):
             checkpoint.save(name, net, opt, rng, step=it + 1, seconds=time.perf_counter() - start,
                             record={**dataclasses.asdict(record), "smooth": smooth})
-            checkpoint.stop_if_asked(name, it + 1, log)
     for hook in hooks:
         hook.remove()
     record.last_loss = float(smooth) if smooth is not None else float("nan")
