@@ -14,19 +14,23 @@ calibrated: ``P = sigmoid((logit + log prior odds) / T)``.
 Patient probability (RSNA's ``patient_overall``: any cervical level fractured) is the noisy-OR of
 the cervical levels, ``1 - prod(1 - p_level)``, which assumes independent errors per level.
 
-Boxes: for each level whose probability reaches ``threshold``, the slices and the part of the
-vertebra that raised its score (Grad-CAM of ``cam_layer``, see :mod:`.localise`), one box per axial
-(a0) slice, scored with the level probability. When the network has no such layer (TorchScript,
-``cam_layer`` empty), a box is the extent of the level's predicted mask on each slice where the
-level covers at least ``box_min_area_fraction`` of its largest slice: "look at this vertebra here".
+Boxes: for each level whose probability reaches ``threshold``, one box per axial (a0) slice,
+scored with the level probability, from the first of these the model has:
+
+1. the box detector trained on the true boxes (:mod:`.detector`), when the weights folder has one;
+2. the part of the vertebra that raised its score (Grad-CAM of ``cam_layer``, see
+   :mod:`.localise`): an explanation of the score, also available on its own (:meth:`localise`);
+3. the extent of the level's predicted mask on each slice where the level covers at least
+   ``box_min_area_fraction`` of its largest slice ("look at this vertebra here"), for networks
+   without that layer (TorchScript, ``cam_layer`` empty).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -218,16 +222,26 @@ def black_tophat(image: torch.Tensor, size: int) -> torch.Tensor:
     return (closed - image).clamp_(min=0.0)
 
 
+class BoxFinder(Protocol):
+    """What finds fracture boxes on the classifier's crops (:class:`.detector.BoxDetector`)."""
+
+    def boxes(self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: ScoredLevels,
+              fracture: FractureConfig, levels: Sequence[str]) -> list[PredictedBox]: ...
+
+
 class FractureModel:
-    """The fracture classifier with its config, on one device."""
+    """The fracture classifier with its config, on one device, and the box detector trained
+    beside it when there is one."""
 
     def __init__(
-        self, net: nn.Module, config: FractureConfig, device: torch.device, amp: bool = True
+        self, net: nn.Module, config: FractureConfig, device: torch.device, amp: bool = True,
+        detector: BoxFinder | None = None,
     ) -> None:
         self.net = net.to(device).eval()
         self.config = config
         self.device = device
         self.amp = amp
+        self.detector = detector
 
     def logits(self, crops: torch.Tensor) -> npt.NDArray[np.float64]:
         """(L, 2, *crop) crops -> (L,) raw classifier logits (balanced-prior scale)."""
@@ -297,10 +311,21 @@ class FractureModel:
             )
         return [b for b in boxes if (seg.mask[b.slice_index] == LEVEL_IDS[b.level or ""]).any()]
 
+    def explanation_boxes(
+        self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: ScoredLevels
+    ) -> list[PredictedBox]:
+        """The Grad-CAM boxes of the flagged levels marked as explanations (none without a
+        ``cam_layer``)."""
+        return [replace(b, explanation=True) for b in self.localise(seg, image_affine, scored) or []]
+
     def boxes(
         self, seg: SegmentationResult, image_affine: npt.ArrayLike, scored: ScoredLevels
     ) -> list[PredictedBox]:
-        """Boxes of the flagged levels: Grad-CAM where the net allows it, else level extents."""
+        """Boxes of the flagged levels: the detector's, else Grad-CAM where the net allows it,
+        else level extents."""
+        if self.detector is not None:
+            flagged = [n for n, p in scored.probabilities.items() if p >= self.config.threshold]
+            return self.detector.boxes(seg, image_affine, scored, self.config, flagged)
         found = self.localise(seg, image_affine, scored)
         if found is not None:
             return found

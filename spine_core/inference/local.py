@@ -15,6 +15,7 @@ import torch
 
 from spine_core.config import Settings
 from spine_core.errors import InputError, ModelLoadError
+from spine_core.inference.detector import load_detector
 from spine_core.inference.field import column_problem, header_problem, refuse
 from spine_core.inference.fracture import (
     FractureConfig,
@@ -92,7 +93,8 @@ class LocalPredictor:
         """Load both stages from a folder (default: the shipped demo weights).
 
         The folder holds ``segmentation`` and ``fracture`` in any format of
-        :mod:`spine_core.inference.loading`, and optionally ``model_card.json``.
+        :mod:`spine_core.inference.loading`, and optionally the fracture box detector
+        (``fracture_boxes``, :mod:`spine_core.inference.detector`) and ``model_card.json``.
 
         Raises:
             ModelLoadError: a stage is missing, corrupt or of the wrong kind.
@@ -111,11 +113,15 @@ class LocalPredictor:
             seg_loaded.net, SegmentationConfig.from_dict(seg_loaded.config), dev, amp
         )
         frac = None
-        frac_loaded = None
+        frac_loaded = boxes_loaded = None
         if with_fracture:
             frac_loaded = load_network(find_stage(folder, "fracture"))
             _task_of(frac_loaded, "fracture")
-            frac = FractureModel(frac_loaded.net, FractureConfig.from_dict(frac_loaded.config), dev, amp)
+            frac_config = FractureConfig.from_dict(frac_loaded.config)
+            found = load_detector(folder, frac_config, dev, amp)
+            frac = FractureModel(frac_loaded.net, frac_config, dev, amp,
+                                 detector=found[0] if found else None)
+            boxes_loaded = found[1] if found else None
         card = _read_card(folder)
         name = str(card.get("name") or seg_loaded.config.get("name", folder.name))
         version = str(card.get("version") or seg_loaded.config.get("version", "unknown"))
@@ -123,6 +129,8 @@ class LocalPredictor:
         card["stages"]["segmentation"] = _stage_summary(seg_loaded)
         if frac_loaded is not None:
             card["stages"]["fracture"] = _stage_summary(frac_loaded)
+        if boxes_loaded is not None:
+            card["stages"]["fracture_boxes"] = _stage_summary(boxes_loaded)
         radiograph = None
         if (folder / XRAY_UNET_FILE).is_file():  # the radiograph ensemble, when the folder has it
             radiograph = XrayModel.from_dir(folder, device="cpu")
@@ -193,6 +201,8 @@ class LocalPredictor:
             level_probs = scored.probabilities
             report(0.8, "localising suspected fractures")
             boxes = self.fracture.boxes(seg, volume.affine, scored)
+            if self.fracture.detector is not None:  # Grad-CAM: why the classifier scored them
+                boxes += self.fracture.explanation_boxes(seg, volume.affine, scored)
             timings["fracture"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")

@@ -9,6 +9,7 @@ Python code); MONAI bundles are the exception and are handled by :mod:`.loading`
 * Fracture: :class:`FractureNet`, a compact 3-D CNN on a per-vertebra crop (channel 0: windowed
   CT, channel 1: the vertebra's predicted mask, channel 2: a black top-hat of the CT) that returns
   one logit.
+* Fracture boxes: a MONAI ``UNet`` on the same crop, one output channel (inside-box logit).
 """
 
 from __future__ import annotations
@@ -132,6 +133,23 @@ def default_segmentation_spec(n_classes: int = 20) -> dict[str, Any]:
 def default_fracture_spec() -> dict[str, Any]:
     """The demo fracture classifier."""
     return {"arch": "FractureNet", "params": {"in_channels": 3, "widths": [16, 32, 64, 96], "dropout": 0.3}}
+
+
+def default_detector_spec() -> dict[str, Any]:
+    """The demo fracture box detector: a 4-level MONAI UNet (16-128 channels, residual units) on
+    the classifier's 3-channel crop, one output (inside-box logit per voxel)."""
+    return {
+        "arch": "monai.UNet",
+        "params": {
+            "spatial_dims": 3,
+            "in_channels": 3,
+            "out_channels": 1,
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "num_res_units": 1,
+            "norm": "INSTANCE",
+        },
+    }
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -19,7 +19,11 @@ from spine_core.volume import Volume
 
 @dataclass(frozen=True)
 class PredictedBox:
-    """A suspected fracture on one axial slice (pixels of the input volume's a0 slice)."""
+    """A suspected fracture on one axial slice (pixels of the input volume's a0 slice).
+
+    ``explanation``: not a detection but where the fracture classifier looked (its Grad-CAM), kept
+    beside the detector's boxes so a viewer can show why a level was scored.
+    """
 
     slice_index: int
     x: float
@@ -28,9 +32,10 @@ class PredictedBox:
     height: float
     score: float
     level: str | None = None
+    explanation: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "slice_index": self.slice_index,
             "x": self.x,
             "y": self.y,
@@ -39,6 +44,9 @@ class PredictedBox:
             "score": self.score,
             "level": self.level,
         }
+        if self.explanation:
+            out["explanation"] = True
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PredictedBox:
@@ -50,6 +58,7 @@ class PredictedBox:
             float(data["height"]),
             float(data["score"]),
             data.get("level"),
+            data.get("explanation") is True,
         )
 
 
@@ -71,7 +80,8 @@ class StudyPrediction:
         level_probabilities: level name ('C1'...) -> probability of fracture.
         patient_probability: probability that any cervical level is fractured; NaN when the
             model scores no fracture (not predicted).
-        boxes: suspected fracture boxes on axial slices.
+        boxes: suspected fracture boxes on axial slices, then the explanation boxes (Grad-CAM,
+            ``PredictedBox.explanation``) of the same levels when the model gives both.
         centroids: level name -> LPS mm centroid of the predicted vertebra.
         timings: stage name -> seconds.
     """

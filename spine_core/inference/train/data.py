@@ -4,14 +4,16 @@ the model grid and the per-vertebra crop sets the fracture classifier trains on.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from spine_core.inference.detector import box_target, box_volume
 from spine_core.inference.fracture import FractureConfig, level_crops
 from spine_core.inference.preprocess import (
+    crop_grid,
     grid_of,
     labels_onto,
     model_grid,
@@ -92,23 +94,35 @@ class SegSample:
     labels: npt.NDArray[np.uint8]
 
 
+def _no_box_masks(config: FractureConfig) -> torch.Tensor:
+    return torch.zeros((0, 1, *config.crop_shape), dtype=torch.uint8)
+
+
 @dataclass
 class CropSet:
-    """Per-vertebra crops with their targets."""
+    """Per-vertebra crops with their targets; for crops of levels with true fracture boxes, the
+    boxes on the crop grid (what the box detector trains on)."""
 
     crops: torch.Tensor  # (N, channels, *crop) float16
     targets: torch.Tensor  # (N,) float32 0/1
     levels: torch.Tensor  # (N,) int64 level ids
+    box_rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # (P,)
+    box_masks: torch.Tensor | None = None  # (P, 1, *crop) uint8: crop box_rows[i]'s boxes
 
     @staticmethod
     def concat(sets: Sequence[CropSet], config: FractureConfig) -> CropSet:
         if not sets:
             return CropSet(torch.zeros((0, config.channels, *config.crop_shape), dtype=torch.float16),
-                           torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+                           torch.zeros(0), torch.zeros(0, dtype=torch.int64),
+                           box_masks=_no_box_masks(config))
+        offsets = np.cumsum([0] + [int(s.targets.numel()) for s in sets[:-1]])
         return CropSet(
             torch.cat([s.crops for s in sets]),
             torch.cat([s.targets for s in sets]),
             torch.cat([s.levels for s in sets]),
+            torch.cat([s.box_rows + int(o) for s, o in zip(sets, offsets)]),
+            torch.cat([s.box_masks if s.box_masks is not None else _no_box_masks(config)
+                       for s in sets]),
         )
 
 
@@ -135,7 +149,8 @@ def prepare_fracture(
     at inference (what the demo weights are trained on: ground-truth masks carry details, such as
     fracture gaps, that predicted masks do not, and a classifier trained on them fails on
     predictions). Without it, from the ground truth brought onto the model grid; the target of a
-    crop is whether the study's level of that id is fractured.
+    crop is whether the study's level of that id is fractured. Crops of levels with true boxes
+    (``study.boxes``) carry them on the crop grid, for the box detector.
     """
     if segmentation is not None:
         seg = segmentation.segment(study.image)
@@ -147,6 +162,8 @@ def prepare_fracture(
         labels = labels_onto(np.asarray(study.mask.array), study.mask.affine, grid)
         centres = centroids_of(labels, grid)
         image = volume_tensor(study.image, config.window)
+    painted = {name: box_volume(study.image.shape, study.boxes, name)
+               for name in sorted({b[0] for b in study.boxes})}
     sets = []
     for _ in range(n_jitter):
         jittered = {
@@ -154,5 +171,13 @@ def prepare_fracture(
         }
         ids, crops = level_crops(image, study.image.affine, labels, grid, jittered, config)
         targets = torch.tensor([1.0 if lid in study.fractured else 0.0 for lid in ids])
-        sets.append(CropSet(crops.to(torch.float16), targets, torch.tensor(ids, dtype=torch.int64)))
+        rows, masks = [], []
+        for row, lid in enumerate(ids):
+            if level_name(lid) in painted:
+                crop = crop_grid(jittered[lid], grid.affine[:3, :3], config.crop_shape, config.crop_spacing_mm)
+                rows.append(row)
+                masks.append(box_target(painted[level_name(lid)], study.image.affine, crop))
+        sets.append(CropSet(crops.to(torch.float16), targets, torch.tensor(ids, dtype=torch.int64),
+                            torch.tensor(rows, dtype=torch.int64),
+                            torch.stack(masks) if masks else _no_box_masks(config)))
     return CropSet.concat(sets, config)

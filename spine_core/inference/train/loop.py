@@ -262,3 +262,61 @@ def train_fracture(
         net, iterations, draw_batch, loss_fn, name="fracture", log_every=50,
         lr=lr, seed=seed, device=device, budget_s=budget_s, log=log, checkpoint=checkpoint,
     )
+
+
+def box_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 10.0) -> torch.Tensor:
+    """Voxel cross-entropy (inside-box voxels weighted ``pos_weight``: boxes fill well under 1 %
+    of a crop) + soft Dice of the batch's box voxels."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    probs = torch.sigmoid(logits)
+    dice = (2.0 * (probs * target).sum() + 1.0) / (probs.sum() + target.sum() + 1.0)
+    return bce + (1.0 - dice)
+
+
+def train_detector(
+    net: nn.Module,
+    data: CropSet,
+    iterations: int,
+    *,
+    batch_size: int = 8,
+    positive_share: float = 0.75,
+    pos_weight: float = 10.0,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: torch.device = torch.device("cpu"),
+    budget_s: float | None = None,
+    log: Log | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
+) -> PhaseLog:
+    """Train the box detector: ``positive_share`` of each batch are crops with true boxes, the
+    rest crops of unfractured levels (empty target); crop and target get the same flips and
+    in-plane transposes (:func:`box_loss`)."""
+    if data.box_masks is None or data.box_rows.numel() == 0:
+        raise InputError("no crops with true fracture boxes to train the box detector on")
+    masks = data.box_masks
+    with_box = data.box_rows.numpy()
+    without = np.setdiff1d(np.nonzero(data.targets.numpy() <= 0.5)[0], with_box)
+    n_pos = batch_size if len(without) == 0 else max(1, int(round(positive_share * batch_size)))
+
+    def draw_batch(rng: np.random.Generator) -> Batch:
+        picks = rng.integers(0, len(with_box), n_pos)
+        negs = rng.choice(without, batch_size - n_pos) if batch_size > n_pos else np.zeros(0, int)
+        rows = np.concatenate([with_box[picks], negs]).astype(np.int64)
+        x = data.crops[torch.from_numpy(rows)].to(torch.float32)
+        y = torch.zeros((len(rows), 1, *x.shape[2:]))
+        y[:n_pos] = masks[torch.from_numpy(picks)].to(torch.float32)
+        both = _augment_geometry(torch.cat([x, y], dim=1), rng)
+        x, y = both[:, :-1], both[:, -1:]
+        return torch.cat([_augment_intensity(x[:, :1], rng), x[:, 1:]], dim=1), y
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return box_loss(logits, y, pos_weight)
+
+    return train_phase(
+        net, iterations, draw_batch, loss_fn, name="boxes", log_every=50,
+        lr=lr, seed=seed, device=device, budget_s=budget_s, log=log, checkpoint=checkpoint,
+    )
