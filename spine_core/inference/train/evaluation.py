@@ -111,6 +111,11 @@ def _split_summary(scores: LevelScores) -> dict[str, Any]:
     }
 
 
+#: Boxes measured against the true boxes -> prefix of their metrics: the detector's (what the
+#: pipeline gives), the classifier's Grad-CAM (its explanation) and the level's extent (baseline).
+BOX_KINDS = {"detector": "box", "gradcam": "gradcam_box", "extent": "extent_box"}
+
+
 def evaluate(
     segmentation: SegmentationModel,
     fracture: FractureModel | None,
@@ -137,7 +142,7 @@ def evaluate(
     rsna_true: list[list[float]] = []
     rsna_pred: list[list[float]] = []
     seconds: list[float] = []
-    located: dict[str, list[metrics.BoxLocalisation]] = {"gradcam": [], "extent": []}
+    located: dict[str, list[metrics.BoxLocalisation]] = {kind: [] for kind in BOX_KINDS}
     for study in studies:
         t0 = time.perf_counter()
         seg = segmentation.segment(study.image)
@@ -210,18 +215,25 @@ def _localisation(
     fracture: FractureModel, seg: SegmentationResult, study: LabelledStudy, scored: ScoredLevels
 ) -> dict[str, list[Any]]:
     """Boxes of each truly fractured, segmented level (whatever its score) against its true boxes:
-    Grad-CAM boxes and, as the baseline, the level's extent."""
+    the box detector's (when the model has one), Grad-CAM's and, as the baseline, the level's
+    extent."""
     from spine_core import metrics
 
-    out: dict[str, list[Any]] = {"gradcam": [], "extent": []}
+    out: dict[str, list[Any]] = {kind: [] for kind in BOX_KINDS}
     names = sorted({b[0] for b in study.boxes} & set(scored.probabilities))
     if not names:
         return out
-    cam = fracture.localise(seg, study.image.affine, scored, levels=names) or []
-    extent = level_boxes(seg.mask, {n: 1.0 for n in names}, 0.5, fracture.config.box_min_area_fraction)
+    found = {
+        "gradcam": fracture.localise(seg, study.image.affine, scored, levels=names) or [],
+        "extent": level_boxes(seg.mask, {n: 1.0 for n in names}, 0.5,
+                              fracture.config.box_min_area_fraction),
+    }
+    if fracture.detector is not None:
+        found["detector"] = fracture.detector.boxes(seg, study.image.affine, scored,
+                                                    fracture.config, names)
     for name in names:
         truth = [b[1:] for b in study.boxes if b[0] == name]
-        for kind, boxes in (("gradcam", cam), ("extent", extent)):
+        for kind, boxes in found.items():
             pred = [(b.slice_index, b.x, b.y, b.x + b.width, b.y + b.height)
                     for b in boxes if b.level == name]
             out[kind].append(metrics.box_localisation(pred, truth))
@@ -234,7 +246,7 @@ def _localisation_summary(located: Mapping[str, list[Any]]) -> dict[str, Any]:
     for kind, rows in located.items():
         if not rows:
             continue
-        prefix = "box" if kind == "gradcam" else "extent_box"
+        prefix = BOX_KINDS[kind]
         for field_name in ("iou_mean", "centre_hit", "slice_precision", "slice_recall"):
             values = [getattr(r, field_name) for r in rows if not math.isnan(getattr(r, field_name))]
             out[f"{prefix}_{field_name}"] = round(float(np.mean(values)), 4) if values else None

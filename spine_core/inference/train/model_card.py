@@ -18,11 +18,11 @@ from spine_core.inference.train.loop import PhaseLog
 from spine_core.inference.train.settings import TrainSettings
 from spine_core.labels import level_name
 
-#: Box localisation metrics of :func:`~spine_core.inference.train.evaluation.evaluate` (Grad-CAM
-#: boxes, then the level-extent baseline), in the order the card lists them.
+#: Box localisation metrics of :func:`~spine_core.inference.train.evaluation.evaluate` (the box
+#: detector's, the classifier's Grad-CAM, then the level-extent baseline), in the card's order.
 BOX_METRICS = tuple(
     f"{prefix}_{name}"
-    for prefix in ("box", "extent_box")
+    for prefix in ("box", "gradcam_box", "extent_box")
     for name in ("iou_mean", "centre_hit", "slice_precision", "slice_recall", "n_levels")
 )
 
@@ -33,11 +33,17 @@ DISCLAIMER = (
 )
 
 BOX_NOTE = (
-    "for each level whose probability reaches the threshold, the classifier's Grad-CAM (layer "
-    "`{layer}`, voxels at or above {threshold} of its maximum inside the vertebra) is mapped back "
-    "to the input and boxed on each axial slice, scored with the level probability. This explains "
-    "the score; it is not a detector trained on boxes (box_* metrics below, against the level's "
-    "extent as extent_box_*)."
+    "for each level whose probability reaches the threshold, the box detector (below) gives one "
+    "box per axial slice, scored with the level probability (box_* metrics below). The "
+    "classifier's Grad-CAM (layer `{layer}`, voxels at or above {threshold} of its maximum inside "
+    "the vertebra, mapped back to the input and boxed per slice) stays as the explanation of the "
+    "score (gradcam_box_*); the level's extent is the baseline (extent_box_*)."
+)
+
+DETECTOR_NOTE = (
+    "the classifier's crop of a level (same grid and channels); per voxel, the probability that it "
+    "lies inside a true fracture box on its axial slice. Resampled onto the input's slices, the "
+    "pixels at or above {threshold} are boxed on each slice where the segmentation has the level"
 )
 
 
@@ -60,12 +66,15 @@ def build_card(
     n_fractured_train: int,
     crops: CropSet,
     calibration: Mapping[str, Any] | None = None,
+    detector: tuple[nn.Module, PhaseLog] | None = None,
 ) -> dict[str, Any]:
     """The model card as a JSON-serialisable dict (``calibration``: the section
-    :func:`~spine_core.inference.train.evaluation.calibration_summary` makes)."""
+    :func:`~spine_core.inference.train.evaluation.calibration_summary` makes; ``detector``: the
+    box detector's network and training record)."""
     settings = asdict(s)
     settings.pop("seg_spec")
     settings.pop("frac_spec")
+    settings.pop("det_spec")
     settings["seg_config"] = s.seg_config.to_dict()
     settings["frac_config"] = s.frac_config.to_dict()
     card: dict[str, Any] = {
@@ -152,6 +161,25 @@ def build_card(
             "total_seconds": round(total_seconds, 1),
         },
     }
+    if detector is not None:
+        det_net, det_log = detector
+        card["stages"]["fracture_boxes"] = {
+            "network": s.det_spec,
+            "parameters": count_parameters(det_net),
+            "input_output": DETECTOR_NOTE.format(threshold=s.det_threshold),
+            "training": {
+                "loss": f"voxel binary cross-entropy (inside-box voxels weighted {s.det_pos_weight:g}x) "
+                "+ soft Dice, on the crops of the training studies' fractured levels (their true "
+                f"per-slice boxes drawn on the crop grid; {s.det_positive_share:.0%} of each batch) "
+                "and of unfractured levels (no box), same flips and transposes as the classifier's",
+                "n_crops_with_boxes": int(crops.box_rows.numel()),
+                "iterations": det_log.iterations,
+                "stopped_by_time_budget": det_log.stopped_by_budget,
+                "seconds": round(det_log.seconds, 1),
+                "loss_first_tenth": round(det_log.mean_loss(True), 4),
+                "loss_last_tenth": round(det_log.mean_loss(False), 4),
+            },
+        }
     if calibration is not None:
         card["calibration"] = dict(calibration)
     return card
@@ -194,6 +222,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- Training: {frac['training']['loss']}, {frac['training']['iterations']} iterations "
         f"({frac['training']['seconds']} s), loss {frac['training']['loss_first_tenth']} -> "
         f"{frac['training']['loss_last_tenth']}.",
+        *_detector_markdown(card["stages"].get("fracture_boxes")),
         "",
         "## Validation metrics (held-out synthetic studies)",
         "",
@@ -225,6 +254,19 @@ def card_markdown(card: Mapping[str, Any]) -> str:
               f"CPU threads, torch {card['environment']['torch']}. Weights are stored as float16; the "
               "metrics above were measured with the float16-rounded weights.", ""]
     return "\n".join(lines)
+
+
+def _detector_markdown(det: Mapping[str, Any] | None) -> list[str]:
+    if not det:
+        return []
+    t = det["training"]
+    return ["", "## Stage 2: fracture box detector (trained on boxes)",
+            f"- Network: `{det['network']['arch']}` {det['network']['params']}, "
+            f"{det['parameters']:,} parameters.",
+            f"- Input and output: {det['input_output']}.",
+            f"- Training: {t['loss']}; {t['n_crops_with_boxes']} crops with boxes, "
+            f"{t['iterations']} iterations ({t['seconds']} s), loss {t['loss_first_tenth']} -> "
+            f"{t['loss_last_tenth']}."]
 
 
 def calibration_markdown(cal: Mapping[str, Any] | None) -> list[str]:

@@ -31,6 +31,8 @@ from torch import nn
 
 from spine_core.errors import InputError
 from spine_core.inference.checkpoint import EVERY_S, TrainingCheckpoint, save_on_sigterm
+from spine_core.inference.detector import STAGE as DETECTOR_STAGE
+from spine_core.inference.detector import BoxDetector, DetectorConfig
 from spine_core.inference.fracture import FractureModel
 from spine_core.inference.loading import save_state_dict
 from spine_core.inference.networks import build_network
@@ -53,7 +55,12 @@ from spine_core.inference.train.evaluation import (
     fit_calibration,
     score_levels,
 )
-from spine_core.inference.train.loop import PhaseLog, train_fracture, train_segmentation
+from spine_core.inference.train.loop import (
+    PhaseLog,
+    train_detector,
+    train_fracture,
+    train_segmentation,
+)
 from spine_core.inference.train.model_card import build_card, card_markdown
 from spine_core.inference.train.settings import TrainSettings
 from spine_core.labels import level_name
@@ -112,8 +119,9 @@ def train(
         for i, seed in enumerate(s.train_seeds()):
             study = make(seed)
             seg_samples.append(prepare_segmentation(study, s.seg_config))
-            # Only the image and the fractured levels are needed later (crops of predicted masks).
-            studies.append(LabelledStudy(study.image, _NO_MASK, study.fractured, study.seed))
+            # Only the image, the fractured levels and their boxes are needed later (crops of
+            # predicted masks).
+            studies.append(LabelledStudy(study.image, _NO_MASK, study.fractured, study.seed, study.boxes))
             n_fractured_train += len(study.fractured)
             say(f"prepared training study {i + 1}/{s.n_train} (seed {seed})")
         data_seconds = time.perf_counter() - start
@@ -143,20 +151,28 @@ def train(
         del crop_sets
         torch.manual_seed(s.seed + 1)
         frac_net = build_network(s.frac_spec)
-        frac_budget = max(20.0, budget - eval_reserve - (time.perf_counter() - start))
+        left = budget - eval_reserve - (time.perf_counter() - start)
+        # The detector's step costs about four of the classifier's: its share of what is left.
+        det_share = 0.0 if s.det_iterations <= 0 else (
+            4.0 * s.det_iterations / (4.0 * s.det_iterations + s.frac_iterations))
         frac_log = train_fracture(
             frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
-            seed=s.seed + 1, device=device, budget_s=frac_budget, log=say, checkpoint=checkpoint,
+            seed=s.seed + 1, device=device, budget_s=max(20.0, (1.0 - det_share) * left), log=say,
+            checkpoint=checkpoint,
         )
-        for net in (seg_net, frac_net):  # evaluate exactly what is shipped (float16 storage)
-            _round_to_half(net)
-        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
+        detector = _train_detector(s, crops, device, budget - eval_reserve - (time.perf_counter() - start),
+                                   say, checkpoint)
+        for net in (seg_net, frac_net, *([detector[0]] if detector else [])):
+            _round_to_half(net)  # evaluate exactly what is shipped (float16 storage)
+        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True,
+                                   detector=_box_detector(s, detector, device))
         fitted = score_levels(seg_model, frac_model, (make_val(seed) for seed in s.cal_seeds()), say)
         temperature, note = fit_calibration(fitted) if s.n_cal else (1.0, "not fitted: no calibration studies")
         say(f"fracture temperature {temperature:.4f} fitted on {len(fitted.seeds)} studies"
             + (f" ({note})" if note else ""))
         s = replace(s, frac_config=replace(s.frac_config, temperature=temperature))
-        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True)
+        frac_model = FractureModel(frac_net, s.frac_config, device, amp=True,
+                                   detector=_box_detector(s, detector, device))
         prior = float(np.mean([s.frac_config.prior_for(level_name(lid)) for lid in range(1, 8)]))
         measured = LevelScores()
         val_metrics = evaluate(
@@ -166,13 +182,44 @@ def train(
         calibration = calibration_summary(temperature, fitted, measured, note)
         total = time.perf_counter() - start
         files = _write_outputs(out, s, seg_net, frac_net, seg_log, frac_log, val_metrics,
-                               data_seconds, total, n_fractured_train, crops, calibration)
+                               data_seconds, total, n_fractured_train, crops, calibration, detector)
         card = json.loads((out / "model_card.json").read_text())
         checkpoint.finish()
         say(f"wrote {', '.join(p.name for p in files)} to {out} in {total / 60:.1f} min")
         return TrainReport(out, files, val_metrics, card)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _train_detector(
+    s: TrainSettings, crops: CropSet, device: torch.device, budget_s: float, say: Log,
+    checkpoint: TrainingCheckpoint,
+) -> tuple[nn.Module, PhaseLog] | None:
+    """The box detector trained on the crops' true boxes; None when ``s.det_iterations`` is 0 or
+    no training crop has a box (boxes then come from Grad-CAM)."""
+    if s.det_iterations <= 0:
+        return None
+    if crops.box_rows.numel() == 0:
+        say("boxes: no training crop has a true fracture box, so no box detector is trained")
+        return None
+    torch.manual_seed(s.seed + 2)
+    net = build_network(s.det_spec)
+    log = train_detector(
+        net, crops, s.det_iterations, batch_size=s.det_batch_size, lr=s.det_lr,
+        pos_weight=s.det_pos_weight, positive_share=s.det_positive_share, seed=s.seed + 2,
+        device=device, budget_s=max(20.0, budget_s), log=say, checkpoint=checkpoint,
+    )
+    return net, log
+
+
+def _box_detector(s: TrainSettings, trained: tuple[nn.Module, PhaseLog] | None,
+                  device: torch.device) -> BoxDetector | None:
+    return None if trained is None else BoxDetector(trained[0], detector_config(s), device, amp=True)
+
+
+def detector_config(s: TrainSettings) -> DetectorConfig:
+    """The box detector's settings: the classifier's crops and the voxel threshold."""
+    return DetectorConfig(crop=s.frac_config.to_dict()["crop"], threshold=s.det_threshold)
 
 
 def _round_to_half(net: nn.Module) -> None:
@@ -215,18 +262,29 @@ def _write_outputs(
     n_fractured_train: int,
     crops: CropSet,
     calibration: Mapping[str, Any] | None = None,
+    detector: tuple[nn.Module, PhaseLog] | None = None,
 ) -> list[Path]:
     seg_cfg, frac_cfg = stage_configs(s)
     seg_json = save_state_dict(seg_net, seg_cfg, out / "segmentation.json", half=True)
     frac_json = save_state_dict(frac_net, frac_cfg, out / "fracture.json", half=True)
+    det_files: list[Path] = []
+    stale = out / f"{DETECTOR_STAGE}.json"
+    if detector is not None:
+        det_cfg = {"task": "fracture_boxes", "name": f"{s.name}-fracture-boxes", "version": s.version,
+                   "network": s.det_spec, **detector_config(s).to_dict()}
+        det_json = save_state_dict(detector[0], det_cfg, stale, half=True)
+        det_files = [det_json, det_json.with_suffix(".pt")]
+    elif stale.is_file():  # a detector of an earlier run would be loaded beside other weights
+        stale.unlink()
+        stale.with_suffix(".pt").unlink(missing_ok=True)
     card = build_card(s, seg_net, frac_net, seg_log, frac_log, val_metrics, data_seconds,
-                      total_seconds, n_fractured_train, crops, calibration)
+                      total_seconds, n_fractured_train, crops, calibration, detector)
     card_json = out / "model_card.json"
     card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     card_md = out / "MODEL_CARD.md"
     card_md.write_text(card_markdown(card), encoding="utf-8")
     return [seg_json, seg_json.with_suffix(".pt"), frac_json, frac_json.with_suffix(".pt"),
-            card_json, card_md]
+            *det_files, card_json, card_md]
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -247,6 +305,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="x".join(map(str, d.shape)), help="phantom SLICESxROWSxCOLS")
     parser.add_argument("--seg-iterations", type=int, default=d.seg_iterations)
     parser.add_argument("--frac-iterations", type=int, default=d.frac_iterations)
+    parser.add_argument("--box-iterations", type=int, default=d.det_iterations,
+                        help="iterations of the fracture box detector (0: none; boxes then come "
+                             f"from the classifier's Grad-CAM; default {d.det_iterations})")
     parser.add_argument("--device", default=d.device, help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
@@ -268,6 +329,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         n_train=args.train_studies, n_val=args.val_studies, n_cal=args.cal_studies, seed=args.seed,
         shape=shape,
         seg_iterations=args.seg_iterations, frac_iterations=args.frac_iterations,
+        det_iterations=getattr(args, "box_iterations", TrainSettings.det_iterations),
         device=args.device, threads=args.threads, budget_minutes=args.budget_minutes,
     )
 

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spine_core.inference.fracture import FractureConfig
-from spine_core.inference.networks import default_fracture_spec, default_segmentation_spec
+from spine_core.inference.networks import (
+    default_detector_spec,
+    default_fracture_spec,
+    default_segmentation_spec,
+)
 from spine_core.inference.segmentation import SegmentationConfig
 from spine_core.inference.train.data import natural_prevalence
 
@@ -31,7 +35,7 @@ class TrainSettings:
     enrich_fractures: float = 1.0  # share of training studies forced positive (1-3 levels)
     device: str = "cpu"
     threads: int = 2
-    budget_minutes: float = 19.0
+    budget_minutes: float = 22.0
     name: str = "spinereview-demo"
     version: str = "0.1.0"
     seg_config: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -40,6 +44,14 @@ class TrainSettings:
     )
     seg_spec: dict[str, Any] = field(default_factory=default_segmentation_spec)
     frac_spec: dict[str, Any] = field(default_factory=default_fracture_spec)
+    # the fracture box detector (spine_core.inference.detector); 0 iterations: none is trained
+    det_iterations: int = 1200
+    det_batch_size: int = 8
+    det_lr: float = 3e-3
+    det_pos_weight: float = 10.0
+    det_positive_share: float = 0.75
+    det_threshold: float = 0.3
+    det_spec: dict[str, Any] = field(default_factory=default_detector_spec)
 
     def train_seeds(self) -> list[int]:
         return [self.seed * 1000 + i for i in range(self.n_train)]

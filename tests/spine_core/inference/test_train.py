@@ -58,6 +58,9 @@ def _tiny_settings() -> TrainSettings:
                        "channels": [16, 32, 64], "strides": [2, 2], "num_res_units": 0},
         },
         frac_spec={"arch": "FractureNet", "params": {"in_channels": 3, "widths": [8, 16]}},
+        det_iterations=20,
+        det_spec={"arch": "monai.UNet", "params": {"spatial_dims": 3, "in_channels": 3, "out_channels": 1,
+                                                   "channels": [8, 16], "strides": [2]}},
     )
 
 
@@ -77,7 +80,7 @@ def test_tiny_training_learns_and_writes_loadable_weights(tmp_path: Path) -> Non
     assert report.metrics["rsna_weighted_log_loss"] > 0
     assert {p.name for p in report.files} == {
         "segmentation.json", "segmentation.pt", "fracture.json", "fracture.pt",
-        "model_card.json", "MODEL_CARD.md",
+        "fracture_boxes.json", "fracture_boxes.pt", "model_card.json", "MODEL_CARD.md",
     }
     card = json.loads((out / "model_card.json").read_text())
     assert "SYNTHETIC" in card["intended_use"]
@@ -85,6 +88,13 @@ def test_tiny_training_learns_and_writes_loadable_weights(tmp_path: Path) -> Non
     assert "synthetic" in (out / "MODEL_CARD.md").read_text().lower()
     assert any("prepared training study 6/6" in m for m in messages)
     assert any("cropped training study 6/6 from its predicted mask" in m for m in messages)
+    # The box detector trained on the crops' true boxes, and is measured beside Grad-CAM.
+    boxes = report.card["stages"]["fracture_boxes"]
+    assert boxes["training"]["iterations"] == 20 and boxes["training"]["n_crops_with_boxes"] > 0
+    assert any(m.startswith("boxes it 20/20") for m in messages)
+    for prefix in ("box", "gradcam_box", "extent_box"):
+        assert report.metrics[f"{prefix}_n_levels"] >= 1, report.metrics
+    assert "fracture box detector (trained on boxes)" in (out / "MODEL_CARD.md").read_text()
 
     # The fracture temperature: fitted on the calibration split (or 1 when it had one class
     # only, said in the card), stored in fracture.json, ECE before/after on the held-out studies.
@@ -106,6 +116,8 @@ def test_tiny_training_learns_and_writes_loadable_weights(tmp_path: Path) -> Non
     study = phantom_source(TINY_SHAPE)(999)
     loaded = LocalPredictor.from_dir(out, device="cpu")
     assert loaded.fracture is not None and loaded.fracture.config.temperature == stored["temperature"]
+    assert loaded.fracture.detector is not None
+    assert loaded.info().card["stages"]["fracture_boxes"]["path"] == "fracture_boxes.json"
     seg = loaded.segmentation.segment(study.image)
     assert seg.mask.shape == study.image.shape
     truth = np.asarray(study.mask.array)
