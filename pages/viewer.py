@@ -128,6 +128,12 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
     model_on = False
     if prediction is not None and prediction.boxes:
         model_on = bar.toggle("Predicted boxes", value=True, key="vw_pred_boxes")
+    why_on = False
+    if prediction is not None and prediction.explanation:
+        why_on = bar.toggle("Grad-CAM", value=False, key="vw_gradcam",
+                            help="Where the fracture classifier looked on each level it flagged "
+                                 "(its Grad-CAM, in violet): an explanation of the score. The "
+                                 "predicted boxes come from the detector trained on boxes.")
     overlay_name = OVERLAYS[0]
     if predicted is not None and view.mask is not None:
         overlay_name = bar.selectbox("Overlay", OVERLAYS, key="vw_overlay",
@@ -142,7 +148,8 @@ def client_panel(view: StudyView, user: SignedInUser, prediction: ShownPredictio
         mask, volume_id = predicted.volume, f"{volume_id}:prediction{predicted.prediction_id}"
 
     boxes = viewer_boxes(recent_reader_boxes(study_id, user) if readers_on else [],
-                         prediction.boxes if model_on and prediction is not None else [])
+                         prediction.boxes if model_on and prediction is not None else [],
+                         prediction.explanation if why_on and prediction is not None else [])
     where = "Film · one image" if film else slice_caption(view, plane, index, tuple(cursor))
     options = viewer_options(view.image)
     bar.caption(f"**{where}** · ? keys",

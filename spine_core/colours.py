@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["MODEL_COLOUR", "READER_PALETTE", "RGB", "TRUTH_COLOUR", "UNION_COLOUR", "reader_colours"]
+__all__ = ["EXPLANATION_COLOUR", "MODEL_COLOUR", "READER_PALETTE", "RGB", "TRUTH_COLOUR", "UNION_COLOUR",
+           "reader_colours"]
 
 #: An 8-bit red, green, blue triple.
 RGB = tuple[int, int, int]
@@ -23,6 +24,9 @@ READER_PALETTE: tuple[RGB, ...] = (
 
 #: The model's boxes and mask outline.
 MODEL_COLOUR: RGB = (255, 64, 160)
+
+#: The classifier's Grad-CAM boxes: why it scored a level (an explanation, not a detection).
+EXPLANATION_COLOUR: RGB = (150, 110, 255)
 
 #: The reference (ground-truth) boxes on the demonstration page.
 TRUTH_COLOUR: RGB = (255, 215, 0)

@@ -96,20 +96,24 @@ class ShownPrediction:
     boxes: tuple[PredictedBox, ...]
     timings: Mapping[str, float]
     mask_path: str
+    #: the fracture classifier's Grad-CAM boxes: why it scored the flagged levels (not detections)
+    explanation: tuple[PredictedBox, ...] = ()
 
     def boxes_on(self, slice_index: int) -> list[PredictedBox]:
         """The predicted boxes on stored slice ``slice_index``."""
         return [b for b in self.boxes if b.slice_index == int(slice_index)]
 
 
-def _boxes(raw: Sequence[Any] | None) -> tuple[PredictedBox, ...]:
+def _boxes(raw: Sequence[Any] | None, explanation: bool = False) -> tuple[PredictedBox, ...]:
+    """The stored boxes that can be drawn: the detections, or with ``explanation`` the
+    explanation boxes."""
     out = []
     for item in raw or []:
         try:
             box = PredictedBox.from_json(dict(item))
         except (KeyError, TypeError, ValueError):
             continue  # written by an older model version: skip what cannot be drawn
-        if box.width > 0 and box.height > 0:
+        if box.width > 0 and box.height > 0 and box.explanation == explanation:
             out.append(box)
     return tuple(out)
 
@@ -141,6 +145,7 @@ def load_prediction(study_id: int) -> ShownPrediction | None:
             patient_probability=row.patient_probability,
             level_probabilities=_numbers(row.level_probabilities), boxes=_boxes(row.boxes),
             timings=_numbers(row.timings), mask_path=row.mask_path or "",
+            explanation=_boxes(row.boxes, explanation=True),
         )
 
 

@@ -2,7 +2,8 @@
 
 * :func:`viewer_boxes`: the readers' boxes this user may see (blinded, ``reader_boxes``) and the
   model's boxes, as :class:`spine_viewer.ViewerBox` of the right kind (the reader's own: "key";
-  other readers': "other reader"; the model's: "model"), never editable here.
+  other readers': "other reader"; the model's: "model", and its Grad-CAM explanation boxes in
+  their own colour), never editable here.
 * :func:`browser_refusal`: the component's memory check, before anything is sent; a refused study
   falls back to the server-rendered slices.
 * :func:`settled_slice`: the reader's last settled slice (the component's debounced commit), read
@@ -20,7 +21,7 @@ import streamlit as st
 
 from pages.parts.common import workspace
 from pages.parts.viewer_parts import ShownBox, StudyView, position_text
-from spine_core.colours import MODEL_COLOUR
+from spine_core.colours import EXPLANATION_COLOUR, MODEL_COLOUR
 from spine_core.inference.protocol import PredictedBox
 from spine_core.render import Plane
 from spine_viewer import ViewerBox, VolumeTooLargeError, check_browser_memory
@@ -56,10 +57,21 @@ def _model_box(box: PredictedBox, box_id: str) -> ViewerBox:
                      colour=_hex(MODEL_COLOUR), editable=False)
 
 
-def viewer_boxes(readers: Sequence[ShownBox], model: Sequence[PredictedBox]) -> list[ViewerBox]:
-    """Readers' and model's boxes as the client-side viewer takes them (read-only)."""
+def _explanation_box(box: PredictedBox, box_id: str) -> ViewerBox:
+    """A Grad-CAM box: where the classifier looked on a flagged level ("C5 · Grad-CAM 0.93")."""
+    return ViewerBox(box_id, 1, int(box.slice_index), float(box.x), float(box.y),
+                     float(box.x + box.width), float(box.y + box.height), kind="model",
+                     level=str(box.level or ""), label=f"Grad-CAM {box.score:.2f}",
+                     colour=_hex(EXPLANATION_COLOUR), editable=False)
+
+
+def viewer_boxes(readers: Sequence[ShownBox], model: Sequence[PredictedBox],
+                 explanation: Sequence[PredictedBox] = ()) -> list[ViewerBox]:
+    """Readers', model's and (when asked) Grad-CAM explanation boxes as the client-side viewer
+    takes them (read-only)."""
     return [*(_viewer_box(b, f"reader-{i}") for i, b in enumerate(readers)),
-            *(_model_box(b, f"model-{i}") for i, b in enumerate(model))]
+            *(_model_box(b, f"model-{i}") for i, b in enumerate(model)),
+            *(_explanation_box(b, f"gradcam-{i}") for i, b in enumerate(explanation))]
 
 
 def browser_limit() -> int:

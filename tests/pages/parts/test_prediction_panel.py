@@ -15,7 +15,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,11 @@ from db.users import ensure_demo_users
 from pages.parts.common import SignedInUser, workspace
 from pages.parts.viewer_parts import forget_studies, load_study
 from spine_core.annotation_geometry import display_index_of
-from spine_core.colours import MODEL_COLOUR
+from spine_core.colours import EXPLANATION_COLOUR, MODEL_COLOUR
+from spine_core.inference.protocol import StudyPrediction
 from spine_core.inference.server import create_app
+from spine_core.progress import Progress
+from spine_core.volume import Volume
 from tests.app_helpers import fast_scrypt, workstation_view
 from tests.backend_helpers import (
     TOKEN,
@@ -444,3 +447,41 @@ def test_a_key_box_moves_to_another_fracture_and_both_reinterpolate(scene: Scene
     moved = next(b for b in live if b.id == box.id)
     assert moved.fracture is None and moved.is_key
     assert not [b for b in live if not b.is_key]  # F1 has one key box left: nothing between
+
+
+class ExplainingPredictor(BoneThresholdPredictor):
+    """The threshold model with, beside each box, a wider "Grad-CAM" box of the same level marked
+    as an explanation (what the shipped model gives when it has a box detector)."""
+
+    def predict(self, volume: Volume, progress: Progress | None = None) -> StudyPrediction:
+        out = super().predict(volume, progress)
+        why = [replace(b, x=b.x - 2, y=b.y - 2, width=b.width + 4, height=b.height + 4,
+                       explanation=True) for b in out.boxes]
+        return replace(out, boxes=[*out.boxes, *why])
+
+
+def test_grad_cam_explanation_boxes_are_kept_apart_and_shown_on_request(scene: Scene) -> None:
+    app = create_app(lambda device: ExplainingPredictor(device), token=TOKEN, device="cpu")
+    with running_server(app) as url:  # the flag crosses the backend's wire format
+        scene.use_backend(url)
+        at = page("viewer.py", scene.users["adjudicator1"], viewer_study_id=scene.study)
+        button(at, "Predict this study").click().run()
+        scene.wait_for_run()
+        at.run()
+    assert not at.exception, at.exception
+    (row,) = scene.predictions()
+    detections = [b for b in row.boxes if not b.get("explanation")]
+    explanations = [b for b in row.boxes if b.get("explanation") is True]
+    assert detections and len(explanations) == len(detections)
+    client = page("viewer.py", scene.users["reader1"], viewer_study_id=scene.study)
+    assert not client.exception, client.exception
+    # by default the viewer draws the detections only, in the model's colour
+    assert viewer_boxes(client, "model") == corners(detections)
+    assert all(b["colour"] == "#ff40a0" for b in workstation_view(client)["boxes"] if b["kind"] == "model")
+    # the Grad-CAM toggle adds the explanation boxes in their own colour and label
+    client.toggle(key="vw_gradcam").set_value(True).run()
+    assert not client.exception, client.exception
+    assert viewer_boxes(client, "model") == sorted(corners(detections) + corners(explanations))
+    why = [b for b in workstation_view(client)["boxes"] if b["label"].startswith("Grad-CAM ")]
+    assert len(why) == len(explanations)
+    assert all(b["colour"] == "#{:02x}{:02x}{:02x}".format(*EXPLANATION_COLOUR) for b in why)
