@@ -152,9 +152,9 @@ def train(
         torch.manual_seed(s.seed + 1)
         frac_net = build_network(s.frac_spec)
         left = budget - eval_reserve - (time.perf_counter() - start)
-        # The detector's step costs about four of the classifier's: its share of what is left.
+        # The detector's step costs about 2.5 of the classifier's: its share of what is left.
         det_share = 0.0 if s.det_iterations <= 0 else (
-            4.0 * s.det_iterations / (4.0 * s.det_iterations + s.frac_iterations))
+            2.5 * s.det_iterations / (2.5 * s.det_iterations + s.frac_iterations))
         frac_log = train_fracture(
             frac_net, crops, s.frac_iterations, batch_size=s.frac_batch_size, lr=s.frac_lr,
             seed=s.seed + 1, device=device, budget_s=max(20.0, (1.0 - det_share) * left), log=say,

@@ -14,7 +14,7 @@ import torch
 
 from spine_core import metrics
 from spine_core.errors import InputError, ModelLoadError
-from spine_core.inference.fracture import level_boxes, patient_probability
+from spine_core.inference.fracture import FractureConfig, level_boxes, patient_probability
 from spine_core.inference.loading import (
     default_weights_dir,
     load_network,
@@ -71,18 +71,20 @@ def test_shipped_weights_are_small_checked_and_documented() -> None:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     names = {p.name for p in files}
     assert {"segmentation.json", "segmentation.pt", "fracture.json", "fracture.pt",
-            "model_card.json", "MODEL_CARD.md"} <= names
+            "fracture_boxes.json", "fracture_boxes.pt", "model_card.json", "MODEL_CARD.md"} <= names
     for path in files:
         assert path.stat().st_size < 20 * 1024 * 1024, path
     card = json.loads((folder / "model_card.json").read_text())
     assert "SYNTHETIC" in card["intended_use"] and "demonstration" in card["intended_use"]
     assert card["data"]["kind"].startswith("synthetic phantom")
+    assert "box detector" in card["stages"]["fracture"]["boxes"]
     assert "Grad-CAM" in card["stages"]["fracture"]["boxes"]
-    assert "not a detector trained on boxes" in card["stages"]["fracture"]["boxes"]
+    assert card["stages"]["fracture_boxes"]["training"]["n_crops_with_boxes"] > 0
+    # The detector trained on boxes beats the classifier's Grad-CAM, which beats the extent.
     located = card["metrics_extra_validation"]
-    assert located["box_iou_mean"] > located["extent_box_iou_mean"]
+    assert located["box_iou_mean"] > located["gradcam_box_iou_mean"] > located["extent_box_iou_mean"]
     assert "SYNTHETIC" in (folder / "MODEL_CARD.md").read_text()
-    for stage in ("segmentation", "fracture"):
+    for stage in ("segmentation", "fracture", "fracture_boxes"):
         config = json.loads((folder / f"{stage}.json").read_text())
         assert config["task"] == stage and len(config["sha256"]) == 64
 
@@ -104,7 +106,7 @@ def test_shipped_weights_segment_and_score_a_phantom(predictor: LocalPredictor, 
         patient_probability(prediction.level_probabilities)
     )
     assert prediction.device == "cpu" and prediction.timings["total"] > 0
-    for box in prediction.boxes:  # Grad-CAM boxes of flagged levels, inside the level's extent
+    for box in prediction.boxes:  # the detector's boxes of flagged levels, inside the level's extent
         assert box.level is not None
         assert box.score == prediction.level_probabilities[box.level]
         assert box.score >= predictor.fracture.config.threshold  # type: ignore[union-attr]
@@ -112,6 +114,11 @@ def test_shipped_weights_segment_and_score_a_phantom(predictor: LocalPredictor, 
         assert ks.min() - 2 <= box.slice_index <= ks.max() + 2
         assert cols.min() - 2 <= box.x and box.x + box.width <= cols.max() + 3
         assert rows.min() - 2 <= box.y and box.y + box.height <= rows.max() + 3
+    # Grad-CAM explanation boxes come with the detections, for the levels it flagged
+    flagged = {n for n, p in prediction.level_probabilities.items()
+               if p >= predictor.fracture.config.threshold}  # type: ignore[union-attr]
+    assert {b.level for b in prediction.boxes if b.explanation} <= flagged
+    assert {b.level for b in prediction.boxes if not b.explanation} <= flagged
     info = predictor.info()
     assert info.name and info.version and "stages" in info.card
 
@@ -171,23 +178,30 @@ def test_state_dict_torchscript_and_bundle_give_the_same_outputs(tmp_path: Path,
     shipped = default_weights_dir()
     seg = load_network(shipped / "segmentation.json")
     frac = load_network(shipped / "fracture.json")
+    boxes = load_network(shipped / "fracture_boxes.json")
     ts_dir = tmp_path / "ts"
     save_torchscript(seg.net, seg.config, ts_dir / "segmentation.ts")
     save_torchscript(frac.net, frac.config, ts_dir / "fracture.ts")
+    save_torchscript(boxes.net, boxes.config, ts_dir / "fracture_boxes.ts")
     bundle_dir = tmp_path / "bundles"
     save_bundle(seg.net, seg.config, bundle_dir / "segmentation")
     save_bundle(frac.net, frac.config, bundle_dir / "fracture")
+    save_bundle(boxes.net, boxes.config, bundle_dir / "fracture_boxes")
     assert (bundle_dir / "segmentation" / "configs" / "inference.json").is_file()
     assert (bundle_dir / "segmentation" / "models" / "model.pt").is_file()
 
     half = np.asarray(study.image.array)[::2, ::2, ::2].copy()
     small = Volume(half, study.image.affine @ np.diag([2.0, 2, 2, 1]))
-    outputs = {}
+    outputs, box_maps = {}, {}
+    crops = torch.rand((2, 3, *FractureConfig().crop_shape), generator=torch.Generator().manual_seed(0))
     for name, folder in (("state_dict", shipped), ("torchscript", ts_dir), ("bundle", bundle_dir)):
         p = LocalPredictor.from_dir(folder, device="cpu")
-        assert p.info().card["stages"]["segmentation"]["format"] == {
-            "state_dict": "state_dict", "torchscript": "torchscript", "bundle": "monai_bundle"}[name]
+        stages = p.info().card["stages"]
+        fmt = {"state_dict": "state_dict", "torchscript": "torchscript", "bundle": "monai_bundle"}[name]
+        assert stages["segmentation"]["format"] == fmt and stages["fracture_boxes"]["format"] == fmt
         outputs[name] = p.predict(small)
+        assert p.fracture is not None and p.fracture.detector is not None
+        box_maps[name] = p.fracture.detector.probability_maps(crops)  # type: ignore[attr-defined]
     ref = outputs["state_dict"]
     assert ref.mask is not None and ref.mask.any()
     for name in ("torchscript", "bundle"):
@@ -196,6 +210,8 @@ def test_state_dict_torchscript_and_bundle_give_the_same_outputs(tmp_path: Path,
         assert out.level_probabilities.keys() == ref.level_probabilities.keys()
         for level, p in ref.level_probabilities.items():
             assert out.level_probabilities[level] == pytest.approx(p, abs=1e-5)
+        assert out.boxes == ref.boxes
+        assert np.allclose(box_maps[name], box_maps["state_dict"], atol=1e-5), name
 
 
 def test_missing_weights_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -243,6 +259,31 @@ def test_corrupt_or_mismatching_weights_are_rejected(tmp_path: Path) -> None:
 
     (folder / "segmentation.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not readable JSON"):
+        LocalPredictor.from_dir(folder)
+
+
+def test_the_box_detector_is_optional_and_checked_against_the_classifier(tmp_path: Path) -> None:
+    folder = _copy_shipped(tmp_path / "a")
+    for suffix in (".json", ".pt"):  # weights without a detector: boxes come from Grad-CAM
+        (folder / f"fracture_boxes{suffix}").unlink()
+    p = LocalPredictor.from_dir(folder)
+    assert p.fracture is not None and p.fracture.detector is None
+    assert "fracture_boxes" not in p.info().card["stages"]
+
+    folder = _copy_shipped(tmp_path / "b")
+    config = json.loads((folder / "fracture_boxes.json").read_text())
+    config["crop"]["spacing_mm"] = 2.0  # trained on other crops than the classifier's
+    (folder / "fracture_boxes.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"other crops than the classifier's \(spacing_mm differ\)"):
+        LocalPredictor.from_dir(folder)
+    config["crop"]["spacing_mm"] = FractureConfig.from_dict(
+        json.loads((folder / "fracture.json").read_text())).crop_spacing_mm
+    config["task"] = "fracture"
+    (folder / "fracture_boxes.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="'fracture' model where a 'fracture_boxes' model"):
+        LocalPredictor.from_dir(folder)
+    (folder / "fracture_boxes.pt").write_bytes(b"not weights")
+    with pytest.raises(ModelLoadError, match="corrupt"):
         LocalPredictor.from_dir(folder)
 
 
