@@ -7,7 +7,9 @@ onto the crop grid (:func:`box_target`): a dense, box-supervised detector, with 
 
 Boxes (:func:`map_boxes`): the probability map is resampled (trilinear) onto the input volume's
 voxels around the crop; on every axial (a0) slice where it reaches ``threshold``, one box encloses
-those pixels. A slice where the segmentation has no voxel of the level gets no box. Each box is
+those pixels, and each run of such slices grows over the next slices where it reaches the lower
+``grow_threshold`` (the faint ends of a crack). A slice where the segmentation has no voxel of the
+level gets no box. Each box is
 scored with the level's calibrated P(fracture), so a box means "this level, fractured, here".
 
 Grad-CAM (:mod:`.localise`) stays as the explanation of the classifier's score; the model card
@@ -49,11 +51,14 @@ class DetectorConfig:
             (``FractureConfig.to_dict()["crop"]``); the detector reads the classifier's crops, so
             the two must agree (:meth:`check_crops`).
         threshold: voxel probability from which a pixel is inside a box.
+        grow_threshold: the lower probability over which a run of boxed slices grows up and down
+            (:func:`map_boxes`); None: no growth.
         batch_size: crops per forward pass.
     """
 
     crop: Mapping[str, Any]
     threshold: float = 0.5
+    grow_threshold: float | None = None
     batch_size: int = 8
 
     @classmethod
@@ -65,7 +70,11 @@ class DetectorConfig:
             threshold = float(data.get("threshold", cls.threshold))
             if not 0.0 < threshold < 1.0:
                 raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-            return cls(dict(crop), threshold, int(data.get("batch_size", cls.batch_size)))
+            grow = data.get("grow_threshold")
+            grow = None if grow is None else float(grow)
+            if grow is not None and not 0.0 < grow <= threshold:
+                raise ValueError(f"grow_threshold must lie in (0, threshold], got {grow}")
+            return cls(dict(crop), threshold, grow, int(data.get("batch_size", cls.batch_size)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(
                 f"fracture box detector config is malformed ({type(exc).__name__}: {exc}); "
@@ -73,7 +82,8 @@ class DetectorConfig:
             ) from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return {"crop": dict(self.crop), "threshold": self.threshold, "batch_size": self.batch_size}
+        return {"crop": dict(self.crop), "threshold": self.threshold,
+                "grow_threshold": self.grow_threshold, "batch_size": self.batch_size}
 
     def check_crops(self, fracture: FractureConfig) -> None:
         """Raise ModelLoadError when the classifier's crops are not those the detector learnt."""
@@ -135,10 +145,16 @@ def map_boxes(
     score: float,
     level: str,
     level_on_slice: npt.NDArray[np.bool_] | None = None,
+    grow_threshold: float | None = None,
 ) -> list[PredictedBox]:
     """Boxes on the input's a0 slices around the pixels where the crop's probability map,
     resampled onto the input grid, reaches ``threshold``. ``level_on_slice[k]`` False drops slice
-    ``k`` (the segmentation has no voxel of the level there)."""
+    ``k`` (the segmentation has no voxel of the level there).
+
+    With ``grow_threshold`` (below ``threshold``), each run of boxed slices grows up and down
+    over the next slices whose pixels reach it, each such box kept inside the box of the slice it
+    grew from (the ends of a crack, where the map fades: hysteresis, as in edge detection).
+    """
     affine = np.asarray(volume_affine, dtype=np.float64)
     window = _input_window(crop, affine, volume_shape)
     if window is None:
@@ -146,16 +162,46 @@ def map_boxes(
     src = torch.from_numpy(np.ascontiguousarray(probability, dtype=np.float32))[None, None]
     on_input = sample_onto(src, crop.affine, window)[0, 0].numpy()
     offset = np.round(np.linalg.solve(affine[:3, :3], window.affine[:3, 3] - affine[:3, 3])).astype(int)
+
+    def allowed(k: int) -> bool:
+        return level_on_slice is None or bool(level_on_slice[k + int(offset[0])])
+
+    found: dict[int, tuple[float, float, float, float]] = {}
+    for k in np.flatnonzero((on_input >= threshold).any(axis=(1, 2))).tolist():
+        if allowed(k):
+            found[k] = _extent(on_input[k] >= threshold)
+    if grow_threshold is not None and grow_threshold < threshold:
+        weak = on_input >= grow_threshold
+        for start in sorted(found):
+            for step in (-1, 1):
+                if start + step in found:
+                    continue  # not an end of its run on this side
+                prev, kk = found[start], start + step
+                while 0 <= kk < weak.shape[0] and kk not in found and weak[kk].any() and allowed(kk):
+                    box = _clip(_extent(weak[kk]), prev)
+                    if box is None:
+                        break
+                    found[kk] = prev = box
+                    kk += step
     boxes: list[PredictedBox] = []
-    for kk in np.flatnonzero((on_input >= threshold).any(axis=(1, 2))):
-        k = int(kk + offset[0])
-        if level_on_slice is not None and not level_on_slice[k]:
-            continue
-        rows, cols = np.nonzero(on_input[kk] >= threshold)
-        x0, y0 = float(cols.min() + offset[2]), float(rows.min() + offset[1])
-        x1, y1 = float(cols.max() + 1 + offset[2]), float(rows.max() + 1 + offset[1])
-        boxes.append(PredictedBox(k, x0, y0, x1 - x0, y1 - y0, float(score), level))
+    for k in sorted(found):
+        x0, y0, x1, y1 = found[k]
+        boxes.append(PredictedBox(k + int(offset[0]), x0 + float(offset[2]), y0 + float(offset[1]),
+                                  x1 - x0, y1 - y0, float(score), level))
     return boxes
+
+
+def _extent(on: npt.NDArray[np.bool_]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) pixel edges of the True pixels of a slice."""
+    rows, cols = np.nonzero(on)
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+
+
+def _clip(box: tuple[float, float, float, float],
+          inside: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
+    x0, y0 = max(box[0], inside[0]), max(box[1], inside[1])
+    x1, y1 = min(box[2], inside[2]), min(box[3], inside[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 class BoxDetector:
@@ -202,7 +248,8 @@ class BoxDetector:
             grid = crop_grid(seg.centroids[lid], axes, fracture.crop_shape, fracture.crop_spacing_mm)
             on_slice = (np.asarray(seg.mask) == LEVEL_IDS[name]).any(axis=(1, 2))
             boxes += map_boxes(prob, grid, image_affine, shape, threshold=self.config.threshold,
-                               score=scored.probabilities[name], level=name, level_on_slice=on_slice)
+                               score=scored.probabilities[name], level=name, level_on_slice=on_slice,
+                               grow_threshold=self.config.grow_threshold)
         return boxes
 
 

@@ -43,7 +43,11 @@ BOX_NOTE = (
 DETECTOR_NOTE = (
     "the classifier's crop of a level (same grid and channels); per voxel, the probability that it "
     "lies inside a true fracture box on its axial slice. Resampled onto the input's slices, the "
-    "pixels at or above {threshold} are boxed on each slice where the segmentation has the level"
+    "pixels at or above {threshold} are boxed on each slice where the segmentation has the level{grow}"
+)
+GROW_NOTE = (
+    "; each run of boxed slices grows up and down over the next slices with pixels at or above "
+    "{grow}, each such box kept inside the box of the slice it grew from"
 )
 
 
@@ -166,7 +170,9 @@ def build_card(
         card["stages"]["fracture_boxes"] = {
             "network": s.det_spec,
             "parameters": count_parameters(det_net),
-            "input_output": DETECTOR_NOTE.format(threshold=s.det_threshold),
+            "input_output": DETECTOR_NOTE.format(
+                threshold=s.det_threshold,
+                grow=GROW_NOTE.format(grow=s.det_grow_threshold) if s.det_grow_threshold else ""),
             "training": {
                 "loss": f"voxel binary cross-entropy (inside-box voxels weighted {s.det_pos_weight:g}x) "
                 "+ soft Dice, on the crops of the training studies' fractured levels (their true "

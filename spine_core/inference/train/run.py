@@ -218,8 +218,9 @@ def _box_detector(s: TrainSettings, trained: tuple[nn.Module, PhaseLog] | None,
 
 
 def detector_config(s: TrainSettings) -> DetectorConfig:
-    """The box detector's settings: the classifier's crops and the voxel threshold."""
-    return DetectorConfig(crop=s.frac_config.to_dict()["crop"], threshold=s.det_threshold)
+    """The box detector's settings: the classifier's crops and the voxel thresholds."""
+    return DetectorConfig(crop=s.frac_config.to_dict()["crop"], threshold=s.det_threshold,
+                          grow_threshold=s.det_grow_threshold)
 
 
 def _round_to_half(net: nn.Module) -> None:

@@ -35,7 +35,7 @@ class TrainSettings:
     enrich_fractures: float = 1.0  # share of training studies forced positive (1-3 levels)
     device: str = "cpu"
     threads: int = 2
-    budget_minutes: float = 22.0
+    budget_minutes: float = 30.0
     name: str = "spinereview-demo"
     version: str = "0.1.0"
     seg_config: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -51,6 +51,7 @@ class TrainSettings:
     det_pos_weight: float = 10.0
     det_positive_share: float = 0.75
     det_threshold: float = 0.3
+    det_grow_threshold: float | None = 0.15
     det_spec: dict[str, Any] = field(default_factory=default_detector_spec)
 
     def train_seeds(self) -> list[int]:

@@ -90,6 +90,30 @@ def test_boxes_are_drawn_where_the_map_reaches_the_threshold_and_the_level_is() 
     assert map_boxes(prob, crop, affine, SHAPE, threshold=0.95, score=0.7, level="C3") == []
 
 
+def test_a_run_of_boxes_grows_over_the_faint_ends_of_a_crack() -> None:
+    affine = _affine(superior_first=False)
+    crop = crop_grid((affine @ np.array([11.5, 22.5, 17.5, 1.0]))[:3], CANONICAL_AXES, (12, 20, 20), 1.0)
+    prob = np.zeros((12, 20, 20), dtype=np.float32)
+    prob[4:6, 5:9, 6:12] = 0.9  # the crack's middle: input slices 10 and 11
+    prob[3, 4:10, 5:14] = 0.25  # fainter and wider above and below it
+    prob[6, 6:8, 7:10] = 0.25
+    prob[7, 6:8, 7:10] = 0.25  # ... two slices down
+    prob[9, 6:8, 7:10] = 0.25  # a faint spot cut off from the run: never boxed
+    kwargs = {"threshold": 0.5, "score": 0.6, "level": "C4"}
+    plain = map_boxes(prob, crop, affine, SHAPE, **kwargs)
+    assert [b.slice_index for b in plain] == [10, 11]
+    grown = map_boxes(prob, crop, affine, SHAPE, grow_threshold=0.2, **kwargs)
+    got = {b.slice_index: (b.x, b.y, b.x + b.width, b.y + b.height) for b in grown}
+    assert sorted(got) == [9, 10, 11, 12, 13]
+    assert got[10] == got[11] == (14.0, 18.0, 20.0, 22.0)
+    assert got[9] == got[10]  # wider than the slice it grew from: kept inside it
+    assert got[12] == got[13] == (15.0, 19.0, 18.0, 21.0)
+    on_slice = np.ones(SHAPE[0], dtype=bool)
+    on_slice[12] = False  # growth stops where the level is not
+    stopped = map_boxes(prob, crop, affine, SHAPE, grow_threshold=0.2, level_on_slice=on_slice, **kwargs)
+    assert [b.slice_index for b in stopped] == [9, 10, 11]
+
+
 def test_crop_rows_outside_the_volume_are_dropped() -> None:
     affine = _affine(superior_first=False)
     corner = (affine @ np.array([0.0, 0.0, 0.0, 1.0]))[:3]
@@ -103,6 +127,7 @@ def test_crop_rows_outside_the_volume_are_dropped() -> None:
 def test_config_round_trips_and_refuses_other_crops() -> None:
     fracture = FractureConfig()
     config = DetectorConfig(crop=fracture.to_dict()["crop"], threshold=0.3)
+    assert config.grow_threshold is None
     again = DetectorConfig.from_dict(config.to_dict())
     assert again == config
     again.check_crops(fracture)
@@ -112,6 +137,10 @@ def test_config_round_trips_and_refuses_other_crops() -> None:
         DetectorConfig.from_dict({"threshold": 0.5})
     with pytest.raises(ModelLoadError, match="threshold must lie in"):
         DetectorConfig.from_dict({"crop": {}, "threshold": 1.5})
+    with pytest.raises(ModelLoadError, match="grow_threshold must lie in"):
+        DetectorConfig.from_dict({"crop": {}, "threshold": 0.3, "grow_threshold": 0.4})
+    grown = DetectorConfig(crop={}, threshold=0.35, grow_threshold=0.2)
+    assert DetectorConfig.from_dict(grown.to_dict()) == grown
 
 
 def _crack_crops(n: int, rng: np.random.Generator) -> CropSet:
