@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from spine_core.colours import MODEL_COLOUR
+from spine_core.colours import EXPLANATION_COLOUR, MODEL_COLOUR
 from tests.browser.conftest import (
     ROOT,
     app_db,
@@ -289,7 +289,10 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     assert Path(row["mask_path"]).is_file()
     assert row["boxes"], (f"the model flagged no level of seed {SEED} (levels: {row['levels']}): "
                           "choose a seed whose study the shipped weights flag")
-    n_boxes = len(row["boxes"])
+    detections = [b for b in row["boxes"] if not b.get("explanation")]
+    explanations = [b for b in row["boxes"] if b.get("explanation") is True]
+    assert detections and explanations, row["boxes"]  # the detector's boxes and Grad-CAM's
+    n_boxes = len(detections)
     summary = r1.get_by_text(re.compile(rf"^Model prediction · {re.escape(MODEL)} · .* by you · "
                                         rf"patient fracture probability {row['patient']:.2f} · "
                                         rf"{n_boxes} boxes$"))
@@ -310,7 +313,7 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     set_expander(r1, "Probabilities per level, timings", expanded=False)  # the slices show
 
     # -- the predicted box's slice: the box, its label and the mask outline -------------------------
-    boxes = sorted(row["boxes"], key=lambda b: b["slice_index"])
+    boxes = sorted(detections, key=lambda b: b["slice_index"])
     target = boxes[len(boxes) // 2]
     display = axial_display_index(app_env, uid, target["slice_index"])
     go_to_axial(r1, display + 1)
@@ -326,6 +329,17 @@ def test_prediction_from_viewer_to_reader_work_and_admin_pages(
     flip(r1, "Predicted boxes")
     r1.wait_for_timeout(300)
     assert box_colour_pixels(r1, MODEL_COLOUR, target) > 20
+    # the classifier's Grad-CAM, on request, in its own colour
+    why = sorted(explanations, key=lambda b: b["slice_index"])[len(explanations) // 2]
+    go_to_axial(r1, axial_display_index(app_env, uid, why["slice_index"]) + 1)
+    r1.wait_for_timeout(300)
+    assert box_colour_pixels(r1, EXPLANATION_COLOUR, why) == 0  # off by default
+    flip(r1, "Grad-CAM")
+    r1.wait_for_timeout(300)
+    assert box_colour_pixels(r1, EXPLANATION_COLOUR, why) > 20
+    screenshot(r1, "prediction-03b-viewer-grad-cam")
+    flip(r1, "Grad-CAM")
+    go_to_axial(r1, display + 1)
     # the model's mask instead of the dataset's in the viewer's level colours
     r1.get_by_role("combobox", name="Overlay").click()  # the selectbox
     r1.get_by_role("option", name="Model's mask").click()
