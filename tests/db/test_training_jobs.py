@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: A training of a few iterations on the smallest phantoms (seconds, not the demo's minutes).
 SMALL = ["--train-studies", "2", "--val-studies", "1", "--cal-studies", "0", "--shape", "48x64x64",
          "--threads", "1"]
-TINY = [*SMALL, "--seg-iterations", "4", "--frac-iterations", "4"]
+TINY = [*SMALL, "--seg-iterations", "4", "--frac-iterations", "4", "--box-iterations", "4"]
 #: One that would run for hours: stopped or killed long before its end.
 LONG = [*SMALL, "--seg-iterations", "100000"]
 
