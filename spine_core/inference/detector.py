@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from spine_core.errors import ModelLoadError
-from spine_core.inference.fracture import FractureConfig, ScoredLevels
+from spine_core.inference.fracture import FractureConfig, ScoredLevels, batched_outputs
 from spine_core.inference.loading import LoadedNetwork, find_stage, load_network
 from spine_core.inference.preprocess import Grid, crop_grid, sample_onto
 from spine_core.inference.protocol import PredictedBox
-from spine_core.inference.segmentation import SegmentationResult, autocast
+from spine_core.inference.segmentation import SegmentationResult
 from spine_core.labels import LEVEL_IDS, level_name
 
 #: Name of the detector's stage in a weights folder (``fracture_boxes.json`` + ``.pt``, ...).
@@ -216,14 +216,10 @@ class BoxDetector:
 
     def probability_maps(self, crops: torch.Tensor) -> npt.NDArray[np.float32]:
         """(L, C, *crop) crops -> (L, *crop) probability that a voxel lies inside a fracture box."""
-        out: list[torch.Tensor] = []
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            for start in range(0, crops.shape[0], self.config.batch_size):
-                batch = crops[start : start + self.config.batch_size].to(self.device)
-                out.append(torch.sigmoid(self.net(batch).float())[:, 0].cpu())
+        out = batched_outputs(self.net, crops, self.config.batch_size, self.device, self.amp)
         if not out:
             return np.zeros((0, *crops.shape[2:]), dtype=np.float32)
-        return torch.cat(out).numpy()
+        return torch.sigmoid(torch.cat(out))[:, 0].numpy()
 
     def boxes(
         self,

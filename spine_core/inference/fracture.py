@@ -205,6 +205,17 @@ def level_crops(
     return ids, torch.cat(crops, dim=0)
 
 
+def batched_outputs(net: nn.Module, crops: torch.Tensor, batch_size: int, device: torch.device,
+                    amp: bool) -> list[torch.Tensor]:
+    """The net's outputs on ``crops``, ``batch_size`` at a time, in inference mode: float32, on
+    the CPU (empty for no crop)."""
+    out: list[torch.Tensor] = []
+    with torch.inference_mode(), autocast(device, amp):
+        for start in range(0, crops.shape[0], batch_size):
+            out.append(net(crops[start : start + batch_size].to(device)).float().cpu())
+    return out
+
+
 def dilate(mask: torch.Tensor, radius_voxels: float) -> torch.Tensor:
     """Grey dilation of a (N, 1, ...) soft mask by a cube of half-size ``radius_voxels``."""
     r = max(0, int(round(radius_voxels)))
@@ -245,14 +256,10 @@ class FractureModel:
 
     def logits(self, crops: torch.Tensor) -> npt.NDArray[np.float64]:
         """(L, 2, *crop) crops -> (L,) raw classifier logits (balanced-prior scale)."""
-        out: list[torch.Tensor] = []
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            for start in range(0, crops.shape[0], self.config.batch_size):
-                batch = crops[start : start + self.config.batch_size].to(self.device)
-                out.append(self.net(batch).float().reshape(-1).cpu())
+        out = batched_outputs(self.net, crops, self.config.batch_size, self.device, self.amp)
         if not out:
             return np.zeros(0)
-        return torch.cat(out).numpy().astype(np.float64)
+        return torch.cat([o.reshape(-1) for o in out]).numpy().astype(np.float64)
 
     def shifted_logits(self, crops: torch.Tensor, levels: Sequence[int]) -> npt.NDArray[np.float64]:
         """Logit of each crop shifted by the log prior odds of its level (see ``level_priors``),
