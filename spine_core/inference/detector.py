@@ -204,6 +204,18 @@ def _clip(box: tuple[float, float, float, float],
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
+def _level_slices(mask: npt.NDArray[np.integer], level_id: int, crop: Grid,
+                  volume_affine: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Which a0 slices hold the level, looked at only on the slices the crop reaches."""
+    out = np.zeros(mask.shape[0], dtype=bool)
+    window = _input_window(crop, volume_affine, mask.shape)
+    if window is not None:
+        k0 = int(round(np.linalg.solve(volume_affine[:3, :3],
+                                       window.affine[:3, 3] - volume_affine[:3, 3])[0]))
+        out[k0:k0 + window.shape[0]] = (mask[k0:k0 + window.shape[0]] == level_id).any(axis=(1, 2))
+    return out
+
+
 class BoxDetector:
     """The fracture box detector with its config, on one device."""
 
@@ -242,7 +254,8 @@ class BoxDetector:
             lid = scored.ids[row]
             name = level_name(lid)
             grid = crop_grid(seg.centroids[lid], axes, fracture.crop_shape, fracture.crop_spacing_mm)
-            on_slice = (np.asarray(seg.mask) == LEVEL_IDS[name]).any(axis=(1, 2))
+            on_slice = _level_slices(np.asarray(seg.mask), LEVEL_IDS[name], grid,
+                                     np.asarray(image_affine, dtype=np.float64))
             boxes += map_boxes(prob, grid, image_affine, shape, threshold=self.config.threshold,
                                score=scored.probabilities[name], level=name, level_on_slice=on_slice,
                                grow_threshold=self.config.grow_threshold)
